@@ -1,0 +1,83 @@
+// Package oci holds what runs workers: the Runtime seam the scheduler talks
+// to, and (in subpackages) its implementations. Nothing here knows about
+// jobs, endpoints' queues or HTTP.
+package oci
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Spec describes one worker to start.
+type Spec struct {
+	// ID is the worker id, unique for the daemon's lifetime.
+	ID string
+	// Endpoint is the id of the endpoint the worker serves (for logs and
+	// labels only).
+	Endpoint string
+	// Image is the OCI image reference; runtimes that do not use images
+	// ignore it.
+	Image string
+	// Command is the argv to run. For image-based runtimes an empty Command
+	// means the image's own entrypoint.
+	Command []string
+	// Env is the complete environment, KEY=VALUE.
+	Env []string
+	// LogPath is where the worker's stdout and stderr go.
+	LogPath string
+	// Dir is a private scratch directory for the worker, removed by the
+	// caller after the worker has exited.
+	Dir string
+}
+
+// Runtime starts workers.
+type Runtime interface {
+	// Name is the runtime's flag value ("process", "runc").
+	Name() string
+	// Start launches the worker and returns once it is running.
+	Start(ctx context.Context, spec Spec) (Worker, error)
+}
+
+// Worker is a running worker.
+type Worker interface {
+	// Stop asks the worker to exit (SIGTERM: the RunPod SDK drains its
+	// in-flight jobs) and kills it when it has not exited after grace.
+	// It returns at once; Done reports the exit.
+	Stop(grace time.Duration)
+	// Kill ends the worker at once.
+	Kill()
+	// Done is closed when the worker has exited.
+	Done() <-chan struct{}
+	// Exit is the worker's exit status; valid once Done is closed.
+	Exit() ExitStatus
+	// PID is the worker's main process id on the host, or 0 if unknown.
+	PID() int
+}
+
+// ExitStatus says how a worker ended.
+type ExitStatus struct {
+	// Code is the exit code, or -1 when the worker was killed by a signal.
+	Code int
+	// Signal names the signal that killed the worker, if any.
+	Signal string
+	// OOMKilled is set when the kernel killed the worker for memory.
+	OOMKilled bool
+	// Err is set when the status could not be determined.
+	Err error
+}
+
+// String reads like the end of a sentence: "exited with code 1",
+// "was killed by signal killed".
+func (e ExitStatus) String() string {
+	switch {
+	case e.Err != nil:
+		return fmt.Sprintf("ended with an unknown status: %v", e.Err)
+	case e.OOMKilled:
+		return "was killed: out of memory"
+	case e.Signal != "":
+		return fmt.Sprintf("was killed by signal %s", e.Signal)
+	default:
+		return fmt.Sprintf("exited with code %d", e.Code)
+	}
+}

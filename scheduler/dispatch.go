@@ -1,0 +1,468 @@
+package scheduler
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/emberhq/ember/scheduler/store"
+)
+
+// AuthWorker checks a worker credential: the token must be the one issued
+// to workerID, and that worker must serve endpointID.
+func (s *Scheduler) AuthWorker(endpointID, workerID, token string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.workers[workerID]
+	if !ok || subtle.ConstantTimeCompare([]byte(w.token), []byte(token)) != 1 {
+		return fmt.Errorf("%w: bad worker credential", ErrForbidden)
+	}
+	if w.endpoint != endpointID {
+		return fmt.Errorf("%w: worker %s does not serve endpoint %s", ErrForbidden, workerID, endpointID)
+	}
+	return nil
+}
+
+// Lease is what Take hands out: the jobs and a way to report whether they
+// reached the worker. Until Delivered(true) the jobs are only provisionally
+// taken; Delivered(false) puts them back at the head of the queue.
+type Lease struct {
+	Jobs []TakenJob
+	s    *Scheduler
+	ids  []string
+	wid  string
+}
+
+// Delivered reports whether the take response was written to the worker.
+func (l *Lease) Delivered(ok bool) {
+	if ok || len(l.ids) == 0 {
+		return
+	}
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	for _, id := range l.ids {
+		j, live := l.s.jobs[id]
+		if !live || j.finalizing || j.worker == nil || j.worker.id != l.wid {
+			continue
+		}
+		// The worker never saw it, so the attempt does not count.
+		j.rec.Attempts--
+		l.s.requeueLocked(j, "take response was not delivered", false)
+	}
+}
+
+// Take leases up to max jobs to a worker, holding the request up to hold
+// when none is ready. An empty lease means "no job" (HTTP 204).
+func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max int, hold time.Duration) (*Lease, error) {
+	if max < 1 {
+		max = 1
+	}
+	if hold <= 0 || hold > s.cfg.TakeHold {
+		hold = s.cfg.TakeHold
+	}
+	timer := time.NewTimer(hold)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		w, ok := s.workers[workerID]
+		ep := s.endpoints[endpointID]
+		if !ok || ep == nil || w.endpoint != endpointID {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("%w: worker %s is not registered for endpoint %s", ErrForbidden, workerID, endpointID)
+		}
+		s.markSeenLocked(w)
+		if w.draining || s.closed {
+			// A draining worker must get nothing new: the SDK may queue a
+			// job after its run loop has exited, and that job would be lost.
+			s.mu.Unlock()
+			return &Lease{s: s}, nil
+		}
+		var taken []*job
+		for len(taken) < max {
+			j := ep.pop()
+			if j == nil {
+				break
+			}
+			s.leaseLocked(j, w, ep)
+			taken = append(taken, j)
+		}
+		if len(taken) > 0 {
+			recs := make([]store.Job, len(taken))
+			for i, j := range taken {
+				recs[i] = j.rec
+			}
+			s.mu.Unlock()
+			return s.buildLease(ctx, workerID, taken, recs)
+		}
+		notify := ep.notify
+		s.mu.Unlock()
+		select {
+		case <-notify:
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		return &Lease{s: s}, nil
+	}
+}
+
+// leaseLocked hands j to w: IN_PROGRESS, attempt counted, timers armed.
+func (s *Scheduler) leaseLocked(j *job, w *worker, ep *endpointState) {
+	now := s.now()
+	j.rec.Status = store.InProgress
+	j.rec.WorkerID = w.id
+	j.rec.StartedAt = now.UnixMilli()
+	j.rec.DelayMs = msSince(j.rec.SubmittedAt, now)
+	j.rec.Attempts++
+	j.worker = w
+	j.leaseSeen = now
+	j.progress = nil
+	w.held[j.rec.ID] = j
+	w.lastActive = now
+	ep.inProgress++
+	s.setWorkerStateLocked(w)
+	attempt := j.rec.Attempts
+	j.execTimer = time.AfterFunc(time.Duration(j.rec.ExecutionTimeoutMs)*time.Millisecond, func() { s.executionTimeout(j, attempt) })
+}
+
+// buildLease reads the jobs' inputs and records the take. The take record is
+// written asynchronously: losing it in a crash only means the job is found
+// IN_QUEUE instead of IN_PROGRESS on restart, and is re-queued either way.
+func (s *Scheduler) buildLease(ctx context.Context, workerID string, taken []*job, recs []store.Job) (*Lease, error) {
+	l := &Lease{s: s, wid: workerID}
+	b := s.store.NewBatch()
+	for i, j := range taken {
+		full, err := s.store.Job(j.rec.ID, true)
+		if err != nil {
+			// Put everything back: a half-built lease must not strand jobs.
+			l.ids = make([]string, len(taken))
+			for k, t := range taken {
+				l.ids[k] = t.rec.ID
+			}
+			l.Delivered(false)
+			return nil, fmt.Errorf("read job %s: %w", j.rec.ID, err)
+		}
+		l.Jobs = append(l.Jobs, TakenJob{ID: full.ID, Input: full.Input, S3Config: full.S3Config, Webhook: full.Webhook})
+		l.ids = append(l.ids, full.ID)
+		rec := recs[i]
+		rec.Input, rec.InputRef = full.Input, full.InputRef
+		if full.InputRef != "" {
+			rec.Input = nil // keep the spilled reference rather than re-spilling
+		}
+		if err := b.PutJob(&rec, rec.Deadline()); err != nil {
+			return nil, err
+		}
+	}
+	s.store.CommitAsync(b)
+	return l, nil
+}
+
+// Done records a worker's job-done post. Progress updates change what
+// /status shows; a final result turns the job terminal exactly once. Posts
+// for jobs that are already terminal, or that the worker no longer holds,
+// are accepted and ignored (the SDK retries, and races progress against the
+// final result).
+func (s *Scheduler) Done(ctx context.Context, endpointID, workerID, jobID string, res Result) error {
+	s.mu.Lock()
+	w := s.workers[workerID]
+	j, live := s.jobs[jobID]
+	if !live || j.rec.EndpointID != endpointID || j.finalizing {
+		s.mu.Unlock()
+		return s.checkFormerJob(endpointID, workerID, jobID)
+	}
+	holds := j.worker != nil && j.worker.id == workerID
+	if !holds && !contains(j.pastWorkers, workerID) {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: worker %s does not hold job %s", ErrForbidden, workerID, jobID)
+	}
+	if res.Progress {
+		if holds {
+			j.progress = res.Output
+			j.leaseSeen = s.now()
+		}
+		s.mu.Unlock()
+		return nil
+	}
+	if w != nil && res.StopPod {
+		w.recycle = true
+	}
+	s.mu.Unlock()
+
+	now := s.now()
+	_, err := s.finalize(ctx, []*job{j}, "result", func(r *store.Job) {
+		r.FinishedAt = now.UnixMilli()
+		if r.StartedAt > 0 {
+			r.ExecutionMs = msSince(r.StartedAt, now)
+		}
+		if !holds {
+			r.WorkerID = workerID
+		}
+		r.Output = res.Output
+		if res.HasError {
+			r.Status = store.Failed
+			r.Error = res.Error
+		} else {
+			r.Status = store.Completed
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if w != nil && res.StopPod {
+		s.mu.Lock()
+		s.maybeRecycleLocked(w)
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// checkFormerJob decides how to answer a post about a job that is not live:
+// fine (ignored) if the job exists or existed, an error only if the worker
+// could not have held it.
+func (s *Scheduler) checkFormerJob(endpointID, workerID, jobID string) error {
+	r, err := s.store.Job(jobID, false)
+	if err == nil && r.EndpointID != endpointID {
+		return fmt.Errorf("%w: job %s is not on endpoint %s", ErrForbidden, jobID, endpointID)
+	}
+	// Unknown (expired, deleted by TTL) or terminal: accept and discard.
+	return nil
+}
+
+// AddChunk appends a stream chunk posted by the worker holding the job.
+func (s *Scheduler) AddChunk(ctx context.Context, endpointID, workerID, jobID string, output []byte) error {
+	s.mu.Lock()
+	j, live := s.jobs[jobID]
+	if !live || j.rec.EndpointID != endpointID || j.finalizing {
+		s.mu.Unlock()
+		return s.checkFormerJob(endpointID, workerID, jobID)
+	}
+	if j.worker == nil || j.worker.id != workerID {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: worker %s does not hold job %s", ErrForbidden, workerID, jobID)
+	}
+	c := store.Chunk{JobID: jobID, Index: j.nextChunk, Output: output}
+	j.nextChunk++
+	j.leaseSeen = s.now()
+	expires := j.rec.Deadline().Add(s.cfg.RunRetention)
+	s.mu.Unlock()
+
+	b := s.store.NewBatch()
+	b.PutChunk(c, expires)
+	if err := s.store.Commit(ctx, b); err != nil {
+		return fmt.Errorf("%w: persist stream chunk: %v", ErrUnavailable, err)
+	}
+	s.mu.Lock()
+	if cur, ok := s.jobs[jobID]; ok && cur == j {
+		j.pending = append(j.pending, c)
+		j.wakeStream()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Ping records a heartbeat. jobIDs is what the worker says it holds: held
+// jobs listed there keep their lease; a held job missing from pings for
+// longer than LeaseGrace is re-queued. An unhealthy report marks the worker
+// unhealthy and stops it.
+func (s *Scheduler) Ping(endpointID, workerID string, jobIDs []string, version, status, reason string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.workers[workerID]
+	if !ok || w.endpoint != endpointID {
+		return fmt.Errorf("%w: worker %s is not registered for endpoint %s", ErrForbidden, workerID, endpointID)
+	}
+	now := s.now()
+	s.markSeenLocked(w)
+	w.lastPing = now
+	w.pinged = true
+	if version != "" {
+		w.version = version
+	}
+	if strings.EqualFold(status, "unhealthy") {
+		w.unhealthy = true
+		w.reason = reason
+		s.log.Warn("worker reports unhealthy", "worker", w.id, "endpoint", endpointID, "reason", reason)
+		s.drainWorkerLocked(w, "unhealthy: "+reason)
+		return nil
+	}
+	listed := make(map[string]bool, len(jobIDs))
+	for _, id := range jobIDs {
+		listed[id] = true
+	}
+	for id, j := range w.held {
+		if listed[id] {
+			j.leaseSeen = now
+		}
+	}
+	s.checkWorkerLeasesLocked(w, now)
+	return nil
+}
+
+// checkLeasesLocked re-queues jobs whose worker has stopped listing them,
+// and jobs of workers that stopped pinging altogether.
+func (s *Scheduler) checkLeasesLocked() {
+	now := s.now()
+	for _, w := range s.workers {
+		if w.pinged && now.Sub(w.lastPing) > s.cfg.LeaseGrace && len(w.held) > 0 {
+			s.log.Warn("worker stopped pinging", "worker", w.id, "endpoint", w.endpoint, "since", w.lastPing)
+			w.unhealthy = true
+			w.reason = "stopped sending pings"
+			for _, j := range w.held {
+				s.requeueLocked(j, "worker stopped sending pings", true)
+			}
+			s.drainWorkerLocked(w, "stopped pinging")
+			continue
+		}
+		s.checkWorkerLeasesLocked(w, now)
+	}
+}
+
+func (s *Scheduler) checkWorkerLeasesLocked(w *worker, now time.Time) {
+	if !w.pinged {
+		return
+	}
+	for _, j := range w.held {
+		if !j.finalizing && now.Sub(j.leaseSeen) > s.cfg.LeaseGrace {
+			s.requeueLocked(j, "worker no longer lists the job in its pings", true)
+		}
+	}
+}
+
+// requeueLocked takes j back from its worker. counted says the attempt was
+// used up; once MaxAttempts are used the job fails with the reason.
+func (s *Scheduler) requeueLocked(j *job, reason string, counted bool) {
+	ep := s.endpoints[j.rec.EndpointID]
+	w := j.worker
+	if w != nil {
+		j.pastWorkers = append(j.pastWorkers, w.id)
+	}
+	s.releaseLocked(j)
+	if counted && j.rec.Attempts >= s.cfg.MaxAttempts {
+		attempts := j.rec.Attempts
+		j.finalizing = false
+		msg := fmt.Sprintf("%s after %d attempts", reason, attempts)
+		s.goOwned(func() { s.failLost(j, msg) })
+		return
+	}
+	j.rec.Status = store.InQueue
+	j.rec.WorkerID = ""
+	j.rec.StartedAt = 0
+	j.rec.DelayMs = 0
+	j.progress = nil
+	if ep != nil {
+		ep.push(j, true)
+		s.scaleLocked(ep)
+	}
+	s.log.Info("job re-queued", "job", j.rec.ID, "endpoint", j.rec.EndpointID, "reason", reason, "attempt", j.rec.Attempts)
+}
+
+// failLost fails a job whose worker was lost too often.
+func (s *Scheduler) failLost(j *job, reason string) {
+	now := s.now()
+	_, err := s.finalize(s.ctx, []*job{j}, "failure", func(r *store.Job) {
+		r.Status = store.Failed
+		r.Error = reason
+		r.FinishedAt = now.UnixMilli()
+		if r.StartedAt > 0 {
+			r.ExecutionMs = msSince(r.StartedAt, now)
+		}
+	})
+	if err != nil {
+		s.log.Error("fail lost job", "job", j.rec.ID, "err", err)
+	}
+}
+
+// releaseLocked detaches j from its worker (if any).
+func (s *Scheduler) releaseLocked(j *job) {
+	w := j.worker
+	if w == nil {
+		return
+	}
+	delete(w.held, j.rec.ID)
+	j.worker = nil
+	if j.execTimer != nil {
+		j.execTimer.Stop()
+		j.execTimer = nil
+	}
+	if ep := s.endpoints[j.rec.EndpointID]; ep != nil {
+		ep.inProgress--
+	}
+	w.lastActive = s.now()
+	s.setWorkerStateLocked(w)
+	s.maybeRecycleLocked(w)
+}
+
+// executionTimeout fires when a job has run longer than its execution
+// timeout: TIMED_OUT, and the worker is told to stop it.
+func (s *Scheduler) executionTimeout(j *job, attempt int) {
+	s.mu.Lock()
+	if s.jobs[j.rec.ID] != j || j.finalizing || j.worker == nil || j.rec.Attempts != attempt {
+		s.mu.Unlock()
+		return
+	}
+	limit := j.rec.ExecutionTimeoutMs
+	s.mu.Unlock()
+	now := s.now()
+	_, err := s.finalize(s.ctx, []*job{j}, "timeout", func(r *store.Job) {
+		r.Status = store.TimedOut
+		r.Error = fmt.Sprintf("execution timeout of %d ms exceeded", limit)
+		r.FinishedAt = now.UnixMilli()
+		r.ExecutionMs = msSince(r.StartedAt, now)
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		s.log.Error("time out job", "job", j.rec.ID, "err", err)
+	}
+}
+
+// StopSignals long-polls for the jobs a worker must abandon (job-stop).
+func (s *Scheduler) StopSignals(ctx context.Context, endpointID, workerID string, hold time.Duration) ([]string, error) {
+	if hold <= 0 || hold > s.cfg.StopHold {
+		hold = s.cfg.StopHold
+	}
+	timer := time.NewTimer(hold)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		w, ok := s.workers[workerID]
+		if !ok || w.endpoint != endpointID {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("%w: worker %s is not registered for endpoint %s", ErrForbidden, workerID, endpointID)
+		}
+		s.markSeenLocked(w)
+		if len(w.stopQ) > 0 {
+			ids := w.stopQ
+			w.stopQ = nil
+			s.mu.Unlock()
+			return ids, nil
+		}
+		ch := w.stopCh
+		s.mu.Unlock()
+		select {
+		case <-ch:
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	}
+}
+
+func (s *Scheduler) signalStopLocked(w *worker, jobID string) {
+	if !contains(w.stopQ, jobID) {
+		w.stopQ = append(w.stopQ, jobID)
+	}
+	close(w.stopCh)
+	w.stopCh = make(chan struct{})
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,334 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/emberhq/ember/scheduler/store"
+)
+
+// EndpointSpec is a create or update request. Nil pointers mean "not given":
+// on create the RunPod default applies, on update the value is kept.
+type EndpointSpec struct {
+	Name               *string
+	Image              *string
+	Command            *[]string
+	Env                *map[string]string
+	WorkersMin         *int
+	WorkersMax         *int
+	IdleTimeout        *int // seconds
+	ExecutionTimeoutMs *int64
+	ScalerType         *string
+	ScalerValue        *int
+	GPUCount           *int
+	GPUTypes           *[]string
+}
+
+// RunPod's endpoint defaults (spec section 4).
+const (
+	DefaultWorkersMax         = 3
+	DefaultIdleTimeoutSec     = 5
+	DefaultExecutionTimeoutMs = 600_000
+	DefaultScalerValue        = 4
+	DefaultGPUCount           = 1
+	ScalerQueueDelay          = "QUEUE_DELAY"
+	ScalerRequestCount        = "REQUEST_COUNT"
+	maxWorkersLimit           = 1000
+	maxGPUsPerWorker          = 16
+)
+
+var (
+	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+func (sp EndpointSpec) apply(e *store.Endpoint) {
+	if sp.Name != nil {
+		e.Name = *sp.Name
+	}
+	if sp.Image != nil {
+		e.Image = *sp.Image
+	}
+	if sp.Command != nil {
+		e.Command = append([]string(nil), (*sp.Command)...)
+	}
+	if sp.Env != nil {
+		e.Env = make(map[string]string, len(*sp.Env))
+		for k, v := range *sp.Env {
+			e.Env[k] = v
+		}
+	}
+	if sp.WorkersMin != nil {
+		e.WorkersMin = *sp.WorkersMin
+	}
+	if sp.WorkersMax != nil {
+		e.WorkersMax = *sp.WorkersMax
+	}
+	if sp.IdleTimeout != nil {
+		e.IdleTimeoutSec = *sp.IdleTimeout
+	}
+	if sp.ExecutionTimeoutMs != nil {
+		e.ExecutionTimeoutMs = *sp.ExecutionTimeoutMs
+	}
+	if sp.ScalerType != nil {
+		e.ScalerType = *sp.ScalerType
+	}
+	if sp.ScalerValue != nil {
+		e.ScalerValue = *sp.ScalerValue
+	}
+	if sp.GPUCount != nil {
+		e.GPUCount = *sp.GPUCount
+	}
+	if sp.GPUTypes != nil {
+		e.GPUTypes = append([]string(nil), (*sp.GPUTypes)...)
+	}
+}
+
+func defaultEndpoint() store.Endpoint {
+	return store.Endpoint{
+		WorkersMax:         DefaultWorkersMax,
+		IdleTimeoutSec:     DefaultIdleTimeoutSec,
+		ExecutionTimeoutMs: DefaultExecutionTimeoutMs,
+		ScalerType:         ScalerQueueDelay,
+		ScalerValue:        DefaultScalerValue,
+		GPUCount:           DefaultGPUCount,
+	}
+}
+
+// validateEndpoint checks a complete endpoint against RunPod's ranges. The
+// messages name the field (by its JSON name) and the limit.
+func validateEndpoint(e *store.Endpoint) error {
+	switch {
+	case e.Name == "":
+		return fieldErr("name", "is required")
+	case !nameRE.MatchString(e.Name):
+		return fieldErr("name", "must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
+	case len(e.Image) > 512:
+		return fieldErr("image", "is longer than 512 characters")
+	case len(e.Command) > 256:
+		return fieldErr("command", "has more than 256 arguments")
+	case e.WorkersMin < 0 || e.WorkersMin > maxWorkersLimit:
+		return fieldErr("workersMin", "must be between 0 and %d", maxWorkersLimit)
+	case e.WorkersMax < 1 || e.WorkersMax > maxWorkersLimit:
+		return fieldErr("workersMax", "must be between 1 and %d", maxWorkersLimit)
+	case e.WorkersMin > e.WorkersMax:
+		return fieldErr("workersMin", "(%d) must not exceed workersMax (%d)", e.WorkersMin, e.WorkersMax)
+	case e.IdleTimeoutSec < 1 || e.IdleTimeoutSec > 3600:
+		return fieldErr("idleTimeout", "must be between 1 and 3600 seconds")
+	case e.ExecutionTimeoutMs < MinExecutionTimeoutMs || e.ExecutionTimeoutMs > MaxExecutionTimeoutMs:
+		return fieldErr("executionTimeoutMs", "must be between %d and %d ms (5 s to 7 days)", MinExecutionTimeoutMs, MaxExecutionTimeoutMs)
+	case e.ScalerType != ScalerQueueDelay && e.ScalerType != ScalerRequestCount:
+		return fieldErr("scalerType", "must be %s or %s", ScalerQueueDelay, ScalerRequestCount)
+	case e.ScalerValue < 1 || e.ScalerValue > 3600:
+		return fieldErr("scalerValue", "must be between 1 and 3600")
+	case e.GPUCount < 0 || e.GPUCount > maxGPUsPerWorker:
+		return fieldErr("gpuCount", "must be between 0 and %d", maxGPUsPerWorker)
+	case len(e.GPUTypes) > 8:
+		return fieldErr("gpuTypes", "has more than 8 entries")
+	}
+	for i, a := range e.Command {
+		if a == "" && i == 0 {
+			return fieldErr("command", "the program (first element) is empty")
+		}
+		if strings.ContainsRune(a, 0) {
+			return fieldErr("command", "argument %d contains a NUL byte", i)
+		}
+	}
+	for k, v := range e.Env {
+		if !envKeyRE.MatchString(k) {
+			return fieldErr("env", "%q is not a valid variable name", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return fieldErr("env", "value of %s contains a NUL byte", k)
+		}
+	}
+	for _, t := range e.GPUTypes {
+		if strings.TrimSpace(t) == "" {
+			return fieldErr("gpuTypes", "contains an empty entry")
+		}
+	}
+	return nil
+}
+
+// CreateEndpoint validates, persists and activates a new endpoint.
+func (s *Scheduler) CreateEndpoint(ctx context.Context, sp EndpointSpec) (store.Endpoint, error) {
+	e := defaultEndpoint()
+	sp.apply(&e)
+	if err := validateEndpoint(&e); err != nil {
+		return store.Endpoint{}, err
+	}
+	if len(e.Command) == 0 && e.Image == "" {
+		return store.Endpoint{}, fieldErr("image", "an endpoint needs an image or a command")
+	}
+	now := s.now()
+	e.ID = newEndpointID()
+	e.CreatedAt, e.UpdatedAt = now.UnixMilli(), now.UnixMilli()
+
+	s.mu.Lock()
+	for _, other := range s.endpoints {
+		if other.def.Name == e.Name {
+			s.mu.Unlock()
+			return store.Endpoint{}, fmt.Errorf("%w: an endpoint named %q already exists (%s)", ErrConflict, e.Name, other.def.ID)
+		}
+	}
+	s.mu.Unlock()
+
+	b := s.store.NewBatch()
+	if err := b.PutEndpoint(&e); err != nil {
+		return store.Endpoint{}, err
+	}
+	if err := s.store.Commit(ctx, b); err != nil {
+		return store.Endpoint{}, fmt.Errorf("%w: persist endpoint: %v", ErrUnavailable, err)
+	}
+	s.mu.Lock()
+	s.addEndpointLocked(e)
+	s.mu.Unlock()
+	s.log.Info("endpoint created", "endpoint", e.ID, "name", e.Name)
+	s.kick(e.ID)
+	return e, nil
+}
+
+// UpdateEndpoint changes the given fields. Running workers keep their
+// configuration; new workers start with the new one.
+func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSpec) (store.Endpoint, error) {
+	s.mu.Lock()
+	ep, ok := s.endpoints[id]
+	if !ok {
+		s.mu.Unlock()
+		return store.Endpoint{}, fmt.Errorf("%w: endpoint %s", ErrNotFound, id)
+	}
+	e := cloneEndpoint(ep.def)
+	if sp.Name != nil && *sp.Name != e.Name {
+		for _, other := range s.endpoints {
+			if other.def.Name == *sp.Name {
+				s.mu.Unlock()
+				return store.Endpoint{}, fmt.Errorf("%w: an endpoint named %q already exists (%s)", ErrConflict, *sp.Name, other.def.ID)
+			}
+		}
+	}
+	s.mu.Unlock()
+	sp.apply(&e)
+	if err := validateEndpoint(&e); err != nil {
+		return store.Endpoint{}, err
+	}
+	if len(e.Command) == 0 && e.Image == "" {
+		return store.Endpoint{}, fieldErr("image", "an endpoint needs an image or a command")
+	}
+	e.UpdatedAt = s.now().UnixMilli()
+	b := s.store.NewBatch()
+	if err := b.PutEndpoint(&e); err != nil {
+		return store.Endpoint{}, err
+	}
+	if err := s.store.Commit(ctx, b); err != nil {
+		return store.Endpoint{}, fmt.Errorf("%w: persist endpoint: %v", ErrUnavailable, err)
+	}
+	s.mu.Lock()
+	if ep, ok := s.endpoints[id]; ok {
+		ep.def = e
+	}
+	s.mu.Unlock()
+	s.kick(id)
+	return e, nil
+}
+
+// Endpoint returns one endpoint definition.
+func (s *Scheduler) Endpoint(id string) (store.Endpoint, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ep, ok := s.endpoints[id]
+	if !ok {
+		return store.Endpoint{}, fmt.Errorf("%w: endpoint %s", ErrNotFound, id)
+	}
+	return cloneEndpoint(ep.def), nil
+}
+
+// Endpoints lists endpoints by creation time.
+func (s *Scheduler) Endpoints() []store.Endpoint {
+	s.mu.Lock()
+	out := make([]store.Endpoint, 0, len(s.endpoints))
+	for _, ep := range s.endpoints {
+		out = append(out, cloneEndpoint(ep.def))
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].CreatedAt != out[j].CreatedAt {
+			return out[i].CreatedAt < out[j].CreatedAt
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// DeleteEndpoint removes an endpoint that has no queued or running jobs and
+// stops its workers. Refusing instead of cancelling keeps a delete from
+// silently discarding accepted work.
+func (s *Scheduler) DeleteEndpoint(ctx context.Context, id string) error {
+	s.mu.Lock()
+	ep, ok := s.endpoints[id]
+	if !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: endpoint %s", ErrNotFound, id)
+	}
+	if ep.inQueue > 0 || ep.inProgress > 0 {
+		q, r := ep.inQueue, ep.inProgress
+		s.mu.Unlock()
+		return fmt.Errorf("%w: endpoint %s has %d queued and %d running jobs; purge the queue and cancel running jobs first", ErrConflict, id, q, r)
+	}
+	ep.deleted = true
+	s.mu.Unlock()
+
+	b := s.store.NewBatch()
+	b.DeleteEndpoint(id)
+	if err := s.store.Commit(ctx, b); err != nil {
+		s.mu.Lock()
+		ep.deleted = false
+		s.mu.Unlock()
+		return fmt.Errorf("%w: delete endpoint: %v", ErrUnavailable, err)
+	}
+	s.mu.Lock()
+	delete(s.endpoints, id)
+	for _, w := range ep.workers {
+		s.drainWorkerLocked(w, "endpoint deleted")
+	}
+	s.mu.Unlock()
+	s.log.Info("endpoint deleted", "endpoint", id)
+	return nil
+}
+
+func cloneEndpoint(e store.Endpoint) store.Endpoint {
+	e.Command = append([]string(nil), e.Command...)
+	e.GPUTypes = append([]string(nil), e.GPUTypes...)
+	if e.Env != nil {
+		env := make(map[string]string, len(e.Env))
+		for k, v := range e.Env {
+			env[k] = v
+		}
+		e.Env = env
+	}
+	return e
+}
+
+// newEndpointID makes a short lowercase id like RunPod's ("8f3k2mz9q1xw0a").
+func newEndpointID() string {
+	u := uuid.New()
+	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+	var b [14]byte
+	for i := range b {
+		b[i] = alphabet[int(u[i])%len(alphabet)]
+	}
+	return string(b[:])
+}
+
+func newJobID(sync bool) string {
+	id := uuid.NewString() + "-e1"
+	if sync {
+		return "sync-" + id
+	}
+	return id
+}
+

@@ -1,0 +1,532 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/emberhq/ember/scheduler/store"
+)
+
+// Submit validates nothing (the caller decoded and range-checked the
+// request); it persists the job durably and only then makes it takeable.
+// When Submit returns nil the job has been fsynced.
+func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submission) (JobView, error) {
+	if err := s.checkDisk(); err != nil {
+		return JobView{}, err
+	}
+	now := s.now()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return JobView{}, fmt.Errorf("%w: emberd is shutting down", ErrUnavailable)
+	}
+	ep, ok := s.endpoints[endpointID]
+	if !ok || ep.deleted {
+		s.mu.Unlock()
+		return JobView{}, fmt.Errorf("%w: endpoint %s", ErrNotFound, endpointID)
+	}
+	s.seq++
+	rec := store.Job{
+		ID:                 newJobID(sub.Sync),
+		EndpointID:         endpointID,
+		Status:             store.InQueue,
+		Seq:                s.seq,
+		Input:              sub.Input,
+		Webhook:            sub.Webhook,
+		WebhookV2:          sub.WebhookV2,
+		S3Config:           sub.S3Config,
+		ExecutionTimeoutMs: sub.ExecutionTimeoutMs,
+		TTLMs:              sub.TTLMs,
+		LowPriority:        sub.LowPriority,
+		Sync:               sub.Sync,
+		SubmittedAt:        now.UnixMilli(),
+	}
+	if rec.ExecutionTimeoutMs == 0 {
+		rec.ExecutionTimeoutMs = ep.def.ExecutionTimeoutMs
+	}
+	s.mu.Unlock()
+	if rec.TTLMs == 0 {
+		rec.TTLMs = DefaultTTLMs
+	}
+
+	b := s.store.NewBatch()
+	if err := b.PutJob(&rec, rec.Deadline()); err != nil {
+		return JobView{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if err := s.store.Commit(ctx, b); err != nil {
+		return JobView{}, fmt.Errorf("%w: persist job: %v", ErrUnavailable, err)
+	}
+
+	j := newJob(&rec)
+	s.mu.Lock()
+	s.jobs[rec.ID] = j
+	ep.push(j, false)
+	s.armTTLLocked(j)
+	s.scaleLocked(ep)
+	s.mu.Unlock()
+	return JobView{ID: rec.ID, EndpointID: endpointID, Status: store.InQueue}, nil
+}
+
+// viewLocked renders a live job's status object.
+func (s *Scheduler) viewLocked(j *job) JobView {
+	v := JobView{ID: j.rec.ID, EndpointID: j.rec.EndpointID, Status: j.rec.Status, Retries: j.rec.Retries, WorkerID: j.rec.WorkerID}
+	if j.rec.StartedAt > 0 {
+		v.DelayTime, v.HasDelay = j.rec.DelayMs, true
+		v.ExecutionTime, v.HasExecution = msSince(j.rec.StartedAt, s.now()), true
+	}
+	if j.progress != nil {
+		v.Output = j.progress
+	}
+	return v
+}
+
+// recordView renders a stored (usually terminal) record.
+func recordView(r *store.Job) JobView {
+	v := JobView{ID: r.ID, EndpointID: r.EndpointID, Status: r.Status, Retries: r.Retries, WorkerID: r.WorkerID, Output: r.Output, Error: r.Error}
+	if r.StartedAt > 0 {
+		v.DelayTime, v.HasDelay = r.DelayMs, true
+	}
+	if r.Status.Terminal() && r.StartedAt > 0 {
+		v.ExecutionTime, v.HasExecution = r.ExecutionMs, true
+	}
+	return v
+}
+
+// Status returns a job's status object.
+func (s *Scheduler) Status(endpointID, id string) (JobView, error) {
+	s.mu.Lock()
+	if j, ok := s.jobs[id]; ok {
+		defer s.mu.Unlock()
+		if j.rec.EndpointID != endpointID {
+			return JobView{}, fmt.Errorf("%w: job %s", ErrNotFound, id)
+		}
+		return s.viewLocked(j), nil
+	}
+	s.mu.Unlock()
+	r, err := s.store.Job(id, true)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && r.EndpointID != endpointID) {
+		return JobView{}, fmt.Errorf("%w: job %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return JobView{}, err
+	}
+	if !r.Status.Terminal() {
+		// A live record that is not in memory is being written right now
+		// (Submit between commit and publish): report it as queued.
+		return JobView{ID: r.ID, EndpointID: r.EndpointID, Status: store.InQueue}, nil
+	}
+	return recordView(r), nil
+}
+
+// Wait holds until the job is terminal or wait has passed, then returns its
+// status object (/runsync, /status-sync).
+func (s *Scheduler) Wait(ctx context.Context, endpointID, id string, wait time.Duration) (JobView, error) {
+	s.mu.Lock()
+	j, ok := s.jobs[id]
+	if !ok || j.rec.EndpointID != endpointID {
+		s.mu.Unlock()
+		return s.Status(endpointID, id)
+	}
+	done := j.done
+	s.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-done:
+		if j.final == nil {
+			return JobView{}, fmt.Errorf("%w: job %s expired", ErrNotFound, id)
+		}
+		return *j.final, nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return s.Status(endpointID, id)
+}
+
+// Cancel stops a job: a queued job leaves the queue, a running one is
+// marked CANCELLED and its worker is told through job-stop. Cancelling a
+// job that is already terminal changes nothing and returns its status.
+func (s *Scheduler) Cancel(ctx context.Context, endpointID, id string) (JobView, error) {
+	s.mu.Lock()
+	j, ok := s.jobs[id]
+	if !ok || j.rec.EndpointID != endpointID {
+		s.mu.Unlock()
+		return s.Status(endpointID, id)
+	}
+	if j.finalizing {
+		done := j.done
+		s.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+		return s.Status(endpointID, id)
+	}
+	s.mu.Unlock()
+	now := s.now()
+	views, err := s.finalize(ctx, []*job{j}, "cancel", func(r *store.Job) {
+		r.Status = store.Cancelled
+		r.FinishedAt = now.UnixMilli()
+		if r.StartedAt > 0 {
+			r.ExecutionMs = msSince(r.StartedAt, now)
+		}
+	})
+	if err != nil {
+		return JobView{}, err
+	}
+	if len(views) == 0 {
+		return s.Status(endpointID, id)
+	}
+	return views[0], nil
+}
+
+// Purge cancels every queued job of the endpoint; running jobs go on.
+// Purged jobs become CANCELLED (rather than vanishing) so a client polling
+// one sees a terminal state instead of a 404.
+func (s *Scheduler) Purge(ctx context.Context, endpointID string) (int, error) {
+	s.mu.Lock()
+	ep, ok := s.endpoints[endpointID]
+	if !ok {
+		s.mu.Unlock()
+		return 0, fmt.Errorf("%w: endpoint %s", ErrNotFound, endpointID)
+	}
+	var queued []*job
+	for _, j := range s.jobs {
+		if j.rec.EndpointID == endpointID && j.queued && !j.finalizing {
+			queued = append(queued, j)
+		}
+	}
+	_ = ep
+	s.mu.Unlock()
+	now := s.now()
+	views, err := s.finalize(ctx, queued, "purge", func(r *store.Job) {
+		r.Status = store.Cancelled
+		r.FinishedAt = now.UnixMilli()
+	})
+	return len(views), err
+}
+
+// retryMu serialises retries so two concurrent /retry calls cannot both
+// resurrect the same job.
+var retryMu sync.Mutex
+
+// Retry re-queues a FAILED or TIMED_OUT job that is still retained, with
+// the same id and input; its previous output and error are cleared.
+func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, error) {
+	retryMu.Lock()
+	defer retryMu.Unlock()
+	s.mu.Lock()
+	if j, ok := s.jobs[id]; ok && j.rec.EndpointID == endpointID {
+		st := j.rec.Status
+		s.mu.Unlock()
+		return JobView{}, fmt.Errorf("%w: job %s is %s; only FAILED or TIMED_OUT jobs can be retried", ErrConflict, id, st)
+	}
+	ep, ok := s.endpoints[endpointID]
+	s.mu.Unlock()
+	if !ok {
+		return JobView{}, fmt.Errorf("%w: endpoint %s", ErrNotFound, endpointID)
+	}
+	r, err := s.store.Job(id, false)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && r.EndpointID != endpointID) {
+		return JobView{}, fmt.Errorf("%w: job %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return JobView{}, err
+	}
+	if r.Status != store.Failed && r.Status != store.TimedOut {
+		return JobView{}, fmt.Errorf("%w: job %s is %s; only FAILED or TIMED_OUT jobs can be retried", ErrConflict, id, r.Status)
+	}
+	now := s.now()
+	s.mu.Lock()
+	s.seq++
+	seq := s.seq
+	s.mu.Unlock()
+	rec := *r
+	rec.Status = store.InQueue
+	rec.Seq = seq
+	rec.Output, rec.OutputRef, rec.Error = nil, "", ""
+	rec.WorkerID, rec.StartedAt, rec.FinishedAt, rec.ExecutionMs, rec.DelayMs, rec.Attempts = "", 0, 0, 0, 0, 0
+	rec.Retries++
+	// The TTL runs again from the retry: a job that failed near its end of
+	// life would otherwise expire the moment it is re-queued.
+	rec.SubmittedAt = now.UnixMilli()
+	b := s.store.NewBatch()
+	if err := b.PutJob(&rec, rec.Deadline()); err != nil {
+		return JobView{}, err
+	}
+	if err := s.store.Commit(ctx, b); err != nil {
+		return JobView{}, fmt.Errorf("%w: persist retry: %v", ErrUnavailable, err)
+	}
+	j := newJob(&rec)
+	s.mu.Lock()
+	s.jobs[id] = j
+	ep.push(j, false)
+	ep.counters.add(now, store.InQueue, true)
+	s.armTTLLocked(j)
+	s.scaleLocked(ep)
+	s.mu.Unlock()
+	return JobView{ID: id, EndpointID: endpointID, Status: store.InQueue}, nil
+}
+
+// finalize moves live jobs to a terminal state durably, in one batch. mutate
+// sets the terminal fields on each stored record. Jobs that are already
+// finalizing are skipped. It returns the views of the jobs it finalized.
+func (s *Scheduler) finalize(ctx context.Context, jobs []*job, why string, mutate func(*store.Job)) ([]JobView, error) {
+	type prepared struct {
+		j         *job
+		wasQueued bool
+	}
+	var ps []prepared
+	s.mu.Lock()
+	for _, j := range jobs {
+		if j.finalizing || s.jobs[j.rec.ID] != j {
+			continue
+		}
+		j.finalizing = true
+		ps = append(ps, prepared{j: j, wasQueued: j.queued})
+		if ep := s.endpoints[j.rec.EndpointID]; ep != nil {
+			ep.unqueue(j)
+		}
+	}
+	s.mu.Unlock()
+	if len(ps) == 0 {
+		return nil, nil
+	}
+	b := s.store.NewBatch()
+	recs := make([]*store.Job, 0, len(ps))
+	var err error
+	for _, p := range ps {
+		var r *store.Job
+		r, err = s.store.Job(p.j.rec.ID, false)
+		if err != nil {
+			break
+		}
+		s.mu.Lock()
+		// Memory is authoritative for the lease fields (the take write is
+		// asynchronous and may not have landed yet).
+		keepInput, keepRef := r.Input, r.InputRef
+		*r = p.j.rec
+		r.Input, r.InputRef = keepInput, keepRef
+		s.mu.Unlock()
+		mutate(r)
+		if err = b.PutJob(r, s.expiryFor(r)); err != nil {
+			break
+		}
+		if err = s.webhooks.add(b, r); err != nil {
+			break
+		}
+		recs = append(recs, r)
+	}
+	if err == nil {
+		err = s.store.Commit(ctx, b)
+	}
+	if err != nil {
+		s.mu.Lock()
+		for _, p := range ps {
+			p.j.finalizing = false
+			if p.wasQueued {
+				if ep := s.endpoints[p.j.rec.EndpointID]; ep != nil {
+					ep.push(p.j, true)
+				}
+			}
+		}
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: persist %s: %v", ErrUnavailable, why, err)
+	}
+	s.webhooks.schedule(recs)
+	views := make([]JobView, len(ps))
+	s.mu.Lock()
+	for i, p := range ps {
+		v := recordView(recs[i])
+		views[i] = v
+		s.publishLocked(p.j, recs[i], &v)
+	}
+	s.mu.Unlock()
+	return views, nil
+}
+
+// publishLocked makes a finished (or deleted, final == nil) job visible:
+// it leaves memory, its worker lets go of it, waiters wake.
+func (s *Scheduler) publishLocked(j *job, r *store.Job, final *JobView) {
+	now := s.now()
+	w := j.worker
+	s.releaseLocked(j)
+	if w != nil && r != nil && (r.Status == store.Cancelled || r.Status == store.TimedOut) {
+		// The worker may still be running it: tell it to stop.
+		s.signalStopLocked(w, j.rec.ID)
+	}
+	j.stopTimers()
+	delete(s.jobs, j.rec.ID)
+	if r != nil {
+		j.rec = *r
+		j.rec.Input, j.rec.Output = nil, nil
+	}
+	j.final = final
+	close(j.done)
+	j.wakeStream()
+	if ep := s.endpoints[j.rec.EndpointID]; ep != nil && r != nil {
+		ep.counters.add(now, r.Status, false)
+		s.scaleLocked(ep)
+	}
+}
+
+// armTTLLocked deletes the job when its TTL runs out, even mid-run: after
+// that /status answers 404. A webhook, if any, still reports TIMED_OUT.
+func (s *Scheduler) armTTLLocked(j *job) {
+	d := time.Until(j.rec.Deadline())
+	if d < 0 {
+		d = 0
+	}
+	j.ttlTimer = time.AfterFunc(d, func() { s.expire(j) })
+}
+
+func (s *Scheduler) expire(j *job) {
+	s.mu.Lock()
+	if j.finalizing || s.jobs[j.rec.ID] != j || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	j.finalizing = true
+	if ep := s.endpoints[j.rec.EndpointID]; ep != nil {
+		ep.unqueue(j)
+	}
+	rec := j.rec
+	s.mu.Unlock()
+
+	now := s.now()
+	rec.Status = store.TimedOut
+	rec.Error = fmt.Sprintf("job TTL of %d ms expired", rec.TTLMs)
+	rec.FinishedAt = now.UnixMilli()
+	b := s.store.NewBatch()
+	b.DeleteJob(rec.ID)
+	if err := s.webhooks.add(b, &rec); err != nil {
+		s.log.Error("queue TTL webhook", "job", rec.ID, "err", err)
+	}
+	if err := s.store.Commit(s.ctx, b); err != nil {
+		// The record carries the same deadline as its Badger expiry, so it
+		// vanishes anyway; only the webhook is at risk.
+		s.log.Error("delete expired job", "job", rec.ID, "err", err)
+	}
+	s.webhooks.schedule([]*store.Job{&rec})
+	s.mu.Lock()
+	w := j.worker
+	s.publishLocked(j, nil, nil)
+	if w != nil {
+		s.signalStopLocked(w, rec.ID)
+	}
+	s.mu.Unlock()
+	s.log.Info("job TTL expired", "job", rec.ID, "endpoint", rec.EndpointID)
+}
+
+// Health returns the /health counters of an endpoint.
+func (s *Scheduler) Health(endpointID string) (Health, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ep, ok := s.endpoints[endpointID]
+	if !ok {
+		return Health{}, fmt.Errorf("%w: endpoint %s", ErrNotFound, endpointID)
+	}
+	var h Health
+	h.Jobs.Completed, h.Jobs.Failed, h.Jobs.Retried = ep.counters.sum(s.now())
+	h.Jobs.InQueue = ep.inQueue
+	h.Jobs.InProgress = ep.inProgress
+	h.Workers = s.workerCountsLocked(ep)
+	return h, nil
+}
+
+// streamLocks stripe the per-job /stream critical section.
+var streamLocks [64]sync.Mutex
+
+func streamLock(id string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return &streamLocks[h.Sum32()%uint32(len(streamLocks))]
+}
+
+// Stream hands out the chunks not yet delivered. When there are none and the
+// job is still running it holds up to min(wait, StreamHold) for one.
+func (s *Scheduler) Stream(ctx context.Context, endpointID, id string, wait time.Duration) (StreamView, error) {
+	hold := s.cfg.StreamHold
+	if wait > 0 && wait < hold {
+		hold = wait
+	}
+	deadline := time.NewTimer(hold)
+	defer deadline.Stop()
+	for {
+		lk := streamLock(id)
+		lk.Lock()
+		s.mu.Lock()
+		j, live := s.jobs[id]
+		if !live {
+			s.mu.Unlock()
+			v, err := s.streamStored(ctx, endpointID, id)
+			lk.Unlock()
+			return v, err
+		}
+		if j.rec.EndpointID != endpointID {
+			s.mu.Unlock()
+			lk.Unlock()
+			return StreamView{}, fmt.Errorf("%w: job %s", ErrNotFound, id)
+		}
+		status := j.rec.Status
+		if len(j.pending) > 0 {
+			chunks := j.pending
+			j.pending = nil
+			s.mu.Unlock()
+			v, err := s.deliverChunks(ctx, status, chunks)
+			lk.Unlock()
+			return v, err
+		}
+		ch := j.streamCh
+		s.mu.Unlock()
+		lk.Unlock()
+		select {
+		case <-ch:
+			continue
+		case <-deadline.C:
+		case <-ctx.Done():
+		}
+		return StreamView{Status: status, Stream: []Chunk{}}, nil
+	}
+}
+
+// streamStored serves /stream for a job that has left memory (terminal):
+// whatever chunks were never read, then an empty stream for as long as the
+// result is retained.
+func (s *Scheduler) streamStored(ctx context.Context, endpointID, id string) (StreamView, error) {
+	r, err := s.store.Job(id, false)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && r.EndpointID != endpointID) {
+		return StreamView{}, fmt.Errorf("%w: job %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return StreamView{}, err
+	}
+	chunks, err := s.store.Chunks(id)
+	if err != nil {
+		return StreamView{}, err
+	}
+	return s.deliverChunks(ctx, r.Status, chunks)
+}
+
+// deliverChunks deletes the chunks durably before handing them out, so a
+// later read never repeats them.
+func (s *Scheduler) deliverChunks(ctx context.Context, status store.Status, chunks []store.Chunk) (StreamView, error) {
+	v := StreamView{Status: status, Stream: make([]Chunk, 0, len(chunks))}
+	if len(chunks) == 0 {
+		return v, nil
+	}
+	b := s.store.NewBatch()
+	for _, c := range chunks {
+		b.DeleteChunk(c.JobID, c.Index)
+		v.Stream = append(v.Stream, Chunk{Output: c.Output})
+	}
+	if err := s.store.Commit(ctx, b); err != nil {
+		return StreamView{}, fmt.Errorf("%w: mark chunks delivered: %v", ErrUnavailable, err)
+	}
+	return v, nil
+}
+

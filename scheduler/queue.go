@@ -1,0 +1,244 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"sort"
+	"time"
+
+	"github.com/emberhq/ember/scheduler/store"
+)
+
+// job is the in-memory state of a live job. rec mirrors the durable record
+// without its payloads (they are read from the store when needed).
+type job struct {
+	rec store.Job
+
+	queued     bool // in its endpoint's ready queue
+	finalizing bool // a terminal write is in flight; the job is no longer takeable or cancellable
+	worker     *worker
+	// pastWorkers held the job in earlier attempts; a final result from one
+	// of them is still accepted (first final result wins).
+	pastWorkers []string
+	leaseSeen   time.Time // last sign the holding worker still has the job
+
+	progress json.RawMessage // latest progress update, shown on /status
+
+	// Stream chunks that are durable and not yet handed out by /stream.
+	pending   []store.Chunk
+	nextChunk uint64
+	streamCh  chan struct{} // closed and replaced when a chunk arrives or the job ends
+
+	done  chan struct{} // closed when the job turns terminal or is deleted
+	final *JobView      // set before done is closed; nil if the job was deleted
+
+	ttlTimer  *time.Timer
+	execTimer *time.Timer
+}
+
+func newJob(r *store.Job) *job {
+	rec := *r
+	rec.Input, rec.Output = nil, nil
+	return &job{rec: rec, done: make(chan struct{}), streamCh: make(chan struct{})}
+}
+
+func (j *job) stopTimers() {
+	if j.ttlTimer != nil {
+		j.ttlTimer.Stop()
+	}
+	if j.execTimer != nil {
+		j.execTimer.Stop()
+	}
+}
+
+func (j *job) wakeStream() {
+	close(j.streamCh)
+	j.streamCh = make(chan struct{})
+}
+
+// fifo is a queue of jobs with O(1) push, pop and lazy removal: a job that
+// leaves the queue by other means (cancel, TTL) just has queued=false and is
+// skipped when it reaches the head.
+type fifo struct {
+	items []*job
+	head  int
+}
+
+func (q *fifo) push(j *job) { q.items = append(q.items, j) }
+
+// pushFront puts a re-queued job ahead of newer arrivals.
+func (q *fifo) pushFront(j *job) {
+	if q.head > 0 {
+		q.head--
+		q.items[q.head] = j
+		return
+	}
+	q.items = append([]*job{j}, q.items...)
+}
+
+func (q *fifo) pop() *job {
+	for q.head < len(q.items) {
+		j := q.items[q.head]
+		q.items[q.head] = nil
+		q.head++
+		if q.head > 1024 && q.head*2 > len(q.items) {
+			q.items = append([]*job(nil), q.items[q.head:]...)
+			q.head = 0
+		}
+		if j.queued {
+			return j
+		}
+	}
+	return nil
+}
+
+// peek returns the oldest still-queued job without removing it.
+func (q *fifo) peek() *job {
+	for q.head < len(q.items) {
+		j := q.items[q.head]
+		if j.queued {
+			return j
+		}
+		q.items[q.head] = nil
+		q.head++
+	}
+	return nil
+}
+
+func (q *fifo) sort() {
+	live := q.items[q.head:]
+	sort.Slice(live, func(a, b int) bool { return live[a].rec.Seq < live[b].rec.Seq })
+}
+
+// endpointState is an endpoint's definition plus its live queues, workers
+// and counters.
+type endpointState struct {
+	def     store.Endpoint
+	deleted bool
+
+	high, low  fifo
+	inQueue    int
+	inProgress int
+	notify     chan struct{} // closed and replaced when a job becomes takeable
+
+	workers map[string]*worker
+	// crash-loop back-off: consecutive workers that died before becoming ready
+	failures  int
+	nextStart time.Time
+
+	counters rollingCounters
+}
+
+func (s *Scheduler) addEndpointLocked(e store.Endpoint) {
+	s.endpoints[e.ID] = &endpointState{
+		def:      e,
+		notify:   make(chan struct{}),
+		workers:  make(map[string]*worker),
+		counters: newRollingCounters(s.cfg.RunRetention),
+	}
+}
+
+// push makes j takeable. front puts it ahead of everything of its priority.
+func (ep *endpointState) push(j *job, front bool) {
+	j.queued = true
+	q := &ep.high
+	if j.rec.LowPriority {
+		q = &ep.low
+	}
+	if front {
+		q.pushFront(j)
+	} else {
+		q.push(j)
+	}
+	ep.inQueue++
+	close(ep.notify)
+	ep.notify = make(chan struct{})
+}
+
+// pop takes the next job: every normal-priority job before any low-priority
+// one.
+func (ep *endpointState) pop() *job {
+	j := ep.high.pop()
+	if j == nil {
+		j = ep.low.pop()
+	}
+	if j != nil {
+		j.queued = false
+		ep.inQueue--
+	}
+	return j
+}
+
+// unqueue removes j from the ready queue (lazily).
+func (ep *endpointState) unqueue(j *job) {
+	if j.queued {
+		j.queued = false
+		ep.inQueue--
+	}
+}
+
+func (ep *endpointState) sortQueues() {
+	ep.high.sort()
+	ep.low.sort()
+}
+
+// oldestWait is how long the oldest normal-priority queued job has waited.
+func (ep *endpointState) oldestWait(now time.Time) time.Duration {
+	j := ep.high.peek()
+	if j == nil {
+		return 0
+	}
+	return now.Sub(time.UnixMilli(j.rec.SubmittedAt))
+}
+
+// rollingCounters count completions, failures and retries over a window in
+// one-minute buckets, for /health.
+type rollingCounters struct {
+	width   time.Duration
+	buckets []counterBucket
+}
+
+type counterBucket struct {
+	minute                     int64
+	completed, failed, retried int
+}
+
+func newRollingCounters(window time.Duration) rollingCounters {
+	n := int(window/time.Minute) + 1
+	if n < 2 {
+		n = 2
+	}
+	return rollingCounters{width: window, buckets: make([]counterBucket, n)}
+}
+
+func (c *rollingCounters) bucket(now time.Time) *counterBucket {
+	m := now.Unix() / 60
+	b := &c.buckets[m%int64(len(c.buckets))]
+	if b.minute != m {
+		*b = counterBucket{minute: m}
+	}
+	return b
+}
+
+func (c *rollingCounters) add(now time.Time, st store.Status, retried bool) {
+	b := c.bucket(now)
+	switch {
+	case retried:
+		b.retried++
+	case st == store.Completed:
+		b.completed++
+	case st == store.Failed || st == store.TimedOut:
+		b.failed++
+	}
+}
+
+func (c *rollingCounters) sum(now time.Time) (completed, failed, retried int) {
+	m := now.Unix() / 60
+	for _, b := range c.buckets {
+		if m-b.minute < int64(len(c.buckets)) {
+			completed += b.completed
+			failed += b.failed
+			retried += b.retried
+		}
+	}
+	return
+}

@@ -1,0 +1,402 @@
+// Package scheduler is Ember's brain: it owns jobs from submission to their
+// terminal state, the per-endpoint ready queues, worker leases, timers
+// (TTL, execution timeout, retention), webhook delivery and the workers
+// themselves (through an oci.Runtime).
+//
+// All in-memory state sits behind one mutex. Durable writes happen outside
+// it, through the store's group commit, and a state change becomes visible
+// only after it is durable.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/store"
+)
+
+// Config configures a Scheduler. Zero values take the documented defaults.
+type Config struct {
+	// DataDir holds the store and per-worker directories.
+	DataDir string
+	// Runtime starts workers.
+	Runtime oci.Runtime
+	// WorkerAPIBase is the base URL workers use to reach the worker API,
+	// e.g. http://127.0.0.1:7080. It goes into the RunPod webhook templates.
+	WorkerAPIBase string
+
+	// RunRetention and SyncRetention keep terminal results readable
+	// (RunPod: 30 min after /run, 1 min after /runsync).
+	RunRetention  time.Duration
+	SyncRetention time.Duration
+	// TakeHold is how long an empty job-take is held before 204 (< 90 s,
+	// the SDK's own limit). Default 20 s.
+	TakeHold time.Duration
+	// StopHold is how long an empty job-stop poll is held. Default 20 s.
+	StopHold time.Duration
+	// StreamHold caps how long /stream waits for a chunk. Default 5 s.
+	StreamHold time.Duration
+	// PingInterval is RUNPOD_PING_INTERVAL for workers. Default 10 s.
+	PingInterval time.Duration
+	// LeaseGrace is how long a taken job may be missing from a worker's
+	// pings before it is re-queued. Default 3 ping intervals.
+	LeaseGrace time.Duration
+	// MaxAttempts bounds how often one job is handed to a worker before it
+	// fails. Default 3.
+	MaxAttempts int
+	// WebhookRetryDelay separates webhook attempts (RunPod: 10 s).
+	WebhookRetryDelay time.Duration
+	// WebhookAttempts is the total number of POSTs per webhook (RunPod: 3).
+	WebhookAttempts int
+	// StopGrace is how long a stopped worker may drain before SIGKILL.
+	StopGrace time.Duration
+	// MinFreeBytes: below this much free disk, new jobs are refused.
+	MinFreeBytes uint64
+	// SpillThreshold: payloads above it are kept in files (default 64 KiB).
+	SpillThreshold int
+	// InMemoryStore is for unit tests only.
+	InMemoryStore bool
+	// HTTPClient sends webhooks. Default: a client with a 10 s timeout.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	// Now is the clock (tests). Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.RunRetention, 30*time.Minute)
+	def(&c.SyncRetention, time.Minute)
+	def(&c.TakeHold, 20*time.Second)
+	def(&c.StopHold, 20*time.Second)
+	def(&c.StreamHold, 5*time.Second)
+	def(&c.PingInterval, 10*time.Second)
+	def(&c.LeaseGrace, 3*c.PingInterval)
+	def(&c.WebhookRetryDelay, 10*time.Second)
+	def(&c.StopGrace, 30*time.Second)
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.WebhookAttempts <= 0 {
+		c.WebhookAttempts = 3
+	}
+	if c.MinFreeBytes == 0 {
+		c.MinFreeBytes = 64 << 20
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Scheduler owns jobs, endpoints and workers.
+type Scheduler struct {
+	cfg   Config
+	store *store.Store
+	log   *slog.Logger
+	now   func() time.Time
+
+	ctx    context.Context // ends at Close; parent of every owned goroutine
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	endpoints map[string]*endpointState
+	jobs      map[string]*job // live jobs: queued, in progress, or finalizing
+	workers   map[string]*worker
+	tokens    map[string]*worker
+	seq       uint64
+	closed    bool
+
+	// streamMu serialises /stream reads of jobs that have left memory, so
+	// two readers cannot both hand out the same stored chunks.
+	streamMu sync.Mutex
+
+	webhooks *outbox
+
+	diskMu      sync.Mutex
+	diskChecked time.Time
+	diskErr     error
+}
+
+// Open opens the store, recovers every job from it (one scan), and starts
+// the timers, webhook deliveries, autoscaler and store maintenance.
+func Open(cfg Config) (*Scheduler, error) {
+	cfg.setDefaults()
+	if cfg.Runtime == nil {
+		return nil, errors.New("scheduler: no runtime configured")
+	}
+	if !cfg.InMemoryStore {
+		if err := os.MkdirAll(filepath.Join(cfg.DataDir, "workers"), 0o750); err != nil {
+			return nil, fmt.Errorf("create worker dir: %w", err)
+		}
+	}
+	st, err := store.Open(store.Options{Dir: cfg.DataDir, InMemory: cfg.InMemoryStore, SpillThreshold: cfg.SpillThreshold, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Scheduler{
+		cfg:       cfg,
+		store:     st,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		ctx:       ctx,
+		cancel:    cancel,
+		endpoints: make(map[string]*endpointState),
+		jobs:      make(map[string]*job),
+		workers:   make(map[string]*worker),
+		tokens:    make(map[string]*worker),
+	}
+	s.webhooks = newOutbox(s)
+	if err := s.recover(); err != nil {
+		cancel()
+		st.Close()
+		return nil, err
+	}
+	s.goOwned(func() { s.store.Maintain(ctx, time.Minute) })
+	s.goOwned(s.tickLoop)
+	s.goOwned(func() { s.webhooks.run(ctx) })
+	return s, nil
+}
+
+func (s *Scheduler) goOwned(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Close stops every worker (draining them up to the stop grace), stops the
+// background loops and closes the store. Queued jobs stay queued on disk.
+func (s *Scheduler) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	var live []*worker
+	for _, w := range s.workers {
+		s.drainWorkerLocked(w, "daemon stopping")
+		live = append(live, w)
+	}
+	for _, j := range s.jobs {
+		j.stopTimers()
+	}
+	s.mu.Unlock()
+	deadline := time.NewTimer(s.cfg.StopGrace + 2*time.Second)
+	defer deadline.Stop()
+	for _, w := range live {
+		if w.handle == nil {
+			continue
+		}
+		select {
+		case <-w.handle.Done():
+		case <-deadline.C:
+			w.handle.Kill()
+		}
+	}
+	s.cancel()
+	s.wg.Wait()
+	return s.store.Close()
+}
+
+// Store exposes the underlying store for maintenance tooling and metrics.
+func (s *Scheduler) Store() *store.Store { return s.store }
+
+// recover rebuilds the in-memory queues from one scan of the job records.
+// Jobs that were in progress when the daemon died go back to the queue with
+// their attempt counted, or fail once they have used up their attempts.
+func (s *Scheduler) recover() error {
+	eps, err := s.store.Endpoints()
+	if err != nil {
+		return fmt.Errorf("load endpoints: %w", err)
+	}
+	for _, e := range eps {
+		s.addEndpointLocked(e)
+	}
+	now := s.now()
+	var requeued, failed, queued int
+	var fixes []*store.Job
+	var orphans []string
+	err = s.store.ScanJobs(func(r *store.Job) error {
+		if r.Seq > s.seq {
+			s.seq = r.Seq
+		}
+		if r.Status.Terminal() {
+			return nil
+		}
+		ep, ok := s.endpoints[r.EndpointID]
+		if !ok {
+			orphans = append(orphans, r.ID)
+			return nil
+		}
+		if r.Status == store.InProgress {
+			rec := *r
+			if rec.Attempts >= s.cfg.MaxAttempts {
+				rec.Status = store.Failed
+				rec.Error = fmt.Sprintf("worker lost: emberd restarted while the job was running, after %d attempts", rec.Attempts)
+				rec.FinishedAt = now.UnixMilli()
+				if rec.StartedAt > 0 {
+					rec.ExecutionMs = rec.FinishedAt - rec.StartedAt
+				}
+				fixes = append(fixes, &rec)
+				failed++
+				return nil
+			}
+			rec.Status = store.InQueue
+			rec.WorkerID = ""
+			rec.StartedAt = 0
+			fixes = append(fixes, &rec)
+			r = &rec
+			requeued++
+		} else {
+			queued++
+		}
+		j := newJob(r)
+		s.jobs[j.rec.ID] = j
+		ep.push(j, false)
+		s.armTTLLocked(j)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recover jobs: %w", err)
+	}
+	// The queues are built in scan order (job id order); restore arrival order.
+	for _, ep := range s.endpoints {
+		ep.sortQueues()
+	}
+	if len(fixes) > 0 || len(orphans) > 0 {
+		b := s.store.NewBatch()
+		for _, r := range fixes {
+			if err := b.PutJob(r, s.expiryFor(r)); err != nil {
+				return err
+			}
+			if r.Status.Terminal() {
+				if err := s.webhooks.add(b, r); err != nil {
+					return err
+				}
+			}
+		}
+		for _, id := range orphans {
+			b.DeleteJob(id)
+		}
+		if err := s.store.Commit(s.ctx, b); err != nil {
+			return fmt.Errorf("persist recovery: %w", err)
+		}
+	}
+	if err := s.webhooks.load(); err != nil {
+		return err
+	}
+	s.log.Info("queue recovered", "queued", queued, "requeued", requeued, "failed", failed, "endpoints", len(s.endpoints))
+	return nil
+}
+
+// expiryFor is when a record disappears: the TTL deadline while the job is
+// live, the retention window once it is terminal.
+func (s *Scheduler) expiryFor(r *store.Job) time.Time {
+	if r.Status.Terminal() {
+		ret := s.cfg.RunRetention
+		if r.Sync {
+			ret = s.cfg.SyncRetention
+		}
+		return time.UnixMilli(r.FinishedAt).Add(ret)
+	}
+	return r.Deadline()
+}
+
+// checkDisk refuses new work when the data directory is nearly full. The
+// answer is cached for a second so the hot path does not statfs per job.
+func (s *Scheduler) checkDisk() error {
+	if s.cfg.InMemoryStore {
+		return nil
+	}
+	s.diskMu.Lock()
+	defer s.diskMu.Unlock()
+	now := time.Now()
+	if now.Sub(s.diskChecked) < time.Second {
+		return s.diskErr
+	}
+	s.diskChecked = now
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.cfg.DataDir, &st); err != nil {
+		s.diskErr = nil // cannot tell; let the write itself fail if it must
+		return nil
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if free < s.cfg.MinFreeBytes {
+		s.diskErr = fmt.Errorf("%w: only %d MiB free in %s (minimum %d MiB); new jobs are refused until space is freed",
+			ErrUnavailable, free>>20, s.cfg.DataDir, s.cfg.MinFreeBytes>>20)
+	} else {
+		s.diskErr = nil
+	}
+	return s.diskErr
+}
+
+// tickLoop is the slow safety net: autoscaling, idle reaping and lease
+// checks also run on events, this catches what events miss.
+func (s *Scheduler) tickLoop() {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.mu.Lock()
+			if !s.closed {
+				for _, ep := range s.endpoints {
+					s.scaleLocked(ep)
+				}
+				s.checkLeasesLocked()
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// kick re-evaluates an endpoint's workers right away (scale from zero
+// without waiting for the tick).
+func (s *Scheduler) kick(endpointID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ep, ok := s.endpoints[endpointID]; ok && !s.closed {
+		s.scaleLocked(ep)
+	}
+}
+
+func msSince(from int64, now time.Time) int64 {
+	d := now.UnixMilli() - from
+	if d < 0 {
+		return 0
+	}
+	return d
+}
+
+func ceilDiv(a, b int) int {
+	if b <= 0 {
+		return a
+	}
+	return int(math.Ceil(float64(a) / float64(b)))
+}

@@ -1,0 +1,120 @@
+// Package store keeps Ember's durable state in Badger: endpoints, jobs,
+// stream chunks and the webhook outbox.
+//
+// The store knows records and keys, not job semantics: the scheduler decides
+// what a transition means and hands the store complete records to write.
+// Writes go through a single committer goroutine that groups concurrent
+// writers into one Badger transaction, so many submitters share one fsync.
+package store
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Status is a RunPod job state. The names are the wire values.
+type Status string
+
+// The RunPod job states. RUNNING is deliberately absent: the real API never
+// returns it.
+const (
+	InQueue    Status = "IN_QUEUE"
+	InProgress Status = "IN_PROGRESS"
+	Completed  Status = "COMPLETED"
+	Failed     Status = "FAILED"
+	Cancelled  Status = "CANCELLED"
+	TimedOut   Status = "TIMED_OUT"
+)
+
+// Terminal reports whether no further transition is possible except retry.
+func (s Status) Terminal() bool {
+	switch s {
+	case Completed, Failed, Cancelled, TimedOut:
+		return true
+	}
+	return false
+}
+
+// Job is the persisted form of one job. Times are Unix milliseconds so the
+// record stays small and round-trips exactly through JSON.
+type Job struct {
+	ID         string `json:"id"`
+	EndpointID string `json:"ep"`
+	Status     Status `json:"st"`
+	// Seq orders jobs of one endpoint by arrival; the ready queues are
+	// rebuilt in Seq order after a restart.
+	Seq uint64 `json:"seq"`
+
+	Input    json.RawMessage `json:"in,omitempty"`
+	InputRef string          `json:"inref,omitempty"` // spilled input file, relative to the spill dir
+	Webhook  string          `json:"wh,omitempty"`
+	// WebhookV2 is accepted and stored because RunPod's SDK types carry it;
+	// its semantics are undocumented, so Ember does not act on it.
+	WebhookV2 string          `json:"wh2,omitempty"`
+	S3Config  json.RawMessage `json:"s3,omitempty"`
+
+	ExecutionTimeoutMs int64 `json:"xto"`
+	TTLMs              int64 `json:"ttl"`
+	LowPriority        bool  `json:"low,omitempty"`
+	Sync               bool  `json:"sync,omitempty"` // submitted by /runsync: shorter result retention
+
+	SubmittedAt int64  `json:"sub"`
+	StartedAt   int64  `json:"start,omitempty"`
+	FinishedAt  int64  `json:"fin,omitempty"`
+	WorkerID    string `json:"wk,omitempty"`
+	// Attempts counts how many times the job was handed to a worker. It bounds
+	// re-queues after worker deaths and daemon crashes.
+	Attempts int `json:"att,omitempty"`
+	// Retries counts client /retry calls.
+	Retries int `json:"rt,omitempty"`
+
+	Output    json.RawMessage `json:"out,omitempty"`
+	OutputRef string          `json:"outref,omitempty"`
+	Error     string          `json:"err,omitempty"`
+	// ExecutionMs is the measured run time, fixed when the job turns terminal.
+	ExecutionMs int64 `json:"exec,omitempty"`
+	// DelayMs is the measured queue time, fixed when a worker takes the job.
+	DelayMs int64 `json:"delay,omitempty"`
+}
+
+// Deadline is the job's hard TTL: after it the job no longer exists.
+func (j *Job) Deadline() time.Time {
+	return time.UnixMilli(j.SubmittedAt + j.TTLMs)
+}
+
+// Endpoint is the persisted form of an endpoint definition.
+type Endpoint struct {
+	ID                 string            `json:"id"`
+	Name               string            `json:"name"`
+	Image              string            `json:"image,omitempty"`
+	Command            []string          `json:"command,omitempty"`
+	Env                map[string]string `json:"env,omitempty"`
+	WorkersMin         int               `json:"workersMin"`
+	WorkersMax         int               `json:"workersMax"`
+	IdleTimeoutSec     int               `json:"idleTimeout"`
+	ExecutionTimeoutMs int64             `json:"executionTimeoutMs"`
+	ScalerType         string            `json:"scalerType"`
+	ScalerValue        int               `json:"scalerValue"`
+	GPUCount           int               `json:"gpuCount"`
+	GPUTypes           []string          `json:"gpuTypes,omitempty"`
+	CreatedAt          int64             `json:"createdAt"`
+	UpdatedAt          int64             `json:"updatedAt"`
+}
+
+// Chunk is one streamed output value of a job, in arrival order.
+type Chunk struct {
+	JobID  string
+	Index  uint64
+	Output json.RawMessage
+}
+
+// Delivery is a pending webhook POST in the durable outbox.
+type Delivery struct {
+	JobID string `json:"job"`
+	URL   string `json:"url"`
+	// Body is the status object as it was when the job turned terminal.
+	Body     json.RawMessage `json:"body"`
+	Attempts int             `json:"att"`
+	// NextAt is when the next attempt is due, Unix milliseconds.
+	NextAt int64 `json:"next"`
+}

@@ -1,0 +1,155 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/emberhq/ember/scheduler/store"
+)
+
+// Errors callers map to protocol status codes. They are wrapped with detail;
+// test with errors.Is.
+var (
+	// ErrNotFound: unknown endpoint or job, or a job past its TTL/retention.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the operation does not apply to the object's state.
+	ErrConflict = errors.New("conflict")
+	// ErrForbidden: a worker credential used outside its endpoint or jobs.
+	ErrForbidden = errors.New("forbidden")
+	// ErrUnavailable: the daemon cannot take the work now (disk full,
+	// shutting down). Nothing was written.
+	ErrUnavailable = errors.New("unavailable")
+)
+
+// FieldError is a validation failure naming the offending field.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+func fieldErr(field, format string, a ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Submission is a validated /run or /runsync request.
+type Submission struct {
+	Input     json.RawMessage
+	Webhook   string
+	WebhookV2 string
+	S3Config  json.RawMessage
+	// ExecutionTimeoutMs and TTLMs are zero when the request left them to
+	// the endpoint's and the daemon's defaults.
+	ExecutionTimeoutMs int64
+	TTLMs              int64
+	LowPriority        bool
+	// Sync marks a /runsync job: its id gets the "sync-" prefix and its
+	// result is kept for the shorter sync retention.
+	Sync bool
+}
+
+// Limits RunPod documents for policy values.
+const (
+	MinExecutionTimeoutMs = 5_000
+	MaxExecutionTimeoutMs = 7 * 24 * 3600 * 1000
+	MinTTLMs              = 10_000
+	MaxTTLMs              = 7 * 24 * 3600 * 1000
+	DefaultTTLMs          = 24 * 3600 * 1000
+)
+
+// JobView is the RunPod status object of a job.
+type JobView struct {
+	ID            string
+	EndpointID    string
+	Status        store.Status
+	DelayTime     int64 // ms; 0 and HasDelay false while still queued
+	HasDelay      bool
+	ExecutionTime int64 // ms
+	HasExecution  bool
+	Output        json.RawMessage // nil: absent
+	Error         string
+	WorkerID      string
+	Retries       int
+}
+
+// MarshalJSON writes the single-line RunPod status object, leaving out the
+// fields RunPod leaves out.
+func (v JobView) MarshalJSON() ([]byte, error) {
+	type wire struct {
+		ID            string          `json:"id"`
+		Status        store.Status    `json:"status"`
+		DelayTime     *int64          `json:"delayTime,omitempty"`
+		ExecutionTime *int64          `json:"executionTime,omitempty"`
+		Output        json.RawMessage `json:"output,omitempty"`
+		Error         string          `json:"error,omitempty"`
+		WorkerID      string          `json:"workerId,omitempty"`
+	}
+	w := wire{ID: v.ID, Status: v.Status, Output: v.Output, Error: v.Error, WorkerID: v.WorkerID}
+	if v.HasDelay {
+		w.DelayTime = &v.DelayTime
+	}
+	if v.HasExecution {
+		w.ExecutionTime = &v.ExecutionTime
+	}
+	return json.Marshal(w)
+}
+
+// Chunk is one streamed output, as /stream returns it.
+type Chunk struct {
+	Output json.RawMessage `json:"output"`
+}
+
+// StreamView is the /stream answer.
+type StreamView struct {
+	Status store.Status `json:"status"`
+	Stream []Chunk      `json:"stream"`
+}
+
+// Result is what a worker posts to job-done.
+type Result struct {
+	// Progress marks an intermediate update (body status IN_PROGRESS).
+	Progress bool
+	Output   json.RawMessage // nil: absent
+	// Error is set when the handler failed; non-string errors arrive
+	// JSON-encoded.
+	Error    string
+	HasError bool
+	// StopPod asks for the worker to be recycled after this job.
+	StopPod bool
+}
+
+// Health is the /health answer.
+type Health struct {
+	Jobs    JobCounts    `json:"jobs"`
+	Workers WorkerCounts `json:"workers"`
+}
+
+// JobCounts are the /health job counters. Completed, Failed and Retried
+// count over the last result-retention window.
+type JobCounts struct {
+	Completed  int `json:"completed"`
+	Failed     int `json:"failed"`
+	InProgress int `json:"inProgress"`
+	InQueue    int `json:"inQueue"`
+	Retried    int `json:"retried"`
+}
+
+// WorkerCounts are the /health worker counters.
+type WorkerCounts struct {
+	Idle         int `json:"idle"`
+	Initializing int `json:"initializing"`
+	Ready        int `json:"ready"`
+	Running      int `json:"running"`
+	Throttled    int `json:"throttled"`
+	Unhealthy    int `json:"unhealthy"`
+}
+
+// TakenJob is a job handed to a worker, in the shape the worker SDK reads.
+type TakenJob struct {
+	ID       string          `json:"id"`
+	Input    json.RawMessage `json:"input"`
+	S3Config json.RawMessage `json:"s3Config,omitempty"`
+	Webhook  string          `json:"webhook,omitempty"`
+}

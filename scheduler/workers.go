@@ -1,0 +1,426 @@
+package scheduler
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/emberhq/ember/oci"
+)
+
+// WorkerState is a worker's lifecycle state.
+type WorkerState string
+
+// Worker states: initializing -> idle <-> running -> draining -> stopped,
+// plus unhealthy.
+const (
+	WorkerInitializing WorkerState = "initializing"
+	WorkerIdle         WorkerState = "idle"
+	WorkerRunning      WorkerState = "running"
+	WorkerDraining     WorkerState = "draining"
+	WorkerStopped      WorkerState = "stopped"
+	WorkerUnhealthy    WorkerState = "unhealthy"
+)
+
+type worker struct {
+	id       string
+	endpoint string
+	token    string
+	state    WorkerState
+	handle   oci.Worker
+	dir      string
+	logPath  string
+
+	startedAt  time.Time
+	ready      bool // made its first take or ping
+	lastActive time.Time
+	lastPing   time.Time
+	pinged     bool
+	version    string
+
+	held map[string]*job
+
+	stopQ  []string
+	stopCh chan struct{}
+
+	draining  bool
+	recycle   bool // stopPod: stop after its current jobs
+	unhealthy bool
+	reason    string
+}
+
+// WorkerInfo is a worker as `ember worker list` shows it.
+type WorkerInfo struct {
+	ID         string      `json:"id"`
+	EndpointID string      `json:"endpointId"`
+	State      WorkerState `json:"state"`
+	PID        int         `json:"pid,omitempty"`
+	StartedAt  time.Time   `json:"startedAt"`
+	Jobs       []string    `json:"jobs"`
+	SDKVersion string      `json:"sdkVersion,omitempty"`
+	Reason     string      `json:"reason,omitempty"`
+	LogPath    string      `json:"logPath,omitempty"`
+}
+
+// Workers lists the live workers, optionally of one endpoint.
+func (s *Scheduler) Workers(endpointID string) []WorkerInfo {
+	s.mu.Lock()
+	var out []WorkerInfo
+	for _, w := range s.workers {
+		if endpointID != "" && w.endpoint != endpointID {
+			continue
+		}
+		info := WorkerInfo{ID: w.id, EndpointID: w.endpoint, State: w.state, StartedAt: w.startedAt, SDKVersion: w.version, Reason: w.reason, LogPath: w.logPath, Jobs: []string{}}
+		if w.handle != nil {
+			info.PID = w.handle.PID()
+		}
+		for id := range w.held {
+			info.Jobs = append(info.Jobs, id)
+		}
+		sort.Strings(info.Jobs)
+		out = append(out, info)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
+	return out
+}
+
+func (s *Scheduler) workerCountsLocked(ep *endpointState) WorkerCounts {
+	var c WorkerCounts
+	for _, w := range ep.workers {
+		switch w.state {
+		case WorkerInitializing:
+			c.Initializing++
+		case WorkerIdle:
+			c.Idle++
+		case WorkerRunning:
+			c.Running++
+		case WorkerUnhealthy:
+			c.Unhealthy++
+		}
+	}
+	// RunPod's responses always show ready == idle.
+	c.Ready = c.Idle
+	return c
+}
+
+func (s *Scheduler) markSeenLocked(w *worker) {
+	if !w.ready {
+		w.ready = true
+		w.lastActive = s.now()
+		if ep := s.endpoints[w.endpoint]; ep != nil {
+			ep.failures = 0
+		}
+		s.log.Info("worker ready", "worker", w.id, "endpoint", w.endpoint, "startup", s.now().Sub(w.startedAt).Round(time.Millisecond))
+	}
+	s.setWorkerStateLocked(w)
+}
+
+func (s *Scheduler) setWorkerStateLocked(w *worker) {
+	switch {
+	case w.state == WorkerStopped:
+	case w.unhealthy:
+		w.state = WorkerUnhealthy
+	case w.draining:
+		w.state = WorkerDraining
+	case !w.ready:
+		w.state = WorkerInitializing
+	case len(w.held) > 0:
+		w.state = WorkerRunning
+	default:
+		w.state = WorkerIdle
+	}
+}
+
+// alive counts workers that can still take jobs (or will, once started).
+func (ep *endpointState) alive() (n, idle int) {
+	for _, w := range ep.workers {
+		if w.draining || w.state == WorkerStopped {
+			continue
+		}
+		n++
+		if w.state == WorkerIdle || w.state == WorkerInitializing {
+			idle++
+		}
+	}
+	return
+}
+
+// desiredLocked is the scaler's target for an endpoint.
+//
+//   - REQUEST_COUNT: ceil((inQueue + inProgress) / scalerValue).
+//   - QUEUE_DELAY: one more worker than now whenever the oldest queued job has
+//     waited longer than scalerValue seconds, and at least one while jobs
+//     wait (scale from zero the moment a job lands).
+//
+// Low-priority jobs never raise the target, except that an endpoint with no
+// worker at all starts one so they are not stranded.
+func (s *Scheduler) desiredLocked(ep *endpointState) int {
+	d := &ep.def
+	alive, idle := ep.alive()
+	queuedHigh := ep.inQueue - ep.lowQueued()
+	want := 0
+	switch d.ScalerType {
+	case ScalerRequestCount:
+		want = ceilDiv(queuedHigh+ep.inProgress, d.ScalerValue)
+	default:
+		want = alive
+		if queuedHigh > idle && ep.oldestWait(s.now()) > time.Duration(d.ScalerValue)*time.Second {
+			want = alive + 1
+		}
+		if queuedHigh > 0 && want == 0 {
+			want = 1
+		}
+	}
+	if want == 0 && ep.inQueue > 0 && alive == 0 {
+		want = 1
+	}
+	if want < d.WorkersMin {
+		want = d.WorkersMin
+	}
+	if want > d.WorkersMax {
+		want = d.WorkersMax
+	}
+	return want
+}
+
+func (ep *endpointState) lowQueued() int {
+	n := 0
+	for i := ep.low.head; i < len(ep.low.items); i++ {
+		if ep.low.items[i] != nil && ep.low.items[i].queued {
+			n++
+		}
+	}
+	return n
+}
+
+// scaleLocked starts workers up to the target and reaps idle ones past
+// their idle timeout (never below workersMin, never one that holds a job).
+func (s *Scheduler) scaleLocked(ep *endpointState) {
+	if s.closed || ep.deleted {
+		return
+	}
+	now := s.now()
+	want := s.desiredLocked(ep)
+	alive, _ := ep.alive()
+	for alive < want && !now.Before(ep.nextStart) {
+		s.startWorkerLocked(ep)
+		alive++
+	}
+	if alive <= want {
+		return
+	}
+	idleFor := time.Duration(ep.def.IdleTimeoutSec) * time.Second
+	// Reap the longest-idle first.
+	var idle []*worker
+	for _, w := range ep.workers {
+		if w.state == WorkerIdle && len(w.held) == 0 && now.Sub(w.lastActive) >= idleFor {
+			idle = append(idle, w)
+		}
+	}
+	sort.Slice(idle, func(i, j int) bool { return idle[i].lastActive.Before(idle[j].lastActive) })
+	for _, w := range idle {
+		if alive <= want || alive <= ep.def.WorkersMin {
+			break
+		}
+		s.drainWorkerLocked(w, "idle timeout")
+		alive--
+	}
+}
+
+func randomToken() string {
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// startWorkerLocked registers a worker and launches it in the background;
+// the worker counts as initializing until its first take or ping.
+func (s *Scheduler) startWorkerLocked(ep *endpointState) {
+	id := "w-" + randomToken()[:12]
+	w := &worker{
+		id:        id,
+		endpoint:  ep.def.ID,
+		token:     randomToken(),
+		state:     WorkerInitializing,
+		startedAt: s.now(),
+		held:      make(map[string]*job),
+		stopCh:    make(chan struct{}),
+	}
+	if !s.cfg.InMemoryStore {
+		w.dir = filepath.Join(s.cfg.DataDir, "workers", id)
+		w.logPath = filepath.Join(s.cfg.DataDir, "workers", id+".log")
+	} else {
+		w.dir = os.TempDir()
+		w.logPath = os.DevNull
+	}
+	ep.workers[id] = w
+	s.workers[id] = w
+	s.tokens[w.token] = w
+	spec := oci.Spec{
+		ID:       id,
+		Endpoint: ep.def.ID,
+		Image:    ep.def.Image,
+		Command:  append([]string(nil), ep.def.Command...),
+		Env:      s.workerEnv(ep, w),
+		LogPath:  w.logPath,
+		Dir:      w.dir,
+	}
+	s.log.Info("starting worker", "worker", id, "endpoint", ep.def.ID, "runtime", s.cfg.Runtime.Name())
+	s.goOwned(func() { s.runWorker(w, spec) })
+}
+
+// runWorker owns one worker from start to exit.
+func (s *Scheduler) runWorker(w *worker, spec oci.Spec) {
+	if spec.Dir != os.TempDir() {
+		if err := os.MkdirAll(spec.Dir, 0o750); err != nil {
+			s.workerExited(w, oci.ExitStatus{Code: -1, Err: err})
+			return
+		}
+		defer os.RemoveAll(spec.Dir)
+	}
+	h, err := s.cfg.Runtime.Start(s.ctx, spec)
+	if err != nil {
+		s.log.Error("worker failed to start", "worker", w.id, "endpoint", w.endpoint, "err", err)
+		s.workerExited(w, oci.ExitStatus{Code: -1, Err: err})
+		return
+	}
+	s.mu.Lock()
+	w.handle = h
+	stopNow := w.draining
+	s.mu.Unlock()
+	if stopNow {
+		h.Stop(s.cfg.StopGrace)
+	}
+	select {
+	case <-h.Done():
+	case <-s.ctx.Done():
+		h.Kill()
+		<-h.Done()
+	}
+	s.workerExited(w, h.Exit())
+}
+
+// workerExited re-queues what the worker held and applies crash-loop
+// back-off when it died before ever becoming ready.
+func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w.state = WorkerStopped
+	delete(s.workers, w.id)
+	delete(s.tokens, w.token)
+	ep := s.endpoints[w.endpoint]
+	if ep != nil {
+		delete(ep.workers, w.id)
+	}
+	reason := "worker " + st.String()
+	for _, j := range w.held {
+		if !j.finalizing {
+			s.requeueLocked(j, reason, true)
+		}
+	}
+	clean := st.Err == nil && st.Code == 0 && w.draining
+	if clean {
+		s.log.Info("worker stopped", "worker", w.id, "endpoint", w.endpoint)
+	} else {
+		s.log.Warn("worker exited", "worker", w.id, "endpoint", w.endpoint, "status", st.String(), "log", w.logPath)
+	}
+	if ep == nil || s.closed {
+		return
+	}
+	if !w.ready && !w.draining {
+		ep.failures++
+		backoff := time.Second << min(ep.failures-1, 6) // 1 s .. 64 s
+		ep.nextStart = s.now().Add(backoff)
+		s.log.Warn("worker died before becoming ready; backing off", "endpoint", ep.def.ID, "failures", ep.failures, "retry_in", backoff)
+	}
+	s.scaleLocked(ep)
+}
+
+// drainWorkerLocked stops a worker: no new jobs (its pending take answers
+// 204 at once), SIGTERM so the SDK finishes in-flight jobs, SIGKILL after
+// the stop grace.
+func (s *Scheduler) drainWorkerLocked(w *worker, why string) {
+	if w.draining {
+		return
+	}
+	w.draining = true
+	s.setWorkerStateLocked(w)
+	if ep := s.endpoints[w.endpoint]; ep != nil {
+		// Wake the worker's pending take so it returns empty now.
+		close(ep.notify)
+		ep.notify = make(chan struct{})
+	}
+	s.log.Info("stopping worker", "worker", w.id, "endpoint", w.endpoint, "reason", why)
+	if w.handle != nil {
+		w.handle.Stop(s.cfg.StopGrace)
+	}
+}
+
+// maybeRecycleLocked stops a worker that asked for it (stopPod) once it has
+// no job left.
+func (s *Scheduler) maybeRecycleLocked(w *worker) {
+	if w.recycle && len(w.held) == 0 {
+		s.drainWorkerLocked(w, "stopPod requested by the worker")
+	}
+}
+
+// workerEnv is the RunPod worker environment (spec 3.2/3.3): the endpoint's
+// own variables first, then the protocol variables, which must win.
+func (s *Scheduler) workerEnv(ep *endpointState, w *worker) []string {
+	base := s.cfg.WorkerAPIBase + "/v2/" + url.PathEscape(ep.def.ID)
+	q := "?gpu=" + url.QueryEscape(gpuLabel(ep.def.GPUCount))
+	var env []string
+	keys := make([]string, 0, len(ep.def.Env))
+	for k := range ep.def.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+ep.def.Env[k])
+	}
+	if p := os.Getenv("PATH"); p != "" {
+		env = append(env, "PATH="+p)
+	}
+	host, _ := os.Hostname()
+	env = append(env,
+		// The worker id is rendered here; only $ID (the job id) is left for
+		// the SDK to substitute in the result and stream templates.
+		"RUNPOD_WEBHOOK_GET_JOB="+base+"/job-take/"+w.id+q,
+		"RUNPOD_WEBHOOK_POST_OUTPUT="+base+"/job-done/"+w.id+"/$ID"+q,
+		"RUNPOD_WEBHOOK_POST_STREAM="+base+"/job-stream/"+w.id+"/$ID"+q,
+		"RUNPOD_WEBHOOK_PING="+base+"/ping/"+w.id+q,
+		"RUNPOD_AI_API_KEY="+w.token,
+		"RUNPOD_POD_ID="+w.id,
+		"RUNPOD_ENDPOINT_ID="+ep.def.ID,
+		"RUNPOD_PING_INTERVAL="+strconv.FormatInt(s.cfg.PingInterval.Milliseconds(), 10),
+		"RUNPOD_POD_HOSTNAME="+host,
+		"RUNPOD_GPU_COUNT="+strconv.Itoa(ep.def.GPUCount),
+		"RUNPOD_CPU_COUNT="+strconv.Itoa(runtime.NumCPU()),
+		"RUNPOD_DC_ID=ember",
+		// Air-gapped appliances: SDK >= 1.9 otherwise fails its fitness
+		// check (TCP to 8.8.8.8:53) and exits before taking a job, and SDK
+		// 1.12 refuses private download URLs.
+		"RUNPOD_SKIP_AUTO_SYSTEM_CHECKS=true",
+		"RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS=true",
+		"RUNPOD_LOG_LEVEL=INFO",
+	)
+	return env
+}
+
+func gpuLabel(n int) string {
+	if n == 0 {
+		return "cpu"
+	}
+	return strconv.Itoa(n) + "gpu"
+}
+
