@@ -153,3 +153,18 @@ type TakenJob struct {
 	S3Config json.RawMessage `json:"s3Config,omitempty"`
 	Webhook  string          `json:"webhook,omitempty"`
 }
+
+// Validate checks the policy ranges RunPod documents. Zero values mean
+// "default" and pass.
+func (sub *Submission) Validate() error {
+	if sub.ExecutionTimeoutMs != 0 && (sub.ExecutionTimeoutMs < MinExecutionTimeoutMs || sub.ExecutionTimeoutMs > MaxExecutionTimeoutMs) {
+		return fieldErr("policy.executionTimeout", "must be between %d and %d ms (5 s to 7 days), got %d", MinExecutionTimeoutMs, MaxExecutionTimeoutMs, sub.ExecutionTimeoutMs)
+	}
+	if sub.TTLMs != 0 && (sub.TTLMs < MinTTLMs || sub.TTLMs > MaxTTLMs) {
+		return fieldErr("policy.ttl", "must be between %d and %d ms (10 s to 7 days), got %d", MinTTLMs, MaxTTLMs, sub.TTLMs)
+	}
+	if len(sub.Input) == 0 || string(sub.Input) == "null" {
+		return fieldErr("input", "is required")
+	}
+	return nil
+}

@@ -1,0 +1,215 @@
+// Package emberd assembles the daemon: the scheduler, the worker runtime,
+// the HTTP surface (RunPod client and worker APIs, REST gateway) and the
+// gRPC server, and runs them until told to stop.
+package emberd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/httpapi"
+	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/oci/process"
+	emberv1 "github.com/emberhq/ember/proto/ember/v1"
+	"github.com/emberhq/ember/proto/openapi"
+	"github.com/emberhq/ember/scheduler"
+)
+
+// Options are emberd's settings (flags).
+type Options struct {
+	DataDir    string
+	Listen     string
+	GRPCListen string
+	Runtime    string
+	APIKeyFile string
+
+	TakeHold          time.Duration
+	PingInterval      time.Duration
+	LeaseGrace        time.Duration
+	RunRetention      time.Duration
+	SyncRetention     time.Duration
+	WebhookRetryDelay time.Duration
+	StopGrace         time.Duration
+	MaxAttempts       int
+
+	Logger *slog.Logger
+	// Ready, if set, is called once the store is recovered and every
+	// listener is up.
+	Ready func(httpAddr, grpcAddr string)
+}
+
+// LoadOrCreateKey reads the admin key from path, creating the file (0600)
+// with a new random key when it does not exist.
+func LoadOrCreateKey(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		k := strings.TrimSpace(string(b))
+		if k == "" {
+			return "", fmt.Errorf("API key file %s is empty", path)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read API key file: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return "", fmt.Errorf("create key dir: %w", err)
+	}
+	var raw [24]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	key := "ember_" + hex.EncodeToString(raw[:])
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("create API key file: %w", err)
+	}
+	if _, err := f.WriteString(key + "\n"); err != nil {
+		f.Close()
+		return "", fmt.Errorf("write API key file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("write API key file: %w", err)
+	}
+	return key, nil
+}
+
+func newRuntime(name string) (oci.Runtime, error) {
+	switch name {
+	case "process":
+		return process.New(), nil
+	case "runc":
+		return nil, errors.New("--runtime runc: the container runtime is not part of this build yet; use --runtime process")
+	}
+	return nil, fmt.Errorf("--runtime %q: must be process or runc", name)
+}
+
+// workerBase turns the listen address into the URL workers use: a wildcard
+// host becomes loopback, since workers run on this machine.
+func workerBase(addr net.Addr) string {
+	host, port, _ := net.SplitHostPort(addr.String())
+	ip := net.ParseIP(host)
+	if host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// Run starts the daemon and blocks until ctx ends, then shuts down:
+// workers are drained while the worker API is still served, the store is
+// closed, and the listeners stop.
+func Run(ctx context.Context, o Options) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	keyFile := o.APIKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(o.DataDir, "api.key")
+	}
+	key, err := LoadOrCreateKey(keyFile)
+	if err != nil {
+		return err
+	}
+	keys := func() []string { return []string{key} }
+	rt, err := newRuntime(o.Runtime)
+	if err != nil {
+		return err
+	}
+	httpLn, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", o.Listen, err)
+	}
+	defer httpLn.Close()
+	grpcLn, err := net.Listen("tcp", o.GRPCListen)
+	if err != nil {
+		return fmt.Errorf("--grpc-listen %s: %w", o.GRPCListen, err)
+	}
+	defer grpcLn.Close()
+
+	sched, err := scheduler.Open(scheduler.Config{
+		DataDir:           o.DataDir,
+		Runtime:           rt,
+		WorkerAPIBase:     workerBase(httpLn.Addr()),
+		TakeHold:          o.TakeHold,
+		PingInterval:      o.PingInterval,
+		LeaseGrace:        o.LeaseGrace,
+		RunRetention:      o.RunRetention,
+		SyncRetention:     o.SyncRetention,
+		WebhookRetryDelay: o.WebhookRetryDelay,
+		StopGrace:         o.StopGrace,
+		MaxAttempts:       o.MaxAttempts,
+		Logger:            log,
+	})
+	if err != nil {
+		return err
+	}
+	closeSched := sync.OnceValue(sched.Close)
+	defer closeSched()
+
+	servers := &grpcapi.Servers{S: sched}
+	gs := grpc.NewServer(grpc.UnaryInterceptor(grpcapi.AuthInterceptor(keys)))
+	servers.Register(gs)
+
+	gw := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}))
+	for _, reg := range []func(context.Context, *runtime.ServeMux) error{
+		func(c context.Context, m *runtime.ServeMux) error { return emberv1.RegisterEndpointServiceHandlerServer(c, m, servers) },
+		func(c context.Context, m *runtime.ServeMux) error { return emberv1.RegisterJobServiceHandlerServer(c, m, servers) },
+		func(c context.Context, m *runtime.ServeMux) error { return emberv1.RegisterHealthServiceHandlerServer(c, m, servers) },
+	} {
+		if err := reg(ctx, gw); err != nil {
+			return fmt.Errorf("register gateway: %w", err)
+		}
+	}
+	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, Gateway: gw, OpenAPI: openapi.JSON, Logger: log})
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+
+	errc := make(chan error, 2)
+	go func() { errc <- hs.Serve(httpLn) }()
+	go func() { errc <- gs.Serve(grpcLn) }()
+	log.Info("emberd ready", "listen", httpLn.Addr().String(), "grpc", grpcLn.Addr().String(), "data_dir", o.DataDir, "runtime", rt.Name(), "api_key_file", keyFile)
+	if o.Ready != nil {
+		o.Ready(httpLn.Addr().String(), grpcLn.Addr().String())
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		runErr = fmt.Errorf("listener failed: %w", err)
+	}
+	log.Info("emberd stopping: draining workers")
+	if err := closeSched(); err != nil {
+		log.Error("close scheduler", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		hs.Close()
+	}
+	gs.Stop()
+	log.Info("emberd stopped")
+	return runErr
+}

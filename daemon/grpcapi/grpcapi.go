@@ -1,0 +1,430 @@
+// Package grpcapi implements Ember's gRPC services (proto/ember/v1) on top
+// of the scheduler. The REST gateway under /v1 calls the same servers.
+package grpcapi
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	emberv1 "github.com/emberhq/ember/proto/ember/v1"
+	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/store"
+)
+
+// Version is reported by the health service; set by the daemon at start.
+var Version = "dev"
+
+// Servers bundles the three services.
+type Servers struct {
+	emberv1.UnimplementedEndpointServiceServer
+	emberv1.UnimplementedJobServiceServer
+	emberv1.UnimplementedHealthServiceServer
+	S *scheduler.Scheduler
+}
+
+// Register adds the services to a gRPC server.
+func (sv *Servers) Register(g *grpc.Server) {
+	emberv1.RegisterEndpointServiceServer(g, sv)
+	emberv1.RegisterJobServiceServer(g, sv)
+	emberv1.RegisterHealthServiceServer(g, sv)
+}
+
+// AuthInterceptor requires the admin key in the "authorization" metadata
+// (Bearer or bare), except for the health check.
+func AuthInterceptor(keys func() []string) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if strings.HasSuffix(info.FullMethod, "/Check") {
+			return handler(ctx, req)
+		}
+		md, _ := metadata.FromIncomingContext(ctx)
+		got := ""
+		if v := md.Get("authorization"); len(v) > 0 {
+			got = strings.TrimSpace(v[0])
+			if len(got) > 7 && strings.EqualFold(got[:7], "bearer ") {
+				got = strings.TrimSpace(got[7:])
+			}
+		}
+		for _, k := range keys() {
+			if got != "" && k != "" && subtle.ConstantTimeCompare([]byte(got), []byte(k)) == 1 {
+				return handler(ctx, req)
+			}
+		}
+		return nil, status.Error(codes.Unauthenticated, "missing or wrong API key in the \"authorization\" metadata")
+	}
+}
+
+// toStatus maps scheduler errors to gRPC codes (the gateway maps those to
+// HTTP: InvalidArgument and FailedPrecondition 400, NotFound 404, ...).
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	var fe *scheduler.FieldError
+	switch {
+	case errors.As(err, &fe):
+		return status.Error(codes.InvalidArgument, fe.Error())
+	case errors.Is(err, scheduler.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, scheduler.ErrConflict):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, scheduler.ErrForbidden):
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, scheduler.ErrUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// ---- endpoints ----
+
+func i32(p *int32) *int {
+	if p == nil {
+		return nil
+	}
+	v := int(*p)
+	return &v
+}
+
+func specFrom(e *emberv1.Endpoint, mask []string) scheduler.EndpointSpec {
+	var sp scheduler.EndpointSpec
+	if e == nil {
+		return sp
+	}
+	all := mask == nil
+	has := func(field string) bool {
+		if all {
+			return true
+		}
+		for _, m := range mask {
+			if m == field {
+				return true
+			}
+		}
+		return false
+	}
+	if has("name") && (e.Name != "" || !all) {
+		sp.Name = &e.Name
+	}
+	if has("image") && (e.Image != "" || !all) {
+		sp.Image = &e.Image
+	}
+	if has("command") && (len(e.Command) > 0 || !all) {
+		c := e.Command
+		sp.Command = &c
+	}
+	if has("env") && (len(e.Env) > 0 || !all) {
+		env := e.Env
+		sp.Env = &env
+	}
+	if has("gpu_types") && (len(e.GpuTypes) > 0 || !all) {
+		t := e.GpuTypes
+		sp.GPUTypes = &t
+	}
+	if has("workers_min") {
+		sp.WorkersMin = i32(e.WorkersMin)
+	}
+	if has("workers_max") {
+		sp.WorkersMax = i32(e.WorkersMax)
+	}
+	if has("idle_timeout") {
+		sp.IdleTimeout = i32(e.IdleTimeout)
+	}
+	if has("execution_timeout_ms") && e.ExecutionTimeoutMs != nil {
+		v := int64(*e.ExecutionTimeoutMs)
+		sp.ExecutionTimeoutMs = &v
+	}
+	if has("scaler_type") && e.ScalerType != nil {
+		sp.ScalerType = e.ScalerType
+	}
+	if has("scaler_value") {
+		sp.ScalerValue = i32(e.ScalerValue)
+	}
+	if has("gpu_count") {
+		sp.GPUCount = i32(e.GpuCount)
+	}
+	return sp
+}
+
+func p32(v int) *int32 {
+	x := int32(v)
+	return &x
+}
+
+// EndpointProto converts a stored endpoint to its API form.
+func EndpointProto(e store.Endpoint) *emberv1.Endpoint {
+	st := e.ScalerType
+	return &emberv1.Endpoint{
+		Id:                 e.ID,
+		Name:               e.Name,
+		Image:              e.Image,
+		Command:            e.Command,
+		Env:                e.Env,
+		WorkersMin:         p32(e.WorkersMin),
+		WorkersMax:         p32(e.WorkersMax),
+		IdleTimeout:        p32(e.IdleTimeoutSec),
+		ExecutionTimeoutMs: p32(int(e.ExecutionTimeoutMs)),
+		ScalerType:         &st,
+		ScalerValue:        p32(e.ScalerValue),
+		GpuCount:           p32(e.GPUCount),
+		GpuTypes:           e.GPUTypes,
+		CreatedAt:          timestamppb.New(time.UnixMilli(e.CreatedAt)),
+		UpdatedAt:          timestamppb.New(time.UnixMilli(e.UpdatedAt)),
+	}
+}
+
+// CreateEndpoint implements EndpointService.
+func (sv *Servers) CreateEndpoint(ctx context.Context, req *emberv1.CreateEndpointRequest) (*emberv1.Endpoint, error) {
+	if req.GetEndpoint() == nil {
+		return nil, status.Error(codes.InvalidArgument, "endpoint: the request body must be an endpoint object")
+	}
+	if req.Endpoint.Id != "" {
+		return nil, status.Error(codes.InvalidArgument, "id: is generated by emberd and must not be given")
+	}
+	e, err := sv.S.CreateEndpoint(ctx, specFrom(req.Endpoint, nil))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return EndpointProto(e), nil
+}
+
+// ListEndpoints implements EndpointService.
+func (sv *Servers) ListEndpoints(ctx context.Context, _ *emberv1.ListEndpointsRequest) (*emberv1.ListEndpointsResponse, error) {
+	resp := &emberv1.ListEndpointsResponse{}
+	for _, e := range sv.S.Endpoints() {
+		resp.Endpoints = append(resp.Endpoints, EndpointProto(e))
+	}
+	return resp, nil
+}
+
+// GetEndpoint implements EndpointService.
+func (sv *Servers) GetEndpoint(ctx context.Context, req *emberv1.GetEndpointRequest) (*emberv1.Endpoint, error) {
+	e, err := sv.S.Endpoint(req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return EndpointProto(e), nil
+}
+
+// UpdateEndpoint implements EndpointService. Without an update mask every
+// field present in the message is applied.
+func (sv *Servers) UpdateEndpoint(ctx context.Context, req *emberv1.UpdateEndpointRequest) (*emberv1.Endpoint, error) {
+	var mask []string
+	if m := req.GetUpdateMask(); m != nil {
+		mask = append([]string{}, m.GetPaths()...)
+		for _, p := range mask {
+			switch p {
+			case "id", "created_at", "updated_at":
+				return nil, status.Errorf(codes.InvalidArgument, "%s: cannot be changed", p)
+			}
+		}
+	}
+	e, err := sv.S.UpdateEndpoint(ctx, req.GetId(), specFrom(req.GetEndpoint(), mask))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return EndpointProto(e), nil
+}
+
+// DeleteEndpoint implements EndpointService.
+func (sv *Servers) DeleteEndpoint(ctx context.Context, req *emberv1.DeleteEndpointRequest) (*emberv1.DeleteEndpointResponse, error) {
+	if err := sv.S.DeleteEndpoint(ctx, req.GetId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &emberv1.DeleteEndpointResponse{}, nil
+}
+
+// ---- jobs ----
+
+
+func submissionFrom(req *emberv1.RunJobRequest, sync bool) (scheduler.Submission, error) {
+	sub := scheduler.Submission{Webhook: req.GetWebhook(), Sync: sync}
+	if req.GetInput() == nil {
+		return sub, status.Error(codes.InvalidArgument, "input: is required")
+	}
+	in, err := protojson.Marshal(req.GetInput())
+	if err != nil {
+		return sub, status.Errorf(codes.InvalidArgument, "input: %v", err)
+	}
+	sub.Input = in
+	if req.GetS3Config() != nil {
+		s3, err := protojson.Marshal(req.GetS3Config())
+		if err != nil {
+			return sub, status.Errorf(codes.InvalidArgument, "s3Config: %v", err)
+		}
+		sub.S3Config = s3
+	}
+	if p := req.GetPolicy(); p != nil {
+		if p.ExecutionTimeout != nil {
+			sub.ExecutionTimeoutMs = int64(*p.ExecutionTimeout)
+			if sub.ExecutionTimeoutMs == 0 {
+				sub.ExecutionTimeoutMs = -1 // explicit 0 is out of range, not "default"
+			}
+		}
+		if p.Ttl != nil {
+			sub.TTLMs = int64(*p.Ttl)
+			if sub.TTLMs == 0 {
+				sub.TTLMs = -1
+			}
+		}
+		sub.LowPriority = p.GetLowPriority()
+	}
+	if err := sub.Validate(); err != nil {
+		return sub, toStatus(err)
+	}
+	return sub, nil
+}
+
+// JobProto converts a status object.
+func JobProto(v scheduler.JobView) *emberv1.Job {
+	j := &emberv1.Job{
+		Id:         v.ID,
+		Status:     string(v.Status),
+		Error:      v.Error,
+		WorkerId:   v.WorkerID,
+		Retries:    int32(v.Retries),
+		EndpointId: v.EndpointID,
+	}
+	if v.HasDelay {
+		j.DelayTime = int32(v.DelayTime)
+	}
+	if v.HasExecution {
+		j.ExecutionTime = int32(v.ExecutionTime)
+	}
+	if v.Output != nil {
+		j.Output = jsonValue(v.Output)
+	}
+	return j
+}
+
+func jsonValue(raw json.RawMessage) *structpb.Value {
+	val := &structpb.Value{}
+	if err := protojson.Unmarshal(raw, val); err != nil {
+		return structpb.NewStringValue(string(raw))
+	}
+	return val
+}
+
+func clampWait(ms int32, def time.Duration) time.Duration {
+	if ms <= 0 {
+		return def
+	}
+	d := time.Duration(ms) * time.Millisecond
+	return min(max(d, time.Second), 300*time.Second)
+}
+
+// Run implements JobService.
+func (sv *Servers) Run(ctx context.Context, req *emberv1.RunJobRequest) (*emberv1.Job, error) {
+	sub, err := submissionFrom(req, false)
+	if err != nil {
+		return nil, err
+	}
+	v, err := sv.S.Submit(ctx, req.GetEndpointId(), sub)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return JobProto(v), nil
+}
+
+// RunSync implements JobService.
+func (sv *Servers) RunSync(ctx context.Context, req *emberv1.RunJobRequest) (*emberv1.Job, error) {
+	sub, err := submissionFrom(req, true)
+	if err != nil {
+		return nil, err
+	}
+	v, err := sv.S.Submit(ctx, req.GetEndpointId(), sub)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	v, err = sv.S.Wait(ctx, req.GetEndpointId(), v.ID, clampWait(req.GetWait(), 90*time.Second))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return JobProto(v), nil
+}
+
+// GetJob implements JobService; a wait holds until the job is terminal.
+func (sv *Servers) GetJob(ctx context.Context, req *emberv1.GetJobRequest) (*emberv1.Job, error) {
+	var v scheduler.JobView
+	var err error
+	if req.GetWait() > 0 {
+		v, err = sv.S.Wait(ctx, req.GetEndpointId(), req.GetId(), clampWait(req.GetWait(), 0))
+	} else {
+		v, err = sv.S.Status(req.GetEndpointId(), req.GetId())
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return JobProto(v), nil
+}
+
+// StreamJob implements JobService.
+func (sv *Servers) StreamJob(ctx context.Context, req *emberv1.GetJobRequest) (*emberv1.StreamJobResponse, error) {
+	v, err := sv.S.Stream(ctx, req.GetEndpointId(), req.GetId(), time.Duration(req.GetWait())*time.Millisecond)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &emberv1.StreamJobResponse{Status: string(v.Status), Stream: []*emberv1.StreamChunk{}}
+	for _, c := range v.Stream {
+		resp.Stream = append(resp.Stream, &emberv1.StreamChunk{Output: jsonValue(c.Output)})
+	}
+	return resp, nil
+}
+
+// CancelJob implements JobService.
+func (sv *Servers) CancelJob(ctx context.Context, req *emberv1.CancelJobRequest) (*emberv1.Job, error) {
+	v, err := sv.S.Cancel(ctx, req.GetEndpointId(), req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return JobProto(v), nil
+}
+
+// RetryJob implements JobService.
+func (sv *Servers) RetryJob(ctx context.Context, req *emberv1.RetryJobRequest) (*emberv1.Job, error) {
+	v, err := sv.S.Retry(ctx, req.GetEndpointId(), req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return JobProto(v), nil
+}
+
+// PurgeQueue implements JobService.
+func (sv *Servers) PurgeQueue(ctx context.Context, req *emberv1.PurgeQueueRequest) (*emberv1.PurgeQueueResponse, error) {
+	n, err := sv.S.Purge(ctx, req.GetEndpointId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &emberv1.PurgeQueueResponse{Removed: int32(n), Status: "completed"}, nil
+}
+
+// GetEndpointHealth implements JobService.
+func (sv *Servers) GetEndpointHealth(ctx context.Context, req *emberv1.GetEndpointHealthRequest) (*emberv1.EndpointHealth, error) {
+	h, err := sv.S.Health(req.GetEndpointId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &emberv1.EndpointHealth{
+		Jobs: &emberv1.JobCounts{Completed: int32(h.Jobs.Completed), Failed: int32(h.Jobs.Failed), InProgress: int32(h.Jobs.InProgress), InQueue: int32(h.Jobs.InQueue), Retried: int32(h.Jobs.Retried)},
+		Workers: &emberv1.WorkerCounts{Idle: int32(h.Workers.Idle), Initializing: int32(h.Workers.Initializing), Ready: int32(h.Workers.Ready),
+			Running: int32(h.Workers.Running), Throttled: int32(h.Workers.Throttled), Unhealthy: int32(h.Workers.Unhealthy)},
+	}, nil
+}
+
+// Check implements HealthService.
+func (sv *Servers) Check(ctx context.Context, _ *emberv1.HealthCheckRequest) (*emberv1.HealthCheckResponse, error) {
+	return &emberv1.HealthCheckResponse{Status: "SERVING", Version: Version}, nil
+}

@@ -1,0 +1,208 @@
+// Package httpapi is emberd's HTTP surface: RunPod's client API (/v2/{ep}/run
+// and friends), RunPod's worker API (job-take, job-done, ...), the REST
+// gateway for Ember's own API (/v1, generated from proto/), and the OpenAPI
+// document.
+//
+// RunPod's wire quirks live here on purpose: GET and POST on status and
+// stream, success always HTTP 200 with single-line JSON, keys raw or
+// Bearer, "//" in paths, form-labelled JSON bodies from workers, and 204
+// long-polls.
+package httpapi
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/emberhq/ember/scheduler"
+)
+
+// Config configures the HTTP surface.
+type Config struct {
+	Scheduler *scheduler.Scheduler
+	// Keys returns the accepted admin keys. It is called per request so a
+	// key change takes effect without a restart.
+	Keys func() []string
+	// Gateway serves /v1 (the grpc-gateway mux); nil leaves /v1 unserved.
+	Gateway http.Handler
+	// OpenAPI is served at /openapi.json.
+	OpenAPI []byte
+	Logger  *slog.Logger
+}
+
+// Server routes requests.
+type Server struct {
+	cfg Config
+	s   *scheduler.Scheduler
+	log *slog.Logger
+}
+
+// New builds the handler.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, s: cfg.Scheduler, log: cfg.Logger}
+}
+
+// ServeHTTP routes on the cleaned path. Go's ServeMux would answer a
+// non-canonical path ("//run", from a base URL with a trailing slash) with
+// a 301, which breaks POSTs; here empty segments are simply dropped.
+func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	segs := splitPath(r.URL.Path)
+	switch {
+	case len(segs) == 1 && segs[0] == "openapi.json":
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(h.cfg.OpenAPI)
+	case len(segs) >= 2 && segs[0] == "v2":
+		h.serveV2(w, r, segs[1], segs[2:])
+	case len(segs) >= 1 && segs[0] == "v1" && h.cfg.Gateway != nil:
+		if !h.adminOK(r) {
+			writeError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (or the bare key)")
+			return
+		}
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = "/" + strings.Join(segs, "/")
+		h.cfg.Gateway.ServeHTTP(w, r2)
+	default:
+		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
+	}
+}
+
+func splitPath(p string) []string {
+	parts := strings.Split(p, "/")
+	out := parts[:0]
+	for _, s := range parts {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// presentedKey extracts the key from Authorization, accepting "Bearer KEY"
+// (the SDKs) and the bare key (RunPod's curl examples and the worker SDK).
+func presentedKey(r *http.Request) string {
+	v := strings.TrimSpace(r.Header.Get("Authorization"))
+	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		return strings.TrimSpace(v[7:])
+	}
+	return v
+}
+
+func (h *Server) adminOK(r *http.Request) bool {
+	k := presentedKey(r)
+	if k == "" {
+		return false
+	}
+	ok := false
+	for _, want := range h.cfg.Keys() {
+		if want != "" && subtle.ConstantTimeCompare([]byte(k), []byte(want)) == 1 {
+			ok = true
+		}
+	}
+	return ok
+}
+
+func (h *Server) serveV2(w http.ResponseWriter, r *http.Request, ep string, rest []string) {
+	if len(rest) == 0 {
+		writeError(w, http.StatusNotFound, "no operation given after the endpoint id")
+		return
+	}
+	if op, ok := workerOps[rest[0]]; ok {
+		h.serveWorker(w, r, ep, op, rest[1:])
+		return
+	}
+	if !h.adminOK(r) {
+		writeError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (or the bare key)")
+		return
+	}
+	h.serveClient(w, r, ep, rest)
+}
+
+// writeJSON answers 200 with single-line JSON.
+func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encode response: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+}
+
+// writeError answers with {"error": msg}.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(b)
+}
+
+// writeSchedErr maps scheduler errors to status codes.
+func writeSchedErr(w http.ResponseWriter, err error) {
+	var fe *scheduler.FieldError
+	var br *badRequest
+	switch {
+	case errors.As(err, &br):
+		writeError(w, http.StatusBadRequest, br.msg)
+	case errors.As(err, &fe):
+		writeError(w, http.StatusBadRequest, fe.Error())
+	case errors.Is(err, scheduler.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, scheduler.ErrConflict):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, scheduler.ErrForbidden):
+		writeError(w, http.StatusUnauthorized, err.Error())
+	case errors.Is(err, scheduler.ErrUnavailable):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// readBody reads at most limit bytes; tooBig reports a larger body without
+// reading all of it.
+func readBody(r *http.Request, limit int64) (body []byte, tooBig bool, err error) {
+	if r.ContentLength > limit {
+		return nil, true, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if int64(len(b)) > limit {
+		return nil, true, nil
+	}
+	return b, false, nil
+}
+
+// waitParam reads ?wait= in ms, clamped to [min, max]; def when absent or
+// unparsable (unknown or odd query parameters are ignored, as RunPod does).
+func waitParam(r *http.Request, def, min, max time.Duration) time.Duration {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return def
+	}
+	var ms int64
+	for _, c := range v {
+		if c < '0' || c > '9' || ms > 1<<40 {
+			return def
+		}
+		ms = ms*10 + int64(c-'0')
+	}
+	d := time.Duration(ms) * time.Millisecond
+	if d < min {
+		d = min
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
