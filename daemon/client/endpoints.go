@@ -1,0 +1,361 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Scaler types the daemon accepts in Endpoint.ScalerType.
+const (
+	ScalerQueueDelay   = "QUEUE_DELAY"
+	ScalerRequestCount = "REQUEST_COUNT"
+)
+
+// Endpoint is an endpoint as the daemon returns it.
+type Endpoint struct {
+	ID                 string            `json:"id,omitempty"`
+	Name               string            `json:"name,omitempty"`
+	Image              string            `json:"image,omitempty"`
+	Command            []string          `json:"command,omitempty"`
+	Env                map[string]string `json:"env,omitempty"`
+	WorkersMin         int               `json:"workersMin"`
+	WorkersMax         int               `json:"workersMax"`
+	IdleTimeout        int               `json:"idleTimeout"` // seconds
+	ExecutionTimeoutMs int64             `json:"executionTimeoutMs"`
+	ScalerType         string            `json:"scalerType,omitempty"`
+	ScalerValue        int               `json:"scalerValue"`
+	GPUCount           int               `json:"gpuCount"`
+	GPUTypes           []string          `json:"gpuTypes,omitempty"`
+	CreatedAt          string            `json:"createdAt,omitempty"` // RFC 3339
+	UpdatedAt          string            `json:"updatedAt,omitempty"` // RFC 3339
+
+	// Raw is the object exactly as the daemon sent it, so that callers can
+	// pass on fields this client does not know yet.
+	Raw json.RawMessage `json:"-"`
+}
+
+// UnmarshalJSON accepts numbers both as JSON numbers and as strings, because
+// the /v1 routes go through grpc-gateway, whose protojson encoding writes
+// 64-bit integers as strings ("executionTimeoutMs": "600000").
+func (e *Endpoint) UnmarshalJSON(b []byte) error {
+	var aux struct {
+		ID                 string            `json:"id"`
+		Name               string            `json:"name"`
+		Image              string            `json:"image"`
+		Command            []string          `json:"command"`
+		Env                map[string]string `json:"env"`
+		WorkersMin         flexInt           `json:"workersMin"`
+		WorkersMax         flexInt           `json:"workersMax"`
+		IdleTimeout        flexInt           `json:"idleTimeout"`
+		ExecutionTimeoutMs flexInt           `json:"executionTimeoutMs"`
+		ScalerType         string            `json:"scalerType"`
+		ScalerValue        flexInt           `json:"scalerValue"`
+		GPUCount           flexInt           `json:"gpuCount"`
+		GPUTypes           []string          `json:"gpuTypes"`
+		CreatedAt          string            `json:"createdAt"`
+		UpdatedAt          string            `json:"updatedAt"`
+	}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	*e = Endpoint{
+		ID:                 aux.ID,
+		Name:               aux.Name,
+		Image:              aux.Image,
+		Command:            aux.Command,
+		Env:                aux.Env,
+		WorkersMin:         int(aux.WorkersMin),
+		WorkersMax:         int(aux.WorkersMax),
+		IdleTimeout:        int(aux.IdleTimeout),
+		ExecutionTimeoutMs: int64(aux.ExecutionTimeoutMs),
+		ScalerType:         aux.ScalerType,
+		ScalerValue:        int(aux.ScalerValue),
+		GPUCount:           int(aux.GPUCount),
+		GPUTypes:           aux.GPUTypes,
+		CreatedAt:          aux.CreatedAt,
+		UpdatedAt:          aux.UpdatedAt,
+		Raw:                bytes.Clone(b),
+	}
+	return nil
+}
+
+// EndpointSpec is the body of a create (POST) or update (PATCH). Every field
+// is optional on the wire: empty strings and nil slices and maps are left out,
+// and numbers are pointers so that an explicit 0 is sent while an unset
+// number is left to the daemon's default.
+type EndpointSpec struct {
+	Name               string            `json:"name,omitempty"`
+	Image              string            `json:"image,omitempty"`
+	Command            []string          `json:"command,omitempty"`
+	Env                map[string]string `json:"env,omitempty"`
+	WorkersMin         *int              `json:"workersMin,omitempty"`
+	WorkersMax         *int              `json:"workersMax,omitempty"`
+	IdleTimeout        *int              `json:"idleTimeout,omitempty"` // seconds
+	ExecutionTimeoutMs *int64            `json:"executionTimeoutMs,omitempty"`
+	ScalerType         string            `json:"scalerType,omitempty"`
+	ScalerValue        *int              `json:"scalerValue,omitempty"`
+	GPUCount           *int              `json:"gpuCount,omitempty"`
+	GPUTypes           []string          `json:"gpuTypes,omitempty"`
+}
+
+// UnmarshalJSON accepts numbers as strings too, so that the output of
+// "ember endpoint get --json" (protojson writes int64 as strings) can be fed
+// back as a definition.
+func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
+	var aux struct {
+		Name               string            `json:"name"`
+		Image              string            `json:"image"`
+		Command            []string          `json:"command"`
+		Env                map[string]string `json:"env"`
+		WorkersMin         *flexInt          `json:"workersMin"`
+		WorkersMax         *flexInt          `json:"workersMax"`
+		IdleTimeout        *flexInt          `json:"idleTimeout"`
+		ExecutionTimeoutMs *flexInt          `json:"executionTimeoutMs"`
+		ScalerType         string            `json:"scalerType"`
+		ScalerValue        *flexInt          `json:"scalerValue"`
+		GPUCount           *flexInt          `json:"gpuCount"`
+		GPUTypes           []string          `json:"gpuTypes"`
+	}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	*s = EndpointSpec{
+		Name:               aux.Name,
+		Image:              aux.Image,
+		Command:            aux.Command,
+		Env:                aux.Env,
+		WorkersMin:         aux.WorkersMin.intPtr(),
+		WorkersMax:         aux.WorkersMax.intPtr(),
+		IdleTimeout:        aux.IdleTimeout.intPtr(),
+		ExecutionTimeoutMs: aux.ExecutionTimeoutMs.int64Ptr(),
+		ScalerType:         aux.ScalerType,
+		ScalerValue:        aux.ScalerValue.intPtr(),
+		GPUCount:           aux.GPUCount.intPtr(),
+		GPUTypes:           aux.GPUTypes,
+	}
+	return nil
+}
+
+// readOnlyEndpointFields are set by the daemon. ParseEndpointSpec drops them
+// so that an exported endpoint can be used as a definition as it is.
+var readOnlyEndpointFields = []string{"id", "createdAt", "updatedAt"}
+
+// specFields lists the JSON names of EndpointSpec, derived from its tags so
+// that the list cannot drift from the struct.
+var specFields = func() []string {
+	t := reflect.TypeFor[EndpointSpec]()
+	names := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}()
+
+// ParseEndpointSpec reads a JSON endpoint definition strictly: a misspelt
+// field ("workerMax") is an error rather than silently falling back to a
+// server default. The daemon-owned fields id, createdAt and updatedAt are
+// ignored, so an endpoint printed with --json can be re-created from.
+func ParseEndpointSpec(data []byte) (*EndpointSpec, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return nil, fmt.Errorf("endpoint definition must be a JSON object: %w", err)
+	}
+	if fields == nil {
+		return nil, errors.New("endpoint definition must be a JSON object, not null")
+	}
+	var unknown []string
+	for k := range fields {
+		if slices.Contains(readOnlyEndpointFields, k) {
+			delete(fields, k)
+			continue
+		}
+		if !slices.Contains(specFields, k) {
+			unknown = append(unknown, strconv.Quote(k))
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, fmt.Errorf("unknown endpoint field(s) %s; known fields: %s",
+			strings.Join(unknown, ", "), strings.Join(specFields, ", "))
+	}
+	clean, err := json.Marshal(fields)
+	if err != nil {
+		return nil, fmt.Errorf("re-encoding endpoint definition: %w", err)
+	}
+	var spec EndpointSpec
+	if err := json.Unmarshal(clean, &spec); err != nil {
+		return nil, fmt.Errorf("invalid endpoint definition: %w", err)
+	}
+	return &spec, nil
+}
+
+// endpointPath is the admin path of one endpoint. IDs are escaped because the
+// CLI passes user input (possibly a name) straight through.
+func endpointPath(id string) string {
+	return "/v1/endpoints/" + url.PathEscape(id)
+}
+
+// CreateEndpoint creates an endpoint; fields left unset in spec get the
+// daemon's defaults.
+func (c *Client) CreateEndpoint(ctx context.Context, spec *EndpointSpec) (*Endpoint, error) {
+	var ep Endpoint
+	if _, err := c.do(ctx, http.MethodPost, "/v1/endpoints", nil, spec, &ep); err != nil {
+		return nil, fmt.Errorf("creating endpoint: %w", err)
+	}
+	return &ep, nil
+}
+
+// UpdateEndpoint changes the fields set in spec and leaves the others alone.
+func (c *Client) UpdateEndpoint(ctx context.Context, id string, spec *EndpointSpec) (*Endpoint, error) {
+	var ep Endpoint
+	if _, err := c.do(ctx, http.MethodPatch, endpointPath(id), nil, spec, &ep); err != nil {
+		return nil, fmt.Errorf("updating endpoint %q: %w", id, err)
+	}
+	return &ep, nil
+}
+
+// ListEndpoints returns every endpoint, in the daemon's order.
+func (c *Client) ListEndpoints(ctx context.Context) ([]Endpoint, error) {
+	// grpc-gateway omits the repeated field when it is empty, so a missing
+	// key simply decodes to a nil slice.
+	var resp struct {
+		Endpoints []Endpoint `json:"endpoints"`
+	}
+	if _, err := c.do(ctx, http.MethodGet, "/v1/endpoints", nil, nil, &resp); err != nil {
+		return nil, fmt.Errorf("listing endpoints: %w", err)
+	}
+	return resp.Endpoints, nil
+}
+
+// GetEndpoint fetches one endpoint by ID. Use ResolveEndpoint to accept
+// names as well.
+func (c *Client) GetEndpoint(ctx context.Context, id string) (*Endpoint, error) {
+	var ep Endpoint
+	if _, err := c.do(ctx, http.MethodGet, endpointPath(id), nil, nil, &ep); err != nil {
+		return nil, fmt.Errorf("getting endpoint %q: %w", id, err)
+	}
+	return &ep, nil
+}
+
+// DeleteEndpoint deletes an endpoint by ID.
+func (c *Client) DeleteEndpoint(ctx context.Context, id string) error {
+	if _, err := c.do(ctx, http.MethodDelete, endpointPath(id), nil, nil, nil); err != nil {
+		return fmt.Errorf("deleting endpoint %q: %w", id, err)
+	}
+	return nil
+}
+
+// ErrEndpointNotFound is returned (wrapped) by ResolveEndpoint when neither
+// an ID nor a name matches.
+var ErrEndpointNotFound = errors.New("no such endpoint")
+
+// AmbiguousNameError is returned by ResolveEndpoint when several endpoints
+// share the name, since picking one would act on the wrong endpoint half of
+// the time.
+type AmbiguousNameError struct {
+	Name string
+	IDs  []string
+}
+
+func (e *AmbiguousNameError) Error() string {
+	return fmt.Sprintf("%d endpoints are named %q (IDs %s); use an ID",
+		len(e.IDs), e.Name, strings.Join(e.IDs, ", "))
+}
+
+// ResolveEndpoint finds an endpoint by ID or, failing that, by name, so that
+// people can use the names they chose instead of generated IDs. An ID always
+// wins over a name. The daemon answering 400 for the ID lookup (a name not
+// shaped like an ID) also falls through to the name lookup.
+func (c *Client) ResolveEndpoint(ctx context.Context, idOrName string) (*Endpoint, error) {
+	if idOrName == "" {
+		return nil, errors.New("empty endpoint ID or name")
+	}
+	ep, err := c.GetEndpoint(ctx, idOrName)
+	if err == nil {
+		return ep, nil
+	}
+	if !IsNotFound(err) && !isBadRequest(err) {
+		return nil, err
+	}
+	all, err := c.ListEndpoints(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("resolving endpoint name %q: %w", idOrName, err)
+	}
+	var matches []Endpoint
+	for _, e := range all {
+		if e.Name == idOrName {
+			matches = append(matches, e)
+		}
+	}
+	switch len(matches) {
+	case 0:
+		return nil, fmt.Errorf("%w: %q is neither an endpoint ID nor a name", ErrEndpointNotFound, idOrName)
+	case 1:
+		return &matches[0], nil
+	default:
+		ids := make([]string, len(matches))
+		for i, m := range matches {
+			ids[i] = m.ID
+		}
+		return nil, &AmbiguousNameError{Name: idOrName, IDs: ids}
+	}
+}
+
+// flexInt decodes an integer written as a JSON number, a JSON string (the
+// protojson form of 64-bit integers) or null.
+type flexInt int64
+
+func (f *flexInt) UnmarshalJSON(b []byte) error {
+	s := string(bytes.TrimSpace(b))
+	if s == "null" {
+		return nil
+	}
+	if strings.HasPrefix(s, `"`) {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		if s == "" {
+			*f = 0
+			return nil
+		}
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		*f = flexInt(n)
+		return nil
+	}
+	// Durations measured in milliseconds may come as floats.
+	x, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return fmt.Errorf("not an integer: %s", b)
+	}
+	*f = flexInt(int64(x))
+	return nil
+}
+
+func (f *flexInt) intPtr() *int {
+	if f == nil {
+		return nil
+	}
+	n := int(*f)
+	return &n
+}
+
+func (f *flexInt) int64Ptr() *int64 {
+	if f == nil {
+		return nil
+	}
+	n := int64(*f)
+	return &n
+}

@@ -1,0 +1,275 @@
+// Command ember is the command-line client of emberd, the Ember daemon.
+//
+// It manages endpoints through the daemon's admin API and runs jobs through
+// its RunPod-compatible API, so that a machine running emberd can be driven
+// without writing HTTP requests by hand.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/emberhq/ember/daemon/client"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// defaultKeyFile is where emberd writes its admin key on first start.
+const defaultKeyFile = "/var/lib/ember/api.key"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one ember invocation and returns its exit code. Everything it
+// touches is passed in, so tests drive the real command tree in-process and
+// in parallel.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	return newApp(stdin, stdout, stderr, getenv).execute(ctx, args)
+}
+
+// app is the state of one invocation: its streams, environment and global
+// flags. A fresh app per run keeps invocations from leaking into each other.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+
+	addr    string
+	keyFile string
+	jsonOut bool
+	timeout time.Duration
+
+	// keyFileSet records whether --api-key-file was given, because an
+	// explicit flag beats EMBER_API_KEY while the default file does not.
+	keyFileSet bool
+	// keyFromEnv records where the key came from, so that a 401 points at
+	// the right place to fix.
+	keyFromEnv bool
+
+	// pollInterval is the client's minimum gap between job polls; tests
+	// lower it.
+	pollInterval time.Duration
+	// progress prints job state changes to stderr while `ember run` waits.
+	// It is on only when stderr is a terminal, so scripts and logs stay
+	// clean.
+	progress bool
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *app {
+	a := &app{
+		stdin:        stdin,
+		stdout:       stdout,
+		stderr:       stderr,
+		getenv:       getenv,
+		pollInterval: 250 * time.Millisecond,
+	}
+	if f, ok := stderr.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			a.progress = true
+		}
+	}
+	return a
+}
+
+func (a *app) execute(ctx context.Context, args []string) int {
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(a.stderr, "ember: %v\n", a.explain(err))
+		return 1
+	}
+	return 0
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ember",
+		Short: "Control emberd, the RunPod-Serverless-compatible Ember daemon",
+		Long: `ember manages endpoints and runs jobs on emberd, the Ember daemon.
+
+The daemon's address comes from --addr or EMBER_ADDR (default ` + client.DefaultAddr + `).
+The admin key is read from --api-key-file (default ` + defaultKeyFile + `);
+EMBER_API_KEY, when set, is used instead of the default file.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			a.keyFileSet = cmd.Flags().Changed("api-key-file")
+		},
+	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return fmt.Errorf("%w\nRun '%s --help' for usage.", err, cmd.CommandPath())
+	})
+
+	addr := a.getenv("EMBER_ADDR")
+	if addr == "" {
+		addr = client.DefaultAddr
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.addr, "addr", addr, "emberd address, HOST:PORT (env EMBER_ADDR)")
+	pf.StringVar(&a.keyFile, "api-key-file", defaultKeyFile, "file holding the admin API key (env EMBER_API_KEY overrides the default file)")
+	pf.BoolVar(&a.jsonOut, "json", false, "print the daemon's JSON instead of tables")
+	pf.DurationVar(&a.timeout, "timeout", 0, "give up after this long, e.g. 30s or 5m (0: no limit)")
+
+	root.AddCommand(a.endpointCmd(), a.runCmd(), a.statusCmd(), a.versionCmd())
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with a message that shows the usage line,
+// since "accepts 2 arg(s), received 1" alone does not say which are missing.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return fmt.Errorf("%s takes %d argument(s), got %d\nUsage: %s",
+				subcommandPath(cmd), n, len(args), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// subcommandPath names a command without the root, for messages that are
+// already prefixed with "ember: ".
+func subcommandPath(cmd *cobra.Command) string {
+	return strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
+}
+
+// groupRunE makes a command that only groups subcommands reject unknown
+// subcommands; without a RunE cobra would print help and exit 0, hiding the
+// typo from scripts.
+func groupRunE(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("unknown command %q for %q\nRun '%s --help' for usage.",
+			args[0], cmd.CommandPath(), cmd.CommandPath())
+	}
+	return cmd.Help()
+}
+
+// context bounds one command by --timeout.
+func (a *app) context(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	if a.timeout > 0 {
+		return context.WithTimeout(cmd.Context(), a.timeout)
+	}
+	return context.WithCancel(cmd.Context())
+}
+
+// apiKey finds the admin key: an explicit --api-key-file first, then
+// EMBER_API_KEY, then the default key file.
+func (a *app) apiKey() (string, error) {
+	if !a.keyFileSet {
+		if k := strings.TrimSpace(a.getenv("EMBER_API_KEY")); k != "" {
+			a.keyFromEnv = true
+			return k, nil
+		}
+	}
+	data, err := os.ReadFile(a.keyFile)
+	if err != nil {
+		reason := err
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			reason = pe.Err
+		}
+		hint := "set EMBER_API_KEY to the key or pass --api-key-file FILE"
+		if errors.Is(err, fs.ErrPermission) {
+			hint = "run ember as a user that can read it (e.g. with sudo), or " + hint
+		}
+		return "", &hintError{
+			msg: fmt.Sprintf("cannot read API key file %s: %v; %s", a.keyFile, reason, hint),
+			err: err,
+		}
+	}
+	key := strings.TrimSpace(string(data))
+	if key == "" {
+		return "", fmt.Errorf("API key file %s is empty; set EMBER_API_KEY to the key or pass --api-key-file FILE", a.keyFile)
+	}
+	return key, nil
+}
+
+// client connects to the daemon with the configured address and key.
+func (a *app) client() (*client.Client, error) {
+	key, err := a.apiKey()
+	if err != nil {
+		return nil, err
+	}
+	return a.newClient(key)
+}
+
+func (a *app) newClient(key string) (*client.Client, error) {
+	c, err := client.New(a.addr, key,
+		client.WithUserAgent("ember/"+cliVersion()),
+		client.WithPollInterval(a.pollInterval))
+	if err != nil {
+		return nil, fmt.Errorf("--addr: %w", err)
+	}
+	return c, nil
+}
+
+// hintError replaces a low-level error's text with advice while keeping the
+// original reachable through errors.Is and errors.As.
+type hintError struct {
+	msg string
+	err error
+}
+
+func (e *hintError) Error() string { return e.msg }
+func (e *hintError) Unwrap() error { return e.err }
+
+// explain turns the failures people actually hit (daemon down, wrong key,
+// deadline) into messages that say what to do about them.
+func (a *app) explain(err error) error {
+	var he *hintError
+	if errors.As(err, &he) {
+		return err // already explained
+	}
+	var oe *net.OpError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return &hintError{
+			msg: fmt.Sprintf(`cannot reach emberd at %s: is it running? Start it with "emberd" (or "systemctl start emberd")`, a.addr),
+			err: err,
+		}
+	case errors.As(err, &oe) && oe.Op == "dial":
+		return &hintError{msg: fmt.Sprintf("cannot reach emberd at %s: %v", a.addr, oe), err: err}
+	case client.IsUnauthorized(err):
+		msg := fmt.Sprintf("authentication failed: check the key in %s (or EMBER_API_KEY)", a.keyFile)
+		if a.keyFromEnv {
+			msg = fmt.Sprintf("authentication failed: check EMBER_API_KEY (it is used instead of %s)", a.keyFile)
+		}
+		return &hintError{msg: msg, err: err}
+	case errors.Is(err, context.DeadlineExceeded) && a.timeout > 0:
+		return &hintError{msg: fmt.Sprintf("timed out after %s (raise --timeout): %v", a.timeout, err), err: err}
+	case errors.Is(err, context.Canceled):
+		return &hintError{msg: "interrupted", err: err}
+	}
+	return err
+}
+
+// cliVersion is the linker-set version, or the module version when ember
+// was installed with "go install".
+func cliVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}

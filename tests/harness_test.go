@@ -1,0 +1,283 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Binaries built once for the whole package.
+var (
+	emberdBin string
+	workerBin string
+	emberBin  string
+)
+
+func TestMain(m *testing.M) {
+	if testing.Short() {
+		fmt.Println("tests: end-to-end tests skipped in -short mode")
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "ember-e2e-bin-")
+	if err != nil {
+		panic(err)
+	}
+	emberdBin = filepath.Join(dir, "emberd")
+	workerBin = filepath.Join(dir, "example-worker")
+	emberBin = filepath.Join(dir, "ember")
+	for pkg, out := range map[string]string{
+		"../daemon/cmd/emberd": emberdBin,
+		"../examples/worker":   workerBin,
+		"../daemon/cmd/ember":  emberBin,
+	} {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Daemon is a real emberd process on loopback.
+type Daemon struct {
+	t       testing.TB
+	URL     string // http://127.0.0.1:PORT
+	Addr    string
+	GRPC    string
+	Key     string
+	DataDir string
+	Args    []string
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+}
+
+func freePort(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// StartDaemon runs emberd with a fresh data dir and fast test timings; extra
+// flags override them.
+func StartDaemon(t testing.TB, extra ...string) *Daemon {
+	t.Helper()
+	d := &Daemon{t: t, DataDir: t.TempDir()}
+	d.Args = append([]string{
+		"--take-hold", "2s",
+		"--ping-interval", "500ms",
+		"--webhook-retry-delay", "300ms",
+		"--stop-grace", "3s",
+		"--log-level", "debug",
+	}, extra...)
+	d.start()
+	t.Cleanup(d.Stop)
+	return d
+}
+
+func (d *Daemon) start() {
+	t := d.t
+	t.Helper()
+	d.Addr = freePort(t)
+	d.GRPC = freePort(t)
+	d.URL = "http://" + d.Addr
+	args := append([]string{"--data-dir", d.DataDir, "--listen", d.Addr, "--grpc-listen", d.GRPC, "--runtime", "process"}, d.Args...)
+	d.logPath = filepath.Join(d.DataDir, fmt.Sprintf("emberd-%d.log", time.Now().UnixNano()))
+	logf, err := os.Create(d.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.cmd = exec.Command(emberdBin, args...)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func() { d.cmd.Wait(); logf.Close(); close(d.exited) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", d.Addr); err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-d.exited:
+			t.Fatalf("emberd exited during start:\n%s", d.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("emberd did not listen within 30 s:\n%s", d.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b, err := os.ReadFile(filepath.Join(d.DataDir, "api.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Key = strings.TrimSpace(string(b))
+}
+
+// Log returns what emberd has logged so far (for failure messages).
+func (d *Daemon) Log() string {
+	b, _ := os.ReadFile(d.logPath)
+	if len(b) > 20000 {
+		b = b[len(b)-20000:]
+	}
+	return string(b)
+}
+
+// Stop sends SIGTERM and waits.
+func (d *Daemon) Stop() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(15 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.exited
+	}
+}
+
+// Kill9 kills emberd with SIGKILL, as a crash would.
+func (d *Daemon) Kill9() {
+	d.cmd.Process.Kill()
+	<-d.exited
+}
+
+// Restart starts emberd again on the same data dir.
+func (d *Daemon) Restart() {
+	d.t.Helper()
+	d.start()
+}
+
+// Do sends a request with the admin key and returns status and body.
+func (d *Daemon) Do(method, path string, body any) (int, []byte) {
+	d.t.Helper()
+	return d.DoKey(method, path, body, "Bearer "+d.Key)
+}
+
+// DoKey sends a request with the given Authorization header value.
+func (d *Daemon) DoKey(method, path string, body any, auth string) (int, []byte) {
+	d.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, d.URL+path, rd)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return resp.StatusCode, out
+}
+
+// JSON sends a request, requires want, and decodes the body into a map.
+func (d *Daemon) JSON(method, path string, body any, want int) map[string]any {
+	d.t.Helper()
+	code, out := d.Do(method, path, body)
+	if code != want {
+		d.t.Fatalf("%s %s: got %d, want %d: %s", method, path, code, want, out)
+	}
+	var m map[string]any
+	if len(out) > 0 {
+		if err := json.Unmarshal(out, &m); err != nil {
+			d.t.Fatalf("%s %s: body is not a JSON object: %v: %s", method, path, err, out)
+		}
+	}
+	return m
+}
+
+// CreateEndpoint creates an endpoint running the example worker; fields
+// override the defaults (gpuCount 0, workersMax 2, idleTimeout 5).
+func (d *Daemon) CreateEndpoint(name string, fields map[string]any) string {
+	d.t.Helper()
+	spec := map[string]any{"name": name, "command": []string{workerBin}, "gpuCount": 0, "workersMax": 2, "idleTimeout": 5}
+	for k, v := range fields {
+		spec[k] = v
+	}
+	m := d.JSON("POST", "/v1/endpoints", spec, 200)
+	id, _ := m["id"].(string)
+	if id == "" {
+		d.t.Fatalf("no id in %v", m)
+	}
+	return id
+}
+
+// WaitStatus polls /status until the job has one of the states or the
+// deadline passes; it returns the last status object.
+func (d *Daemon) WaitStatus(ep, id string, timeout time.Duration, states ...string) map[string]any {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last map[string]any
+	for time.Now().Before(deadline) {
+		code, out := d.Do("GET", "/v2/"+ep+"/status/"+id, nil)
+		if code == 200 {
+			last = nil
+			json.Unmarshal(out, &last)
+			for _, s := range states {
+				if last["status"] == s {
+					return last
+				}
+			}
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	d.t.Fatalf("job %s did not reach %v within %v; last %v\n%s", id, states, timeout, last, d.Log())
+	return nil
+}
+
+// Submit posts /run and returns the job id.
+func (d *Daemon) Submit(ep string, body any) string {
+	d.t.Helper()
+	m := d.JSON("POST", "/v2/"+ep+"/run", body, 200)
+	if m["status"] != "IN_QUEUE" {
+		d.t.Fatalf("/run answered %v", m)
+	}
+	return m["id"].(string)
+}
