@@ -1,0 +1,72 @@
+# Ember's build. `make run` and `make test` work from a fresh Debian machine
+# as root: the targets install what they need (Node.js for the RunPod SDK
+# compatibility test, the pinned protobuf tools under .tools/).
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(CURDIR)/.tools/bin:$(PATH)
+GO ?= go
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# cgo is needed later by libcontainer and go-nvml; nothing needs it yet.
+BINS := bin/emberd bin/ember bin/example-worker
+FUZZTIME ?= 10s
+
+.PHONY: all build test deps proto proto-check vet fmt-check unit fuzz fuzz-short bench run soak clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/emberd ./daemon/cmd/emberd
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ember ./daemon/cmd/ember
+	$(GO) build -o bin/example-worker ./examples/worker
+
+# System packages the tests use: Node.js + npm run the real runpod-sdk client.
+deps:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; fi
+	@if [ ! -d tests/compat/node_modules/runpod-sdk ]; then \
+		cd tests/compat && npm ci --no-audit --no-fund; fi
+
+proto:
+	bash scripts/proto.sh
+
+# Fails when the committed generated code is not what the .proto files give.
+proto-check:
+	bash scripts/proto-check.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.' | grep -v '\.pb\.gw\.go$$')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# The whole suite: unit, end-to-end (real emberd, real workers, real
+# runpod-sdk), crash safety, then a short run of every fuzz target.
+test: deps proto-check fmt-check vet build
+	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) fuzz-short
+
+fuzz-short:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmission$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzParseResult$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzParseChunk$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
+
+fuzz:
+	$(MAKE) fuzz-short FUZZTIME=5m
+
+# Performance figures with same-run baselines (see README).
+bench: build
+	$(GO) run ./tests/bench -emberd bin/emberd -worker bin/example-worker
+
+# Long crash/soak loops are kept out of `make test`.
+soak: build
+	EMBER_SOAK=1 $(GO) test -count=1 -timeout 60m -run 'Crash' -v ./tests/
+
+# Starts emberd on its default data dir with a demo endpoint whose worker
+# is the example worker, and prints a curl line to try it.
+run: build
+	bash scripts/run.sh
+
+clean:
+	rm -rf bin
