@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -97,14 +98,17 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 			s.mu.Unlock()
 			return s.buildLease(ctx, workerID, taken, recs)
 		}
-		notify := ep.notify
+		t := ep.wait(workerID)
 		s.mu.Unlock()
 		select {
-		case <-notify:
+		case <-t.ch:
 			continue
 		case <-timer.C:
 		case <-ctx.Done():
 		}
+		s.mu.Lock()
+		ep.leave(t)
+		s.mu.Unlock()
 		return &Lease{s: s}, nil
 	}
 }
@@ -135,7 +139,17 @@ func (s *Scheduler) buildLease(ctx context.Context, workerID string, taken []*jo
 	l := &Lease{s: s, wid: workerID}
 	b := s.store.NewBatch()
 	for i, j := range taken {
-		full, err := s.store.Job(j.rec.ID, true)
+		full, err := s.storedRecord(j)
+		var input json.RawMessage
+		if err == nil {
+			input = full.Input
+			if full.InputRef != "" {
+				var loaded *store.Job
+				if loaded, err = s.store.Job(j.rec.ID, true); err == nil {
+					input = loaded.Input
+				}
+			}
+		}
 		if err != nil {
 			// Put everything back: a half-built lease must not strand jobs.
 			l.ids = make([]string, len(taken))
@@ -145,13 +159,11 @@ func (s *Scheduler) buildLease(ctx context.Context, workerID string, taken []*jo
 			l.Delivered(false)
 			return nil, fmt.Errorf("read job %s: %w", j.rec.ID, err)
 		}
-		l.Jobs = append(l.Jobs, TakenJob{ID: full.ID, Input: full.Input, S3Config: full.S3Config, Webhook: full.Webhook})
+		l.Jobs = append(l.Jobs, TakenJob{ID: full.ID, Input: input, S3Config: full.S3Config, Webhook: full.Webhook})
 		l.ids = append(l.ids, full.ID)
 		rec := recs[i]
+		// A spilled input keeps its reference rather than being spilled again.
 		rec.Input, rec.InputRef = full.Input, full.InputRef
-		if full.InputRef != "" {
-			rec.Input = nil // keep the spilled reference rather than re-spilling
-		}
 		if err := b.PutJob(&rec, rec.Deadline()); err != nil {
 			return nil, err
 		}

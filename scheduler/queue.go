@@ -12,6 +12,9 @@ import (
 // without its payloads (they are read from the store when needed).
 type job struct {
 	rec store.Job
+	// unsaved is the full submitted record while its first write is in
+	// flight; readers use it instead of the store until then.
+	unsaved *store.Job
 
 	queued     bool // in its endpoint's ready queue
 	finalizing bool // a terminal write is in flight; the job is no longer takeable or cancellable
@@ -118,7 +121,10 @@ type endpointState struct {
 	high, low  fifo
 	inQueue    int
 	inProgress int
-	notify     chan struct{} // closed and replaced when a job becomes takeable
+	// takers are the job-take long-polls waiting for a job, oldest first.
+	// Each new takeable job wakes exactly one of them, so a burst of jobs
+	// does not wake every idle worker for every job.
+	takers []*taker
 
 	workers map[string]*worker
 	// crash-loop back-off: consecutive workers that died before becoming ready
@@ -131,7 +137,6 @@ type endpointState struct {
 func (s *Scheduler) addEndpointLocked(e store.Endpoint) {
 	s.endpoints[e.ID] = &endpointState{
 		def:      e,
-		notify:   make(chan struct{}),
 		workers:  make(map[string]*worker),
 		counters: newRollingCounters(s.cfg.RunRetention),
 	}
@@ -150,8 +155,63 @@ func (ep *endpointState) push(j *job, front bool) {
 		q.push(j)
 	}
 	ep.inQueue++
-	close(ep.notify)
-	ep.notify = make(chan struct{})
+	ep.wakeOne()
+}
+
+// taker is one waiting job-take.
+type taker struct {
+	ch     chan struct{} // closed when woken
+	worker string
+}
+
+// wakeOne wakes the longest-waiting taker.
+func (ep *endpointState) wakeOne() {
+	if len(ep.takers) == 0 {
+		return
+	}
+	t := ep.takers[0]
+	ep.takers[0] = nil
+	ep.takers = ep.takers[1:]
+	close(t.ch)
+}
+
+// wait registers a taker for worker.
+func (ep *endpointState) wait(worker string) *taker {
+	t := &taker{ch: make(chan struct{}), worker: worker}
+	ep.takers = append(ep.takers, t)
+	return t
+}
+
+// leave removes t after it stopped waiting. A taker that was woken but left
+// without taking (timeout, disconnect) passes the wake-up on, so the job it
+// was woken for does not sit in the queue while others wait.
+func (ep *endpointState) leave(t *taker) {
+	for i, x := range ep.takers {
+		if x == t {
+			ep.takers = append(ep.takers[:i], ep.takers[i+1:]...)
+			return
+		}
+	}
+	if ep.inQueue > 0 {
+		ep.wakeOne()
+	}
+}
+
+// wakeWorker wakes the takes of one worker (it is draining: they must
+// return empty now).
+func (ep *endpointState) wakeWorker(worker string) {
+	kept := ep.takers[:0]
+	for _, t := range ep.takers {
+		if t.worker == worker {
+			close(t.ch)
+		} else {
+			kept = append(kept, t)
+		}
+	}
+	for i := len(kept); i < len(ep.takers); i++ {
+		ep.takers[i] = nil
+	}
+	ep.takers = kept
 }
 
 // pop takes the next job: every normal-priority job before any low-priority

@@ -196,10 +196,14 @@ func (s *Scheduler) Close() error {
 		return nil
 	}
 	s.closed = true
-	var live []*worker
+	// Handles are read under the lock: runWorker sets them concurrently.
+	// A worker still starting has none; runWorker stops it once it starts.
+	var live []oci.Worker
 	for _, w := range s.workers {
 		s.drainWorkerLocked(w, "daemon stopping")
-		live = append(live, w)
+		if w.handle != nil {
+			live = append(live, w.handle)
+		}
 	}
 	for _, j := range s.jobs {
 		j.stopTimers()
@@ -207,15 +211,19 @@ func (s *Scheduler) Close() error {
 	s.mu.Unlock()
 	deadline := time.NewTimer(s.cfg.StopGrace + 2*time.Second)
 	defer deadline.Stop()
-	for _, w := range live {
-		if w.handle == nil {
-			continue
+	expired := false
+	for _, h := range live {
+		if !expired {
+			select {
+			case <-h.Done():
+				continue
+			case <-deadline.C:
+				// The timer fires once: every worker still running from
+				// here on is killed without waiting again.
+				expired = true
+			}
 		}
-		select {
-		case <-w.handle.Done():
-		case <-deadline.C:
-			w.handle.Kill()
-		}
+		h.Kill()
 	}
 	s.cancel()
 	s.wg.Wait()

@@ -357,8 +357,7 @@ func (s *Scheduler) drainWorkerLocked(w *worker, why string) {
 	s.setWorkerStateLocked(w)
 	if ep := s.endpoints[w.endpoint]; ep != nil {
 		// Wake the worker's pending take so it returns empty now.
-		close(ep.notify)
-		ep.notify = make(chan struct{})
+		ep.wakeWorker(w.id)
 	}
 	s.log.Info("stopping worker", "worker", w.id, "endpoint", w.endpoint, "reason", why)
 	if w.handle != nil {

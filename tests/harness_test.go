@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +25,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse() // testing.Short panics before the flags are parsed
 	if testing.Short() {
 		fmt.Println("tests: end-to-end tests skipped in -short mode")
 		os.Exit(0)

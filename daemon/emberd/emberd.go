@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,8 @@ type Options struct {
 	GRPCListen string
 	Runtime    string
 	APIKeyFile string
+	// DebugListen, when set, serves net/http/pprof there.
+	DebugListen string
 
 	TakeHold          time.Duration
 	PingInterval      time.Duration
@@ -186,6 +189,15 @@ func Run(ctx context.Context, o Options) error {
 	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, Gateway: gw, OpenAPI: openapi.JSON, Logger: log})
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
+	if o.DebugListen != "" {
+		dl, err := net.Listen("tcp", o.DebugListen)
+		if err != nil {
+			return fmt.Errorf("--debug-listen %s: %w", o.DebugListen, err)
+		}
+		ds := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		go ds.Serve(dl)
+		defer ds.Close()
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(httpLn) }()
 	go func() { errc <- gs.Serve(grpcLn) }()
@@ -212,4 +224,14 @@ func Run(ctx context.Context, o Options) error {
 	gs.Stop()
 	log.Info("emberd stopped")
 	return runErr
+}
+
+func pprofMux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	return m
 }

@@ -192,10 +192,14 @@ func waitParam(r *http.Request, def, min, max time.Duration) time.Duration {
 	}
 	var ms int64
 	for _, c := range v {
-		if c < '0' || c > '9' || ms > 1<<40 {
+		if c < '0' || c > '9' {
 			return def
 		}
-		ms = ms*10 + int64(c-'0')
+		// Saturate far above any max (49 days) so that huge values clamp
+		// to max instead of overflowing the conversion below.
+		if ms < 1<<32 {
+			ms = ms*10 + int64(c-'0')
+		}
 	}
 	d := time.Duration(ms) * time.Millisecond
 	if d < min {

@@ -261,21 +261,31 @@ type commitReq struct {
 // Commit writes the batch durably: when it returns nil the data has been
 // fsynced. Concurrent Commits share one transaction and one fsync.
 func (s *Store) Commit(ctx context.Context, b *Batch) error {
-	if len(b.ops) == 0 {
-		return nil
-	}
-	req := &commitReq{ops: b.ops, done: make(chan error, 1)}
-	if err := s.enqueue(ctx, req); err != nil {
-		return err
-	}
+	done := s.CommitLater(b)
 	select {
-	case err := <-req.done:
+	case err := <-done:
 		return err
 	case <-ctx.Done():
 		// The write may still land; callers treat this like any other
 		// unacknowledged request.
 		return ctx.Err()
 	}
+}
+
+// CommitLater queues the batch behind every earlier commit and returns a
+// channel that yields its outcome once it is durable. Work that must only
+// follow the write in the store (not in time) can go ahead meanwhile: every
+// later commit lands after this one.
+func (s *Store) CommitLater(b *Batch) <-chan error {
+	req := &commitReq{ops: b.ops, done: make(chan error, 1)}
+	if len(b.ops) == 0 {
+		req.done <- nil
+		return req.done
+	}
+	if err := s.enqueue(context.Background(), req); err != nil {
+		req.done <- err
+	}
+	return req.done
 }
 
 // CommitAsync queues the batch behind every earlier commit and returns

@@ -127,6 +127,25 @@ func run() error {
 		return err
 	}
 	start := time.Now()
+	profDone := make(chan struct{})
+	if dl := os.Getenv("BENCH_DEBUG_LISTEN"); dl != "" {
+		// A CPU profile of emberd during the throughput run, for digging.
+		go func() {
+			defer close(profDone)
+			resp, err := http.Get("http://" + dl + "/debug/pprof/profile?seconds=5")
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create("emberd-cpu.pprof")
+			if err == nil {
+				io.Copy(f, resp.Body)
+				f.Close()
+			}
+		}()
+	} else {
+		close(profDone)
+	}
 	if _, err := rate(*tputN, *clients, func() error { return d.post("/v2/"+ep+"/run", `{"input":{"output":1}}`, nil) }); err != nil {
 		return err
 	}
@@ -145,6 +164,7 @@ func run() error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	tput := float64(*tputN) / time.Since(start).Seconds()
+	<-profDone
 
 	// /run acceptance with no worker taking: an endpoint whose worker never
 	// asks for jobs, so everything stays queued (this is also the RSS load).
@@ -290,7 +310,7 @@ func startEmberd(dir string) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(*emberdBin, "--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", "process", "--log-level", "warn")
+	cmd := exec.Command(*emberdBin, "--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", "process", "--log-level", "warn", "--debug-listen", os.Getenv("BENCH_DEBUG_LISTEN"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, err

@@ -39,6 +39,7 @@ func run(args []string) int {
 	fs.DurationVar(&o.WebhookRetryDelay, "webhook-retry-delay", 10*time.Second, "delay between webhook attempts (3 attempts in all)")
 	fs.DurationVar(&o.StopGrace, "stop-grace", 30*time.Second, "how long a stopping worker may drain before it is killed")
 	fs.IntVar(&o.MaxAttempts, "max-attempts", 3, "how many times a job is handed to a worker before it fails")
+	fs.StringVar(&o.DebugListen, "debug-listen", "", "HOST:PORT to serve Go's pprof profiles on (off when empty; keep it on loopback)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
