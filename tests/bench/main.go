@@ -172,7 +172,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	runRate, err := rate(*queuedN, *clients, func() error { return d.post("/v2/"+hold+"/run", `{"input":{"prompt":"a queued job of modest size, as a client would send it"}}`, nil) })
+	runRate, err := rate(*queuedN, *clients, func() error {
+		return d.post("/v2/"+hold+"/run", `{"input":{"prompt":"a queued job of modest size, as a client would send it"}}`, nil)
+	})
 	if err != nil {
 		return err
 	}
