@@ -331,4 +331,3 @@ func newJobID(sync bool) string {
 	}
 	return id
 }
-

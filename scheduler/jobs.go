@@ -558,7 +558,6 @@ func (s *Scheduler) deliverChunks(ctx context.Context, status store.Status, chun
 	return v, nil
 }
 
-
 // storedRecord returns the job's full record: from memory while its first
 // write is still in flight, from the store after. With payloads the
 // spilled input is loaded.

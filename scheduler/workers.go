@@ -422,4 +422,3 @@ func gpuLabel(n int) string {
 	}
 	return strconv.Itoa(n) + "gpu"
 }
-

@@ -178,9 +178,15 @@ func Run(ctx context.Context, o Options) error {
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 	}))
 	for _, reg := range []func(context.Context, *runtime.ServeMux) error{
-		func(c context.Context, m *runtime.ServeMux) error { return emberv1.RegisterEndpointServiceHandlerServer(c, m, servers) },
-		func(c context.Context, m *runtime.ServeMux) error { return emberv1.RegisterJobServiceHandlerServer(c, m, servers) },
-		func(c context.Context, m *runtime.ServeMux) error { return emberv1.RegisterHealthServiceHandlerServer(c, m, servers) },
+		func(c context.Context, m *runtime.ServeMux) error {
+			return emberv1.RegisterEndpointServiceHandlerServer(c, m, servers)
+		},
+		func(c context.Context, m *runtime.ServeMux) error {
+			return emberv1.RegisterJobServiceHandlerServer(c, m, servers)
+		},
+		func(c context.Context, m *runtime.ServeMux) error {
+			return emberv1.RegisterHealthServiceHandlerServer(c, m, servers)
+		},
 	} {
 		if err := reg(ctx, gw); err != nil {
 			return fmt.Errorf("register gateway: %w", err)

@@ -249,7 +249,6 @@ func (sv *Servers) DeleteEndpoint(ctx context.Context, req *emberv1.DeleteEndpoi
 
 // ---- jobs ----
 
-
 func submissionFrom(req *emberv1.RunJobRequest, sync bool) (scheduler.Submission, error) {
 	sub := scheduler.Submission{Webhook: req.GetWebhook(), Sync: sync}
 	if req.GetInput() == nil {

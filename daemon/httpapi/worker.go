@@ -177,4 +177,3 @@ func (h *Server) done(w http.ResponseWriter, r *http.Request, ep, workerID, jobI
 	}
 	writeJSON(w, map[string]any{})
 }
-
