@@ -323,6 +323,9 @@ func (s *Scheduler) checkLeasesLocked() {
 			w.unhealthy = true
 			w.reason = "stopped sending pings"
 			for _, j := range w.held {
+				if j.finalizing {
+					continue // its result is being written; publishing releases it
+				}
 				s.requeueLocked(j, "worker stopped sending pings", true)
 			}
 			s.drainWorkerLocked(w, "stopped pinging")

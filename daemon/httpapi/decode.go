@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -115,20 +116,28 @@ func decodePolicy(raw json.RawMessage, sub *scheduler.Submission) error {
 	return nil
 }
 
-// msField reads an integer number of milliseconds; a JSON number with a
-// fractional part or an exponent that is not integral is refused.
+// msField reads an integer number of milliseconds. Integral values written
+// as decimals (Python's json.dumps writes 60000.0) are accepted; strings and
+// fractions are not.
 func msField(name string, raw json.RawMessage) (int64, error) {
-	var f json.Number
+	var v any
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
-	if err := dec.Decode(&f); err != nil {
+	if err := dec.Decode(&v); err != nil {
 		return 0, badf("field %q must be an integer number of milliseconds", name)
 	}
-	n, err := f.Int64()
-	if err != nil {
-		return 0, badf("field %q must be an integer number of milliseconds, got %s", name, f.String())
+	num, ok := v.(json.Number)
+	if !ok {
+		return 0, badf("field %q must be an integer number of milliseconds, got %s", name, bytes.TrimSpace(raw))
 	}
-	return n, nil
+	if n, err := num.Int64(); err == nil {
+		return n, nil
+	}
+	f, err := num.Float64()
+	if err != nil || f != math.Trunc(f) || f > math.MaxInt64/2 || f < math.MinInt64/2 {
+		return 0, badf("field %q must be an integer number of milliseconds, got %s", name, num.String())
+	}
+	return int64(f), nil
 }
 
 func decodeWebhook(name string, raw json.RawMessage) (string, error) {

@@ -89,6 +89,14 @@ func Open(opts Options) (*Store, error) {
 	if opts.InMemory {
 		bo = bo.WithDir("").WithValueDir("").WithInMemory(true)
 	}
+	if opts.InMemory && opts.Dir == "" {
+		// Spilled payloads still need a directory; keep it out of the cwd.
+		d, err := os.MkdirTemp("", "ember-spill-")
+		if err != nil {
+			return nil, fmt.Errorf("create spill dir: %w", err)
+		}
+		opts.Dir = d
+	}
 	spillDir := filepath.Join(opts.Dir, "spill")
 	if err := os.MkdirAll(spillDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create spill dir: %w", err)
