@@ -217,8 +217,7 @@ func (s *Scheduler) Cancel(ctx context.Context, endpointID, id string) (JobView,
 // one sees a terminal state instead of a 404.
 func (s *Scheduler) Purge(ctx context.Context, endpointID string) (int, error) {
 	s.mu.Lock()
-	ep, ok := s.endpoints[endpointID]
-	if !ok {
+	if _, ok := s.endpoints[endpointID]; !ok {
 		s.mu.Unlock()
 		return 0, fmt.Errorf("%w: endpoint %s", ErrNotFound, endpointID)
 	}
@@ -228,7 +227,6 @@ func (s *Scheduler) Purge(ctx context.Context, endpointID string) (int, error) {
 			queued = append(queued, j)
 		}
 	}
-	_ = ep
 	s.mu.Unlock()
 	now := s.now()
 	views, err := s.finalize(ctx, queued, "purge", func(r *store.Job) {

@@ -177,20 +177,14 @@ func Run(ctx context.Context, o Options) error {
 		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 	}))
-	for _, reg := range []func(context.Context, *runtime.ServeMux) error{
-		func(c context.Context, m *runtime.ServeMux) error {
-			return emberv1.RegisterEndpointServiceHandlerServer(c, m, servers)
-		},
-		func(c context.Context, m *runtime.ServeMux) error {
-			return emberv1.RegisterJobServiceHandlerServer(c, m, servers)
-		},
-		func(c context.Context, m *runtime.ServeMux) error {
-			return emberv1.RegisterHealthServiceHandlerServer(c, m, servers)
-		},
-	} {
-		if err := reg(ctx, gw); err != nil {
-			return fmt.Errorf("register gateway: %w", err)
-		}
+	// The gateway calls the servers in-process (no loopback gRPC hop); auth
+	// for /v1 is done by httpapi before the gateway sees the request.
+	if err := errors.Join(
+		emberv1.RegisterEndpointServiceHandlerServer(ctx, gw, servers),
+		emberv1.RegisterJobServiceHandlerServer(ctx, gw, servers),
+		emberv1.RegisterHealthServiceHandlerServer(ctx, gw, servers),
+	); err != nil {
+		return fmt.Errorf("register gateway: %w", err)
 	}
 	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, Gateway: gw, OpenAPI: openapi.JSON, Logger: log})
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
