@@ -61,7 +61,7 @@ bench: build
 
 # Long crash/soak loops are kept out of `make test`.
 soak: build
-	EMBER_SOAK=1 $(GO) test -count=1 -timeout 60m -run 'Crash' -v ./tests/
+	$(GO) test -count=10 -timeout 60m -run 'TestCrash' -v ./tests/
 
 # Starts emberd on its default data dir with a demo endpoint whose worker
 # is the example worker, and prints a curl line to try it.

@@ -651,7 +651,9 @@ func TestClientAPI_Retry(t *testing.T) {
 	d := StartDaemon(t)
 	ep := d.CreateEndpoint("retry", nil)
 
-	id := d.Submit(ep, map[string]any{"input": map[string]any{"fail": "always"}})
+	// The handler sleeps a little before failing, so the re-run is visible
+	// between /retry and the second failure.
+	id := d.Submit(ep, map[string]any{"input": map[string]any{"fail": "always", "sleep_ms": 500}})
 	d.WaitStatus(ep, id, 20*time.Second, "FAILED")
 	r := caJSON(t, d, "POST", "/v2/"+ep+"/retry/"+id, nil, 200)
 	if r["id"] != id || r["status"] != "IN_QUEUE" {

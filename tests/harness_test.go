@@ -84,6 +84,7 @@ func StartDaemon(t testing.TB, extra ...string) *Daemon {
 	d := &Daemon{t: t, DataDir: t.TempDir()}
 	d.Args = append([]string{
 		"--take-hold", "2s",
+		"--stop-hold", "2s",
 		"--ping-interval", "500ms",
 		"--webhook-retry-delay", "300ms",
 		"--stop-grace", "3s",
@@ -113,11 +114,19 @@ func (d *Daemon) start() {
 	}
 	d.exited = make(chan struct{})
 	go func() { d.cmd.Wait(); logf.Close(); close(d.exited) }()
+	// Ready means: the key file exists and emberd itself answers. A bare TCP
+	// connect is not enough: a dial to a free ephemeral port can connect to
+	// itself.
+	keyPath := filepath.Join(d.DataDir, "api.key")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if c, err := net.Dial("tcp", d.Addr); err == nil {
-			c.Close()
-			break
+		if _, err := os.Stat(keyPath); err == nil {
+			if resp, err := http.Get(d.URL + "/openapi.json"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
 		}
 		select {
 		case <-d.exited:
@@ -129,7 +138,7 @@ func (d *Daemon) start() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	b, err := os.ReadFile(filepath.Join(d.DataDir, "api.key"))
+	b, err := os.ReadFile(keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,6 +43,7 @@ type Options struct {
 	DebugListen string
 
 	TakeHold          time.Duration
+	StopHold          time.Duration
 	PingInterval      time.Duration
 	LeaseGrace        time.Duration
 	RunRetention      time.Duration
@@ -154,6 +155,7 @@ func Run(ctx context.Context, o Options) error {
 		Runtime:           rt,
 		WorkerAPIBase:     workerBase(httpLn.Addr()),
 		TakeHold:          o.TakeHold,
+		StopHold:          o.StopHold,
 		PingInterval:      o.PingInterval,
 		LeaseGrace:        o.LeaseGrace,
 		RunRetention:      o.RunRetention,

@@ -32,6 +32,7 @@ func run(args []string) int {
 	fs.StringVar(&o.Runtime, "runtime", "process", "worker runtime: process (the endpoint's command on the host) or runc")
 	fs.StringVar(&o.APIKeyFile, "api-key-file", "", "file holding the admin API key; created (mode 0600) with a new random key if missing (default DATA-DIR/api.key)")
 	fs.DurationVar(&o.TakeHold, "take-hold", 20*time.Second, "how long an empty job-take long-poll is held before 204 (under the SDK's 90 s)")
+	fs.DurationVar(&o.StopHold, "stop-hold", 20*time.Second, "how long an empty job-stop long-poll is held before 204 (under the SDK's 90 s)")
 	fs.DurationVar(&o.PingInterval, "ping-interval", 10*time.Second, "heartbeat interval given to workers (RUNPOD_PING_INTERVAL)")
 	fs.DurationVar(&o.LeaseGrace, "lease-grace", 0, "how long a taken job may be missing from its worker's pings before it is re-queued (default 3 ping intervals)")
 	fs.DurationVar(&o.RunRetention, "run-retention", 30*time.Minute, "how long results of /run jobs stay readable")
