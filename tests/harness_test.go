@@ -42,7 +42,14 @@ func TestMain(m *testing.M) {
 		"../examples/worker":   workerBin,
 		"../daemon/cmd/ember":  emberBin,
 	} {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
+		args := []string{"build", "-o", out, pkg}
+		if pkg == "../daemon/cmd/emberd" {
+			// The daemon runs under the race detector in every end-to-end
+			// test, and dies on the first race (GORACE below), which fails
+			// the test that provoked it.
+			args = []string{"build", "-race", "-o", out, pkg}
+		}
+		cmd := exec.Command("go", args...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
@@ -108,6 +115,7 @@ func (d *Daemon) start() {
 		t.Fatal(err)
 	}
 	d.cmd = exec.Command(emberdBin, args...)
+	d.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1 exitcode=66")
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -154,22 +162,25 @@ func (d *Daemon) Log() string {
 	return string(b)
 }
 
-// Stop sends SIGTERM and waits.
+// Stop sends SIGTERM and waits. A daemon that died of a data race fails the
+// test.
 func (d *Daemon) Stop() {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return
 	}
 	select {
 	case <-d.exited:
-		return
 	default:
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(15 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(15 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.exited
+	if d.cmd.ProcessState != nil && d.cmd.ProcessState.ExitCode() == 66 {
+		d.t.Errorf("emberd stopped on a data race:\n%s", d.Log())
 	}
 }
 
