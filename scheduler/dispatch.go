@@ -91,7 +91,7 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 			taken = append(taken, j)
 		}
 		if len(taken) > 0 {
-			recs := make([]store.Job, len(taken))
+			recs := make([]jobMeta, len(taken))
 			for i, j := range taken {
 				recs[i] = j.rec
 			}
@@ -122,6 +122,9 @@ func (s *Scheduler) leaseLocked(j *job, w *worker, ep *endpointState) {
 	j.rec.DelayMs = msSince(j.rec.SubmittedAt, now)
 	j.rec.Attempts++
 	j.worker = w
+	if j.runState == nil {
+		j.runState = &runState{}
+	}
 	j.leaseSeen = now
 	j.progress = nil
 	w.held[j.rec.ID] = j
@@ -135,7 +138,7 @@ func (s *Scheduler) leaseLocked(j *job, w *worker, ep *endpointState) {
 // buildLease reads the jobs' inputs and records the take. The take record is
 // written asynchronously: losing it in a crash only means the job is found
 // IN_QUEUE instead of IN_PROGRESS on restart, and is re-queued either way.
-func (s *Scheduler) buildLease(ctx context.Context, workerID string, taken []*job, recs []store.Job) (*Lease, error) {
+func (s *Scheduler) buildLease(ctx context.Context, workerID string, taken []*job, recs []jobMeta) (*Lease, error) {
 	l := &Lease{s: s, wid: workerID}
 	b := s.store.NewBatch()
 	for i, j := range taken {
@@ -161,9 +164,8 @@ func (s *Scheduler) buildLease(ctx context.Context, workerID string, taken []*jo
 		}
 		l.Jobs = append(l.Jobs, TakenJob{ID: full.ID, Input: input, S3Config: full.S3Config, Webhook: full.Webhook})
 		l.ids = append(l.ids, full.ID)
-		rec := recs[i]
 		// A spilled input keeps its reference rather than being spilled again.
-		rec.Input, rec.InputRef = full.Input, full.InputRef
+		rec := merged(recs[i], full)
 		if err := b.PutJob(&rec, rec.Deadline()); err != nil {
 			return nil, err
 		}
@@ -186,7 +188,7 @@ func (s *Scheduler) Done(ctx context.Context, endpointID, workerID, jobID string
 		return s.checkFormerJob(endpointID, workerID, jobID)
 	}
 	holds := j.worker != nil && j.worker.id == workerID
-	if !holds && !contains(j.pastWorkers, workerID) {
+	if !holds && (j.runState == nil || !contains(j.pastWorkers, workerID)) {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: worker %s does not hold job %s", ErrForbidden, workerID, jobID)
 	}
@@ -398,7 +400,7 @@ func (s *Scheduler) releaseLocked(j *job) {
 	}
 	delete(w.held, j.rec.ID)
 	j.worker = nil
-	if j.execTimer != nil {
+	if j.runState != nil && j.execTimer != nil {
 		j.execTimer.Stop()
 		j.execTimer = nil
 	}

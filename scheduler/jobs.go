@@ -57,11 +57,18 @@ func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submissio
 	if err := b.PutJob(&rec, rec.Deadline()); err != nil {
 		return JobView{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	// The job is handed out while its record is being fsynced: the single
+	// The job is handed out while its record is being written: the single
 	// committer lands every later write (take, result) after this one, and
-	// the caller is answered only once it is durable. A worker starts
-	// sooner, and /runsync saves one fsync of latency.
-	durable := s.store.CommitLater(b)
+	// the caller is answered only once it is durable, so a worker starts
+	// sooner. A /runsync job is not acknowledged until RunSync answers, so
+	// its record rides along with the next durable write (usually its own
+	// result) instead of costing an fsync of its own.
+	var durable <-chan error
+	if sub.Sync {
+		s.store.CommitAsync(b)
+	} else {
+		durable = s.store.CommitLater(b)
+	}
 	j := newJob(&rec)
 	j.unsaved = &rec
 	s.mu.Lock()
@@ -70,6 +77,11 @@ func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submissio
 	s.armTTLLocked(j)
 	s.scaleLocked(ep)
 	s.mu.Unlock()
+	if sub.Sync {
+		// unsaved stays set for the job's life: the store may not hold the
+		// record until its result is written.
+		return JobView{ID: rec.ID, EndpointID: endpointID, Status: store.InQueue}, nil
+	}
 	err := <-durable
 	s.mu.Lock()
 	j.unsaved = nil
@@ -99,6 +111,27 @@ func (s *Scheduler) abandon(j *job) {
 	}
 }
 
+// RunSync submits a /runsync job and holds until it is terminal or wait has
+// passed. An answer that is not terminal hands the client a job id, so the
+// job is made durable first.
+func (s *Scheduler) RunSync(ctx context.Context, endpointID string, sub Submission, wait time.Duration) (JobView, error) {
+	sub.Sync = true
+	v, err := s.Submit(ctx, endpointID, sub)
+	if err != nil {
+		return JobView{}, err
+	}
+	v, err = s.Wait(ctx, endpointID, v.ID, wait)
+	if err != nil {
+		return JobView{}, err
+	}
+	if !v.Status.Terminal() {
+		if err := s.store.Flush(ctx); err != nil {
+			return JobView{}, fmt.Errorf("%w: persist job: %v", ErrUnavailable, err)
+		}
+	}
+	return v, nil
+}
+
 // viewLocked renders a live job's status object.
 func (s *Scheduler) viewLocked(j *job) JobView {
 	v := JobView{ID: j.rec.ID, EndpointID: j.rec.EndpointID, Status: j.rec.Status, Retries: j.rec.Retries, WorkerID: j.rec.WorkerID}
@@ -106,7 +139,7 @@ func (s *Scheduler) viewLocked(j *job) JobView {
 		v.DelayTime, v.HasDelay = j.rec.DelayMs, true
 		v.ExecutionTime, v.HasExecution = msSince(j.rec.StartedAt, s.now()), true
 	}
-	if j.progress != nil {
+	if j.runState != nil && j.progress != nil {
 		v.Output = j.progress
 	}
 	return v
@@ -159,7 +192,7 @@ func (s *Scheduler) Wait(ctx context.Context, endpointID, id string, wait time.D
 		s.mu.Unlock()
 		return s.Status(endpointID, id)
 	}
-	done := j.done
+	done := j.doneCh()
 	s.mu.Unlock()
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -186,7 +219,7 @@ func (s *Scheduler) Cancel(ctx context.Context, endpointID, id string) (JobView,
 		return s.Status(endpointID, id)
 	}
 	if j.finalizing {
-		done := j.done
+		done := j.doneCh()
 		s.mu.Unlock()
 		select {
 		case <-done:
@@ -236,15 +269,11 @@ func (s *Scheduler) Purge(ctx context.Context, endpointID string) (int, error) {
 	return len(views), err
 }
 
-// retryMu serialises retries so two concurrent /retry calls cannot both
-// resurrect the same job.
-var retryMu sync.Mutex
-
 // Retry re-queues a FAILED or TIMED_OUT job that is still retained, with
 // the same id and input; its previous output and error are cleared.
 func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, error) {
-	retryMu.Lock()
-	defer retryMu.Unlock()
+	s.retryMu.Lock()
+	defer s.retryMu.Unlock()
 	s.mu.Lock()
 	if j, ok := s.jobs[id]; ok && j.rec.EndpointID == endpointID {
 		st := j.rec.Status
@@ -332,11 +361,7 @@ func (s *Scheduler) finalize(ctx context.Context, jobs []*job, why string, mutat
 			break
 		}
 		s.mu.Lock()
-		// Memory is authoritative for the lease fields (the take write is
-		// asynchronous and may not have landed yet).
-		keepInput, keepRef := r.Input, r.InputRef
-		*r = p.j.rec
-		r.Input, r.InputRef = keepInput, keepRef
+		*r = merged(p.j.rec, r)
 		s.mu.Unlock()
 		mutate(r)
 		if err = b.PutJob(r, s.expiryFor(r)); err != nil {
@@ -354,6 +379,9 @@ func (s *Scheduler) finalize(ctx context.Context, jobs []*job, why string, mutat
 		s.mu.Lock()
 		for _, p := range ps {
 			p.j.finalizing = false
+			if p.j.ttlIdx < 0 {
+				s.armTTLLocked(p.j) // expire may have popped it meanwhile
+			}
 			if p.wasQueued {
 				if ep := s.endpoints[p.j.rec.EndpointID]; ep != nil {
 					ep.push(p.j, true)
@@ -386,28 +414,20 @@ func (s *Scheduler) publishLocked(j *job, r *store.Job, final *JobView) {
 		s.signalStopLocked(w, j.rec.ID)
 	}
 	j.stopTimers()
+	s.disarmTTLLocked(j)
 	delete(s.jobs, j.rec.ID)
 	if r != nil {
-		j.rec = *r
-		j.rec.Input, j.rec.Output = nil, nil
+		j.rec = metaOf(r)
 	}
 	j.final = final
-	close(j.done)
+	if j.done != nil {
+		close(j.done)
+	}
 	j.wakeStream()
 	if ep := s.endpoints[j.rec.EndpointID]; ep != nil && r != nil {
 		ep.counters.add(now, r.Status, false)
 		s.scaleLocked(ep)
 	}
-}
-
-// armTTLLocked deletes the job when its TTL runs out, even mid-run: after
-// that /status answers 404. A webhook, if any, still reports TIMED_OUT.
-func (s *Scheduler) armTTLLocked(j *job) {
-	d := time.Until(j.rec.Deadline())
-	if d < 0 {
-		d = 0
-	}
-	j.ttlTimer = time.AfterFunc(d, func() { s.expire(j) })
 }
 
 func (s *Scheduler) expire(j *job) {
@@ -420,9 +440,14 @@ func (s *Scheduler) expire(j *job) {
 	if ep := s.endpoints[j.rec.EndpointID]; ep != nil {
 		ep.unqueue(j)
 	}
-	rec := j.rec
+	mem := j.rec
 	s.mu.Unlock()
 
+	full, err := s.storedRecord(j)
+	if err != nil {
+		full = &store.Job{} // the webhook URL is lost with it; the job expires regardless
+	}
+	rec := merged(mem, full)
 	now := s.now()
 	rec.Status = store.TimedOut
 	rec.Error = fmt.Sprintf("job TTL of %d ms expired", rec.TTLMs)
@@ -499,7 +524,7 @@ func (s *Scheduler) Stream(ctx context.Context, endpointID, id string, wait time
 			return StreamView{}, fmt.Errorf("%w: job %s", ErrNotFound, id)
 		}
 		status := j.rec.Status
-		if len(j.pending) > 0 {
+		if j.runState != nil && len(j.pending) > 0 {
 			chunks := j.pending
 			j.pending = nil
 			s.mu.Unlock()
@@ -507,7 +532,7 @@ func (s *Scheduler) Stream(ctx context.Context, endpointID, id string, wait time
 			lk.Unlock()
 			return v, err
 		}
-		ch := j.streamCh
+		ch := j.streamWait()
 		s.mu.Unlock()
 		lk.Unlock()
 		select {

@@ -8,54 +8,114 @@ import (
 	"github.com/emberhq/ember/scheduler/store"
 )
 
-// job is the in-memory state of a live job. rec mirrors the durable record
-// without its payloads (they are read from the store when needed).
+// jobMeta is what scheduling keeps in memory of a live job: the lifecycle
+// fields of its record. Payloads, webhook, s3Config and results stay in the
+// store; a queue of 100,000 jobs must stay small.
+type jobMeta struct {
+	ID, EndpointID, WorkerID  string
+	Status                    store.Status
+	Seq                       uint64
+	ExecutionTimeoutMs, TTLMs int64
+	SubmittedAt, StartedAt    int64
+	DelayMs                   int64
+	Attempts, Retries         int
+	LowPriority, Sync         bool
+}
+
+func metaOf(r *store.Job) jobMeta {
+	return jobMeta{
+		ID: r.ID, EndpointID: r.EndpointID, WorkerID: r.WorkerID, Status: r.Status, Seq: r.Seq,
+		ExecutionTimeoutMs: r.ExecutionTimeoutMs, TTLMs: r.TTLMs, SubmittedAt: r.SubmittedAt,
+		StartedAt: r.StartedAt, DelayMs: r.DelayMs, Attempts: r.Attempts, Retries: r.Retries,
+		LowPriority: r.LowPriority, Sync: r.Sync,
+	}
+}
+
+// Deadline is the job's hard TTL.
+func (m *jobMeta) Deadline() time.Time { return time.UnixMilli(m.SubmittedAt + m.TTLMs) }
+
+// job is the in-memory state of a live job.
 type job struct {
-	rec store.Job
+	rec jobMeta
 	// unsaved is the full submitted record while its first write is in
 	// flight; readers use it instead of the store until then.
 	unsaved *store.Job
 
-	queued     bool // in its endpoint's ready queue
-	finalizing bool // a terminal write is in flight; the job is no longer takeable or cancellable
-	worker     *worker
+	queued     bool    // in its endpoint's ready queue
+	finalizing bool    // a terminal write is in flight; the job is no longer takeable or cancellable
+	worker     *worker // holds the job now
+	// runState exists once the job was first taken; queued jobs (most of a
+	// long queue) do without it.
+	*runState
+
+	// streamCh is closed when a chunk arrives or the job ends; made on
+	// demand by a waiting /stream (most jobs never have one).
+	streamCh chan struct{}
+
+	// done is closed when the job turns terminal or is deleted; made on
+	// demand by a waiter. final is set first; nil if the job was deleted.
+	done  chan struct{}
+	final *JobView
+
+	ttlIdx int // position in the scheduler's TTL heap; -1 when not in it
+}
+
+// runState is what a job accumulates once a worker has taken it.
+type runState struct {
 	// pastWorkers held the job in earlier attempts; a final result from one
 	// of them is still accepted (first final result wins).
 	pastWorkers []string
-	leaseSeen   time.Time // last sign the holding worker still has the job
-
-	progress json.RawMessage // latest progress update, shown on /status
-
+	leaseSeen   time.Time       // last sign the holding worker still has the job
+	progress    json.RawMessage // latest progress update, shown on /status
 	// Stream chunks that are durable and not yet handed out by /stream.
 	pending   []store.Chunk
 	nextChunk uint64
-	streamCh  chan struct{} // closed and replaced when a chunk arrives or the job ends
-
-	done  chan struct{} // closed when the job turns terminal or is deleted
-	final *JobView      // set before done is closed; nil if the job was deleted
-
-	ttlTimer  *time.Timer
 	execTimer *time.Timer
 }
 
 func newJob(r *store.Job) *job {
-	rec := *r
-	rec.Input, rec.Output = nil, nil
-	return &job{rec: rec, done: make(chan struct{}), streamCh: make(chan struct{})}
+	return &job{rec: metaOf(r), ttlIdx: -1}
+}
+
+// merged is a job's current record: the lifecycle fields from memory (mem,
+// authoritative: the take write is asynchronous) and what memory does not
+// keep (payloads, webhook, s3Config) from the stored record.
+func merged(m jobMeta, full *store.Job) store.Job {
+	r := *full
+	r.ID, r.EndpointID, r.WorkerID, r.Status, r.Seq = m.ID, m.EndpointID, m.WorkerID, m.Status, m.Seq
+	r.ExecutionTimeoutMs, r.TTLMs, r.SubmittedAt, r.StartedAt, r.DelayMs = m.ExecutionTimeoutMs, m.TTLMs, m.SubmittedAt, m.StartedAt, m.DelayMs
+	r.Attempts, r.Retries, r.LowPriority, r.Sync = m.Attempts, m.Retries, m.LowPriority, m.Sync
+	return r
+}
+
+// doneCh returns the channel closed when the job ends. Callers hold s.mu.
+func (j *job) doneCh() chan struct{} {
+	if j.done == nil {
+		j.done = make(chan struct{})
+	}
+	return j.done
+}
+
+// streamWait returns the channel closed on the next chunk or the job's end.
+// Callers hold s.mu.
+func (j *job) streamWait() chan struct{} {
+	if j.streamCh == nil {
+		j.streamCh = make(chan struct{})
+	}
+	return j.streamCh
 }
 
 func (j *job) stopTimers() {
-	if j.ttlTimer != nil {
-		j.ttlTimer.Stop()
-	}
-	if j.execTimer != nil {
+	if j.runState != nil && j.execTimer != nil {
 		j.execTimer.Stop()
 	}
 }
 
 func (j *job) wakeStream() {
-	close(j.streamCh)
-	j.streamCh = make(chan struct{})
+	if j.streamCh != nil {
+		close(j.streamCh)
+		j.streamCh = nil
+	}
 }
 
 // fifo is a queue of jobs with O(1) push, pop and lazy removal: a job that

@@ -126,10 +126,12 @@ type Scheduler struct {
 	tokens    map[string]*worker
 	seq       uint64
 	closed    bool
+	ttls      ttlHeap       // live jobs by TTL deadline
+	ttlWake   chan struct{} // a new earliest deadline
 
-	// streamMu serialises /stream reads of jobs that have left memory, so
-	// two readers cannot both hand out the same stored chunks.
-	streamMu sync.Mutex
+	// retryMu serialises retries so two concurrent /retry calls cannot both
+	// resurrect the same job.
+	retryMu sync.Mutex
 
 	webhooks *outbox
 
@@ -166,6 +168,7 @@ func Open(cfg Config) (*Scheduler, error) {
 		jobs:      make(map[string]*job),
 		workers:   make(map[string]*worker),
 		tokens:    make(map[string]*worker),
+		ttlWake:   make(chan struct{}, 1),
 	}
 	s.webhooks = newOutbox(s)
 	if err := s.recover(); err != nil {
@@ -175,6 +178,7 @@ func Open(cfg Config) (*Scheduler, error) {
 	}
 	s.goOwned(func() { s.store.Maintain(ctx, time.Minute) })
 	s.goOwned(s.tickLoop)
+	s.goOwned(s.ttlLoop)
 	s.goOwned(func() { s.webhooks.run(ctx) })
 	return s, nil
 }

@@ -344,11 +344,7 @@ func (sv *Servers) RunSync(ctx context.Context, req *emberv1.RunJobRequest) (*em
 	if err != nil {
 		return nil, err
 	}
-	v, err := sv.S.Submit(ctx, req.GetEndpointId(), sub)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	v, err = sv.S.Wait(ctx, req.GetEndpointId(), v.ID, clampWait(req.GetWait(), 90*time.Second))
+	v, err := sv.S.RunSync(ctx, req.GetEndpointId(), sub, clampWait(req.GetWait(), 90*time.Second))
 	if err != nil {
 		return nil, toStatus(err)
 	}

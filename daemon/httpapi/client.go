@@ -139,18 +139,15 @@ func (h *Server) run(w http.ResponseWriter, r *http.Request, ep string, sync boo
 		writeSchedErr(w, err)
 		return
 	}
-	sub.Sync = sync
-	v, err := h.s.Submit(r.Context(), ep, sub)
+	var v scheduler.JobView
+	if sync {
+		v, err = h.s.RunSync(r.Context(), ep, sub, waitParam(r, 90*time.Second, time.Second, 300*time.Second))
+	} else {
+		v, err = h.s.Submit(r.Context(), ep, sub)
+	}
 	if err != nil {
 		writeSchedErr(w, err)
 		return
-	}
-	if sync {
-		v, err = h.s.Wait(r.Context(), ep, v.ID, waitParam(r, 90*time.Second, time.Second, 300*time.Second))
-		if err != nil {
-			writeSchedErr(w, err)
-			return
-		}
 	}
 	writeJSON(w, v)
 }

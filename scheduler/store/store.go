@@ -43,7 +43,10 @@ type Options struct {
 	SpillThreshold int
 	// MaxBatchOps bounds how many operations one group commit may carry.
 	MaxBatchOps int
-	Logger      *slog.Logger
+	// LazyDelay bounds how long an asynchronous write waits for a durable
+	// one to share its fsync (default 5 ms).
+	LazyDelay time.Duration
+	Logger    *slog.Logger
 }
 
 // Store is the Badger-backed persistence layer.
@@ -68,6 +71,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.MaxBatchOps <= 0 {
 		opts.MaxBatchOps = 2048
+	}
+	if opts.LazyDelay <= 0 {
+		opts.LazyDelay = 5 * time.Millisecond
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -264,6 +270,10 @@ func (b *Batch) DeleteDelivery(jobID string) {
 type commitReq struct {
 	ops  []op
 	done chan error // nil for asynchronous commits
+	// lazy requests are held until a durable request comes (or LazyDelay
+	// passes) and written in its transaction: they cost no fsync of their
+	// own.
+	lazy bool
 }
 
 // Commit writes the batch durably: when it returns nil the data has been
@@ -296,14 +306,30 @@ func (s *Store) CommitLater(b *Batch) <-chan error {
 	return req.done
 }
 
-// CommitAsync queues the batch behind every earlier commit and returns
-// without waiting for it. Used for bookkeeping whose loss in a crash is
-// harmless (a lease record: the job is re-queued either way).
+// CommitAsync queues the batch behind every earlier commit and returns at
+// once. The batch is written together with the next durable commit, or on
+// its own within LazyDelay, so it costs no fsync of its own; a crash may lose
+// it. Used for writes whose loss is harmless (a lease record: the job is
+// re-queued either way) or that are made durable later by Flush.
 func (s *Store) CommitAsync(b *Batch) {
 	if len(b.ops) == 0 {
 		return
 	}
-	_ = s.enqueue(context.Background(), &commitReq{ops: b.ops})
+	_ = s.enqueue(context.Background(), &commitReq{ops: b.ops, lazy: true})
+}
+
+// Flush makes everything queued so far durable.
+func (s *Store) Flush(ctx context.Context) error {
+	req := &commitReq{done: make(chan error, 1)}
+	if err := s.enqueue(ctx, req); err != nil {
+		return err
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (s *Store) enqueue(ctx context.Context, req *commitReq) error {
@@ -321,27 +347,61 @@ func (s *Store) enqueue(ctx context.Context, req *commitReq) error {
 }
 
 // committer is the single writer. It drains whatever requests are waiting
-// into one transaction, so the fsync cost is shared by all of them.
+// into one transaction, so the fsync cost is shared by all of them. Lazy
+// requests wait for the next durable one (or LazyDelay) and go into its
+// transaction; order is kept, so a later write of a key always wins.
 func (s *Store) committer() {
 	defer close(s.stopped)
-	var group []*commitReq
+	var (
+		group   []*commitReq
+		lazy    []*commitReq
+		lazyOps int
+	)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		group = group[:0]
 		select {
 		case r := <-s.reqs:
-			group = append(group, r)
+			if r.lazy {
+				if len(lazy) == 0 {
+					timer.Reset(s.opts.LazyDelay)
+				}
+				lazy = append(lazy, r)
+				lazyOps += len(r.ops)
+				if lazyOps < s.opts.MaxBatchOps {
+					continue
+				}
+			} else {
+				group = append(group, lazy...)
+				group = append(group, r)
+			}
+		case <-timer.C:
+			if len(lazy) == 0 {
+				continue
+			}
 		case <-s.closing:
-			// Drain what is already queued, then stop.
+			// Write what is held and what is already queued, then stop.
 			for {
 				select {
 				case r := <-s.reqs:
-					s.apply([]*commitReq{r})
+					lazy = append(lazy, r)
 				default:
+					s.apply(lazy)
 					return
 				}
 			}
 		}
-		n := len(group[0].ops)
+		if len(group) == 0 {
+			// The lazy requests alone: the delay passed or they grew large.
+			group = append(group, lazy...)
+		}
+		lazy, lazyOps = lazy[:0], 0
+		timer.Stop()
+		n := 0
+		for _, r := range group {
+			n += len(r.ops)
+		}
 	fill:
 		for n < s.opts.MaxBatchOps {
 			select {
@@ -368,6 +428,13 @@ func (s *Store) apply(group []*commitReq) {
 }
 
 func (s *Store) writeOps(group []*commitReq) error {
+	n := 0
+	for _, r := range group {
+		n += len(r.ops)
+	}
+	if n == 0 {
+		return nil // a Flush with nothing held: everything earlier is durable
+	}
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	for _, r := range group {

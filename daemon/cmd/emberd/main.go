@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -61,6 +62,13 @@ func run(args []string) int {
 	}
 	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	grpcapi.Version = version
+	if os.Getenv("GOGC") == "" {
+		// A long queue is many small live objects and a burst of /run
+		// traffic is much short-lived garbage; collecting at 50 % growth
+		// instead of 100 % keeps emberd at about 135 MB with 100,000 jobs
+		// queued instead of about 205 MB, for a few percent more CPU.
+		debug.SetGCPercent(50)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
