@@ -126,6 +126,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	cpuBefore := cpuSeconds(d.cmd.Process.Pid)
 	start := time.Now()
 	profDone := make(chan struct{})
 	if dl := os.Getenv("BENCH_DEBUG_LISTEN"); dl != "" {
@@ -164,6 +165,7 @@ func run() error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	tput := float64(*tputN) / time.Since(start).Seconds()
+	cpuPerJob := (cpuSeconds(d.cmd.Process.Pid) - cpuBefore) / float64(*tputN) * 1e6
 	<-profDone
 
 	// /run acceptance with no worker taking: an endpoint whose worker never
@@ -192,6 +194,7 @@ func run() error {
 	row("/runsync round trip p99", ms(emberLat.p99), ms(baseLat.p99), "ms")
 	row(fmt.Sprintf("/run acceptance rate, %d clients", *clients), runRate, baseRate, "req/s")
 	fmt.Printf("%-52s %12s\n", "/run -> COMPLETED throughput, 8 warm workers", fmt.Sprintf("%.0f jobs/s", tput))
+	fmt.Printf("%-52s %12s\n", "emberd CPU per job in that run", fmt.Sprintf("%.0f us", cpuPerJob))
 	fmt.Printf("%-52s %12s\n", "emberd RSS idle (8 workers up)", fmt.Sprintf("%.1f MB", rssIdle))
 	fmt.Printf("%-52s %12s\n", fmt.Sprintf("emberd RSS with %d queued jobs", *queuedN), fmt.Sprintf("%.1f MB", rssQueued))
 	fmt.Println("\nThe round trip includes the client, both HTTP hops of the worker (take, job-done) and the")
@@ -429,4 +432,20 @@ func numCPU() int {
 		return 0
 	}
 	return strings.Count(string(b), "processor\t:")
+}
+
+// cpuSeconds reads a process's user+system CPU time from /proc.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
 }
