@@ -529,6 +529,14 @@ func (s *Scheduler) Stream(ctx context.Context, endpointID, id string, wait time
 			j.pending = nil
 			s.mu.Unlock()
 			v, err := s.deliverChunks(ctx, status, chunks)
+			if err != nil {
+				// Not handed out: keep them for the next read.
+				s.mu.Lock()
+				if j.runState != nil {
+					j.pending = append(chunks, j.pending...)
+				}
+				s.mu.Unlock()
+			}
 			lk.Unlock()
 			return v, err
 		}

@@ -26,14 +26,16 @@ const (
 // JobPolicy overrides per-job execution limits.
 type JobPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Maximum run time of this job in milliseconds; overrides the endpoint's
-	// execution_timeout_ms.
+	// Maximum run time of this job in milliseconds (5000 to 604800000);
+	// overrides the endpoint's execution_timeout_ms.
 	ExecutionTimeout *int32 `protobuf:"varint,1,opt,name=execution_timeout,json=executionTimeout,proto3,oneof" json:"execution_timeout,omitempty"`
-	// Time to live in milliseconds, counted from submission: a job not
-	// finished by then is discarded, and its result is kept no longer.
+	// Time to live in milliseconds (10000 to 604800000, default 24 h),
+	// counted from submission: a job not finished by then is deleted, even
+	// mid-run.
 	Ttl *int32 `protobuf:"varint,2,opt,name=ttl,proto3,oneof" json:"ttl,omitempty"`
-	// Queue the job behind all normal-priority jobs, and never let it cause
-	// the scheduler to start a worker.
+	// Queue the job behind all normal-priority jobs. It does not raise the
+	// number of workers, except that an endpoint with no worker at all
+	// starts one so the job is not stranded.
 	LowPriority   bool `protobuf:"varint,3,opt,name=low_priority,json=lowPriority,proto3" json:"low_priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
