@@ -3,7 +3,8 @@
 //
 //   - warm /runsync round trip (p50, p99) against a bare Go HTTP handler that
 //     does one fsynced Badger write per request;
-//   - /run -> COMPLETED throughput with 8 warm workers;
+//   - /run -> COMPLETED throughput with 8 warm workers, taking one job at a
+//     time and taking up to 8 (batch takes), with emberd's CPU per job;
 //   - /run acceptance rate (durable, group-committed) against the baseline's
 //     fsynced writes with the same client concurrency;
 //   - emberd RSS idle and with 100,000 queued jobs.
@@ -92,19 +93,9 @@ func run() error {
 		return err
 	}
 	defer d.stop()
-	ep, err := d.createEndpoint(map[string]any{"name": "bench", "command": []string{*workerBin}, "gpuCount": 0,
-		"workersMin": 8, "workersMax": 8, "idleTimeout": 3600, "env": map[string]string{"WORKER_CONCURRENCY": os.Getenv("BENCH_WORKER_CONCURRENCY")}})
+	ep, err := d.warmEndpoint("bench-c1", 1)
 	if err != nil {
 		return err
-	}
-	if err := d.waitIdleWorkers(ep, 8, 60*time.Second); err != nil {
-		return err
-	}
-	// Warm up connections and the store.
-	for i := 0; i < 200; i++ {
-		if err := d.post("/v2/"+ep+"/runsync", `{"input":{"output":1}}`, nil); err != nil {
-			return err
-		}
 	}
 	rssIdle := rssMB(d.cmd.Process.Pid)
 	emberLat, err := latency(func() error {
@@ -120,53 +111,23 @@ func run() error {
 	if err != nil {
 		return err
 	}
-
-	// /run -> COMPLETED throughput with 8 warm workers.
-	before, err := d.completed(ep)
+	// /run -> COMPLETED with 8 warm workers, each taking one job at a time
+	// (the SDK's default) and then each taking up to 8 (batch takes).
+	tput1, cpu1, err := d.throughput(ep)
 	if err != nil {
 		return err
 	}
-	cpuBefore := cpuSeconds(d.cmd.Process.Pid)
-	start := time.Now()
-	profDone := make(chan struct{})
-	if dl := os.Getenv("BENCH_DEBUG_LISTEN"); dl != "" {
-		// A CPU profile of emberd during the throughput run, for digging.
-		go func() {
-			defer close(profDone)
-			resp, err := http.Get("http://" + dl + "/debug/pprof/profile?seconds=5")
-			if err != nil {
-				return
-			}
-			defer resp.Body.Close()
-			f, err := os.Create("emberd-cpu.pprof")
-			if err == nil {
-				io.Copy(f, resp.Body)
-				f.Close()
-			}
-		}()
-	} else {
-		close(profDone)
-	}
-	if _, err := rate(*tputN, *clients, func() error { return d.post("/v2/"+ep+"/run", `{"input":{"output":1}}`, nil) }); err != nil {
+	if err := d.do("DELETE", "/v1/endpoints/"+ep, "", nil); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		n, err := d.completed(ep)
-		if err != nil {
-			return err
-		}
-		if n-before >= *tputN {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("only %d of %d jobs completed in 5 min", n-before, *tputN)
-		}
-		time.Sleep(20 * time.Millisecond)
+	ep8, err := d.warmEndpoint("bench-c8", 8)
+	if err != nil {
+		return err
 	}
-	tput := float64(*tputN) / time.Since(start).Seconds()
-	cpuPerJob := (cpuSeconds(d.cmd.Process.Pid) - cpuBefore) / float64(*tputN) * 1e6
-	<-profDone
+	tput8, cpu8, err := d.throughput(ep8)
+	if err != nil {
+		return err
+	}
 
 	// /run acceptance with no worker taking: an endpoint whose worker never
 	// asks for jobs, so everything stays queued (this is also the RSS load).
@@ -181,6 +142,15 @@ func run() error {
 		return err
 	}
 	rssQueued := rssMB(d.cmd.Process.Pid)
+	if dl := os.Getenv("BENCH_DEBUG_LISTEN"); dl != "" {
+		if resp, err := http.Get("http://" + dl + "/debug/pprof/heap"); err == nil {
+			if f, err := os.Create("emberd-heap.pprof"); err == nil {
+				io.Copy(f, resp.Body)
+				f.Close()
+			}
+			resp.Body.Close()
+		}
+	}
 
 	fmt.Printf("%-52s %12s %12s %8s\n", "figure", "ember", "baseline", "ratio")
 	row := func(name string, e, b float64, unit string) {
@@ -193,8 +163,10 @@ func run() error {
 	row("/runsync round trip p50 (baseline: 1 fsync write)", ms(emberLat.p50), ms(baseLat.p50), "ms")
 	row("/runsync round trip p99", ms(emberLat.p99), ms(baseLat.p99), "ms")
 	row(fmt.Sprintf("/run acceptance rate, %d clients", *clients), runRate, baseRate, "req/s")
-	fmt.Printf("%-52s %12s\n", "/run -> COMPLETED throughput, 8 warm workers", fmt.Sprintf("%.0f jobs/s", tput))
-	fmt.Printf("%-52s %12s\n", "emberd CPU per job in that run", fmt.Sprintf("%.0f us", cpuPerJob))
+	fmt.Printf("%-52s %12s\n", "/run -> COMPLETED, 8 warm workers x 1 job", fmt.Sprintf("%.0f jobs/s", tput1))
+	fmt.Printf("%-52s %12s\n", "  emberd CPU per job", fmt.Sprintf("%.0f us", cpu1))
+	fmt.Printf("%-52s %12s\n", "/run -> COMPLETED, 8 warm workers x 8 jobs (batch)", fmt.Sprintf("%.0f jobs/s", tput8))
+	fmt.Printf("%-52s %12s\n", "  emberd CPU per job", fmt.Sprintf("%.0f us", cpu8))
 	fmt.Printf("%-52s %12s\n", "emberd RSS idle (8 workers up)", fmt.Sprintf("%.1f MB", rssIdle))
 	fmt.Printf("%-52s %12s\n", fmt.Sprintf("emberd RSS with %d queued jobs", *queuedN), fmt.Sprintf("%.1f MB", rssQueued))
 	fmt.Println("\nThe round trip includes the client, both HTTP hops of the worker (take, job-done) and the")
@@ -393,6 +365,77 @@ func (d *daemon) health(ep string) (health, error) {
 func (d *daemon) completed(ep string) (int, error) {
 	h, err := d.health(ep)
 	return h.Jobs.Completed, err
+}
+
+// warmEndpoint creates an endpoint of 8 always-on example workers, each
+// holding up to concurrency jobs, and waits until they are idle and warm.
+func (d *daemon) warmEndpoint(name string, concurrency int) (string, error) {
+	ep, err := d.createEndpoint(map[string]any{"name": name, "command": []string{*workerBin}, "gpuCount": 0,
+		"workersMin": 8, "workersMax": 8, "idleTimeout": 3600,
+		"env": map[string]string{"WORKER_CONCURRENCY": strconv.Itoa(concurrency)}})
+	if err != nil {
+		return "", err
+	}
+	if err := d.waitIdleWorkers(ep, 8, 60*time.Second); err != nil {
+		return "", err
+	}
+	for i := 0; i < 200; i++ {
+		if err := d.post("/v2/"+ep+"/runsync", `{"input":{"output":1}}`, nil); err != nil {
+			return "", err
+		}
+	}
+	return ep, nil
+}
+
+// throughput submits -throughput-jobs jobs with -clients clients and
+// returns completed jobs per second until the last one is done, and
+// emberd's CPU time per job meanwhile.
+func (d *daemon) throughput(ep string) (jobsPerSec, cpuMicrosPerJob float64, err error) {
+	before, err := d.completed(ep)
+	if err != nil {
+		return 0, 0, err
+	}
+	cpuBefore := cpuSeconds(d.cmd.Process.Pid)
+	start := time.Now()
+	profDone := make(chan struct{})
+	if dl := os.Getenv("BENCH_DEBUG_LISTEN"); dl != "" {
+		// A CPU profile of emberd during the run, for digging.
+		go func() {
+			defer close(profDone)
+			resp, err := http.Get("http://" + dl + "/debug/pprof/profile?seconds=5")
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			if f, err := os.Create("emberd-cpu-" + ep + ".pprof"); err == nil {
+				io.Copy(f, resp.Body)
+				f.Close()
+			}
+		}()
+	} else {
+		close(profDone)
+	}
+	defer func() { <-profDone }()
+	if _, err := rate(*tputN, *clients, func() error { return d.post("/v2/"+ep+"/run", `{"input":{"output":1}}`, nil) }); err != nil {
+		return 0, 0, err
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		n, err := d.completed(ep)
+		if err != nil {
+			return 0, 0, err
+		}
+		if n-before >= *tputN {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("only %d of %d jobs completed in 5 min", n-before, *tputN)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	jobsPerSec = float64(*tputN) / time.Since(start).Seconds()
+	cpuMicrosPerJob = (cpuSeconds(d.cmd.Process.Pid) - cpuBefore) / float64(*tputN) * 1e6
+	return jobsPerSec, cpuMicrosPerJob, nil
 }
 
 func (d *daemon) waitIdleWorkers(ep string, n int, timeout time.Duration) error {
