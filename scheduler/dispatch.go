@@ -164,6 +164,11 @@ func (s *Scheduler) buildLease(ctx context.Context, workerID string, taken []*jo
 		}
 		l.Jobs = append(l.Jobs, TakenJob{ID: full.ID, Input: input, S3Config: full.S3Config, Webhook: full.Webhook})
 		l.ids = append(l.ids, full.ID)
+		s.mu.Lock()
+		if j.runState != nil {
+			j.stored = full
+		}
+		s.mu.Unlock()
 		// A spilled input keeps its reference rather than being spilled again.
 		rec := merged(recs[i], full)
 		if err := b.PutJob(&rec, rec.Deadline()); err != nil {

@@ -594,7 +594,11 @@ func (s *Scheduler) deliverChunks(ctx context.Context, status store.Status, chun
 // spilled input is loaded.
 func (s *Scheduler) storedRecord(j *job) (*store.Job, error) {
 	s.mu.Lock()
-	if u := j.unsaved; u != nil {
+	u := j.unsaved
+	if u == nil && j.runState != nil {
+		u = j.stored
+	}
+	if u != nil {
 		r := *u
 		s.mu.Unlock()
 		return &r, nil

@@ -71,6 +71,10 @@ type runState struct {
 	pending   []store.Chunk
 	nextChunk uint64
 	execTimer *time.Timer
+	// stored is the full record as read when the job was taken; its
+	// payload fields never change, so the result write need not read the
+	// store again.
+	stored *store.Job
 }
 
 func newJob(r *store.Job) *job {
