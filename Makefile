@@ -20,10 +20,14 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ember ./daemon/cmd/ember
 	$(GO) build -o bin/example-worker ./examples/worker
 
-# System packages the tests use: Node.js + npm run the real runpod-sdk client.
+# System packages: Node.js + npm run the real runpod-sdk client in the tests;
+# libseccomp-dev and pkg-config build the container runtime's seccomp support.
+APT_PKGS := libseccomp-dev pkg-config
 deps:
-	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; fi
+	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing="$$missing nodejs npm"; fi; \
+	if [ -n "$$missing" ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
 	@if [ ! -d tests/compat/node_modules/runpod-sdk ]; then \
 		cd tests/compat && npm ci --no-audit --no-fund; fi
 
