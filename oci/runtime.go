@@ -29,6 +29,59 @@ type Spec struct {
 	// Dir is a private scratch directory for the worker, removed by the
 	// caller after the worker has exited.
 	Dir string
+
+	// The fields below are for container runtimes; the process runtime
+	// ignores them.
+
+	// Resources are the worker's limits.
+	Resources Resources
+	// Network is "host" (the worker reaches emberd's worker API on
+	// loopback) or "none".
+	Network string
+	// VolumeDir is bound read-write at /runpod-volume.
+	VolumeDir string
+	// GPUs are the UUIDs of the GPUs given to this worker, exclusively.
+	GPUs []string
+}
+
+// Resources are a worker's limits. Zero means the runtime's default.
+type Resources struct {
+	MemoryBytes int64
+	// CPUs is a number of CPUs (1.5 = one and a half), enforced as a CFS
+	// quota.
+	CPUs      float64
+	PidsLimit int64
+}
+
+// ImageConfig is what a worker bundle takes from an image's config.
+type ImageConfig struct {
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	WorkingDir string
+	User       string
+}
+
+// RootFS is an imported image ready to run: its unpacked layers, read-only,
+// and its config.
+type RootFS struct {
+	// Layers are directories, top (last applied) layer first: the order of
+	// overlayfs lowerdir.
+	Layers []string
+	Config ImageConfig
+}
+
+// Images resolves image references to unpacked root filesystems.
+type Images interface {
+	Resolve(ref string) (RootFS, error)
+}
+
+// DeviceInjector edits a container's OCI runtime spec so that it gets
+// exactly the listed GPUs (device nodes, cgroup rules, driver mounts, env).
+// The argument is a *specs.Spec from github.com/opencontainers/runtime-spec;
+// it is typed any here so this package stays free of that dependency.
+type DeviceInjector interface {
+	Inject(spec any, gpuUUIDs []string) error
 }
 
 // Runtime starts workers.
