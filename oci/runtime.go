@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Spec describes one worker to start.
@@ -78,10 +80,8 @@ type Images interface {
 
 // DeviceInjector edits a container's OCI runtime spec so that it gets
 // exactly the listed GPUs (device nodes, cgroup rules, driver mounts, env).
-// The argument is a *specs.Spec from github.com/opencontainers/runtime-spec;
-// it is typed any here so this package stays free of that dependency.
 type DeviceInjector interface {
-	Inject(spec any, gpuUUIDs []string) error
+	Inject(spec *specs.Spec, gpuUUIDs []string) error
 }
 
 // Runtime starts workers.
