@@ -27,6 +27,10 @@ type EndpointSpec struct {
 	ScalerValue        *int
 	GPUCount           *int
 	GPUTypes           *[]string
+	MemoryMB           *int
+	CPUs               *float64
+	PidsLimit          *int
+	Network            *string
 }
 
 // RunPod's endpoint defaults (spec section 4).
@@ -38,6 +42,9 @@ const (
 	DefaultGPUCount           = 1
 	ScalerQueueDelay          = "QUEUE_DELAY"
 	ScalerRequestCount        = "REQUEST_COUNT"
+	DefaultPidsLimit          = 4096
+	NetworkHost               = "host"
+	NetworkNone               = "none"
 	maxWorkersLimit           = 1000
 	maxGPUsPerWorker          = 16
 )
@@ -87,6 +94,18 @@ func (sp EndpointSpec) apply(e *store.Endpoint) {
 	if sp.GPUTypes != nil {
 		e.GPUTypes = append([]string(nil), (*sp.GPUTypes)...)
 	}
+	if sp.MemoryMB != nil {
+		e.MemoryMB = *sp.MemoryMB
+	}
+	if sp.CPUs != nil {
+		e.CPUs = *sp.CPUs
+	}
+	if sp.PidsLimit != nil {
+		e.PidsLimit = *sp.PidsLimit
+	}
+	if sp.Network != nil {
+		e.Network = *sp.Network
+	}
 }
 
 func defaultEndpoint() store.Endpoint {
@@ -97,6 +116,8 @@ func defaultEndpoint() store.Endpoint {
 		ScalerType:         ScalerQueueDelay,
 		ScalerValue:        DefaultScalerValue,
 		GPUCount:           DefaultGPUCount,
+		PidsLimit:          DefaultPidsLimit,
+		Network:            NetworkHost,
 	}
 }
 
@@ -130,6 +151,18 @@ func validateEndpoint(e *store.Endpoint) error {
 		return fieldErr("gpuCount", "must be between 0 and %d", maxGPUsPerWorker)
 	case len(e.GPUTypes) > 8:
 		return fieldErr("gpuTypes", "has more than 8 entries")
+	case e.MemoryMB < 0 || e.MemoryMB > 16<<20:
+		return fieldErr("memoryMb", "must be between 0 (no limit) and %d MiB", 16<<20)
+	case e.MemoryMB > 0 && e.MemoryMB < 16:
+		return fieldErr("memoryMb", "must be at least 16 MiB (or 0 for no limit)")
+	case e.CPUs < 0 || e.CPUs > 1024:
+		return fieldErr("cpus", "must be between 0 (no limit) and 1024")
+	case e.CPUs > 0 && e.CPUs < 0.01:
+		return fieldErr("cpus", "must be at least 0.01 (or 0 for no limit)")
+	case e.PidsLimit < 0 || e.PidsLimit > 1<<22:
+		return fieldErr("pidsLimit", "must be between 0 (no limit) and %d", 1<<22)
+	case e.Network != NetworkHost && e.Network != NetworkNone:
+		return fieldErr("network", "must be %q or %q", NetworkHost, NetworkNone)
 	}
 	for i, a := range e.Command {
 		if a == "" && i == 0 {

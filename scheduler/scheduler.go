@@ -246,6 +246,9 @@ func (s *Scheduler) recover() error {
 		return fmt.Errorf("load endpoints: %w", err)
 	}
 	for _, e := range eps {
+		if e.Network == "" {
+			e.Network = NetworkHost // records written before the field existed
+		}
 		s.addEndpointLocked(e)
 	}
 	now := s.now()

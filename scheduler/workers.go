@@ -274,6 +274,17 @@ func (s *Scheduler) startWorkerLocked(ep *endpointState) {
 		Env:      s.workerEnv(ep, w),
 		LogPath:  w.logPath,
 		Dir:      w.dir,
+		Resources: oci.Resources{
+			MemoryBytes: int64(ep.def.MemoryMB) << 20,
+			CPUs:        ep.def.CPUs,
+			PidsLimit:   int64(ep.def.PidsLimit),
+		},
+		Network: ep.def.Network,
+	}
+	if !s.cfg.InMemoryStore {
+		// One volume per endpoint, shared by its workers, at /runpod-volume
+		// (where RunPod mounts network volumes and workers keep caches).
+		spec.VolumeDir = filepath.Join(s.cfg.DataDir, "volumes", ep.def.ID)
 	}
 	s.log.Info("starting worker", "worker", id, "endpoint", ep.def.ID, "runtime", s.cfg.Runtime.Name())
 	s.goOwned(func() { s.runWorker(w, spec) })
@@ -281,6 +292,12 @@ func (s *Scheduler) startWorkerLocked(ep *endpointState) {
 
 // runWorker owns one worker from start to exit.
 func (s *Scheduler) runWorker(w *worker, spec oci.Spec) {
+	if spec.VolumeDir != "" {
+		if err := os.MkdirAll(spec.VolumeDir, 0o750); err != nil {
+			s.workerExited(w, oci.ExitStatus{Code: -1, Err: err})
+			return
+		}
+	}
 	if spec.Dir != os.TempDir() {
 		if err := os.MkdirAll(spec.Dir, 0o750); err != nil {
 			s.workerExited(w, oci.ExitStatus{Code: -1, Err: err})

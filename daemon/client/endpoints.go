@@ -36,6 +36,10 @@ type Endpoint struct {
 	ScalerValue        int               `json:"scalerValue"`
 	GPUCount           int               `json:"gpuCount"`
 	GPUTypes           []string          `json:"gpuTypes,omitempty"`
+	MemoryMB           int               `json:"memoryMb"`
+	CPUs               float64           `json:"cpus"`
+	PidsLimit          int               `json:"pidsLimit"`
+	Network            string            `json:"network,omitempty"`
 	CreatedAt          string            `json:"createdAt,omitempty"` // RFC 3339
 	UpdatedAt          string            `json:"updatedAt,omitempty"` // RFC 3339
 
@@ -62,6 +66,10 @@ func (e *Endpoint) UnmarshalJSON(b []byte) error {
 		ScalerValue        flexInt           `json:"scalerValue"`
 		GPUCount           flexInt           `json:"gpuCount"`
 		GPUTypes           []string          `json:"gpuTypes"`
+		MemoryMB           flexInt           `json:"memoryMb"`
+		CPUs               float64           `json:"cpus"`
+		PidsLimit          flexInt           `json:"pidsLimit"`
+		Network            string            `json:"network"`
 		CreatedAt          string            `json:"createdAt"`
 		UpdatedAt          string            `json:"updatedAt"`
 	}
@@ -82,6 +90,10 @@ func (e *Endpoint) UnmarshalJSON(b []byte) error {
 		ScalerValue:        int(aux.ScalerValue),
 		GPUCount:           int(aux.GPUCount),
 		GPUTypes:           aux.GPUTypes,
+		MemoryMB:           int(aux.MemoryMB),
+		CPUs:               aux.CPUs,
+		PidsLimit:          int(aux.PidsLimit),
+		Network:            aux.Network,
 		CreatedAt:          aux.CreatedAt,
 		UpdatedAt:          aux.UpdatedAt,
 		Raw:                bytes.Clone(b),
@@ -106,6 +118,10 @@ type EndpointSpec struct {
 	ScalerValue        *int              `json:"scalerValue,omitempty"`
 	GPUCount           *int              `json:"gpuCount,omitempty"`
 	GPUTypes           []string          `json:"gpuTypes,omitempty"`
+	MemoryMB           *int              `json:"memoryMb,omitempty"`
+	CPUs               *float64          `json:"cpus,omitempty"`
+	PidsLimit          *int              `json:"pidsLimit,omitempty"`
+	Network            string            `json:"network,omitempty"`
 }
 
 // UnmarshalJSON accepts numbers as strings too, so that the output of
@@ -125,6 +141,10 @@ func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
 		ScalerValue        *flexInt          `json:"scalerValue"`
 		GPUCount           *flexInt          `json:"gpuCount"`
 		GPUTypes           []string          `json:"gpuTypes"`
+		MemoryMB           *flexInt          `json:"memoryMb"`
+		CPUs               *float64          `json:"cpus"`
+		PidsLimit          *flexInt          `json:"pidsLimit"`
+		Network            string            `json:"network"`
 	}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
@@ -142,6 +162,10 @@ func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
 		ScalerValue:        aux.ScalerValue.intPtr(),
 		GPUCount:           aux.GPUCount.intPtr(),
 		GPUTypes:           aux.GPUTypes,
+		MemoryMB:           aux.MemoryMB.intPtr(),
+		CPUs:               aux.CPUs,
+		PidsLimit:          aux.PidsLimit.intPtr(),
+		Network:            aux.Network,
 	}
 	return nil
 }

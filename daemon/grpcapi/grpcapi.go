@@ -156,6 +156,18 @@ func specFrom(e *emberv1.Endpoint, mask []string) scheduler.EndpointSpec {
 	if has("gpu_count") {
 		sp.GPUCount = i32(e.GpuCount)
 	}
+	if has("memory_mb") {
+		sp.MemoryMB = i32(e.MemoryMb)
+	}
+	if has("cpus") && e.Cpus != nil {
+		sp.CPUs = e.Cpus
+	}
+	if has("pids_limit") {
+		sp.PidsLimit = i32(e.PidsLimit)
+	}
+	if has("network") && e.Network != nil {
+		sp.Network = e.Network
+	}
 	return sp
 }
 
@@ -166,7 +178,7 @@ func p32(v int) *int32 {
 
 // EndpointProto converts a stored endpoint to its API form.
 func EndpointProto(e store.Endpoint) *emberv1.Endpoint {
-	st := e.ScalerType
+	st, cpus, network := e.ScalerType, e.CPUs, e.Network
 	return &emberv1.Endpoint{
 		Id:                 e.ID,
 		Name:               e.Name,
@@ -181,6 +193,10 @@ func EndpointProto(e store.Endpoint) *emberv1.Endpoint {
 		ScalerValue:        p32(e.ScalerValue),
 		GpuCount:           p32(e.GPUCount),
 		GpuTypes:           e.GPUTypes,
+		MemoryMb:           p32(e.MemoryMB),
+		Cpus:               &cpus,
+		PidsLimit:          p32(e.PidsLimit),
+		Network:            &network,
 		CreatedAt:          timestamppb.New(time.UnixMilli(e.CreatedAt)),
 		UpdatedAt:          timestamppb.New(time.UnixMilli(e.UpdatedAt)),
 	}

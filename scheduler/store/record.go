@@ -97,6 +97,10 @@ type Endpoint struct {
 	ScalerValue        int               `json:"scalerValue"`
 	GPUCount           int               `json:"gpuCount"`
 	GPUTypes           []string          `json:"gpuTypes,omitempty"`
+	MemoryMB           int               `json:"memoryMb,omitempty"`
+	CPUs               float64           `json:"cpus,omitempty"`
+	PidsLimit          int               `json:"pidsLimit,omitempty"`
+	Network            string            `json:"network,omitempty"`
 	CreatedAt          int64             `json:"createdAt"`
 	UpdatedAt          int64             `json:"updatedAt"`
 }

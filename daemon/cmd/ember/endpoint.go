@@ -42,6 +42,10 @@ type createFlags struct {
 	scalerValue        int
 	gpuCount           int
 	gpuTypes           []string
+	memoryMB           int
+	cpus               float64
+	pidsLimit          int
+	network            string
 }
 
 func (a *app) endpointCreateCmd() *cobra.Command {
@@ -95,6 +99,10 @@ Only the flags you set are sent; the daemon fills in defaults for the rest.
 	fl.IntVar(&f.scalerValue, "scaler-value", 0, "autoscaling threshold: seconds of queue delay, or requests per worker")
 	fl.IntVar(&f.gpuCount, "gpu-count", 0, "GPUs per worker; 0 runs workers without a GPU")
 	fl.StringSliceVar(&f.gpuTypes, "gpu-types", nil, "acceptable GPU models, comma-separated, in order of preference (default: any)")
+	fl.IntVar(&f.memoryMB, "memory-mb", 0, "memory limit of each worker container in MiB (0: no limit)")
+	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit of each worker container, e.g. 1.5 (0: no limit)")
+	fl.IntVar(&f.pidsLimit, "pids-limit", 0, "most processes in each worker container (default 4096)")
+	fl.StringVar(&f.network, "network", "", "worker container network: host (default) or none")
 	return cmd
 }
 
@@ -175,6 +183,18 @@ func (a *app) createSpec(cmd *cobra.Command, args []string, f *createFlags) (*cl
 	}
 	if set("gpu-count") {
 		spec.GPUCount = &f.gpuCount
+	}
+	if set("memory-mb") {
+		spec.MemoryMB = &f.memoryMB
+	}
+	if set("cpus") {
+		spec.CPUs = &f.cpus
+	}
+	if set("pids-limit") {
+		spec.PidsLimit = &f.pidsLimit
+	}
+	if set("network") {
+		spec.Network = f.network
 	}
 	if set("gpu-types") {
 		spec.GPUTypes = nil

@@ -69,7 +69,20 @@ type Endpoint struct {
 	// Output only. When the endpoint was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// Output only. When the endpoint was last changed.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Memory limit of each worker container in MiB. Default 0: no limit
+	// beyond the machine's (model servers size themselves).
+	MemoryMb *int32 `protobuf:"varint,16,opt,name=memory_mb,json=memoryMb,proto3,oneof" json:"memory_mb,omitempty"`
+	// CPU limit of each worker container in CPUs (1.5 = one and a half),
+	// enforced as a CFS quota. Default 0: no limit.
+	Cpus *float64 `protobuf:"fixed64,17,opt,name=cpus,proto3,oneof" json:"cpus,omitempty"`
+	// Maximum number of processes in each worker container. Default 4096,
+	// which stops a fork bomb without getting in a model server's way.
+	PidsLimit *int32 `protobuf:"varint,18,opt,name=pids_limit,json=pidsLimit,proto3,oneof" json:"pids_limit,omitempty"`
+	// Network of each worker container: "host" (default; the worker reaches
+	// emberd's worker API on loopback) or "none" (loopback only: workers must
+	// then get jobs some other way, so use it only with care).
+	Network       *string `protobuf:"bytes,19,opt,name=network,proto3,oneof" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -207,6 +220,34 @@ func (x *Endpoint) GetUpdatedAt() *timestamppb.Timestamp {
 		return x.UpdatedAt
 	}
 	return nil
+}
+
+func (x *Endpoint) GetMemoryMb() int32 {
+	if x != nil && x.MemoryMb != nil {
+		return *x.MemoryMb
+	}
+	return 0
+}
+
+func (x *Endpoint) GetCpus() float64 {
+	if x != nil && x.Cpus != nil {
+		return *x.Cpus
+	}
+	return 0
+}
+
+func (x *Endpoint) GetPidsLimit() int32 {
+	if x != nil && x.PidsLimit != nil {
+		return *x.PidsLimit
+	}
+	return 0
+}
+
+func (x *Endpoint) GetNetwork() string {
+	if x != nil && x.Network != nil {
+		return *x.Network
+	}
+	return ""
 }
 
 // CreateEndpointRequest is the input of EndpointService.CreateEndpoint.
@@ -537,7 +578,7 @@ var File_ember_v1_endpoint_proto protoreflect.FileDescriptor
 
 const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\n" +
-	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x05\n" +
+	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\a\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -559,7 +600,13 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a6\n" +
+	"updated_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12 \n" +
+	"\tmemory_mb\x18\x10 \x01(\x05H\aR\bmemoryMb\x88\x01\x01\x12\x17\n" +
+	"\x04cpus\x18\x11 \x01(\x01H\bR\x04cpus\x88\x01\x01\x12\"\n" +
+	"\n" +
+	"pids_limit\x18\x12 \x01(\x05H\tR\tpidsLimit\x88\x01\x01\x12\x1d\n" +
+	"\anetwork\x18\x13 \x01(\tH\n" +
+	"R\anetwork\x88\x01\x01\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -570,7 +617,13 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\f_scaler_typeB\x0f\n" +
 	"\r_scaler_valueB\f\n" +
 	"\n" +
-	"_gpu_count\"G\n" +
+	"_gpu_countB\f\n" +
+	"\n" +
+	"_memory_mbB\a\n" +
+	"\x05_cpusB\r\n" +
+	"\v_pids_limitB\n" +
+	"\n" +
+	"\b_network\"G\n" +
 	"\x15CreateEndpointRequest\x12.\n" +
 	"\bendpoint\x18\x01 \x01(\v2\x12.ember.v1.EndpointR\bendpoint\"\x16\n" +
 	"\x14ListEndpointsRequest\"I\n" +
