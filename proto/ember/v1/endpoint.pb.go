@@ -80,8 +80,8 @@ type Endpoint struct {
 	// which stops a fork bomb without getting in a model server's way.
 	PidsLimit *int32 `protobuf:"varint,18,opt,name=pids_limit,json=pidsLimit,proto3,oneof" json:"pids_limit,omitempty"`
 	// Network of each worker container: "host" (default; the worker reaches
-	// emberd's worker API on loopback) or "none" (loopback only: workers must
-	// then get jobs some other way, so use it only with care).
+	// emberd's worker API on loopback) or "none" (a network namespace of its
+	// own with only loopback, where emberd serves the worker API).
 	Network       *string `protobuf:"bytes,19,opt,name=network,proto3,oneof" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
