@@ -1,0 +1,173 @@
+// Command mkimage packs a static binary into a single-layer OCI image and
+// writes it as an OCI archive (a tar of an OCI image layout), so Ember can
+// import a worker image without a registry or a container engine:
+//
+//	CGO_ENABLED=0 go build -o /tmp/worker ./examples/worker
+//	go run ./examples/worker/mkimage -binary /tmp/worker -name ember/example-worker:latest -o worker.tar
+//
+// The binary lands at /worker, which is the image's entrypoint.
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+func main() {
+	bin := flag.String("binary", "", "static binary to pack (becomes /worker)")
+	name := flag.String("name", "ember/example-worker:latest", "image reference recorded in the archive")
+	out := flag.String("o", "worker-image.tar", "output OCI archive")
+	flag.Parse()
+	if *bin == "" {
+		fmt.Fprintln(os.Stderr, "mkimage: -binary is required")
+		os.Exit(2)
+	}
+	if err := run(*bin, *name, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "mkimage:", err)
+		os.Exit(1)
+	}
+}
+
+type descriptor struct {
+	MediaType   string            `json:"mediaType"`
+	Digest      string            `json:"digest"`
+	Size        int64             `json:"size"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+func digestOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func run(binPath, name, out string) error {
+	binData, err := os.ReadFile(binPath)
+	if err != nil {
+		return err
+	}
+	// The layer: /worker plus the directories a worker expects to exist.
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	epoch := time.Unix(0, 0)
+	for _, dir := range []string{"tmp/", "etc/", "runpod-volume/"} {
+		mode := int64(0o755)
+		if dir == "tmp/" {
+			mode = 0o1777
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: mode, ModTime: epoch}); err != nil {
+			return err
+		}
+	}
+	files := []struct {
+		name string
+		mode int64
+		data []byte
+	}{
+		{"worker", 0o755, binData},
+		{"etc/passwd", 0o644, []byte("root:x:0:0:root:/:/worker\nnobody:x:65534:65534:nobody:/:/worker\n")},
+		{"etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n")},
+	}
+	for _, f := range files {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: f.mode, Size: int64(len(f.data)), ModTime: epoch}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	diffID := digestOf(raw.Bytes())
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	if _, err := zw.Write(raw.Bytes()); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	layer := gz.Bytes()
+
+	config, err := json.Marshal(map[string]any{
+		"architecture": "amd64",
+		"os":           "linux",
+		"config": map[string]any{
+			"Entrypoint": []string{"/worker"},
+			"Env":        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+			"WorkingDir": "/",
+		},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{diffID}},
+	})
+	if err != nil {
+		return err
+	}
+	manifest, err := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
+		"config":        descriptor{MediaType: "application/vnd.oci.image.config.v1+json", Digest: digestOf(config), Size: int64(len(config))},
+		"layers":        []descriptor{{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: digestOf(layer), Size: int64(len(layer))}},
+	})
+	if err != nil {
+		return err
+	}
+	index, err := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.index.v1+json",
+		"manifests": []descriptor{{
+			MediaType:   "application/vnd.oci.image.manifest.v1+json",
+			Digest:      digestOf(manifest),
+			Size:        int64(len(manifest)),
+			Annotations: map[string]string{"org.opencontainers.image.ref.name": name},
+		}},
+	})
+	if err != nil {
+		return err
+	}
+
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	aw := tar.NewWriter(f)
+	entries := []struct {
+		name string
+		data []byte
+	}{
+		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
+		{"index.json", index},
+		{"blobs/sha256/" + digestOf(config)[7:], config},
+		{"blobs/sha256/" + digestOf(manifest)[7:], manifest},
+		{"blobs/sha256/" + digestOf(layer)[7:], layer},
+	}
+	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
+		if err := aw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: epoch}); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	for _, e := range entries {
+		if err := aw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: e.name, Mode: 0o644, Size: int64(len(e.data)), ModTime: epoch}); err != nil {
+			f.Close()
+			return err
+		}
+		if _, err := io.Copy(aw, bytes.NewReader(e.data)); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := aw.Close(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
