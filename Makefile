@@ -2,6 +2,7 @@
 # as root: the targets install what they need (Node.js for the RunPod SDK
 # compatibility test, the pinned protobuf tools under .tools/).
 SHELL := /bin/bash
+export CGO_CFLAGS ?= -Wno-deprecated-declarations
 export PATH := /usr/local/go/bin:$(CURDIR)/.tools/bin:$(PATH)
 GO ?= go
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
