@@ -198,6 +198,12 @@ func (s *Scheduler) CreateEndpoint(ctx context.Context, sp EndpointSpec) (store.
 	if len(e.Command) == 0 && e.Image == "" {
 		return store.Endpoint{}, fieldErr("image", "an endpoint needs an image or a command")
 	}
+	s.mu.Lock()
+	err := s.checkGPUFit(e.GPUCount, e.GPUTypes)
+	s.mu.Unlock()
+	if err != nil {
+		return store.Endpoint{}, err
+	}
 	now := s.now()
 	e.ID = newEndpointID()
 	e.CreatedAt, e.UpdatedAt = now.UnixMilli(), now.UnixMilli()
@@ -251,6 +257,12 @@ func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSp
 	}
 	if len(e.Command) == 0 && e.Image == "" {
 		return store.Endpoint{}, fieldErr("image", "an endpoint needs an image or a command")
+	}
+	s.mu.Lock()
+	err := s.checkGPUFit(e.GPUCount, e.GPUTypes)
+	s.mu.Unlock()
+	if err != nil {
+		return store.Endpoint{}, err
 	}
 	e.UpdatedAt = s.now().UnixMilli()
 	b := s.store.NewBatch()

@@ -191,6 +191,9 @@ type endpointState struct {
 	takers []*taker
 
 	workers map[string]*worker
+	// throttled counts workers the scaler wants but cannot place (no free
+	// GPU), for /health.
+	throttled int
 	// crash-loop back-off: consecutive workers that died before becoming ready
 	failures  int
 	nextStart time.Time

@@ -64,6 +64,12 @@ type Config struct {
 	MinFreeBytes uint64
 	// SpillThreshold: payloads above it are kept in files (default 64 KiB).
 	SpillThreshold int
+	// AllocateGPUs makes the scheduler give each worker gpuCount GPUs of
+	// GPUs, exclusively; workers that cannot get theirs wait (throttled).
+	// Off for the process runtime, whose workers see the host as it is.
+	AllocateGPUs bool
+	// GPUs is the machine's GPU inventory.
+	GPUs []GPU
 	// InMemoryStore is for unit tests only.
 	InMemoryStore bool
 	// HTTPClient sends webhooks. Default: a client with a 10 s timeout.
@@ -126,8 +132,9 @@ type Scheduler struct {
 	tokens    map[string]*worker
 	seq       uint64
 	closed    bool
-	ttls      ttlHeap       // live jobs by TTL deadline
-	ttlWake   chan struct{} // a new earliest deadline
+	gpuOwner  map[string]string // GPU UUID -> worker id
+	ttls      ttlHeap           // live jobs by TTL deadline
+	ttlWake   chan struct{}     // a new earliest deadline
 
 	// retryMu serialises retries so two concurrent /retry calls cannot both
 	// resurrect the same job.
@@ -169,6 +176,7 @@ func Open(cfg Config) (*Scheduler, error) {
 		workers:   make(map[string]*worker),
 		tokens:    make(map[string]*worker),
 		ttlWake:   make(chan struct{}, 1),
+		gpuOwner:  make(map[string]string),
 	}
 	s.webhooks = newOutbox(s)
 	if err := s.recover(); err != nil {

@@ -46,6 +46,7 @@ type worker struct {
 	version    string
 
 	held map[string]*job
+	gpus []string // UUIDs, exclusively this worker's
 
 	stopQ  []string
 	stopCh chan struct{}
@@ -108,6 +109,7 @@ func (s *Scheduler) workerCountsLocked(ep *endpointState) WorkerCounts {
 	}
 	// RunPod's responses always show ready == idle.
 	c.Ready = c.Idle
+	c.Throttled = ep.throttled
 	return c
 }
 
@@ -210,8 +212,14 @@ func (s *Scheduler) scaleLocked(ep *endpointState) {
 	now := s.now()
 	want := s.desiredLocked(ep)
 	alive, _ := ep.alive()
+	ep.throttled = 0
 	for alive < want && !now.Before(ep.nextStart) {
-		s.startWorkerLocked(ep)
+		if !s.startWorkerLocked(ep) {
+			// Not placeable now (GPUs busy): wanted workers show as
+			// throttled until GPUs free up.
+			ep.throttled = want - alive
+			break
+		}
 		alive++
 	}
 	if alive <= want {
@@ -245,9 +253,14 @@ func randomToken() string {
 
 // startWorkerLocked registers a worker and launches it in the background;
 // the worker counts as initializing until its first take or ping.
-func (s *Scheduler) startWorkerLocked(ep *endpointState) {
+func (s *Scheduler) startWorkerLocked(ep *endpointState) bool {
 	id := "w-" + randomToken()[:12]
+	gpus := s.allocateGPUsLocked(ep, id)
+	if ep.def.GPUCount > 0 && s.cfg.AllocateGPUs && gpus == nil {
+		return false // throttled: no GPU free
+	}
 	w := &worker{
+		gpus:      gpus,
 		id:        id,
 		endpoint:  ep.def.ID,
 		token:     randomToken(),
@@ -280,14 +293,16 @@ func (s *Scheduler) startWorkerLocked(ep *endpointState) {
 			PidsLimit:   int64(ep.def.PidsLimit),
 		},
 		Network: ep.def.Network,
+		GPUs:    gpus,
 	}
 	if !s.cfg.InMemoryStore {
 		// One volume per endpoint, shared by its workers, at /runpod-volume
 		// (where RunPod mounts network volumes and workers keep caches).
 		spec.VolumeDir = filepath.Join(s.cfg.DataDir, "volumes", ep.def.ID)
 	}
-	s.log.Info("starting worker", "worker", id, "endpoint", ep.def.ID, "runtime", s.cfg.Runtime.Name())
+	s.log.Info("starting worker", "worker", id, "endpoint", ep.def.ID, "runtime", s.cfg.Runtime.Name(), "gpus", gpus)
 	s.goOwned(func() { s.runWorker(w, spec) })
+	return true
 }
 
 // runWorker owns one worker from start to exit.
@@ -333,6 +348,7 @@ func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w.state = WorkerStopped
+	s.releaseGPUsLocked(w)
 	delete(s.workers, w.id)
 	delete(s.tokens, w.token)
 	ep := s.endpoints[w.endpoint]
