@@ -357,9 +357,18 @@ func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
 	}
 	reason := "worker " + st.String()
 	for _, j := range w.held {
-		if !j.finalizing {
-			s.requeueLocked(j, reason, true)
+		if j.finalizing {
+			continue
 		}
+		if st.OOMKilled {
+			// Running it again would run out of memory again: fail now,
+			// saying why, instead of burning the remaining attempts.
+			j.pastWorkers = append(j.pastWorkers, w.id)
+			s.releaseLocked(j)
+			s.goOwned(func() { s.failLost(j, reason) })
+			continue
+		}
+		s.requeueLocked(j, reason, true)
 	}
 	clean := st.Err == nil && st.Code == 0 && w.draining
 	if clean {
