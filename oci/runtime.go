@@ -116,16 +116,21 @@ type ExitStatus struct {
 	Signal string
 	// OOMKilled is set when the kernel killed the worker for memory.
 	OOMKilled bool
+	// MemoryLimit is the memory limit, in bytes, that the worker ran out
+	// of; 0 when unknown or unlimited. Only meaningful with OOMKilled.
+	MemoryLimit int64
 	// Err is set when the status could not be determined.
 	Err error
 }
 
 // String reads like the end of a sentence: "exited with code 1",
-// "was killed by signal killed".
+// "was killed by signal killed", "was killed: out of memory (limit 2 GiB)".
 func (e ExitStatus) String() string {
 	switch {
 	case e.Err != nil:
 		return fmt.Sprintf("ended with an unknown status: %v", e.Err)
+	case e.OOMKilled && e.MemoryLimit > 0:
+		return fmt.Sprintf("was killed: out of memory (limit %s)", FormatBytes(e.MemoryLimit))
 	case e.OOMKilled:
 		return "was killed: out of memory"
 	case e.Signal != "":
@@ -133,4 +138,18 @@ func (e ExitStatus) String() string {
 	default:
 		return fmt.Sprintf("exited with code %d", e.Code)
 	}
+}
+
+// FormatBytes writes a byte count exactly, in the largest binary unit that
+// divides it: "2 GiB", "1536 MiB", "4097 bytes".
+func FormatBytes(n int64) string {
+	for _, u := range []struct {
+		size int64
+		name string
+	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if n >= u.size && n%u.size == 0 {
+			return fmt.Sprintf("%d %s", n/u.size, u.name)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
