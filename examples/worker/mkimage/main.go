@@ -25,8 +25,14 @@ import (
 func main() {
 	bin := flag.String("binary", "", "static binary to pack (becomes /worker)")
 	name := flag.String("name", "ember/example-worker:latest", "image reference recorded in the archive")
-	out := flag.String("o", "worker-image.tar", "output OCI archive")
+	out := flag.String("o", "worker-image.tar", "output archive")
+	format := flag.String("format", "oci", "archive format: oci (an OCI image layout as a tar) or docker (the layout of `docker save`)")
 	flag.Parse()
+	if *format != "oci" && *format != "docker" {
+		fmt.Fprintf(os.Stderr, "mkimage: -format %q: want oci or docker\n", *format)
+		os.Exit(2)
+	}
+	dockerFormat = *format == "docker"
 	if *bin == "" {
 		fmt.Fprintln(os.Stderr, "mkimage: -binary is required")
 		os.Exit(2)
@@ -36,6 +42,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// dockerFormat selects the `docker save` layout instead of an OCI layout.
+var dockerFormat bool
 
 type descriptor struct {
 	MediaType   string            `json:"mediaType"`
@@ -139,17 +148,39 @@ func run(binPath, name, out string) error {
 		return err
 	}
 	aw := tar.NewWriter(f)
-	entries := []struct {
+	type entry struct {
 		name string
 		data []byte
-	}{
+	}
+	entries := []entry{
 		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
 		{"index.json", index},
 		{"blobs/sha256/" + digestOf(config)[7:], config},
 		{"blobs/sha256/" + digestOf(manifest)[7:], manifest},
 		{"blobs/sha256/" + digestOf(layer)[7:], layer},
 	}
-	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
+	dirs := []string{"blobs/", "blobs/sha256/"}
+	if dockerFormat {
+		// docker save: manifest.json naming the config file and one
+		// uncompressed layer tar per layer directory.
+		layerDir := diffID[7:19] + "/"
+		dm, err := json.Marshal([]map[string]any{{
+			"Config":   digestOf(config)[7:] + ".json",
+			"RepoTags": []string{name},
+			"Layers":   []string{layerDir + "layer.tar"},
+		}})
+		if err != nil {
+			f.Close()
+			return err
+		}
+		entries = []entry{
+			{"manifest.json", dm},
+			{digestOf(config)[7:] + ".json", config},
+			{layerDir + "layer.tar", raw.Bytes()},
+		}
+		dirs = []string{layerDir}
+	}
+	for _, dir := range dirs {
 		if err := aw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: epoch}); err != nil {
 			f.Close()
 			return err
