@@ -7,8 +7,10 @@ export PATH := /usr/local/go/bin:$(CURDIR)/.tools/bin:$(PATH)
 GO ?= go
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-# cgo is needed later by libcontainer and go-nvml; nothing needs it yet.
-BINS := bin/emberd bin/ember bin/example-worker
+# cgo is needed by libcontainer and go-nvml.
+# seccomp: emberd applies its default seccomp profile to worker containers
+# (libseccomp-dev, cgo); without the tag the runc runtime refuses to start.
+TAGS := seccomp
 FUZZTIME ?= 10s
 
 .PHONY: all build test deps proto proto-check vet fmt-check unit fuzz fuzz-short bench run soak clean
@@ -17,7 +19,7 @@ all: build
 
 build:
 	@mkdir -p bin
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/emberd ./daemon/cmd/emberd
+	$(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o bin/emberd ./daemon/cmd/emberd
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ember ./daemon/cmd/ember
 	$(GO) build -o bin/example-worker ./examples/worker
 
@@ -44,12 +46,13 @@ fmt-check:
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 vet:
+	$(GO) vet -tags $(TAGS) ./...
 	$(GO) vet ./...
 
 # The whole suite: unit, end-to-end (real emberd, real workers, real
 # runpod-sdk), crash safety, then a short run of every fuzz target.
 test: deps proto-check fmt-check vet build
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 15m -tags $(TAGS) ./...
 	$(MAKE) fuzz-short
 
 fuzz-short:

@@ -429,9 +429,6 @@ func (s *Scheduler) workerEnv(ep *endpointState, w *worker) []string {
 	for _, k := range keys {
 		env = append(env, k+"="+ep.def.Env[k])
 	}
-	if p := os.Getenv("PATH"); p != "" {
-		env = append(env, "PATH="+p)
-	}
 	host, _ := os.Hostname()
 	env = append(env,
 		// The worker id is rendered here; only $ID (the job id) is left for

@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 			// The daemon runs under the race detector in every end-to-end
 			// test, and dies on the first race (GORACE below), which fails
 			// the test that provoked it.
-			args = []string{"build", "-race", "-o", out, pkg}
+			args = []string{"build", "-race", "-tags", "seccomp", "-o", out, pkg}
 		}
 		cmd := exec.Command("go", args...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -26,7 +27,10 @@ import (
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/httpapi"
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/oci/gpu"
+	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/oci/process"
+	"github.com/emberhq/ember/oci/runc"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/proto/openapi"
 	"github.com/emberhq/ember/scheduler"
@@ -94,14 +98,65 @@ func LoadOrCreateKey(path string) (string, error) {
 	return key, nil
 }
 
-func newRuntime(name string) (oci.Runtime, error) {
-	switch name {
+// workerRuntime is what the daemon needs of the chosen runtime.
+type workerRuntime struct {
+	rt     oci.Runtime
+	images *image.Store // nil for the process runtime
+	gpus   []scheduler.GPU
+	close  func() error
+}
+
+// newRuntime opens the worker runtime: the process runtime, or the runc
+// runtime with its image store and GPU inventory. Containers left by an
+// earlier emberd are destroyed deliberately: their workers' credentials
+// died with it, and their jobs were re-queued by recovery.
+func newRuntime(ctx context.Context, o Options, log *slog.Logger) (*workerRuntime, error) {
+	switch o.Runtime {
 	case "process":
-		return process.New(), nil
+		return &workerRuntime{rt: process.New(), close: func() error { return nil }}, nil
 	case "runc":
-		return nil, errors.New("--runtime runc: the container runtime is not part of this build yet; use --runtime process")
+	default:
+		return nil, fmt.Errorf("--runtime %q: must be process or runc", o.Runtime)
 	}
-	return nil, fmt.Errorf("--runtime %q: must be process or runc", name)
+	images, err := image.Open(filepath.Join(o.DataDir, "images"), image.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open image store: %w", err)
+	}
+	inv, err := gpu.Discover(nvml.New())
+	if err != nil {
+		images.Close()
+		return nil, fmt.Errorf("GPU inventory: %w", err)
+	}
+	if inv.NoDriver != "" {
+		log.Info("no NVIDIA driver: workers run without GPUs", "reason", inv.NoDriver)
+	} else {
+		log.Info("GPUs found", "count", len(inv.Devices), "driver", inv.DriverVersion, "cuda", inv.CUDAVersion())
+	}
+	rt, err := runc.New(runc.Options{Images: images, Devices: &gpu.Injector{Inventory: inv}, Logger: log})
+	if err != nil {
+		images.Close()
+		return nil, fmt.Errorf("--runtime runc: %w (use --runtime process to run workers as plain host processes)", err)
+	}
+	left, err := rt.Leftovers(ctx)
+	if err != nil {
+		log.Warn("list containers left by an earlier emberd", "err", err)
+	}
+	for _, l := range left {
+		if err := l.Destroy(ctx); err != nil {
+			log.Warn("destroy leftover worker container", "worker", l.ID, "err", err)
+		} else {
+			log.Info("destroyed worker container left by an earlier emberd", "worker", l.ID)
+		}
+	}
+	var gpus []scheduler.GPU
+	for _, d := range inv.Devices {
+		if d.Healthy() && !d.MIGEnabled && d.UUID != "" {
+			gpus = append(gpus, scheduler.GPU{UUID: d.UUID, Name: d.Name, MemoryBytes: d.MemoryTotal})
+		}
+	}
+	return &workerRuntime{rt: rt, images: images, gpus: gpus, close: func() error {
+		return errors.Join(rt.Close(), images.Close())
+	}}, nil
 }
 
 // workerBase turns the listen address into the URL workers use: a wildcard
@@ -135,10 +190,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	keys := func() []string { return []string{key} }
-	rt, err := newRuntime(o.Runtime)
+	wr, err := newRuntime(ctx, o, log)
 	if err != nil {
 		return err
 	}
+	defer wr.close()
 	httpLn, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", o.Listen, err)
@@ -152,7 +208,9 @@ func Run(ctx context.Context, o Options) error {
 
 	sched, err := scheduler.Open(scheduler.Config{
 		DataDir:           o.DataDir,
-		Runtime:           rt,
+		Runtime:           wr.rt,
+		AllocateGPUs:      wr.images != nil,
+		GPUs:              wr.gpus,
 		WorkerAPIBase:     workerBase(httpLn.Addr()),
 		TakeHold:          o.TakeHold,
 		StopHold:          o.StopHold,
@@ -203,7 +261,7 @@ func Run(ctx context.Context, o Options) error {
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(httpLn) }()
 	go func() { errc <- gs.Serve(grpcLn) }()
-	log.Info("emberd ready", "listen", httpLn.Addr().String(), "grpc", grpcLn.Addr().String(), "data_dir", o.DataDir, "runtime", rt.Name(), "api_key_file", keyFile)
+	log.Info("emberd ready", "listen", httpLn.Addr().String(), "grpc", grpcLn.Addr().String(), "data_dir", o.DataDir, "runtime", wr.rt.Name(), "api_key_file", keyFile)
 	if o.Ready != nil {
 		o.Ready(httpLn.Addr().String(), grpcLn.Addr().String())
 	}

@@ -37,6 +37,11 @@ func (*Runtime) Start(ctx context.Context, spec oci.Spec) (oci.Worker, error) {
 	}
 	cmd := exec.Command(spec.Command[0], spec.Command[1:]...)
 	cmd.Env = spec.Env
+	if !hasVar(spec.Env, "PATH") {
+		// A host process finds its tools on the host's PATH (a container
+		// keeps its image's instead, so the scheduler does not set it).
+		cmd.Env = append(cmd.Env, "PATH="+os.Getenv("PATH"))
+	}
 	cmd.Dir = spec.Dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
@@ -109,4 +114,13 @@ func exitStatus(cmd *exec.Cmd, err error) oci.ExitStatus {
 		return oci.ExitStatus{Code: -1, Signal: st.Signal().String()}
 	}
 	return oci.ExitStatus{Code: st.ExitStatus()}
+}
+
+func hasVar(env []string, name string) bool {
+	for _, kv := range env {
+		if len(kv) > len(name) && kv[:len(name)] == name && kv[len(name)] == '=' {
+			return true
+		}
+	}
+	return false
 }

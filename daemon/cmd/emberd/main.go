@@ -15,12 +15,16 @@ import (
 
 	"github.com/emberhq/ember/daemon/emberd"
 	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/oci/runc"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
+	// First: libcontainer starts each container by re-running this binary
+	// as "emberd init", which must do nothing else.
+	runc.InitIfChild()
 	os.Exit(run(os.Args[1:]))
 }
 
@@ -30,7 +34,7 @@ func run(args []string) int {
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/ember", "directory for the job store, worker scratch space and logs")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:7080", "HOST:PORT for the REST API (RunPod client API, /v1 gateway) and the worker API")
 	fs.StringVar(&o.GRPCListen, "grpc-listen", "127.0.0.1:7081", "HOST:PORT for the gRPC API")
-	fs.StringVar(&o.Runtime, "runtime", "process", "worker runtime: process (the endpoint's command on the host) or runc")
+	fs.StringVar(&o.Runtime, "runtime", "runc", "worker runtime: runc (OCI containers from imported images, with GPUs) or process (the endpoint's command as a plain host process, for development)")
 	fs.StringVar(&o.APIKeyFile, "api-key-file", "", "file holding the admin API key; created (mode 0600) with a new random key if missing (default DATA-DIR/api.key)")
 	fs.DurationVar(&o.TakeHold, "take-hold", 20*time.Second, "how long an empty job-take long-poll is held before 204 (under the SDK's 90 s)")
 	fs.DurationVar(&o.StopHold, "stop-hold", 20*time.Second, "how long an empty job-stop long-poll is held before 204 (under the SDK's 90 s)")

@@ -1,0 +1,63 @@
+package runc
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestBench runs Bench briefly (the numbers are logged with -v).
+func TestBench(t *testing.T) {
+	e := newTestRuntime(t, nil)
+	res, err := Bench(context.Background(), BenchOptions{
+		Runtime: e.r,
+		Image:   "probe",
+		Args:    []string{"/probe", "true"},
+		N:       5,
+		WorkDir: e.work,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.N != 5 || res.Bare.Total <= 0 || res.Worker.Total <= 0 || res.Worker.Mount <= 0 || res.Worker.Lifetime < res.Worker.Total {
+		t.Errorf("implausible result %+v", res)
+	}
+	logBench(t, res)
+}
+
+func logBench(t testing.TB, r BenchResult) {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	t.Logf("medians of %d runs (ms)", r.N)
+	t.Logf("bare libcontainer: create %.2f run %.2f wait %.2f destroy %.2f total %.2f",
+		ms(r.Bare.Create), ms(r.Bare.Run), ms(r.Bare.Wait), ms(r.Bare.Destroy), ms(r.Bare.Total))
+	w := r.Worker
+	t.Logf("worker: resolve %.2f mount %.2f spec %.2f create %.2f start %.2f = Start %.2f; wait %.2f cleanup %.2f lifetime %.2f",
+		ms(w.Resolve), ms(w.Mount), ms(w.Spec), ms(w.Create), ms(w.StartTimings.Start), ms(w.Total), ms(w.Wait), ms(w.Cleanup), ms(w.Lifetime))
+}
+
+// BenchmarkStart reports, per op, one bare libcontainer run and one worker
+// lifetime; the phase medians are reported as metrics.
+func BenchmarkStart(b *testing.B) {
+	requireContainers(b)
+	r, err := New(Options{
+		Images:         probeImages(),
+		StateDir:       b.TempDir(),
+		CgroupDriver:   "cgroupfs",
+		CgroupParent:   testCgroupParent(),
+		AllowNoSeccomp: true,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	b.ResetTimer()
+	res, err := Bench(context.Background(), BenchOptions{Runtime: r, Image: "probe", Args: []string{"/probe", "true"}, N: b.N, WorkDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(res.Bare.Total.Microseconds())/1000, "bare-ms")
+	b.ReportMetric(float64(res.Worker.Total.Microseconds())/1000, "start-ms")
+	b.ReportMetric(float64(res.Worker.Mount.Microseconds())/1000, "mount-ms")
+	b.ReportMetric(float64(res.Worker.Lifetime.Microseconds())/1000, "lifetime-ms")
+	logBench(b, res)
+}

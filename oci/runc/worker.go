@@ -1,0 +1,213 @@
+package runc
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
+
+	"github.com/emberhq/ember/oci"
+)
+
+// Worker is a worker's container. It implements oci.Worker.
+type Worker struct {
+	r           *Runtime
+	c           *libcontainer.Container
+	id          string
+	pid         int
+	paths       paths
+	logPath     string
+	cgroupPaths map[string]string
+	memLimit    int64
+	timings     StartTimings
+
+	stopOnce sync.Once
+	done     chan struct{}
+	// Set before done is closed.
+	exit    oci.ExitStatus
+	cleanup time.Duration
+}
+
+var _ oci.Worker = (*Worker)(nil)
+
+func newWorker(r *Runtime, c *libcontainer.Container, pid int, p paths, logPath string, cgroupPaths map[string]string, memLimit int64) *Worker {
+	w := &Worker{
+		r:           r,
+		c:           c,
+		id:          c.ID(),
+		pid:         pid,
+		paths:       p,
+		logPath:     logPath,
+		cgroupPaths: cgroupPaths,
+		memLimit:    max(memLimit, 0),
+		done:        make(chan struct{}),
+	}
+	return w
+}
+
+// run owns the worker until it has exited and is cleaned up: it keeps the
+// log under its cap, waits for the exit (wait), reads the OOM count, destroys
+// the container, unmounts and removes the worker's files, then closes done.
+func (w *Worker) run(wait func() oci.ExitStatus) {
+	stopLogs := make(chan struct{})
+	logsDone := make(chan struct{})
+	go func() {
+		defer close(logsDone)
+		w.r.keepLogCapped(w.logPath, stopLogs)
+	}()
+
+	st := wait()
+	// The memory cgroup counts OOM kills in the container (any process,
+	// not only init); read it before the cgroup goes.
+	if n, err := oomKillCount(w.cgroupPaths); err != nil {
+		w.r.log.Debug("read the OOM kill count", "worker", w.id, "err", err)
+	} else if n > 0 {
+		st.OOMKilled = true
+		st.MemoryLimit = w.memLimit
+	}
+	close(stopLogs)
+	<-logsDone
+
+	t := time.Now()
+	if err := w.destroy(); err != nil {
+		w.r.log.Error("clean up an exited worker", "worker", w.id, "err", err)
+	}
+	w.cleanup = time.Since(t)
+	w.exit = st
+	close(w.done)
+}
+
+// destroy removes the exited container: cgroups and state (libcontainer),
+// then the overlay and the worker's files.
+func (w *Worker) destroy() error {
+	var errs []error
+	if err := w.c.Destroy(); err != nil {
+		errs = append(errs, fmt.Errorf("destroy container: %w", err))
+	}
+	if w.paths.dir != "" {
+		if err := cleanupFiles(w.paths); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ID is the worker's (and container's) id.
+func (w *Worker) ID() string { return w.id }
+
+// PID implements oci.Worker: the host pid of the container's init.
+func (w *Worker) PID() int { return w.pid }
+
+// Done implements oci.Worker. It is closed once the worker has exited and
+// its container, overlay mount and files are gone.
+func (w *Worker) Done() <-chan struct{} { return w.done }
+
+// Exit implements oci.Worker.
+func (w *Worker) Exit() oci.ExitStatus {
+	<-w.done
+	return w.exit
+}
+
+// Timings are the durations of the worker's start; zero for an adopted
+// worker.
+func (w *Worker) Timings() StartTimings { return w.timings }
+
+// CleanupTime is how long the clean-up after the exit took (destroy,
+// unmount, remove); valid once Done is closed.
+func (w *Worker) CleanupTime() time.Duration {
+	<-w.done
+	return w.cleanup
+}
+
+// Stop implements oci.Worker: SIGTERM to the container's init, SIGKILL
+// after grace. As in Docker, an init (PID 1 of its namespace) that does not
+// handle SIGTERM ignores it and is killed after grace; killing init kills
+// every process of the container.
+func (w *Worker) Stop(grace time.Duration) {
+	w.stopOnce.Do(func() {
+		w.signal(unix.SIGTERM)
+		go func() {
+			t := time.NewTimer(grace)
+			defer t.Stop()
+			select {
+			case <-w.done:
+			case <-t.C:
+				w.signal(unix.SIGKILL)
+			}
+		}()
+	})
+}
+
+// Kill implements oci.Worker.
+func (w *Worker) Kill() { w.signal(unix.SIGKILL) }
+
+func (w *Worker) signal(sig unix.Signal) {
+	select {
+	case <-w.done:
+		return
+	default:
+	}
+	if err := w.c.Signal(sig); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+		w.r.log.Debug("signal worker", "worker", w.id, "signal", sig, "err", err)
+	}
+}
+
+// exitStatus reads a wait result.
+func exitStatus(ps *os.ProcessState, err error) oci.ExitStatus {
+	if ps == nil {
+		if err == nil {
+			err = errors.New("no wait status")
+		}
+		return oci.ExitStatus{Code: -1, Err: fmt.Errorf("wait for the container: %w", err)}
+	}
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	if !ok {
+		return oci.ExitStatus{Code: -1, Err: errors.New("wait for the container: no wait status")}
+	}
+	if ws.Signaled() {
+		return oci.ExitStatus{Code: -1, Signal: ws.Signal().String()}
+	}
+	return oci.ExitStatus{Code: ws.ExitStatus()}
+}
+
+// oomKillCount is the number of OOM kills in a container's memory cgroup:
+// oom_kill in memory.oom_control on cgroup v1 (kernel >= 4.13), in
+// memory.events on v2 (which counts the whole subtree).
+func oomKillCount(cgroupPaths map[string]string) (uint64, error) {
+	if p := cgroupPaths["memory"]; p != "" {
+		return readKey(filepath.Join(p, "memory.oom_control"), "oom_kill")
+	}
+	if p := cgroupPaths[""]; p != "" {
+		return readKey(filepath.Join(p, "memory.events"), "oom_kill")
+	}
+	return 0, errors.New("the container has no memory cgroup")
+}
+
+// readKey reads "key value" lines.
+func readKey(path, key string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && k == key {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	return 0, fmt.Errorf("%s has no %s", path, key)
+}
