@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -174,4 +175,43 @@ func TestGPUFit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestQueueDelayReapsIdle: with QUEUE_DELAY, a worker left idle past its
+// endpoint's idleTimeout is stopped (down to workersMin).
+func TestQueueDelayReapsIdle(t *testing.T) {
+	h := newHarness(t, nil)
+	h.worker()
+	name, cmd := "qd", []string{"w"}
+	zero, two, idle := 0, 2, 1
+	e, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &two, IdleTimeout: &idle, GPUCount: &zero})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := h.s.mustSubmit(t, e.ID)
+	w := h.worker()
+	lease, err := h.s.Take(h.ctx, e.ID, w.id, 1, time.Second)
+	if err != nil || len(lease.Jobs) != 1 || lease.Jobs[0].ID != id {
+		t.Fatalf("take: %v %v", lease, err)
+	}
+	lease.Delivered(true)
+	if err := h.s.Done(h.ctx, e.ID, w.id, id, Result{Output: []byte(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !w.wasStopped() {
+		if time.Now().After(deadline) {
+			t.Fatal("idle QUEUE_DELAY worker not stopped 5 s after a 1 s idle timeout")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *Scheduler) mustSubmit(t *testing.T, ep string) string {
+	t.Helper()
+	v, err := s.Submit(context.Background(), ep, Submission{Input: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.ID
 }

@@ -173,7 +173,10 @@ func (s *Scheduler) desiredLocked(ep *endpointState) int {
 	case ScalerRequestCount:
 		want = ceilDiv(queuedHigh+ep.inProgress, d.ScalerValue)
 	default:
-		want = alive
+		// Workers with a job, plus as many free ones as there are jobs
+		// waiting for them; free workers beyond that are surplus (reaped
+		// once idle past idleTimeout).
+		want = (alive - idle) + min(queuedHigh, idle)
 		if queuedHigh > idle && ep.oldestWait(s.now()) > time.Duration(d.ScalerValue)*time.Second {
 			want = alive + 1
 		}

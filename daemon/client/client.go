@@ -163,6 +163,25 @@ func isBadRequest(err error) bool {
 // not nil). It returns the raw body as well, because the CLI prints the
 // daemon's own JSON rather than a re-encoding that would drop unknown fields.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) ([]byte, error) {
+	if body == nil {
+		return c.send(ctx, method, path, query, nil, "", 0, out)
+	}
+	var b []byte
+	switch v := body.(type) {
+	case json.RawMessage:
+		b = v
+	default:
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			return nil, fmt.Errorf("encoding %s %s request: %w", method, path, err)
+		}
+	}
+	return c.send(ctx, method, path, query, bytes.NewReader(b), "application/json", int64(len(b)), out)
+}
+
+// send is do with the request body given as a reader of size bytes (-1:
+// unknown, sent chunked) and its content type; body nil sends none.
+func (c *Client) send(ctx context.Context, method, path string, query url.Values, body io.Reader, contentType string, size int64, out any) ([]byte, error) {
 	// path arrives escaped (IDs go through url.PathEscape), so it is joined
 	// to the escaped base path; Path is derived from it, and RawPath keeps an
 	// escaped "/" inside an ID from turning into a path separator.
@@ -176,27 +195,17 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if query != nil {
 		u.RawQuery = query.Encode()
 	}
-	var rd io.Reader
-	if body != nil {
-		var b []byte
-		switch v := body.(type) {
-		case json.RawMessage:
-			b = v
-		default:
-			var err error
-			if b, err = json.Marshal(body); err != nil {
-				return nil, fmt.Errorf("encoding %s %s request: %w", method, path, err)
-			}
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, fmt.Errorf("building %s %s request: %w", method, path, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.ContentLength = size
+		if size == 0 {
+			req.Body = http.NoBody
+		}
+		req.Header.Set("Content-Type", contentType)
 	}
 	if c.userAgent != "" {
 		req.Header.Set("User-Agent", c.userAgent)

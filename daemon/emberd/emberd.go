@@ -232,6 +232,11 @@ func Run(ctx context.Context, o Options) error {
 	servers := &grpcapi.Servers{S: sched}
 	gs := grpc.NewServer(grpc.UnaryInterceptor(grpcapi.AuthInterceptor(keys)))
 	servers.Register(gs)
+	images := &grpcapi.ImageServer{Store: wr.images}
+	if wr.images != nil {
+		images.InUse = grpcapi.EndpointsUsingImage(sched, wr.images)
+	}
+	images.Register(gs)
 
 	gw := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
@@ -243,10 +248,11 @@ func Run(ctx context.Context, o Options) error {
 		emberv1.RegisterEndpointServiceHandlerServer(ctx, gw, servers),
 		emberv1.RegisterJobServiceHandlerServer(ctx, gw, servers),
 		emberv1.RegisterHealthServiceHandlerServer(ctx, gw, servers),
+		images.RegisterGateway(ctx, gw),
 	); err != nil {
 		return fmt.Errorf("register gateway: %w", err)
 	}
-	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, Gateway: gw, OpenAPI: openapi.JSON, Logger: log})
+	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, Gateway: gw, OpenAPI: openapi.JSON, Logger: log, Images: wr.images})
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	if o.DebugListen != "" {

@@ -1,7 +1,7 @@
 // Package httpapi is emberd's HTTP surface: RunPod's client API (/v2/{ep}/run
 // and friends), RunPod's worker API (job-take, job-done, ...), the REST
-// gateway for Ember's own API (/v1, generated from proto/), and the OpenAPI
-// document.
+// gateway for Ember's own API (/v1, generated from proto/), the image
+// upload (POST /v1/images:upload), and the OpenAPI document.
 //
 // RunPod's wire quirks live here on purpose: GET and POST on status and
 // stream, success always HTTP 200 with single-line JSON, keys raw or
@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/scheduler"
 )
 
@@ -33,6 +34,12 @@ type Config struct {
 	// OpenAPI is served at /openapi.json.
 	OpenAPI []byte
 	Logger  *slog.Logger
+	// Images is the image store that POST /v1/images:upload imports into;
+	// nil (emberd runs with --runtime process) answers that route 404.
+	Images *image.Store
+	// MaxUploadBytes caps the body of POST /v1/images:upload (413 above
+	// it). Zero means image.DefaultMaxImageBytes (64 GiB).
+	MaxUploadBytes int64
 }
 
 // Server routes requests.
@@ -59,6 +66,14 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case len(segs) == 1 && segs[0] == "openapi.json":
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(h.cfg.OpenAPI)
+	case len(segs) == 2 && segs[0] == "v1" && segs[1] == "images:upload":
+		// Served here rather than by the gateway: the body is a raw
+		// archive, streamed to disk, not a protobuf message.
+		if !h.adminOK(r) {
+			writeError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (or the bare key)")
+			return
+		}
+		h.serveImageUpload(w, r)
 	case len(segs) >= 2 && segs[0] == "v2":
 		h.serveV2(w, r, segs[1], segs[2:])
 	case len(segs) >= 1 && segs[0] == "v1" && h.cfg.Gateway != nil:

@@ -28,6 +28,8 @@ type fakeDaemon struct {
 	jobs      map[string][]string
 	nextID    int
 	reqs      []fakeRequest
+	images    []json.RawMessage
+	inUse     map[string]string // image ref -> endpoint names using it
 }
 
 type fakeRequest struct {
@@ -45,7 +47,10 @@ var seedEndpoints = []string{
 
 func newFakeDaemon(t *testing.T, endpoints ...string) *fakeDaemon {
 	t.Helper()
-	fd := &fakeDaemon{jobs: map[string][]string{}}
+	fd := &fakeDaemon{jobs: map[string][]string{}, inUse: map[string]string{}}
+	for _, img := range seedImages {
+		fd.images = append(fd.images, json.RawMessage(img))
+	}
 	for _, e := range endpoints {
 		fd.endpoints = append(fd.endpoints, json.RawMessage(e))
 	}
@@ -57,6 +62,10 @@ func newFakeDaemon(t *testing.T, endpoints ...string) *fakeDaemon {
 	mux.HandleFunc("POST /v1/endpoints", fd.create)
 	mux.HandleFunc("GET /v1/endpoints/{id}", fd.get)
 	mux.HandleFunc("DELETE /v1/endpoints/{id}", fd.delete)
+	mux.HandleFunc("GET /v1/images", fd.listImages)
+	mux.HandleFunc("GET /v1/images/{ref...}", fd.getImage)
+	mux.HandleFunc("DELETE /v1/images/{ref...}", fd.deleteImage)
+	mux.HandleFunc("POST /v1/images:upload", fd.upload)
 	mux.HandleFunc("POST /v2/{ep}/runsync", fd.runsync)
 	mux.HandleFunc("GET /v2/{ep}/status-sync/{job}", fd.statusSync)
 	mux.HandleFunc("GET /v2/{ep}/status/{job}", fd.status)
@@ -240,4 +249,100 @@ func (fd *fakeDaemon) addJob(id, state string) {
 	fd.mu.Lock()
 	defer fd.mu.Unlock()
 	fd.jobs[id] = []string{state}
+}
+
+// seedImages mimic emberd's Image JSON: protojson with EmitUnpopulated, so
+// int64 sizes are strings and every field is present. The second image lost
+// its name to a later import.
+var seedImages = []string{
+	`{"id":"sha256:a0f53bf881a1181feac10d1029c92af5e2c9fcfbd41af630726c63f4add1e030","names":["echo:latest","ghcr.io/acme/echo:1"],"digest":"sha256:e404a4decfa0566ef36b66826ec3c0c9e96226b63b98737150714b4d06292bf4","size":"3072","layers":["sha256:21966f6a10e73801b971eb9d355ca84fd52fa46198957e6e4bba70802e96bb2b"],"created":"2025-06-01T12:00:00Z","imported":"2025-06-03T09:00:00.123456Z","config":{"entrypoint":["/worker"],"cmd":["--serve","--name","hello world"],"env":["PATH=/bin","MODE=echo"],"workingDir":"/srv","user":"65534:65534"}}`,
+	`{"id":"sha256:77aa0c1d2e3f405162738495a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f","names":[],"digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":"7864320000","layers":["sha256:2222222222222222222222222222222222222222222222222222222222222222","sha256:3333333333333333333333333333333333333333333333333333333333333333"],"created":null,"imported":"2025-05-30T18:45:10Z","config":{"entrypoint":[],"cmd":["python","-m","worker"],"env":[],"workingDir":"","user":""}}`,
+}
+
+// uploadedImage is what the fake answers an upload with, NAME replaced by
+// the image's name.
+const uploadedImage = `{"id":"sha256:5c1e7b3a9d2f4e6a8b0c1d3e5f7a9b2c4d6e8f0a1b3c5d7e9f1a2b4c6d8e0f1a","names":["NAME"],"digest":"sha256:4444444444444444444444444444444444444444444444444444444444444444","size":"2048","layers":["sha256:5555555555555555555555555555555555555555555555555555555555555555"],"created":"2025-06-02T10:00:00Z","imported":"2025-06-03T09:00:00Z","config":{"entrypoint":["/worker"],"cmd":[],"env":[],"workingDir":"/","user":""}}`
+
+// imageError answers like grpc-gateway does for an ImageService error.
+func imageError(w http.ResponseWriter, httpCode, grpcCode int, msg string) {
+	b, _ := json.Marshal(map[string]any{"code": grpcCode, "message": msg, "details": []any{}})
+	send(w, httpCode, string(b))
+}
+
+func (fd *fakeDaemon) findImage(ref string) (int, bool) {
+	for i, raw := range fd.images {
+		var img client.Image
+		if json.Unmarshal(raw, &img) != nil {
+			continue
+		}
+		if img.ID == ref || img.Digest == ref || strings.HasPrefix(strings.TrimPrefix(img.ID, "sha256:"), ref) && len(ref) >= 12 {
+			return i, true
+		}
+		for _, n := range img.Names {
+			if n == ref {
+				return i, true
+			}
+		}
+	}
+	return 0, false
+}
+
+func (fd *fakeDaemon) listImages(w http.ResponseWriter, _ *http.Request) {
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	b, _ := json.Marshal(map[string]any{"images": append([]json.RawMessage{}, fd.images...)})
+	send(w, 200, string(b))
+}
+
+func (fd *fakeDaemon) getImage(w http.ResponseWriter, r *http.Request) {
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	i, ok := fd.findImage(r.PathValue("ref"))
+	if !ok {
+		imageError(w, 404, 5, fmt.Sprintf("image %q: image not found", r.PathValue("ref")))
+		return
+	}
+	send(w, 200, string(fd.images[i]))
+}
+
+func (fd *fakeDaemon) deleteImage(w http.ResponseWriter, r *http.Request) {
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	ref := r.PathValue("ref")
+	i, ok := fd.findImage(ref)
+	if !ok {
+		imageError(w, 404, 5, fmt.Sprintf("image %q: image not found", ref))
+		return
+	}
+	if eps := fd.inUse[ref]; eps != "" {
+		imageError(w, 409, 9, fmt.Sprintf("image %s is in use by endpoint(s) %s: delete them or change their image first", ref, eps))
+		return
+	}
+	var img client.Image
+	json.Unmarshal(fd.images[i], &img)
+	if len(img.Names) > 1 && !strings.HasPrefix(ref, "sha256:") {
+		send(w, 200, `{"layersRemoved":0,"bytesFreed":"0"}`)
+		return
+	}
+	fd.images = append(fd.images[:i], fd.images[i+1:]...)
+	send(w, 200, fmt.Sprintf(`{"layersRemoved":%d,"bytesFreed":"%d"}`, len(img.Layers), img.Size+1234))
+}
+
+// upload answers like emberd's upload route: the image, or {"error"}. An
+// archive without "ref.name" in it needs ?name=.
+func (fd *fakeDaemon) upload(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	name := r.URL.Query().Get("name")
+	if name == "" {
+		if !strings.Contains(string(body), "org.opencontainers.image.ref.name") {
+			send(w, 400, `{"error":"importing uploaded archive: image name required: the archive does not name the image (no RepoTags or org.opencontainers.image.ref.name annotation); give a name to import it under"}`)
+			return
+		}
+		name = "ghcr.io/acme/uploaded:1"
+	}
+	img := strings.Replace(uploadedImage, "NAME", name, 1)
+	fd.mu.Lock()
+	fd.images = append(fd.images, json.RawMessage(img))
+	fd.mu.Unlock()
+	send(w, 200, img)
 }

@@ -1,8 +1,8 @@
 // Command ember is the command-line client of emberd, the Ember daemon.
 //
-// It manages endpoints through the daemon's admin API and runs jobs through
-// its RunPod-compatible API, so that a machine running emberd can be driven
-// without writing HTTP requests by hand.
+// It manages endpoints and images through the daemon's admin API and runs
+// jobs through its RunPod-compatible API, so that a machine running emberd
+// can be driven without writing HTTP requests by hand.
 package main
 
 import (
@@ -70,6 +70,8 @@ type app struct {
 	// It is on only when stderr is a terminal, so scripts and logs stay
 	// clean.
 	progress bool
+	// now is the clock of upload progress reports; tests stop it.
+	now func() time.Time
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *app {
@@ -79,6 +81,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) strin
 		stderr:       stderr,
 		getenv:       getenv,
 		pollInterval: 250 * time.Millisecond,
+		now:          time.Now,
 	}
 	if f, ok := stderr.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
@@ -105,7 +108,8 @@ func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ember",
 		Short: "Control emberd, the RunPod-Serverless-compatible Ember daemon",
-		Long: `ember manages endpoints and runs jobs on emberd, the Ember daemon.
+		Long: `ember manages endpoints and images and runs jobs on emberd, the Ember
+daemon.
 
 The daemon's address comes from --addr or EMBER_ADDR (default ` + client.DefaultAddr + `).
 The admin key is read from --api-key-file (default ` + defaultKeyFile + `);
@@ -130,7 +134,7 @@ EMBER_API_KEY, when set, is used instead of the default file.`,
 	pf.BoolVar(&a.jsonOut, "json", false, "print the daemon's JSON instead of tables")
 	pf.DurationVar(&a.timeout, "timeout", 0, "give up after this long, e.g. 30s or 5m (0: no limit)")
 
-	root.AddCommand(a.endpointCmd(), a.runCmd(), a.statusCmd(), a.versionCmd())
+	root.AddCommand(a.endpointCmd(), a.imageCmd(), a.runCmd(), a.statusCmd(), a.versionCmd())
 	return root
 }
 

@@ -41,6 +41,7 @@ func runEmber(t *testing.T, addr string, inv invocation) result {
 	var stdout, stderr bytes.Buffer
 	a := newApp(strings.NewReader(inv.stdin), &stdout, &stderr, func(k string) string { return env[k] })
 	a.pollInterval = time.Millisecond
+	a.now = func() time.Time { return testClock } // uploads take no time
 	code := a.execute(context.Background(), inv.args)
 	return result{stdout.String(), stderr.String(), code}
 }

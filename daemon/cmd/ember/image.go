@@ -1,0 +1,396 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/emberhq/ember/daemon/client"
+)
+
+func (a *app) imageCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "image",
+		Aliases: []string{"images"},
+		Short:   "Manage the daemon's container images",
+		Long: `Manage the images that endpoints run with the runc runtime.
+
+Images are imported without a registry: from "docker save" tarballs, OCI
+archives and OCI image layout directories. Times are shown in UTC.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(a.imageImportCmd(), a.imageListCmd(), a.imageInspectCmd(), a.imageRemoveCmd())
+	return cmd
+}
+
+func (a *app) imageImportCmd() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "import FILE|DIR",
+		Short: "Upload an image archive or OCI layout to the daemon and import it",
+		Long: `Upload an image to the daemon, which verifies and imports it.
+
+FILE is a "docker save" tarball or an OCI archive, gzipped or not, sent as it
+is. DIR is an OCI image layout, sent as an OCI archive packed on the fly. The
+daemon may be on another machine: the image travels in the request.
+
+The image is imported under the names the archive gives, or under --name,
+which is needed when the archive names no image and picks one when it holds
+several.`,
+		Example: `  docker save ghcr.io/acme/echo:1 -o echo.tar && ember image import echo.tar
+  ember image import ./echo-layout --name acme/echo:1`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			body, size, err := client.ImageArchive(args[0])
+			if err != nil {
+				return fmt.Errorf("reading image: %w", err)
+			}
+			defer body.Close()
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			p := newUploadProgress(a.stderr, filepath.Base(filepath.Clean(args[0])), a.progress, a.now)
+			img, err := c.UploadImage(ctx, body, size, name, p.update)
+			p.finish(err == nil)
+			if err != nil {
+				if name == "" && strings.Contains(err.Error(), "image name required") {
+					return fmt.Errorf("%w\nGive it one with: ember image import %s --name NAME:TAG", err, args[0])
+				}
+				return err
+			}
+			return a.printImages([]client.Image{*img}, img.Raw)
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "import the image under `NAME` (e.g. acme/echo:1)")
+	return cmd
+}
+
+func (a *app) imageListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List images",
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			imgs, err := c.ListImages(ctx)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				raws := make([]json.RawMessage, len(imgs))
+				for i, img := range imgs {
+					raws[i] = img.Raw
+				}
+				return marshalJSON(a.stdout, struct {
+					Images []json.RawMessage `json:"images"`
+				}{raws})
+			}
+			if len(imgs) == 0 {
+				fmt.Fprintln(a.stderr, "No images. Import one with: ember image import FILE")
+				return nil
+			}
+			return writeImages(a.stdout, imgs)
+		},
+	}
+}
+
+func (a *app) imageInspectCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect REF",
+		Short: "Show an image, by name, ID or digest",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			img, err := c.GetImage(ctx, args[0])
+			if err != nil {
+				return refHint(err)
+			}
+			if a.jsonOut {
+				return writeJSON(a.stdout, img.Raw)
+			}
+			return writeImageDetail(a.stdout, img)
+		},
+	}
+}
+
+func (a *app) imageRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "remove REF",
+		Aliases: []string{"rm"},
+		Short:   "Remove an image name, or a whole image by ID",
+		Long: `Remove REF. A name removes only that name; the image stays while other
+names point at it. An ID or digest removes the image with all its names.
+The daemon then frees the disk space no image uses. An image that an
+endpoint uses is refused.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			d, err := c.DeleteImage(ctx, args[0])
+			if err != nil {
+				return refHint(err)
+			}
+			if a.jsonOut {
+				return writeJSON(a.stdout, d.Raw)
+			}
+			var freed string
+			switch {
+			case d.LayersRemoved > 0:
+				freed = fmt.Sprintf("freed %d layer%s, %s", d.LayersRemoved, plural(d.LayersRemoved), formatBytes(d.BytesFreed))
+			case d.BytesFreed > 0:
+				freed = "freed " + formatBytes(d.BytesFreed) + "; its layers are still in use"
+			default:
+				freed = "nothing freed: its layers are still in use"
+			}
+			_, err = fmt.Fprintf(a.stdout, "Removed image %s (%s)\n", args[0], freed)
+			return err
+		},
+	}
+}
+
+// refHint explains an ambiguous ID: images that differ only in their
+// manifest (say, the same image saved by docker and as an OCI layout) share
+// their config and so their ID.
+func refHint(err error) error {
+	if strings.Contains(err.Error(), "is ambiguous") {
+		return fmt.Errorf("%w\nSeveral images share that ID; name one by a name or by its manifest digest (the Digest line of \"ember image inspect NAME\")", err)
+	}
+	return err
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// printImages prints images as a table, or raw (the daemon's JSON) with
+// --json.
+func (a *app) printImages(imgs []client.Image, raw json.RawMessage) error {
+	if a.jsonOut {
+		return writeJSON(a.stdout, raw)
+	}
+	return writeImages(a.stdout, imgs)
+}
+
+// writeImages prints the image table in the daemon's order.
+func writeImages(w io.Writer, imgs []client.Image) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tNAMES\tSIZE\tLAYERS\tCREATED\tIMPORTED")
+	for _, img := range imgs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", shortID(img.ID), cell(strings.Join(img.Names, ",")),
+			formatBytes(img.Size), len(img.Layers), formatTime(img.Created), formatTime(img.Imported))
+	}
+	return tw.Flush()
+}
+
+// writeImageDetail prints one image, a field per line.
+func writeImageDetail(w io.Writer, img *client.Image) error {
+	tw := newTable(w)
+	row := func(key string, values ...string) {
+		if len(values) == 0 {
+			values = []string{"-"}
+		}
+		for i, v := range values {
+			if i > 0 {
+				key = ""
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", key, v)
+		}
+	}
+	cells := func(vs []string) []string {
+		out := make([]string, len(vs))
+		for i, v := range vs {
+			out[i] = cell(v)
+		}
+		return out
+	}
+	row("ID:", cell(img.ID))
+	row("Names:", cells(img.Names)...)
+	row("Digest:", cell(img.Digest))
+	row("Size:", fmt.Sprintf("%s (%d bytes)", formatBytes(img.Size), img.Size))
+	row("Created:", formatTime(img.Created))
+	row("Imported:", formatTime(img.Imported))
+	row("Entrypoint:", argv(img.Config.Entrypoint))
+	row("Cmd:", argv(img.Config.Cmd))
+	row("WorkingDir:", cell(img.Config.WorkingDir))
+	row("User:", cell(img.Config.User))
+	row("Env:", cells(img.Config.Env)...)
+	row("Layers:", cells(img.Layers)...)
+	return tw.Flush()
+}
+
+// argv shows a command line as "ember endpoint create" would take it.
+func argv(args []string) string {
+	if len(args) == 0 {
+		return "-"
+	}
+	q := make([]string, len(args))
+	for i, s := range args {
+		q[i] = quoteArg(s)
+	}
+	return strings.Join(q, " ")
+}
+
+// shortID is Docker's short image ID: 12 hex digits.
+func shortID(id string) string {
+	hex := strings.TrimPrefix(id, "sha256:")
+	if len(hex) > 12 {
+		hex = hex[:12]
+	}
+	return cell(hex)
+}
+
+// formatTime shows an RFC 3339 time in UTC to the minute.
+func formatTime(s string) string {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return cell(s)
+	}
+	return t.UTC().Format("2006-01-02 15:04")
+}
+
+// formatBytes prints a size in binary units with one decimal ("1.5 MiB").
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	s := strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64)
+	return strings.TrimSuffix(s, ".0") + " " + string("KMGTPE"[exp]) + "iB"
+}
+
+// uploadProgress reports an upload on stderr: a bar redrawn in place when
+// stderr is a terminal, otherwise one line at the end.
+type uploadProgress struct {
+	w     io.Writer
+	label string
+	tty   bool
+	now   func() time.Time
+
+	mu        sync.Mutex
+	start     time.Time
+	lastDraw  time.Time
+	sent      int64
+	total     int64
+	sentAt    time.Time // when the last byte was read
+	drawn     bool
+	completed bool
+}
+
+// redrawEvery bounds how often the bar is redrawn.
+const redrawEvery = 100 * time.Millisecond
+
+func newUploadProgress(w io.Writer, label string, tty bool, now func() time.Time) *uploadProgress {
+	if now == nil {
+		now = time.Now
+	}
+	return &uploadProgress{w: w, label: label, tty: tty, now: now, start: now()}
+}
+
+// update is client.UploadImage's progress callback.
+func (p *uploadProgress) update(sent, total int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.now()
+	p.sent, p.total, p.sentAt = sent, total, t
+	done := total > 0 && sent >= total
+	if !p.tty || (!done && t.Sub(p.lastDraw) < redrawEvery) {
+		return
+	}
+	p.lastDraw = t
+	line := p.render(t)
+	if done {
+		line += "  importing..."
+	}
+	fmt.Fprintf(p.w, "\r%s\x1b[K", line)
+	p.drawn = true
+}
+
+// render is the bar's text: label, bar and percentage when the total is
+// known, bytes sent and the mean rate.
+func (p *uploadProgress) render(t time.Time) string {
+	var b strings.Builder
+	b.WriteString("Uploading " + p.label + "  ")
+	if p.total > 0 {
+		const width = 24
+		frac := min(float64(p.sent)/float64(p.total), 1)
+		fill := int(frac * width)
+		b.WriteString("[" + strings.Repeat("=", fill))
+		if fill < width {
+			b.WriteString(">" + strings.Repeat(" ", width-fill-1))
+		}
+		fmt.Fprintf(&b, "] %3d%%  %s / %s", int(frac*100), formatBytes(p.sent), formatBytes(p.total))
+	} else {
+		b.WriteString(formatBytes(p.sent))
+	}
+	if r := rate(p.sent, t.Sub(p.start)); r != "" {
+		b.WriteString("  " + r)
+	}
+	return b.String()
+}
+
+// finish ends the report: the bar's line on a terminal, or one plain line
+// on success otherwise.
+func (p *uploadProgress) finish(ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.completed {
+		return
+	}
+	p.completed = true
+	if p.tty {
+		if p.drawn {
+			fmt.Fprint(p.w, "\r"+p.render(p.sentAt)+"\x1b[K\n")
+		}
+		return
+	}
+	if ok {
+		d := p.sentAt.Sub(p.start)
+		line := fmt.Sprintf("Uploaded %s: %s in %s", p.label, formatBytes(p.sent), d.Round(time.Millisecond))
+		if r := rate(p.sent, d); r != "" {
+			line += " (" + r + ")"
+		}
+		fmt.Fprintln(p.w, line)
+	}
+}
+
+// rate is bytes per second over d, or "" when d is too short to say.
+func rate(n int64, d time.Duration) string {
+	if d < time.Millisecond {
+		return ""
+	}
+	return formatBytes(int64(float64(n)/d.Seconds())) + "/s"
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emberhq/ember/daemon/internal/testimage"
+)
+
+var testClock = time.Date(2025, 6, 3, 9, 0, 0, 0, time.UTC)
+
+// imageFixtures writes a named OCI archive, an unnamed one and an OCI
+// layout directory into a temp dir.
+func imageFixtures(t *testing.T) (dir string, b *testimage.Built) {
+	t.Helper()
+	dir = t.TempDir()
+	img := testimage.Image{Name: "ghcr.io/acme/echo:1", Files: map[string]string{"worker": "\x7fELF tiny"}, Entrypoint: []string{"/worker"}}
+	b, data, err := testimage.Archive(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "echo.tar"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img.Name = ""
+	_, unnamed, err := testimage.Archive(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "unnamed.tar"), unnamed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WriteLayout(filepath.Join(dir, "echo-layout")); err != nil {
+		t.Fatal(err)
+	}
+	return dir, b
+}
+
+// TestImageGolden checks the image commands' output against
+// testdata/image_*.golden.
+func TestImageGolden(t *testing.T) {
+	tests := []struct {
+		name  string
+		empty bool
+		inUse map[string]string
+		args  []string
+	}{
+		{name: "image_list", args: []string{"image", "list"}},
+		{name: "image_list_json", args: []string{"images", "ls", "--json"}},
+		{name: "image_list_empty", empty: true, args: []string{"image", "list"}},
+		{name: "image_list_empty_json", empty: true, args: []string{"image", "list", "--json"}},
+		{name: "image_inspect", args: []string{"image", "inspect", "ghcr.io/acme/echo:1"}},
+		{name: "image_inspect_unnamed", args: []string{"image", "inspect", "77aa0c1d2e3f"}},
+		{name: "image_inspect_json", args: []string{"image", "inspect", "a0f53bf881a1", "--json"}},
+		{name: "image_inspect_unknown", args: []string{"image", "inspect", "ghcr.io/acme/nope:1"}},
+		{name: "image_remove_name", args: []string{"image", "rm", "echo:latest"}},
+		{name: "image_remove_id", args: []string{"image", "remove", "sha256:77aa0c1d2e3f405162738495a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f"}},
+		{name: "image_remove_json", args: []string{"image", "rm", "sha256:77aa0c1d2e3f405162738495a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f", "--json"}},
+		{name: "image_remove_in_use", inUse: map[string]string{"ghcr.io/acme/echo:1": "echo, echo-too"}, args: []string{"image", "rm", "ghcr.io/acme/echo:1"}},
+		{name: "image_import_file", args: []string{"image", "import", "DIR/echo.tar"}},
+		{name: "image_import_dir_json", args: []string{"image", "import", "DIR/echo-layout", "--name", "acme/echo:layout", "--json"}},
+		{name: "image_import_unnamed", args: []string{"image", "import", "DIR/unnamed.tar"}},
+		{name: "image_import_missing", args: []string{"image", "import", "DIR/missing.tar"}},
+		{name: "image_import_no_arg", args: []string{"image", "import"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir, _ := imageFixtures(t)
+			fd := newFakeDaemon(t, seedEndpoints...)
+			if tt.empty {
+				fd.images = nil
+			}
+			for ref, eps := range tt.inUse {
+				fd.inUse[ref] = eps
+			}
+			args := make([]string, len(tt.args))
+			for i, a := range tt.args {
+				args[i] = strings.ReplaceAll(a, "DIR", dir)
+			}
+			r := runEmber(t, fd.addr, invocation{args: args})
+			golden(t, tt.name, r, fd.addr, "ADDR", dir, "DIR")
+		})
+	}
+}
+
+// TestImageUploadRequest checks what "ember image import" sends: a file as
+// it is, a layout directory as an OCI archive of its files, the name in
+// the query, and the admin key.
+func TestImageUploadRequest(t *testing.T) {
+	dir, b := imageFixtures(t)
+	fd := newFakeDaemon(t)
+	r := runEmber(t, fd.addr, invocation{args: []string{"image", "import", filepath.Join(dir, "echo.tar")}})
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = runEmber(t, fd.addr, invocation{args: []string{"image", "import", filepath.Join(dir, "echo-layout"), "--name", "acme/echo:2"}})
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	var ups []fakeRequest
+	for _, req := range fd.requests() {
+		if req.Method == "POST" && req.Path == "/v1/images:upload" {
+			ups = append(ups, req)
+		}
+	}
+	if len(ups) != 2 {
+		t.Fatalf("%d uploads, want 2: %+v", len(ups), fd.requests())
+	}
+	archive, _ := os.ReadFile(filepath.Join(dir, "echo.tar"))
+	if ups[0].Body != string(archive) || ups[0].Query != "" || ups[0].Auth != "Bearer "+testKey {
+		t.Errorf("file upload: query %q, auth %q, %d body bytes (want the file's %d)", ups[0].Query, ups[0].Auth, len(ups[0].Body), len(archive))
+	}
+	if q, _ := url.ParseQuery(ups[1].Query); q.Get("name") != "acme/echo:2" {
+		t.Errorf("layout upload query %q, want name=acme/echo:2", ups[1].Query)
+	}
+	got := map[string]string{}
+	tr := tar.NewReader(strings.NewReader(ups[1].Body))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("layout upload is not a tar: %v", err)
+		}
+		body, _ := io.ReadAll(tr)
+		got[hdr.Name] = string(body)
+	}
+	want := map[string]string{
+		"oci-layout":                           `{"imageLayoutVersion":"1.0.0"}`,
+		"index.json":                           string(b.Index),
+		"blobs/":                               "",
+		"blobs/sha256/":                        "",
+		"blobs/sha256/" + b.ConfigDigest[7:]:   string(b.Config),
+		"blobs/sha256/" + b.ManifestDigest[7:]: string(b.Manifest),
+		"blobs/sha256/" + b.LayerDigest[7:]:    string(b.Layer),
+	}
+	if len(got) != len(want) {
+		t.Errorf("layout archive entries %d, want %d", len(got), len(want))
+	}
+	for name, body := range want {
+		if g, ok := got[name]; !ok || g != body {
+			t.Errorf("layout archive entry %s: present %v, %d bytes; want %d", name, ok, len(g), len(body))
+		}
+	}
+}
+
+// TestUploadProgressBar checks the bar drawn on a terminal.
+func TestUploadProgressBar(t *testing.T) {
+	var out bytes.Buffer
+	clock := testClock
+	p := newUploadProgress(&out, "echo.tar", true, func() time.Time { clock = clock.Add(time.Second); return clock })
+	p.update(1<<20, 4<<20)
+	p.update(2<<20, 4<<20) // each fake call is a second later: redrawn
+	p.update(4<<20, 4<<20)
+	p.finish(true)
+	want := "\rUploading echo.tar  [======>                 ]  25%  1 MiB / 4 MiB  1 MiB/s\x1b[K" +
+		"\rUploading echo.tar  [============>           ]  50%  2 MiB / 4 MiB  1 MiB/s\x1b[K" +
+		"\rUploading echo.tar  [========================] 100%  4 MiB / 4 MiB  1.3 MiB/s  importing...\x1b[K" +
+		"\rUploading echo.tar  [========================] 100%  4 MiB / 4 MiB  1.3 MiB/s\x1b[K\n"
+	if out.String() != want {
+		t.Errorf("bar:\n%q\nwant\n%q", out.String(), want)
+	}
+
+	out.Reset()
+	p = newUploadProgress(&out, "echo.tar", false, func() time.Time { clock = clock.Add(time.Second); return clock })
+	p.update(3<<20, 3<<20)
+	p.finish(true)
+	if want := "Uploaded echo.tar: 3 MiB in 1s (3 MiB/s)\n"; out.String() != want {
+		t.Errorf("plain: %q, want %q", out.String(), want)
+	}
+}
