@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -70,6 +71,10 @@ type Config struct {
 	AllocateGPUs bool
 	// GPUs is the machine's GPU inventory.
 	GPUs []GPU
+	// ServeInNetns serves the worker API inside the network namespace of
+	// the process pid, for workers on network "none"; the daemon provides
+	// it. Closing the result stops serving there.
+	ServeInNetns func(pid int) (io.Closer, error)
 	// InMemoryStore is for unit tests only.
 	InMemoryStore bool
 	// HTTPClient sends webhooks. Default: a client with a 10 s timeout.

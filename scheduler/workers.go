@@ -333,6 +333,17 @@ func (s *Scheduler) runWorker(w *worker, spec oci.Spec) {
 	w.handle = h
 	stopNow := w.draining
 	s.mu.Unlock()
+	if spec.Network == NetworkNone && s.cfg.ServeInNetns != nil {
+		// The worker's network namespace has only loopback: emberd serves
+		// the worker API there too, on the same address.
+		closer, err := s.cfg.ServeInNetns(h.PID())
+		if err != nil {
+			s.log.Error("serve the worker API in the worker's network namespace", "worker", w.id, "err", err)
+			h.Kill()
+		} else {
+			defer closer.Close()
+		}
+	}
 	if stopNow {
 		h.Stop(s.cfg.StopGrace)
 	}

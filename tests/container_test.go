@@ -114,6 +114,14 @@ func TestContainerWorkers(t *testing.T) {
 		}
 	}
 
+	// network "none": the worker has only loopback in its own namespace,
+	// where emberd serves the worker API; jobs still run.
+	isolated := d.JSON("POST", "/v1/endpoints", map[string]any{"name": "c-none", "image": "ember/worker:oci", "gpuCount": 0, "workersMax": 1, "idleTimeout": 2, "network": "none"}, 200)["id"].(string)
+	res := d.JSON("POST", "/v2/"+isolated+"/runsync?wait=60000", map[string]any{"input": map[string]any{"msg": "isolated"}}, 200)
+	if res["status"] != "COMPLETED" {
+		t.Errorf("network none: runsync answered %v\n%s", res, d.Log())
+	}
+
 	// Idle workers are reaped and their containers cleaned up: no overlay
 	// of a worker stays mounted.
 	deadline := time.Now().Add(30 * time.Second)

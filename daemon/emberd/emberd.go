@@ -206,12 +206,19 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer grpcLn.Close()
 
+	// The server exists before the scheduler so that workers on network
+	// "none" can be served in their namespace from the first start; the
+	// handler is set once the scheduler it calls exists.
+	lazy := &lazyHandler{ready: make(chan struct{})}
+	hs := &http.Server{Handler: lazy, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	base := workerBase(httpLn.Addr())
 	sched, err := scheduler.Open(scheduler.Config{
+		ServeInNetns:      netnsServer(hs, strings.TrimPrefix(base, "http://")),
 		DataDir:           o.DataDir,
 		Runtime:           wr.rt,
 		AllocateGPUs:      wr.images != nil,
 		GPUs:              wr.gpus,
-		WorkerAPIBase:     workerBase(httpLn.Addr()),
+		WorkerAPIBase:     base,
 		TakeHold:          o.TakeHold,
 		StopHold:          o.StopHold,
 		PingInterval:      o.PingInterval,
@@ -253,7 +260,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("register gateway: %w", err)
 	}
 	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, Gateway: gw, OpenAPI: openapi.JSON, Logger: log, Images: wr.images})
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	lazy.set(handler)
 
 	if o.DebugListen != "" {
 		dl, err := net.Listen("tcp", o.DebugListen)
@@ -300,4 +307,23 @@ func pprofMux() *http.ServeMux {
 	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	return m
+}
+
+// lazyHandler holds requests until the real handler is set.
+type lazyHandler struct {
+	ready chan struct{}
+	h     http.Handler
+}
+
+func (l *lazyHandler) set(h http.Handler) {
+	l.h = h
+	close(l.ready)
+}
+
+func (l *lazyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-l.ready:
+		l.h.ServeHTTP(w, r)
+	case <-r.Context().Done():
+	}
 }
