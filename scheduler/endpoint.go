@@ -195,8 +195,8 @@ func (s *Scheduler) CreateEndpoint(ctx context.Context, sp EndpointSpec) (store.
 	if err := validateEndpoint(&e); err != nil {
 		return store.Endpoint{}, err
 	}
-	if len(e.Command) == 0 && e.Image == "" {
-		return store.Endpoint{}, fieldErr("image", "an endpoint needs an image or a command")
+	if err := s.checkRunnable(&e); err != nil {
+		return store.Endpoint{}, err
 	}
 	s.mu.Lock()
 	err := s.checkGPUFit(e.GPUCount, e.GPUTypes)
@@ -255,8 +255,8 @@ func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSp
 	if err := validateEndpoint(&e); err != nil {
 		return store.Endpoint{}, err
 	}
-	if len(e.Command) == 0 && e.Image == "" {
-		return store.Endpoint{}, fieldErr("image", "an endpoint needs an image or a command")
+	if err := s.checkRunnable(&e); err != nil {
+		return store.Endpoint{}, err
 	}
 	s.mu.Lock()
 	err := s.checkGPUFit(e.GPUCount, e.GPUTypes)
@@ -375,4 +375,16 @@ func newJobID(sync bool) string {
 		return "sync-" + id
 	}
 	return id
+}
+
+// checkRunnable refuses an endpoint this daemon's runtime cannot start:
+// container runtimes need an image, the process runtime a command.
+func (s *Scheduler) checkRunnable(e *store.Endpoint) error {
+	switch {
+	case s.cfg.RequireImage && e.Image == "":
+		return fieldErr("image", "is required: workers run as containers of an imported image (see ember image import); emberd --runtime process runs a host command instead")
+	case !s.cfg.RequireImage && len(e.Command) == 0:
+		return fieldErr("command", "is required: emberd runs with --runtime process, where a worker is a host command")
+	}
+	return nil
 }

@@ -71,6 +71,9 @@ type Config struct {
 	AllocateGPUs bool
 	// GPUs is the machine's GPU inventory.
 	GPUs []GPU
+	// RequireImage: workers run as containers, so endpoints need an image
+	// (otherwise a command).
+	RequireImage bool
 	// ServeInNetns serves the worker API inside the network namespace of
 	// the process pid, for workers on network "none"; the daemon provides
 	// it. Closing the result stops serving there.

@@ -217,6 +217,7 @@ func Run(ctx context.Context, o Options) error {
 		DataDir:           o.DataDir,
 		Runtime:           wr.rt,
 		AllocateGPUs:      wr.images != nil,
+		RequireImage:      wr.images != nil,
 		GPUs:              wr.gpus,
 		WorkerAPIBase:     base,
 		TakeHold:          o.TakeHold,
