@@ -65,7 +65,7 @@ fuzz:
 
 # Performance figures with same-run baselines (see README).
 bench: build
-	$(GO) run ./tests/bench -emberd bin/emberd -worker bin/example-worker
+	$(GO) run -tags $(TAGS) ./tests/bench -emberd bin/emberd -worker bin/example-worker
 
 # Long crash/soak loops are kept out of `make test`.
 soak: build

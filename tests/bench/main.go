@@ -33,6 +33,8 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
+
+	"github.com/emberhq/ember/oci/runc"
 )
 
 var (
@@ -45,6 +47,7 @@ var (
 )
 
 func main() {
+	runc.InitIfChild() // the container figures start containers in-process
 	flag.Parse()
 	for _, p := range []*string{emberdBin, workerBin} {
 		abs, err := filepath.Abs(*p)
@@ -88,7 +91,7 @@ func run() error {
 	stopBase()
 
 	// ---- ember ----
-	d, err := startEmberd(filepath.Join(tmp, "ember"))
+	d, err := startEmberd(filepath.Join(tmp, "ember"), "process")
 	if err != nil {
 		return err
 	}
@@ -171,7 +174,42 @@ func run() error {
 	fmt.Printf("%-52s %12s\n", fmt.Sprintf("emberd RSS with %d queued jobs", *queuedN), fmt.Sprintf("%.1f MB", rssQueued))
 	fmt.Println("\nThe round trip includes the client, both HTTP hops of the worker (take, job-done) and the")
 	fmt.Println("example worker's handler (an immediate return); it is an upper bound on Ember's added latency.")
+	d.stop()
+
+	if err := containerFigures(tmp); err != nil {
+		return fmt.Errorf("container figures: %w", err)
+	}
+	if os.Geteuid() == 0 {
+		img, err := workerImage(tmp)
+		if err != nil {
+			return err
+		}
+		dc, err := startEmberd(filepath.Join(tmp, "ember-runc"), "runc")
+		if err != nil {
+			return err
+		}
+		defer dc.stop()
+		if err := coldStarts(dc, img, 10); err != nil {
+			return fmt.Errorf("cold starts: %w", err)
+		}
+	}
 	return nil
+}
+
+// workerImage builds the example worker statically and packs it as an OCI
+// archive, as make run does.
+func workerImage(tmp string) (string, error) {
+	bin := filepath.Join(tmp, "worker-static")
+	build := exec.Command("go", "build", "-o", bin, "./examples/worker")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the static worker: %v\n%s", err, out)
+	}
+	out := filepath.Join(tmp, "worker.tar")
+	if b, err := exec.Command("go", "run", "./examples/worker/mkimage", "-binary", bin, "-o", out).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("mkimage: %v\n%s", err, b)
+	}
+	return out, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -281,13 +319,13 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-func startEmberd(dir string) (*daemon, error) {
+func startEmberd(dir, runtime string) (*daemon, error) {
 	addr := freeAddr()
 	logf, err := os.Create(dir + ".log")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(*emberdBin, "--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", "process", "--log-level", "warn", "--debug-listen", os.Getenv("BENCH_DEBUG_LISTEN"))
+	cmd := exec.Command(*emberdBin, "--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", runtime, "--log-level", "warn", "--debug-listen", os.Getenv("BENCH_DEBUG_LISTEN"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, err
