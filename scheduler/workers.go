@@ -93,6 +93,26 @@ func (s *Scheduler) Workers(endpointID string) []WorkerInfo {
 	return out
 }
 
+// WorkerLog says where worker id's log file is and whether the worker is
+// live. For a worker that has exited, path is where it logged (the file
+// stays until the data directory is cleaned, or may be gone); it is "" when
+// that cannot be known (in-memory store) or id is not a plain file name.
+func (s *Scheduler) WorkerLog(id string) (path string, live bool) {
+	s.mu.Lock()
+	w := s.workers[id]
+	if w != nil {
+		path = w.logPath
+	}
+	s.mu.Unlock()
+	if w != nil {
+		return path, true
+	}
+	if s.cfg.InMemoryStore || id == "" || id[0] == '.' || filepath.Base(id) != id {
+		return "", false
+	}
+	return filepath.Join(s.cfg.DataDir, "workers", id+".log"), false
+}
+
 func (s *Scheduler) workerCountsLocked(ep *endpointState) WorkerCounts {
 	var c WorkerCounts
 	for _, w := range ep.workers {

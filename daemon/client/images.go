@@ -149,6 +149,32 @@ func (c *Client) ImportImage(ctx context.Context, daemonPath, name string) (*Ima
 	return &img, nil
 }
 
+// PullOptions are the options of PullImage.
+type PullOptions struct {
+	// PlainHTTP lets the daemon reach the registry over unencrypted HTTP.
+	PlainHTTP bool
+	// Username and Password authenticate to the registry; empty is
+	// anonymous.
+	Username, Password string
+}
+
+// PullImage has the daemon pull ref ("host[:port]/repo[:tag|@digest]")
+// from a registry on its network and import it.
+func (c *Client) PullImage(ctx context.Context, ref string, opts PullOptions) (*Image, error) {
+	if ref == "" {
+		return nil, errors.New("empty image reference")
+	}
+	body := map[string]any{"ref": ref, "plainHttp": opts.PlainHTTP}
+	if opts.Username != "" || opts.Password != "" {
+		body["username"], body["password"] = opts.Username, opts.Password
+	}
+	var img Image
+	if _, err := c.do(ctx, http.MethodPost, "/v1/images:pull", nil, body, &img); err != nil {
+		return nil, err
+	}
+	return &img, nil
+}
+
 // UploadImage sends an image archive (a `docker save` tarball or an OCI
 // archive, possibly gzipped) to the daemon, which imports it under name, or
 // under the names the archive gives when name is empty. size is the body's

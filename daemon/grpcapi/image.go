@@ -180,6 +180,27 @@ func (sv *ImageServer) ImportImage(ctx context.Context, req *emberv1.ImportImage
 	return ImageProto(st, img), nil
 }
 
+// PullImage implements ImageService: Store.Pull, errors mapped by
+// ImageStatus (an unknown repository or tag is NOT_FOUND).
+func (sv *ImageServer) PullImage(ctx context.Context, req *emberv1.PullImageRequest) (*emberv1.Image, error) {
+	st, err := sv.store()
+	if err != nil {
+		return nil, err
+	}
+	if req.GetRef() == "" {
+		return nil, status.Error(codes.InvalidArgument, "ref: is required (host[:port]/repository[:tag|@digest])")
+	}
+	img, err := st.Pull(ctx, req.GetRef(), image.PullOptions{
+		PlainHTTP: req.GetPlainHttp(),
+		Username:  req.GetUsername(),
+		Password:  req.GetPassword(),
+	})
+	if err != nil {
+		return nil, ImageStatus(err)
+	}
+	return ImageProto(st, img), nil
+}
+
 // GetImage implements ImageService.
 func (sv *ImageServer) GetImage(ctx context.Context, req *emberv1.GetImageRequest) (*emberv1.Image, error) {
 	st, err := sv.store()

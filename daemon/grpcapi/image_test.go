@@ -409,3 +409,54 @@ func TestImageGRPC(t *testing.T) {
 		t.Errorf("GetImage unknown: %v", err)
 	}
 }
+
+// TestImagePull pulls from a registry on loopback through the REST route
+// and checks the refusals' codes.
+func TestImagePull(t *testing.T) {
+	st := openStore(t)
+	b, err := echoImage.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := httptest.NewServer(b.Registry("acme/echo", "1"))
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "http://")
+	sv := &ImageServer{Store: st}
+	gw := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+		MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
+	}))
+	if err := sv.RegisterGateway(context.Background(), gw); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+
+	body, _ := json.Marshal(map[string]any{"ref": host + "/acme/echo:1", "plainHttp": true})
+	resp, err := http.Post(srv.URL+"/v1/images:pull", "application/json", strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var m map[string]any
+	json.Unmarshal(data, &m)
+	if resp.StatusCode != 200 || m["digest"] != b.ManifestDigest || m["id"] != b.ConfigDigest || m["names"].([]any)[0] != host+"/acme/echo:1" || m["created"] == nil {
+		t.Fatalf("pull: %d %s", resp.StatusCode, data)
+	}
+
+	ctx := context.Background()
+	_, err = sv.PullImage(ctx, &emberv1.PullImageRequest{})
+	wantCode(t, "no ref", err, codes.InvalidArgument, "ref: is required")
+	_, err = sv.PullImage(ctx, &emberv1.PullImageRequest{Ref: "acme/echo:1"})
+	wantCode(t, "no host", err, codes.InvalidArgument, "names no registry")
+	_, err = sv.PullImage(ctx, &emberv1.PullImageRequest{Ref: host + "/acme/echo:2", PlainHttp: true})
+	wantCode(t, "unknown tag", err, codes.NotFound, "MANIFEST_UNKNOWN")
+	_, err = sv.PullImage(ctx, &emberv1.PullImageRequest{Ref: host + "/acme/echo:1"})
+	wantCode(t, "plain HTTP", err, codes.InvalidArgument, "--plain-http")
+	img, err := sv.PullImage(ctx, &emberv1.PullImageRequest{Ref: host + "/acme/echo@" + b.ManifestDigest, PlainHttp: true})
+	if err != nil || img.GetDigest() != b.ManifestDigest {
+		t.Fatalf("by digest: %v %v", img, err)
+	}
+	_, err = (&ImageServer{}).PullImage(ctx, &emberv1.PullImageRequest{Ref: host + "/acme/echo:1"})
+	wantCode(t, "no store", err, codes.Unimplemented)
+}

@@ -1,7 +1,8 @@
 // Package httpapi is emberd's HTTP surface: RunPod's client API (/v2/{ep}/run
 // and friends), RunPod's worker API (job-take, job-done, ...), the REST
 // gateway for Ember's own API (/v1, generated from proto/), the image
-// upload (POST /v1/images:upload), and the OpenAPI document.
+// upload (POST /v1/images:upload), the worker list and logs (GET
+// /v1/workers, /v1/workers/{id}/logs), and the OpenAPI document.
 //
 // RunPod's wire quirks live here on purpose: GET and POST on status and
 // stream, success always HTTP 200 with single-line JSON, keys raw or
@@ -74,6 +75,14 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.serveImageUpload(w, r)
+	case len(segs) >= 2 && segs[0] == "v1" && segs[1] == "workers":
+		// Workers and their logs (text, streamed) come from the scheduler
+		// and the log files, not from the gateway.
+		if !h.adminOK(r) {
+			writeError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (or the bare key)")
+			return
+		}
+		h.serveWorkers(w, r, segs[2:])
 	case len(segs) >= 2 && segs[0] == "v2":
 		h.serveV2(w, r, segs[1], segs[2:])
 	case len(segs) >= 1 && segs[0] == "v1" && h.cfg.Gateway != nil:

@@ -66,14 +66,17 @@ type plan struct {
 // it under its name(s). On any failure nothing new is left in the store.
 // Imports run one at a time; Resolve and the other readers are not held up.
 func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) (Image, error) {
-	img, err := s.importImage(ctx, path, opts)
+	img, err := s.importImage(ctx, path, opts, false)
 	if err != nil {
 		return Image{}, fmt.Errorf("importing %s: %w", path, err)
 	}
 	return img, nil
 }
 
-func (s *Store) importImage(ctx context.Context, path string, opts ImportOptions) (Image, error) {
+// importImage is Import. unnamed lets an image that neither opts.Name nor
+// the archive names in (Pull by digest alone): it is then addressed by
+// digest or ID.
+func (s *Store) importImage(ctx context.Context, path string, opts ImportOptions, unnamed bool) (Image, error) {
 	var name string
 	if opts.Name != "" {
 		var err error
@@ -105,7 +108,7 @@ func (s *Store) importImage(ctx context.Context, path string, opts ImportOptions
 		return Image{}, err
 	}
 	defer src.close()
-	return imp.run(src, name)
+	return imp.run(src, name, unnamed)
 }
 
 // importName validates a name given for an import: a tag, not a digest.
@@ -120,7 +123,7 @@ func importName(n string) (string, error) {
 	return canon, nil
 }
 
-func (imp *importer) run(src source, name string) (Image, error) {
+func (imp *importer) run(src source, name string, unnamed bool) (Image, error) {
 	cands, err := imp.candidates(src)
 	if err != nil {
 		return Image{}, err
@@ -130,7 +133,10 @@ func (imp *importer) run(src source, name string) (Image, error) {
 		return Image{}, err
 	}
 	names := []string{name}
-	if name == "" {
+	switch {
+	case name == "" && unnamed:
+		names = nil
+	case name == "":
 		if names, err = archiveNames(cand); err != nil {
 			return Image{}, err
 		}

@@ -90,6 +90,11 @@ type Store struct {
 	// are never blocked by an import's unpacking, only by its commit.
 	mu  sync.RWMutex
 	idx *index
+
+	// pullMu guards pulls, the work directories under tmp/ of pulls that
+	// are downloading (without importMu), which cleanTmp leaves alone.
+	pullMu sync.Mutex
+	pulls  map[string]bool
 }
 
 // Image describes an imported image.
@@ -197,7 +202,12 @@ func (s *Store) cleanTmp() error {
 	if err != nil {
 		return fmt.Errorf("image store: %w", err)
 	}
+	s.pullMu.Lock()
+	defer s.pullMu.Unlock()
 	for _, e := range entries {
+		if s.pulls[e.Name()] {
+			continue
+		}
 		if err := removeAll(filepath.Join(s.tmpDir(), e.Name())); err != nil {
 			return fmt.Errorf("image store: clearing tmp: %w", err)
 		}

@@ -66,6 +66,9 @@ func newFakeDaemon(t *testing.T, endpoints ...string) *fakeDaemon {
 	mux.HandleFunc("GET /v1/images/{ref...}", fd.getImage)
 	mux.HandleFunc("DELETE /v1/images/{ref...}", fd.deleteImage)
 	mux.HandleFunc("POST /v1/images:upload", fd.upload)
+	mux.HandleFunc("POST /v1/images:pull", fd.pull) // image_test.go
+	mux.HandleFunc("GET /v1/workers", fd.listWorkers)
+	mux.HandleFunc("GET /v1/workers/{id}/logs", fd.workerLogs)
 	mux.HandleFunc("POST /v2/{ep}/runsync", fd.runsync)
 	mux.HandleFunc("GET /v2/{ep}/status-sync/{job}", fd.statusSync)
 	mux.HandleFunc("GET /v2/{ep}/status/{job}", fd.status)

@@ -27,7 +27,60 @@ archives and OCI image layout directories. Times are shown in UTC.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRunE,
 	}
-	cmd.AddCommand(a.imageImportCmd(), a.imageListCmd(), a.imageInspectCmd(), a.imageRemoveCmd())
+	cmd.AddCommand(a.imageImportCmd(), a.imagePullCmd(), a.imageListCmd(), a.imageInspectCmd(), a.imageRemoveCmd())
+	return cmd
+}
+
+func (a *app) imagePullCmd() *cobra.Command {
+	var opts client.PullOptions
+	var passwordStdin bool
+	cmd := &cobra.Command{
+		Use:   "pull REF",
+		Short: "Have the daemon pull an image from a registry on its network",
+		Long: `Have the daemon pull REF from a registry it can reach (the OCI
+distribution API, registry v2) and import it, verifying every digest.
+
+REF names the registry: HOST[:PORT]/REPOSITORY[:TAG|@sha256:DIGEST]; the tag
+defaults to "latest". There is no default registry. From a multi-platform
+image the linux image for the daemon's architecture is pulled. An image
+pulled by digest alone is unnamed; address it by digest or ID.
+
+The daemon speaks HTTPS unless --plain-http allows unencrypted HTTP. With
+--username, the password is read from stdin (--password-stdin).`,
+		Example: `  ember image pull registry.lan:5000/acme/echo:1
+  ember image pull 10.0.0.5:5000/acme/echo:1 --plain-http
+  echo "$TOKEN" | ember image pull registry.lan/acme/echo:1 --username ci --password-stdin`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if passwordStdin {
+				if opts.Username == "" {
+					return fmt.Errorf("--password-stdin needs --username")
+				}
+				b, err := io.ReadAll(io.LimitReader(a.stdin, 64<<10))
+				if err != nil {
+					return fmt.Errorf("reading password from stdin: %w", err)
+				}
+				opts.Password = strings.TrimRight(string(b), "\r\n")
+			} else if opts.Username != "" {
+				return fmt.Errorf("--username needs --password-stdin (the password is read from stdin)")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			img, err := c.PullImage(ctx, args[0], opts)
+			if err != nil {
+				return err
+			}
+			return a.printImages([]client.Image{*img}, img.Raw)
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&opts.PlainHTTP, "plain-http", false, "let the daemon reach the registry over unencrypted HTTP")
+	fl.StringVar(&opts.Username, "username", "", "authenticate to the registry as `USER`")
+	fl.BoolVar(&passwordStdin, "password-stdin", false, "read the registry password from stdin")
 	return cmd
 }
 

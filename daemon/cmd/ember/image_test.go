@@ -3,7 +3,10 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -69,6 +72,12 @@ func TestImageGolden(t *testing.T) {
 		{name: "image_import_unnamed", args: []string{"image", "import", "DIR/unnamed.tar"}},
 		{name: "image_import_missing", args: []string{"image", "import", "DIR/missing.tar"}},
 		{name: "image_import_no_arg", args: []string{"image", "import"}},
+		{name: "image_pull", args: []string{"image", "pull", "registry.lan:5000/acme/echo:1"}},
+		{name: "image_pull_json", args: []string{"image", "pull", "10.0.0.5:5000/acme/echo:2", "--plain-http", "--json"}},
+		{name: "image_pull_plain_http_refused", args: []string{"image", "pull", "10.0.0.5:5000/acme/echo:2"}},
+		{name: "image_pull_not_found", args: []string{"image", "pull", "registry.lan:5000/acme/missing:1"}},
+		{name: "image_pull_no_host", args: []string{"image", "pull", "acme/echo:1"}},
+		{name: "image_pull_username_without_stdin", args: []string{"image", "pull", "registry.lan:5000/acme/echo:1", "--username", "ci"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,5 +185,58 @@ func TestUploadProgressBar(t *testing.T) {
 	p.finish(true)
 	if want := "Uploaded echo.tar: 3 MiB in 1s (3 MiB/s)\n"; out.String() != want {
 		t.Errorf("plain: %q, want %q", out.String(), want)
+	}
+}
+
+// pull answers like ImageService.PullImage through the gateway: hosts
+// starting 10.0.0.5 speak plain HTTP only, repository "acme/missing" does
+// not exist, and a reference without a registry host is refused.
+func (fd *fakeDaemon) pull(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Ref       string `json:"ref"`
+		PlainHTTP bool   `json:"plainHttp"`
+	}
+	json.NewDecoder(r.Body).Decode(&req)
+	host, _, _ := strings.Cut(req.Ref, "/")
+	switch {
+	case !strings.ContainsAny(host, ".:"):
+		imageError(w, 400, 3, fmt.Sprintf("pulling %s: image reference %q names no registry: give the registry's host, e.g. registry.lan:5000/%s (there is no default registry such as Docker Hub on an air-gapped appliance)", req.Ref, req.Ref, req.Ref))
+	case strings.HasPrefix(req.Ref, "10.0.0.5") && !req.PlainHTTP:
+		imageError(w, 400, 3, fmt.Sprintf("pulling %s: registry %s speaks plain HTTP, not HTTPS: plain HTTP is refused unless allowed with the PlainHTTP option (ember image pull --plain-http)", req.Ref, host))
+	case strings.Contains(req.Ref, "/acme/missing"):
+		imageError(w, 404, 5, fmt.Sprintf("pulling %s: image not found: registry %s/acme/missing has no manifest acme/missing:1 (404 Not Found: NAME_UNKNOWN (repository name not known to registry)); check the repository and tag", req.Ref, host))
+	default:
+		img := strings.Replace(uploadedImage, "NAME", req.Ref, 1)
+		fd.mu.Lock()
+		fd.images = append(fd.images, json.RawMessage(img))
+		fd.mu.Unlock()
+		send(w, 200, img)
+	}
+}
+
+// TestImagePullRequest checks what "ember image pull" sends, the password
+// read from stdin.
+func TestImagePullRequest(t *testing.T) {
+	fd := newFakeDaemon(t)
+	r := runEmber(t, fd.addr, invocation{args: []string{"image", "pull", "registry.lan/acme/echo:1", "--username", "ci", "--password-stdin", "--plain-http"}, stdin: "s3cret\n"})
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	var pulls []fakeRequest
+	for _, req := range fd.requests() {
+		if req.Method == "POST" && req.Path == "/v1/images:pull" {
+			pulls = append(pulls, req)
+		}
+	}
+	if len(pulls) != 1 {
+		t.Fatalf("%d pulls, want 1: %+v", len(pulls), fd.requests())
+	}
+	var body map[string]any
+	if err := json.Unmarshal([]byte(pulls[0].Body), &body); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"ref": "registry.lan/acme/echo:1", "plainHttp": true, "username": "ci", "password": "s3cret"}
+	if fmt.Sprint(body) != fmt.Sprint(want) || pulls[0].Auth != "Bearer "+testKey {
+		t.Errorf("pull request %v (auth %q), want %v", body, pulls[0].Auth, want)
 	}
 }

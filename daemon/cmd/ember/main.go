@@ -135,6 +135,7 @@ EMBER_API_KEY, when set, is used instead of the default file.`,
 	pf.DurationVar(&a.timeout, "timeout", 0, "give up after this long, e.g. 30s or 5m (0: no limit)")
 
 	root.AddCommand(a.endpointCmd(), a.imageCmd(), a.runCmd(), a.statusCmd(), a.versionCmd())
+	root.AddCommand(a.workerCmd(), a.logsCmd())
 	return root
 }
 

@@ -281,6 +281,82 @@ func (x *ImportImageRequest) GetName() string {
 	return ""
 }
 
+// PullImageRequest is the input of ImageService.PullImage.
+type PullImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Reference to pull: "host[:port]/repository[:tag|@sha256:<hex>]"; the
+	// tag defaults to "latest".
+	Ref string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// Allow plain, unencrypted HTTP to the registry and its token server.
+	// Without it only HTTPS (verified against the daemon's system roots) is
+	// used.
+	PlainHttp bool `protobuf:"varint,2,opt,name=plain_http,json=plainHttp,proto3" json:"plain_http,omitempty"`
+	// Credentials for the registry (HTTP basic) or its token server (bearer
+	// token flow), sent only when the registry asks. Empty: anonymous.
+	Username      string `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
+	Password      string `protobuf:"bytes,4,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullImageRequest) Reset() {
+	*x = PullImageRequest{}
+	mi := &file_ember_v1_image_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullImageRequest) ProtoMessage() {}
+
+func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ember_v1_image_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
+func (*PullImageRequest) Descriptor() ([]byte, []int) {
+	return file_ember_v1_image_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PullImageRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *PullImageRequest) GetPlainHttp() bool {
+	if x != nil {
+		return x.PlainHttp
+	}
+	return false
+}
+
+func (x *PullImageRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *PullImageRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
 // GetImageRequest is the input of ImageService.GetImage.
 type GetImageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -293,7 +369,7 @@ type GetImageRequest struct {
 
 func (x *GetImageRequest) Reset() {
 	*x = GetImageRequest{}
-	mi := &file_ember_v1_image_proto_msgTypes[3]
+	mi := &file_ember_v1_image_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +381,7 @@ func (x *GetImageRequest) String() string {
 func (*GetImageRequest) ProtoMessage() {}
 
 func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ember_v1_image_proto_msgTypes[3]
+	mi := &file_ember_v1_image_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +394,7 @@ func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImageRequest.ProtoReflect.Descriptor instead.
 func (*GetImageRequest) Descriptor() ([]byte, []int) {
-	return file_ember_v1_image_proto_rawDescGZIP(), []int{3}
+	return file_ember_v1_image_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetImageRequest) GetRef() string {
@@ -337,7 +413,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_ember_v1_image_proto_msgTypes[4]
+	mi := &file_ember_v1_image_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +425,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ember_v1_image_proto_msgTypes[4]
+	mi := &file_ember_v1_image_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +438,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_ember_v1_image_proto_rawDescGZIP(), []int{4}
+	return file_ember_v1_image_proto_rawDescGZIP(), []int{5}
 }
 
 // ListImagesResponse is the output of ImageService.ListImages.
@@ -376,7 +452,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_ember_v1_image_proto_msgTypes[5]
+	mi := &file_ember_v1_image_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +464,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ember_v1_image_proto_msgTypes[5]
+	mi := &file_ember_v1_image_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +477,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_ember_v1_image_proto_rawDescGZIP(), []int{5}
+	return file_ember_v1_image_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -424,7 +500,7 @@ type DeleteImageRequest struct {
 
 func (x *DeleteImageRequest) Reset() {
 	*x = DeleteImageRequest{}
-	mi := &file_ember_v1_image_proto_msgTypes[6]
+	mi := &file_ember_v1_image_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +512,7 @@ func (x *DeleteImageRequest) String() string {
 func (*DeleteImageRequest) ProtoMessage() {}
 
 func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ember_v1_image_proto_msgTypes[6]
+	mi := &file_ember_v1_image_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +525,7 @@ func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
 func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
-	return file_ember_v1_image_proto_rawDescGZIP(), []int{6}
+	return file_ember_v1_image_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteImageRequest) GetRef() string {
@@ -473,7 +549,7 @@ type DeleteImageResponse struct {
 
 func (x *DeleteImageResponse) Reset() {
 	*x = DeleteImageResponse{}
-	mi := &file_ember_v1_image_proto_msgTypes[7]
+	mi := &file_ember_v1_image_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +561,7 @@ func (x *DeleteImageResponse) String() string {
 func (*DeleteImageResponse) ProtoMessage() {}
 
 func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ember_v1_image_proto_msgTypes[7]
+	mi := &file_ember_v1_image_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +574,7 @@ func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
 func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
-	return file_ember_v1_image_proto_rawDescGZIP(), []int{7}
+	return file_ember_v1_image_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteImageResponse) GetLayersRemoved() int32 {
@@ -540,7 +616,13 @@ const file_ember_v1_image_proto_rawDesc = "" +
 	"\x04user\x18\x05 \x01(\tR\x04user\"<\n" +
 	"\x12ImportImageRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"#\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"{\n" +
+	"\x10PullImageRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x1d\n" +
+	"\n" +
+	"plain_http\x18\x02 \x01(\bR\tplainHttp\x12\x1a\n" +
+	"\busername\x18\x03 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x04 \x01(\tR\bpassword\"#\n" +
 	"\x0fGetImageRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"\x13\n" +
 	"\x11ListImagesRequest\"=\n" +
@@ -551,9 +633,10 @@ const file_ember_v1_image_proto_rawDesc = "" +
 	"\x13DeleteImageResponse\x12%\n" +
 	"\x0elayers_removed\x18\x01 \x01(\x05R\rlayersRemoved\x12\x1f\n" +
 	"\vbytes_freed\x18\x02 \x01(\x03R\n" +
-	"bytesFreed2\x85\x03\n" +
+	"bytesFreed2\xdb\x03\n" +
 	"\fImageService\x12Z\n" +
-	"\vImportImage\x12\x1c.ember.v1.ImportImageRequest\x1a\x0f.ember.v1.Image\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/images:import\x12S\n" +
+	"\vImportImage\x12\x1c.ember.v1.ImportImageRequest\x1a\x0f.ember.v1.Image\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/images:import\x12T\n" +
+	"\tPullImage\x12\x1a.ember.v1.PullImageRequest\x1a\x0f.ember.v1.Image\"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/images:pull\x12S\n" +
 	"\bGetImage\x12\x19.ember.v1.GetImageRequest\x1a\x0f.ember.v1.Image\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/images/{ref=**}\x12[\n" +
 	"\n" +
 	"ListImages\x12\x1b.ember.v1.ListImagesRequest\x1a\x1c.ember.v1.ListImagesResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
@@ -572,33 +655,36 @@ func file_ember_v1_image_proto_rawDescGZIP() []byte {
 	return file_ember_v1_image_proto_rawDescData
 }
 
-var file_ember_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_ember_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_ember_v1_image_proto_goTypes = []any{
 	(*Image)(nil),                 // 0: ember.v1.Image
 	(*ImageConfig)(nil),           // 1: ember.v1.ImageConfig
 	(*ImportImageRequest)(nil),    // 2: ember.v1.ImportImageRequest
-	(*GetImageRequest)(nil),       // 3: ember.v1.GetImageRequest
-	(*ListImagesRequest)(nil),     // 4: ember.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),    // 5: ember.v1.ListImagesResponse
-	(*DeleteImageRequest)(nil),    // 6: ember.v1.DeleteImageRequest
-	(*DeleteImageResponse)(nil),   // 7: ember.v1.DeleteImageResponse
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*PullImageRequest)(nil),      // 3: ember.v1.PullImageRequest
+	(*GetImageRequest)(nil),       // 4: ember.v1.GetImageRequest
+	(*ListImagesRequest)(nil),     // 5: ember.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),    // 6: ember.v1.ListImagesResponse
+	(*DeleteImageRequest)(nil),    // 7: ember.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),   // 8: ember.v1.DeleteImageResponse
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_ember_v1_image_proto_depIdxs = []int32{
-	8, // 0: ember.v1.Image.created:type_name -> google.protobuf.Timestamp
-	8, // 1: ember.v1.Image.imported:type_name -> google.protobuf.Timestamp
+	9, // 0: ember.v1.Image.created:type_name -> google.protobuf.Timestamp
+	9, // 1: ember.v1.Image.imported:type_name -> google.protobuf.Timestamp
 	1, // 2: ember.v1.Image.config:type_name -> ember.v1.ImageConfig
 	0, // 3: ember.v1.ListImagesResponse.images:type_name -> ember.v1.Image
 	2, // 4: ember.v1.ImageService.ImportImage:input_type -> ember.v1.ImportImageRequest
-	3, // 5: ember.v1.ImageService.GetImage:input_type -> ember.v1.GetImageRequest
-	4, // 6: ember.v1.ImageService.ListImages:input_type -> ember.v1.ListImagesRequest
-	6, // 7: ember.v1.ImageService.DeleteImage:input_type -> ember.v1.DeleteImageRequest
-	0, // 8: ember.v1.ImageService.ImportImage:output_type -> ember.v1.Image
-	0, // 9: ember.v1.ImageService.GetImage:output_type -> ember.v1.Image
-	5, // 10: ember.v1.ImageService.ListImages:output_type -> ember.v1.ListImagesResponse
-	7, // 11: ember.v1.ImageService.DeleteImage:output_type -> ember.v1.DeleteImageResponse
-	8, // [8:12] is the sub-list for method output_type
-	4, // [4:8] is the sub-list for method input_type
+	3, // 5: ember.v1.ImageService.PullImage:input_type -> ember.v1.PullImageRequest
+	4, // 6: ember.v1.ImageService.GetImage:input_type -> ember.v1.GetImageRequest
+	5, // 7: ember.v1.ImageService.ListImages:input_type -> ember.v1.ListImagesRequest
+	7, // 8: ember.v1.ImageService.DeleteImage:input_type -> ember.v1.DeleteImageRequest
+	0, // 9: ember.v1.ImageService.ImportImage:output_type -> ember.v1.Image
+	0, // 10: ember.v1.ImageService.PullImage:output_type -> ember.v1.Image
+	0, // 11: ember.v1.ImageService.GetImage:output_type -> ember.v1.Image
+	6, // 12: ember.v1.ImageService.ListImages:output_type -> ember.v1.ListImagesResponse
+	8, // 13: ember.v1.ImageService.DeleteImage:output_type -> ember.v1.DeleteImageResponse
+	9, // [9:14] is the sub-list for method output_type
+	4, // [4:9] is the sub-list for method input_type
 	4, // [4:4] is the sub-list for extension type_name
 	4, // [4:4] is the sub-list for extension extendee
 	0, // [0:4] is the sub-list for field type_name
@@ -615,7 +701,7 @@ func file_ember_v1_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ember_v1_image_proto_rawDesc), len(file_ember_v1_image_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	ImageService_ImportImage_FullMethodName = "/ember.v1.ImageService/ImportImage"
+	ImageService_PullImage_FullMethodName   = "/ember.v1.ImageService/PullImage"
 	ImageService_GetImage_FullMethodName    = "/ember.v1.ImageService/GetImage"
 	ImageService_ListImages_FullMethodName  = "/ember.v1.ImageService/ListImages"
 	ImageService_DeleteImage_FullMethodName = "/ember.v1.ImageService/DeleteImage"
@@ -47,6 +48,15 @@ type ImageServiceClient interface {
 	// oversized layers, digest mismatches, a missing name) are
 	// INVALID_ARGUMENT with the store's explanation.
 	ImportImage(ctx context.Context, in *ImportImageRequest, opts ...grpc.CallOption) (*Image, error)
+	// PullImage downloads an image from a registry on the daemon's network
+	// (the OCI distribution API, registry v2) and imports it. The reference
+	// must name the registry ("registry.lan:5000/acme/echo:1" or
+	// "...@sha256:<hex>"): there is no default registry. From an image index
+	// the linux image for the daemon's architecture is pulled. The image is
+	// named after the reference's tag; one pulled by digest alone is unnamed
+	// (addressed by digest or ID). Errors are mapped as for ImportImage; an
+	// unknown repository or tag is NOT_FOUND.
+	PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (*Image, error)
 	// GetImage returns one image by reference, or NOT_FOUND. The reference is
 	// a name ("ubuntu:22.04", "ghcr.io/acme/echo:1"), a name with a digest, an
 	// image ID or manifest digest ("sha256:<hex>"), or a unique hex prefix of
@@ -78,6 +88,16 @@ func (c *imageServiceClient) ImportImage(ctx context.Context, in *ImportImageReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Image)
 	err := c.cc.Invoke(ctx, ImageService_ImportImage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageServiceClient) PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (*Image, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Image)
+	err := c.cc.Invoke(ctx, ImageService_PullImage_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +156,15 @@ type ImageServiceServer interface {
 	// oversized layers, digest mismatches, a missing name) are
 	// INVALID_ARGUMENT with the store's explanation.
 	ImportImage(context.Context, *ImportImageRequest) (*Image, error)
+	// PullImage downloads an image from a registry on the daemon's network
+	// (the OCI distribution API, registry v2) and imports it. The reference
+	// must name the registry ("registry.lan:5000/acme/echo:1" or
+	// "...@sha256:<hex>"): there is no default registry. From an image index
+	// the linux image for the daemon's architecture is pulled. The image is
+	// named after the reference's tag; one pulled by digest alone is unnamed
+	// (addressed by digest or ID). Errors are mapped as for ImportImage; an
+	// unknown repository or tag is NOT_FOUND.
+	PullImage(context.Context, *PullImageRequest) (*Image, error)
 	// GetImage returns one image by reference, or NOT_FOUND. The reference is
 	// a name ("ubuntu:22.04", "ghcr.io/acme/echo:1"), a name with a digest, an
 	// image ID or manifest digest ("sha256:<hex>"), or a unique hex prefix of
@@ -165,6 +194,9 @@ type UnimplementedImageServiceServer struct{}
 
 func (UnimplementedImageServiceServer) ImportImage(context.Context, *ImportImageRequest) (*Image, error) {
 	return nil, status.Error(codes.Unimplemented, "method ImportImage not implemented")
+}
+func (UnimplementedImageServiceServer) PullImage(context.Context, *PullImageRequest) (*Image, error) {
+	return nil, status.Error(codes.Unimplemented, "method PullImage not implemented")
 }
 func (UnimplementedImageServiceServer) GetImage(context.Context, *GetImageRequest) (*Image, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetImage not implemented")
@@ -210,6 +242,24 @@ func _ImageService_ImportImage_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ImageServiceServer).ImportImage(ctx, req.(*ImportImageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ImageService_PullImage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PullImageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).PullImage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_PullImage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).PullImage(ctx, req.(*PullImageRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -278,6 +328,10 @@ var ImageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ImportImage",
 			Handler:    _ImageService_ImportImage_Handler,
+		},
+		{
+			MethodName: "PullImage",
+			Handler:    _ImageService_PullImage_Handler,
 		},
 		{
 			MethodName: "GetImage",

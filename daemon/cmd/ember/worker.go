@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/emberhq/ember/daemon/client"
+)
+
+func (a *app) workerCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "worker",
+		Aliases: []string{"workers"},
+		Short:   "Inspect the daemon's workers",
+		Long: `Inspect the workers (containers or processes) that run endpoints' jobs.
+Read a worker's output with: ember logs WORKER. Times are shown in UTC.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(a.workerListCmd())
+	return cmd
+}
+
+func (a *app) workerListCmd() *cobra.Command {
+	var endpoint string
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the live workers, oldest first",
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			epID := ""
+			if endpoint != "" {
+				ep, err := c.ResolveEndpoint(ctx, endpoint)
+				if err != nil {
+					return err
+				}
+				epID = ep.ID
+			}
+			ws, err := c.ListWorkers(ctx, epID)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				raws := make([]json.RawMessage, len(ws))
+				for i, w := range ws {
+					raws[i] = w.Raw
+				}
+				return marshalJSON(a.stdout, struct {
+					Workers []json.RawMessage `json:"workers"`
+				}{raws})
+			}
+			if len(ws) == 0 {
+				fmt.Fprintln(a.stderr, "No workers.")
+				return nil
+			}
+			return writeWorkers(a.stdout, ws)
+		},
+	}
+	cmd.Flags().StringVar(&endpoint, "endpoint", "", "only the workers of the endpoint with this `NAME|ID`")
+	return cmd
+}
+
+// writeWorkers prints the worker table in the daemon's order.
+func writeWorkers(w io.Writer, ws []client.Worker) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tENDPOINT\tSTATE\tPID\tSTARTED\tJOBS\tSDK")
+	for _, wk := range ws {
+		state := cell(wk.State)
+		if wk.Reason != "" {
+			state += " (" + cell(wk.Reason) + ")"
+		}
+		pid := "-"
+		if wk.PID > 0 {
+			pid = strconv.Itoa(wk.PID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(wk.ID), cell(wk.EndpointID), state, pid,
+			formatTime(wk.StartedAt), cell(strings.Join(wk.Jobs, ",")), cell(wk.SDKVersion))
+	}
+	return tw.Flush()
+}
+
+func (a *app) logsCmd() *cobra.Command {
+	var follow bool
+	var tail int
+	cmd := &cobra.Command{
+		Use:   "logs WORKER",
+		Short: "Print a worker's output (stdout and stderr)",
+		Long: `Print the output of WORKER (an ID from "ember worker list"): all of its
+current log file, up to its last 1 MiB, or its last --tail lines. With -f,
+keep printing what it writes until it exits or Ctrl-C. A worker that has
+exited can still be read while its log file is kept.`,
+		Example: `  ember logs w-3f2a9c1b7e04 --tail 50
+  ember logs w-3f2a9c1b7e04 -f`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			err = c.WorkerLogs(ctx, args[0], follow, tail, a.stdout)
+			if follow && errors.Is(err, context.Canceled) && cmd.Context().Err() != nil {
+				return nil // Ctrl-C ends following; that is not a failure
+			}
+			if client.IsNotFound(err) {
+				return fmt.Errorf("%w\nList workers with: ember worker list", err)
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until the worker exits or Ctrl-C")
+	cmd.Flags().IntVar(&tail, "tail", -1, "print only the last `N` lines (default: all)")
+	return cmd
+}
