@@ -71,6 +71,10 @@ type Config struct {
 	AllocateGPUs bool
 	// GPUs is the machine's GPU inventory.
 	GPUs []GPU
+	// Adopt takes back a worker that an earlier emberd started and that is
+	// still running (a container outlives the daemon); nil or an error
+	// means it is not adopted and its record is dropped.
+	Adopt func(rec store.WorkerRecord) (oci.Worker, error)
 	// RequireImage: workers run as containers, so endpoints need an image
 	// (otherwise a command).
 	RequireImage bool
@@ -191,7 +195,11 @@ func Open(cfg Config) (*Scheduler, error) {
 		gpuOwner:  make(map[string]string),
 	}
 	s.webhooks = newOutbox(s)
-	if err := s.recover(); err != nil {
+	// Held so that an adopted worker that exits during recovery waits.
+	s.mu.Lock()
+	err = s.recover()
+	s.mu.Unlock()
+	if err != nil {
 		cancel()
 		st.Close()
 		return nil, err
@@ -272,8 +280,9 @@ func (s *Scheduler) recover() error {
 		}
 		s.addEndpointLocked(e)
 	}
+	adopted := s.adoptWorkers()
 	now := s.now()
-	var requeued, failed, queued int
+	var requeued, failed, queued, resumed int
 	var fixes []*store.Job
 	var orphans []string
 	err = s.store.ScanJobs(func(r *store.Job) error {
@@ -286,6 +295,22 @@ func (s *Scheduler) recover() error {
 		ep, ok := s.endpoints[r.EndpointID]
 		if !ok {
 			orphans = append(orphans, r.ID)
+			return nil
+		}
+		if w := adopted[r.WorkerID]; r.Status == store.InProgress && w != nil {
+			// Its worker outlived the daemon and was taken back: the job
+			// goes on there (its pings and result still count).
+			j := newJob(r)
+			s.jobs[j.rec.ID] = j
+			j.worker = w
+			j.runState = &runState{leaseSeen: now}
+			w.held[j.rec.ID] = j
+			ep.inProgress++
+			s.setWorkerStateLocked(w)
+			s.armTTLLocked(j)
+			attempt := j.rec.Attempts
+			j.execTimer = time.AfterFunc(time.Duration(j.rec.ExecutionTimeoutMs)*time.Millisecond, func() { s.executionTimeout(j, attempt) })
+			resumed++
 			return nil
 		}
 		if r.Status == store.InProgress {
@@ -345,7 +370,7 @@ func (s *Scheduler) recover() error {
 	if err := s.webhooks.load(); err != nil {
 		return err
 	}
-	s.log.Info("queue recovered", "queued", queued, "requeued", requeued, "failed", failed, "endpoints", len(s.endpoints))
+	s.log.Info("queue recovered", "queued", queued, "requeued", requeued, "failed", failed, "resumed", resumed, "endpoints", len(s.endpoints), "workers_adopted", len(adopted))
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/store"
 )
 
 // WorkerState is a worker's lifecycle state.
@@ -323,6 +324,7 @@ func (s *Scheduler) startWorkerLocked(ep *endpointState) bool {
 		// (where RunPod mounts network volumes and workers keep caches).
 		spec.VolumeDir = filepath.Join(s.cfg.DataDir, "volumes", ep.def.ID)
 	}
+	s.rememberWorker(w)
 	s.log.Info("starting worker", "worker", id, "endpoint", ep.def.ID, "runtime", s.cfg.Runtime.Name(), "gpus", gpus)
 	s.goOwned(func() { s.runWorker(w, spec) })
 	return true
@@ -383,6 +385,9 @@ func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
 	defer s.mu.Unlock()
 	w.state = WorkerStopped
 	s.releaseGPUsLocked(w)
+	b := s.store.NewBatch()
+	b.DeleteWorker(w.id)
+	s.store.CommitAsync(b)
 	delete(s.workers, w.id)
 	delete(s.tokens, w.token)
 	ep := s.endpoints[w.endpoint]
@@ -494,4 +499,69 @@ func gpuLabel(n int) string {
 		return "cpu"
 	}
 	return strconv.Itoa(n) + "gpu"
+}
+
+// rememberWorker records a starting worker, so that a restarted emberd can
+// take its container back. The write rides along with the next durable one:
+// a worker lost with it is a container destroyed at restart, nothing worse.
+func (s *Scheduler) rememberWorker(w *worker) {
+	b := s.store.NewBatch()
+	if err := b.PutWorker(&store.WorkerRecord{ID: w.id, Endpoint: w.endpoint, Token: w.token, GPUs: w.gpus,
+		StartedAt: w.startedAt.UnixMilli(), LogPath: w.logPath, Dir: w.dir}); err == nil {
+		s.store.CommitAsync(b)
+	}
+}
+
+// adoptWorkers takes back the workers of an earlier emberd whose containers
+// still run, before the jobs are recovered so that their jobs stay with
+// them. Records of workers not taken back are dropped.
+func (s *Scheduler) adoptWorkers() map[string]*worker {
+	recs, err := s.store.Workers()
+	if err != nil {
+		s.log.Warn("load worker records", "err", err)
+		return nil
+	}
+	adopted := make(map[string]*worker)
+	b := s.store.NewBatch()
+	for _, r := range recs {
+		ep := s.endpoints[r.Endpoint]
+		var h oci.Worker
+		if ep != nil && s.cfg.Adopt != nil {
+			h, err = s.cfg.Adopt(r)
+		}
+		if ep == nil || h == nil || err != nil {
+			b.DeleteWorker(r.ID)
+			continue
+		}
+		w := &worker{
+			id: r.ID, endpoint: r.Endpoint, token: r.Token, gpus: r.GPUs, handle: h,
+			startedAt: time.UnixMilli(r.StartedAt), ready: true, lastActive: s.now(),
+			held: make(map[string]*job), stopCh: make(chan struct{}), logPath: r.LogPath, dir: r.Dir,
+		}
+		for _, u := range r.GPUs {
+			s.gpuOwner[u] = w.id
+		}
+		ep.workers[w.id] = w
+		s.workers[w.id] = w
+		s.tokens[w.token] = w
+		s.setWorkerStateLocked(w)
+		adopted[w.id] = w
+		s.goOwned(func() { s.watchAdopted(w, h) })
+		s.log.Info("worker taken back after restart", "worker", w.id, "endpoint", w.endpoint)
+	}
+	if b.Len() > 0 {
+		s.store.CommitAsync(b)
+	}
+	return adopted
+}
+
+// watchAdopted owns an adopted worker until it exits.
+func (s *Scheduler) watchAdopted(w *worker, h oci.Worker) {
+	select {
+	case <-h.Done():
+	case <-s.ctx.Done():
+		h.Kill()
+		<-h.Done()
+	}
+	s.workerExited(w, h.Exit())
 }

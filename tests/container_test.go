@@ -136,3 +136,36 @@ func TestContainerWorkers(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestContainerWorkerSurvivesRestart: emberd dies (kill -9) while a
+// container worker runs a job; the restarted emberd takes the container
+// back and the job completes there, once.
+func TestContainerWorkerSurvivesRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("container workers need root (CI runs as root)")
+	}
+	_, ociDir := workerImages(t)
+	d := StartDaemon(t, "--runtime", "runc")
+	d.JSON("POST", "/v1/images:import", map[string]any{"path": ociDir, "name": "ember/worker:oci"}, 200)
+	ep := d.JSON("POST", "/v1/endpoints", map[string]any{"name": "survivor", "image": "ember/worker:oci", "gpuCount": 0, "workersMax": 1, "idleTimeout": 30}, 200)["id"].(string)
+
+	id := d.Submit(ep, map[string]any{"input": map[string]any{"sleep_ms": 4000, "output": "done"}})
+	running := d.WaitStatus(ep, id, 60*time.Second, "IN_PROGRESS")
+	d.Kill9()
+	d.Restart()
+	final := d.WaitStatus(ep, id, 60*time.Second, "COMPLETED", "FAILED")
+	if final["status"] != "COMPLETED" || final["output"] != "done" {
+		t.Fatalf("job after the restart: %v", final)
+	}
+	if final["workerId"] != running["workerId"] {
+		t.Errorf("the job finished on %v, not on the worker that had it (%v): the container was not taken back", final["workerId"], running["workerId"])
+	}
+	if !strings.Contains(d.Log(), "worker taken back after restart") {
+		t.Errorf("emberd did not report taking the worker back:\n%s", d.Log())
+	}
+	// The taken-back worker serves new jobs too.
+	res := d.JSON("POST", "/v2/"+ep+"/runsync?wait=60000", map[string]any{"input": map[string]any{"output": "again"}}, 200)
+	if res["status"] != "COMPLETED" || res["workerId"] != running["workerId"] {
+		t.Errorf("next job: %v (want COMPLETED on %v)", res, running["workerId"])
+	}
+}

@@ -105,8 +105,12 @@ func StartDaemon(t testing.TB, extra ...string) *Daemon {
 func (d *Daemon) start() {
 	t := d.t
 	t.Helper()
-	d.Addr = freePort(t)
-	d.GRPC = freePort(t)
+	if d.Addr == "" {
+		// A restart keeps its ports: workers that outlived the daemon
+		// (containers) still call the address they were given.
+		d.Addr = freePort(t)
+		d.GRPC = freePort(t)
+	}
 	d.URL = "http://" + d.Addr
 	args := append([]string{"--data-dir", d.DataDir, "--listen", d.Addr, "--grpc-listen", d.GRPC, "--runtime", "process"}, d.Args...)
 	d.logPath = filepath.Join(d.DataDir, fmt.Sprintf("emberd-%d.log", time.Now().UnixNano()))

@@ -34,6 +34,7 @@ import (
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/proto/openapi"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/store"
 )
 
 // Options are emberd's settings (flags).
@@ -104,6 +105,8 @@ type workerRuntime struct {
 	images *image.Store // nil for the process runtime
 	gpus   []scheduler.GPU
 	close  func() error
+	adopt  func(store.WorkerRecord) (oci.Worker, error) // nil: nothing to take back
+	sweep  func()                                       // destroys what was not taken back
 }
 
 // newRuntime opens the worker runtime: the process runtime, or the runc
@@ -113,7 +116,7 @@ type workerRuntime struct {
 func newRuntime(ctx context.Context, o Options, log *slog.Logger) (*workerRuntime, error) {
 	switch o.Runtime {
 	case "process":
-		return &workerRuntime{rt: process.New(), close: func() error { return nil }}, nil
+		return &workerRuntime{rt: process.New(), close: func() error { return nil }, sweep: func() {}}, nil
 	case "runc":
 	default:
 		return nil, fmt.Errorf("--runtime %q: must be process or runc", o.Runtime)
@@ -141,12 +144,9 @@ func newRuntime(ctx context.Context, o Options, log *slog.Logger) (*workerRuntim
 	if err != nil {
 		log.Warn("list containers left by an earlier emberd", "err", err)
 	}
+	leftovers := make(map[string]*runc.Leftover, len(left))
 	for _, l := range left {
-		if err := l.Destroy(ctx); err != nil {
-			log.Warn("destroy leftover worker container", "worker", l.ID, "err", err)
-		} else {
-			log.Info("destroyed worker container left by an earlier emberd", "worker", l.ID)
-		}
+		leftovers[l.ID] = l
 	}
 	var gpus []scheduler.GPU
 	for _, d := range inv.Devices {
@@ -154,9 +154,34 @@ func newRuntime(ctx context.Context, o Options, log *slog.Logger) (*workerRuntim
 			gpus = append(gpus, scheduler.GPU{UUID: d.UUID, Name: d.Name, MemoryBytes: d.MemoryTotal})
 		}
 	}
-	return &workerRuntime{rt: rt, images: images, gpus: gpus, close: func() error {
+	wr := &workerRuntime{rt: rt, images: images, gpus: gpus, close: func() error {
 		return errors.Join(rt.Close(), images.Close())
-	}}, nil
+	}}
+	// Containers that outlived an earlier emberd: the scheduler takes back
+	// those it has records of (adopt); the rest are destroyed deliberately
+	// once it has (sweep).
+	wr.adopt = func(rec store.WorkerRecord) (oci.Worker, error) {
+		l, ok := leftovers[rec.ID]
+		if !ok {
+			return nil, nil
+		}
+		w, err := l.Adopt()
+		if err != nil {
+			return nil, err
+		}
+		delete(leftovers, rec.ID)
+		return w, nil
+	}
+	wr.sweep = func() {
+		for id, l := range leftovers {
+			if err := l.Destroy(ctx); err != nil {
+				log.Warn("destroy leftover worker container", "worker", id, "err", err)
+			} else {
+				log.Info("destroyed worker container left by an earlier emberd", "worker", id)
+			}
+		}
+	}
+	return wr, nil
 }
 
 // workerBase turns the listen address into the URL workers use: a wildcard
@@ -216,6 +241,7 @@ func Run(ctx context.Context, o Options) error {
 		ServeInNetns:      netnsServer(hs, strings.TrimPrefix(base, "http://")),
 		DataDir:           o.DataDir,
 		Runtime:           wr.rt,
+		Adopt:             wr.adopt,
 		AllocateGPUs:      wr.images != nil,
 		RequireImage:      wr.images != nil,
 		GPUs:              wr.gpus,
@@ -236,6 +262,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	closeSched := sync.OnceValue(sched.Close)
 	defer closeSched()
+	wr.sweep()
 
 	servers := &grpcapi.Servers{S: sched}
 	gs := grpc.NewServer(grpc.UnaryInterceptor(grpcapi.AuthInterceptor(keys)))

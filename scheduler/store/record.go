@@ -122,3 +122,16 @@ type Delivery struct {
 	// NextAt is when the next attempt is due, Unix milliseconds.
 	NextAt int64 `json:"next"`
 }
+
+// WorkerRecord is a running worker as the store remembers it, so that a
+// restarted emberd can take back the containers that outlived it: its
+// credential and GPUs must survive with it.
+type WorkerRecord struct {
+	ID        string   `json:"id"`
+	Endpoint  string   `json:"ep"`
+	Token     string   `json:"token"`
+	GPUs      []string `json:"gpus,omitempty"`
+	StartedAt int64    `json:"start"`
+	LogPath   string   `json:"log,omitempty"`
+	Dir       string   `json:"dir,omitempty"`
+}

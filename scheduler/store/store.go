@@ -28,6 +28,7 @@ const (
 	prefixJob      = "j/"
 	prefixChunk    = "c/"
 	prefixDelivery = "w/"
+	prefixWorker   = "k/"
 )
 
 // Options configures a Store.
@@ -265,6 +266,35 @@ func (b *Batch) PutDelivery(d *Delivery) error {
 // DeleteDelivery removes a finished webhook delivery.
 func (b *Batch) DeleteDelivery(jobID string) {
 	b.ops = append(b.ops, op{kind: opDelete, key: []byte(prefixDelivery + jobID)})
+}
+
+// PutWorker remembers a running worker.
+func (b *Batch) PutWorker(w *WorkerRecord) error {
+	val, err := json.Marshal(w)
+	if err != nil {
+		return fmt.Errorf("encode worker %s: %w", w.ID, err)
+	}
+	b.ops = append(b.ops, op{kind: opSet, key: []byte(prefixWorker + w.ID), val: val})
+	return nil
+}
+
+// DeleteWorker forgets a worker that has stopped.
+func (b *Batch) DeleteWorker(id string) {
+	b.ops = append(b.ops, op{kind: opDelete, key: []byte(prefixWorker + id)})
+}
+
+// Workers returns the remembered workers.
+func (s *Store) Workers() ([]WorkerRecord, error) {
+	var out []WorkerRecord
+	err := s.scan(prefixWorker, func(_ []byte, v []byte) error {
+		var w WorkerRecord
+		if err := json.Unmarshal(v, &w); err != nil {
+			return fmt.Errorf("decode worker record: %w", err)
+		}
+		out = append(out, w)
+		return nil
+	})
+	return out, err
 }
 
 type commitReq struct {
