@@ -76,7 +76,7 @@ func containerFigures(tmp string) error {
 		}
 		fmt.Printf("%-52s %12s\n", fmt.Sprintf("import of a 1 GiB image, %s layers", kind), fmt.Sprintf("%.0f MB/s", m.MBPerSec))
 	}
-	return nil
+	return sharedBaseFigure(ctx, tmp)
 }
 
 // coldStarts measures scale-from-zero to the first result through emberd
