@@ -13,24 +13,28 @@ LDFLAGS := -X main.version=$(VERSION)
 TAGS := seccomp
 FUZZTIME ?= 10s
 
-.PHONY: all build test deps proto proto-check vet fmt-check unit fuzz fuzz-short bench run soak clean
+.PHONY: all build build-deps test deps proto proto-check vet fmt-check unit fuzz fuzz-short bench run soak clean
 
 all: build
 
-build:
+build: build-deps
 	@mkdir -p bin
 	$(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o bin/emberd ./daemon/cmd/emberd
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ember ./daemon/cmd/ember
 	$(GO) build -o bin/example-worker ./examples/worker
 
-# System packages: Node.js + npm run the real runpod-sdk client in the tests;
-# libseccomp-dev and pkg-config build the container runtime's seccomp support.
+# System packages. Building emberd needs libseccomp-dev and pkg-config (the
+# container runtime's seccomp support); the tests also need Node.js + npm to
+# run the real runpod-sdk client.
 APT_PKGS := libseccomp-dev pkg-config
-deps:
+build-deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing="$$missing nodejs npm"; fi; \
 	if [ -n "$$missing" ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
+
+deps: build-deps
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; fi
 	@if [ ! -d tests/compat/node_modules/runpod-sdk ]; then \
 		cd tests/compat && npm ci --no-audit --no-fund; fi
 
