@@ -13,7 +13,7 @@ LDFLAGS := -X main.version=$(VERSION)
 TAGS := seccomp
 FUZZTIME ?= 10s
 
-.PHONY: all build build-deps test deps proto proto-check vet fmt-check unit fuzz fuzz-short bench run soak clean
+.PHONY: all build build-deps test deps proto proto-check vet fmt-check fuzz fuzz-short bench run soak clean
 
 all: build
 
