@@ -190,7 +190,7 @@ func (s *Scheduler) Done(ctx context.Context, endpointID, workerID, jobID string
 	j, live := s.jobs[jobID]
 	if !live || j.rec.EndpointID != endpointID || j.finalizing {
 		s.mu.Unlock()
-		return s.checkFormerJob(endpointID, workerID, jobID)
+		return s.checkFormerJob(endpointID, jobID)
 	}
 	holds := j.worker != nil && j.worker.id == workerID
 	if !holds && (j.runState == nil || !contains(j.pastWorkers, workerID)) {
@@ -241,7 +241,7 @@ func (s *Scheduler) Done(ctx context.Context, endpointID, workerID, jobID string
 // checkFormerJob decides how to answer a post about a job that is not live:
 // fine (ignored) if the job exists or existed, an error only if the worker
 // could not have held it.
-func (s *Scheduler) checkFormerJob(endpointID, workerID, jobID string) error {
+func (s *Scheduler) checkFormerJob(endpointID, jobID string) error {
 	r, err := s.store.Job(jobID, false)
 	if err == nil && r.EndpointID != endpointID {
 		return fmt.Errorf("%w: job %s is not on endpoint %s", ErrForbidden, jobID, endpointID)
@@ -256,7 +256,7 @@ func (s *Scheduler) AddChunk(ctx context.Context, endpointID, workerID, jobID st
 	j, live := s.jobs[jobID]
 	if !live || j.rec.EndpointID != endpointID || j.finalizing {
 		s.mu.Unlock()
-		return s.checkFormerJob(endpointID, workerID, jobID)
+		return s.checkFormerJob(endpointID, jobID)
 	}
 	if j.worker == nil || j.worker.id != workerID {
 		s.mu.Unlock()

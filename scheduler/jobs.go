@@ -353,6 +353,7 @@ func (s *Scheduler) finalize(ctx context.Context, jobs []*job, why string, mutat
 	}
 	b := s.store.NewBatch()
 	recs := make([]*store.Job, 0, len(ps))
+	var deliveries []*store.Delivery
 	var err error
 	for _, p := range ps {
 		var r *store.Job
@@ -367,8 +368,12 @@ func (s *Scheduler) finalize(ctx context.Context, jobs []*job, why string, mutat
 		if err = b.PutJob(r, s.expiryFor(r)); err != nil {
 			break
 		}
-		if err = s.webhooks.add(b, r); err != nil {
+		var d *store.Delivery
+		if d, err = s.webhooks.add(b, r); err != nil {
 			break
+		}
+		if d != nil {
+			deliveries = append(deliveries, d)
 		}
 		recs = append(recs, r)
 	}
@@ -391,7 +396,7 @@ func (s *Scheduler) finalize(ctx context.Context, jobs []*job, why string, mutat
 		s.mu.Unlock()
 		return nil, fmt.Errorf("%w: persist %s: %v", ErrUnavailable, why, err)
 	}
-	s.webhooks.schedule(recs)
+	s.webhooks.schedule(deliveries)
 	views := make([]JobView, len(ps))
 	s.mu.Lock()
 	for i, p := range ps {
@@ -454,7 +459,8 @@ func (s *Scheduler) expire(j *job) {
 	rec.FinishedAt = now.UnixMilli()
 	b := s.store.NewBatch()
 	b.DeleteJob(rec.ID)
-	if err := s.webhooks.add(b, &rec); err != nil {
+	d, err := s.webhooks.add(b, &rec)
+	if err != nil {
 		s.log.Error("queue TTL webhook", "job", rec.ID, "err", err)
 	}
 	if err := s.store.Commit(s.ctx, b); err != nil {
@@ -462,7 +468,9 @@ func (s *Scheduler) expire(j *job) {
 		// vanishes anyway; only the webhook is at risk.
 		s.log.Error("delete expired job", "job", rec.ID, "err", err)
 	}
-	s.webhooks.schedule([]*store.Job{&rec})
+	if d != nil {
+		s.webhooks.schedule([]*store.Delivery{d})
+	}
 	s.mu.Lock()
 	w := j.worker
 	s.publishLocked(j, nil, nil)

@@ -145,7 +145,6 @@ type Scheduler struct {
 	endpoints map[string]*endpointState
 	jobs      map[string]*job // live jobs: queued, in progress, or finalizing
 	workers   map[string]*worker
-	tokens    map[string]*worker
 	seq       uint64
 	closed    bool
 	gpuOwner  map[string]string // GPU UUID -> worker id
@@ -190,7 +189,6 @@ func Open(cfg Config) (*Scheduler, error) {
 		endpoints: make(map[string]*endpointState),
 		jobs:      make(map[string]*job),
 		workers:   make(map[string]*worker),
-		tokens:    make(map[string]*worker),
 		ttlWake:   make(chan struct{}, 1),
 		gpuOwner:  make(map[string]string),
 	}
@@ -262,9 +260,6 @@ func (s *Scheduler) Close() error {
 	s.wg.Wait()
 	return s.store.Close()
 }
-
-// Store exposes the underlying store for maintenance tooling and metrics.
-func (s *Scheduler) Store() *store.Store { return s.store }
 
 // recover rebuilds the in-memory queues from one scan of the job records.
 // Jobs that were in progress when the daemon died go back to the queue with
@@ -355,7 +350,8 @@ func (s *Scheduler) recover() error {
 				return err
 			}
 			if r.Status.Terminal() {
-				if err := s.webhooks.add(b, r); err != nil {
+				// Queued in memory by load below, once committed.
+				if _, err := s.webhooks.add(b, r); err != nil {
 					return err
 				}
 			}

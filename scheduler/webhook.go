@@ -28,37 +28,31 @@ func newOutbox(s *Scheduler) *outbox {
 	return &outbox{s: s, due: make(map[string]*store.Delivery), wake: make(chan struct{}, 1)}
 }
 
-// add puts a delivery for r into batch b if r has a webhook.
-func (o *outbox) add(b *store.Batch, r *store.Job) error {
+// add puts a delivery for r into batch b if r has a webhook, and returns
+// it (nil without a webhook) for schedule once the batch is committed.
+func (o *outbox) add(b *store.Batch, r *store.Job) (*store.Delivery, error) {
 	if r.Webhook == "" {
-		return nil
+		return nil, nil
 	}
 	body, err := json.Marshal(recordView(r))
 	if err != nil {
-		return fmt.Errorf("encode webhook body: %w", err)
+		return nil, fmt.Errorf("encode webhook body: %w", err)
 	}
-	return b.PutDelivery(&store.Delivery{JobID: r.ID, URL: r.Webhook, Body: body, NextAt: r.FinishedAt})
+	d := &store.Delivery{JobID: r.ID, URL: r.Webhook, Body: body, NextAt: r.FinishedAt}
+	return d, b.PutDelivery(d)
 }
 
 // schedule queues in memory the deliveries that add wrote, once committed.
-func (o *outbox) schedule(recs []*store.Job) {
-	n := 0
+func (o *outbox) schedule(ds []*store.Delivery) {
+	if len(ds) == 0 {
+		return
+	}
 	o.mu.Lock()
-	for _, r := range recs {
-		if r.Webhook == "" {
-			continue
-		}
-		body, err := json.Marshal(recordView(r))
-		if err != nil {
-			continue
-		}
-		o.due[r.ID] = &store.Delivery{JobID: r.ID, URL: r.Webhook, Body: body, NextAt: r.FinishedAt}
-		n++
+	for _, d := range ds {
+		o.due[d.JobID] = d
 	}
 	o.mu.Unlock()
-	if n > 0 {
-		o.poke()
-	}
+	o.poke()
 }
 
 func (o *outbox) poke() {

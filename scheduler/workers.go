@@ -302,7 +302,6 @@ func (s *Scheduler) startWorkerLocked(ep *endpointState) bool {
 	}
 	ep.workers[id] = w
 	s.workers[id] = w
-	s.tokens[w.token] = w
 	spec := oci.Spec{
 		ID:       id,
 		Endpoint: ep.def.ID,
@@ -389,7 +388,6 @@ func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
 	b.DeleteWorker(w.id)
 	s.store.CommitAsync(b)
 	delete(s.workers, w.id)
-	delete(s.tokens, w.token)
 	ep := s.endpoints[w.endpoint]
 	if ep != nil {
 		delete(ep.workers, w.id)
@@ -543,7 +541,6 @@ func (s *Scheduler) adoptWorkers() map[string]*worker {
 		}
 		ep.workers[w.id] = w
 		s.workers[w.id] = w
-		s.tokens[w.token] = w
 		s.setWorkerStateLocked(w)
 		adopted[w.id] = w
 		s.goOwned(func() { s.watchAdopted(w, h) })

@@ -732,9 +732,6 @@ func (s *Store) SweepSpill(minAge time.Duration) (int, error) {
 	return removed, nil
 }
 
-// Size reports the on-disk size of the LSM tree and value log in bytes.
-func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
-
 // badgerLogger routes Badger's printf logging into slog, demoting its chatty
 // info lines to debug.
 type badgerLogger struct{ l *slog.Logger }
