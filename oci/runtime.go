@@ -5,6 +5,7 @@ package oci
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -107,6 +108,23 @@ type Worker interface {
 	// PID is the worker's main process id on the host, or 0 if unknown.
 	PID() int
 }
+
+// Freezer is implemented by workers that can be suspended in place: every
+// process stops (cgroup freezer, or SIGSTOP for plain processes) and keeps
+// its memory, including GPU memory, and resumes where it was on Thaw.
+//
+// Both are idempotent: freezing a frozen worker, or thawing one that is
+// not frozen, does nothing. On a worker that has exited both return an
+// error wrapping ErrExited. Stop and Kill work on a frozen worker: they
+// thaw it so that the signal takes effect.
+type Freezer interface {
+	Freeze() error
+	Thaw() error
+}
+
+// ErrExited is wrapped by the errors of operations that need a running
+// worker, such as Freeze and Thaw, on one that has exited.
+var ErrExited = errors.New("the worker has exited")
 
 // ExitStatus says how a worker ended.
 type ExitStatus struct {

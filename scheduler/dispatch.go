@@ -66,6 +66,7 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 	}
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
+	counted := false
 	for {
 		s.mu.Lock()
 		w, ok := s.workers[workerID]
@@ -80,6 +81,30 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 			// job after its run loop has exited, and that job would be lost.
 			s.mu.Unlock()
 			return &Lease{s: s}, nil
+		}
+		if w.frozen {
+			// Held until the worker is revived; then it takes at once.
+			ch := w.thawCh
+			s.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-timer.C:
+			case <-ctx.Done():
+			}
+			return &Lease{s: s}, nil
+		}
+		if !counted {
+			// The concurrency the worker declares: what it holds plus what
+			// its pending takes ask for (a batch size, or parallel single
+			// takes on SDKs up to 1.7.0).
+			counted = true
+			w.asking += max
+			defer s.doneAsking(w, max)
+			if c := len(w.held) + w.asking; c > w.slots {
+				w.slots = c
+				ep.slotsHint = c
+			}
 		}
 		var taken []*job
 		for len(taken) < max {
@@ -113,6 +138,12 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 	}
 }
 
+func (s *Scheduler) doneAsking(w *worker, n int) {
+	s.mu.Lock()
+	w.asking -= n
+	s.mu.Unlock()
+}
+
 // leaseLocked hands j to w: IN_PROGRESS, attempt counted, timers armed.
 func (s *Scheduler) leaseLocked(j *job, w *worker, ep *endpointState) {
 	now := s.now()
@@ -120,6 +151,9 @@ func (s *Scheduler) leaseLocked(j *job, w *worker, ep *endpointState) {
 	j.rec.WorkerID = w.id
 	j.rec.StartedAt = now.UnixMilli()
 	j.rec.DelayMs = msSince(j.rec.SubmittedAt, now)
+	if j.rec.Attempts == 0 {
+		ep.stats.delay.add(time.Duration(j.rec.DelayMs) * time.Millisecond)
+	}
 	j.rec.Attempts++
 	j.worker = w
 	if j.runState == nil {
@@ -189,6 +223,9 @@ func (s *Scheduler) Done(ctx context.Context, endpointID, workerID, jobID string
 	w := s.workers[workerID]
 	j, live := s.jobs[jobID]
 	if !live || j.rec.EndpointID != endpointID || j.finalizing {
+		if w != nil && !res.Progress {
+			delete(w.stopping, jobID) // it finished the job it was told to stop
+		}
 		s.mu.Unlock()
 		return s.checkFormerJob(endpointID, jobID)
 	}
@@ -303,13 +340,20 @@ func (s *Scheduler) Ping(endpointID, workerID string, jobIDs []string, version, 
 	if strings.EqualFold(status, "unhealthy") {
 		w.unhealthy = true
 		w.reason = reason
-		s.log.Warn("worker reports unhealthy", "worker", w.id, "endpoint", endpointID, "reason", reason)
+		if ep := s.endpoints[endpointID]; ep != nil {
+			s.backOffLocked(ep, w, reason)
+		}
 		s.drainWorkerLocked(w, "unhealthy: "+reason)
 		return nil
 	}
 	listed := make(map[string]bool, len(jobIDs))
 	for _, id := range jobIDs {
 		listed[id] = true
+	}
+	for id := range w.stopping {
+		if !listed[id] {
+			delete(w.stopping, id) // it let go of the job it was told to stop
+		}
 	}
 	for id, j := range w.held {
 		if listed[id] {
@@ -362,10 +406,10 @@ func (s *Scheduler) requeueLocked(j *job, reason string, counted bool) {
 		j.pastWorkers = append(j.pastWorkers, w.id)
 	}
 	s.releaseLocked(j)
-	if counted && j.rec.Attempts >= s.cfg.MaxAttempts {
+	if counted && j.rec.Attempts >= s.maxAttempts(ep) {
 		attempts := j.rec.Attempts
 		j.finalizing = false
-		msg := fmt.Sprintf("%s after %d attempts", reason, attempts)
+		msg := fmt.Sprintf("%s after %d %s", reason, attempts, plural(attempts, "attempt"))
 		s.goOwned(func() { s.failLost(j, msg) })
 		return
 	}
@@ -374,6 +418,9 @@ func (s *Scheduler) requeueLocked(j *job, reason string, counted bool) {
 	j.rec.StartedAt = 0
 	j.rec.DelayMs = 0
 	j.progress = nil
+	if ep != nil && counted {
+		ep.stats.retried++
+	}
 	if ep != nil {
 		ep.push(j, true)
 		s.scaleLocked(ep)
@@ -476,8 +523,29 @@ func (s *Scheduler) signalStopLocked(w *worker, jobID string) {
 	if !contains(w.stopQ, jobID) {
 		w.stopQ = append(w.stopQ, jobID)
 	}
+	if w.stopping == nil {
+		w.stopping = make(map[string]time.Time)
+	}
+	if _, ok := w.stopping[jobID]; !ok {
+		w.stopping[jobID] = s.now().Add(s.cfg.StopGrace)
+	}
 	close(w.stopCh)
 	w.stopCh = make(chan struct{})
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+// maxAttempts is how often a job of ep may be handed to a worker.
+func (s *Scheduler) maxAttempts(ep *endpointState) int {
+	if ep != nil && ep.def.MaxAttempts > 0 {
+		return ep.def.MaxAttempts
+	}
+	return s.cfg.MaxAttempts
 }
 
 func contains(list []string, s string) bool {

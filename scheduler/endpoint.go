@@ -31,6 +31,11 @@ type EndpointSpec struct {
 	CPUs               *float64
 	PidsLimit          *int
 	Network            *string
+	InitTimeout        *int // seconds
+	Flashboot          *bool
+	FlashbootWindow    *int // seconds
+	MaxAttempts        *int
+	GPUMemoryMB        *int
 }
 
 // RunPod's endpoint defaults (spec section 4).
@@ -43,6 +48,13 @@ const (
 	ScalerQueueDelay          = "QUEUE_DELAY"
 	ScalerRequestCount        = "REQUEST_COUNT"
 	DefaultPidsLimit          = 4096
+	// DefaultInitTimeoutSec is how long a new worker may load (pull
+	// weights, compile kernels) before its first job-take or ping.
+	DefaultInitTimeoutSec = 420
+	// DefaultFlashbootWindowSec is how long a frozen worker is kept for
+	// revival before it is stopped.
+	DefaultFlashbootWindowSec = 300
+	maxAttemptsLimit          = 100
 	NetworkHost               = "host"
 	NetworkNone               = "none"
 	maxWorkersLimit           = 1000
@@ -106,6 +118,21 @@ func (sp EndpointSpec) apply(e *store.Endpoint) {
 	if sp.Network != nil {
 		e.Network = *sp.Network
 	}
+	if sp.InitTimeout != nil {
+		e.InitTimeoutSec = *sp.InitTimeout
+	}
+	if sp.Flashboot != nil {
+		e.Flashboot = *sp.Flashboot
+	}
+	if sp.FlashbootWindow != nil {
+		e.FlashbootWindowSec = *sp.FlashbootWindow
+	}
+	if sp.MaxAttempts != nil {
+		e.MaxAttempts = *sp.MaxAttempts
+	}
+	if sp.GPUMemoryMB != nil {
+		e.GPUMemoryMB = *sp.GPUMemoryMB
+	}
 }
 
 func defaultEndpoint() store.Endpoint {
@@ -118,6 +145,8 @@ func defaultEndpoint() store.Endpoint {
 		GPUCount:           DefaultGPUCount,
 		PidsLimit:          DefaultPidsLimit,
 		Network:            NetworkHost,
+		InitTimeoutSec:     DefaultInitTimeoutSec,
+		FlashbootWindowSec: DefaultFlashbootWindowSec,
 	}
 }
 
@@ -163,6 +192,16 @@ func validateEndpoint(e *store.Endpoint) error {
 		return fieldErr("pidsLimit", "must be between 0 (no limit) and %d", 1<<22)
 	case e.Network != NetworkHost && e.Network != NetworkNone:
 		return fieldErr("network", "must be %q or %q", NetworkHost, NetworkNone)
+	case e.InitTimeoutSec < 10 || e.InitTimeoutSec > 86400:
+		return fieldErr("initTimeout", "must be between 10 and 86400 seconds (1 day)")
+	case e.FlashbootWindowSec < 1 || e.FlashbootWindowSec > 86400:
+		return fieldErr("flashbootWindow", "must be between 1 and 86400 seconds (1 day)")
+	case e.MaxAttempts < 0 || e.MaxAttempts > maxAttemptsLimit:
+		return fieldErr("maxAttempts", "must be between 0 (the daemon's --max-attempts) and %d", maxAttemptsLimit)
+	case e.GPUMemoryMB < 0 || e.GPUMemoryMB > 16<<20:
+		return fieldErr("gpuMemoryMb", "must be between 0 (any) and %d MiB", 16<<20)
+	case e.GPUMemoryMB > 0 && e.GPUCount == 0:
+		return fieldErr("gpuMemoryMb", "is set but gpuCount is 0 (a CPU endpoint uses no GPU)")
 	}
 	for i, a := range e.Command {
 		if a == "" && i == 0 {

@@ -2,15 +2,16 @@ package scheduler
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
 // GPU is one GPU the scheduler may give to workers.
 type GPU struct {
-	UUID string
+	UUID string `json:"uuid"`
 	// Name is the model name as NVML reports it ("NVIDIA H100 80GB HBM3").
-	Name        string
-	MemoryBytes uint64
+	Name        string `json:"name"`
+	MemoryBytes uint64 `json:"memoryBytes"`
 }
 
 // gpuMatches reports whether a GPU fits an endpoint's gpuTypes entry: the
@@ -42,7 +43,8 @@ func (s *Scheduler) candidatesLocked(ep *endpointState) []GPU {
 // allocateGPUsLocked picks gpuCount free GPUs for a new worker of ep, or
 // returns nil when not enough are free. GPUs are exclusive: a GPU belongs
 // to at most one live worker, and all choices happen under s.mu, so two
-// concurrent scale-ups cannot pick the same one.
+// concurrent scale-ups cannot pick the same one. GPUs marked unhealthy, and
+// GPUs with less free memory than the endpoint's gpuMemoryMb, are skipped.
 func (s *Scheduler) allocateGPUsLocked(ep *endpointState, workerID string) []string {
 	n := ep.def.GPUCount
 	if n == 0 || !s.cfg.AllocateGPUs {
@@ -50,11 +52,12 @@ func (s *Scheduler) allocateGPUsLocked(ep *endpointState, workerID string) []str
 	}
 	var picked []string
 	for _, g := range s.candidatesLocked(ep) {
-		if _, busy := s.gpuOwner[g.UUID]; !busy {
-			picked = append(picked, g.UUID)
-			if len(picked) == n {
-				break
-			}
+		if _, busy := s.gpuOwner[g.UUID]; busy || !s.placeableLocked(ep, g) {
+			continue
+		}
+		picked = append(picked, g.UUID)
+		if len(picked) == n {
+			break
 		}
 	}
 	if len(picked) < n {
@@ -64,6 +67,161 @@ func (s *Scheduler) allocateGPUsLocked(ep *endpointState, workerID string) []str
 		s.gpuOwner[u] = workerID
 	}
 	return picked
+}
+
+// placeableLocked says whether an unowned GPU may be given to a worker of
+// ep: it is healthy and has the free memory the endpoint asks for (memory
+// other processes on the machine use counts against it).
+func (s *Scheduler) placeableLocked(ep *endpointState, g GPU) bool {
+	if _, bad := s.badGPUs[g.UUID]; bad {
+		return false
+	}
+	need := uint64(ep.def.GPUMemoryMB) << 20
+	if need == 0 || s.cfg.GPUFreeMemory == nil {
+		return true
+	}
+	free, err := s.cfg.GPUFreeMemory(g.UUID)
+	if err != nil {
+		s.log.Warn("read GPU free memory", "gpu", g.UUID, "err", err)
+		return false
+	}
+	return free >= need
+}
+
+// reclaimGPUsLocked makes room for a worker of ep that could not be
+// placed: when not enough of the GPUs it may use are free or being freed,
+// it stops workers of other endpoints that sit on such GPUs without work:
+// frozen workers first (they hold GPU memory and nothing else), then idle
+// ones, least recently used first. Workers an endpoint keeps as its
+// workersMin are left alone unless frozen, and so are idle workers of an
+// endpoint with jobs waiting (they are about to take one).
+func (s *Scheduler) reclaimGPUsLocked(ep *endpointState) {
+	need := ep.def.GPUCount
+	if need == 0 || !s.cfg.AllocateGPUs {
+		return
+	}
+	cands := s.candidatesLocked(ep)
+	wanted := make(map[string]bool, len(cands))
+	have := 0
+	for _, g := range cands {
+		owner, busy := s.gpuOwner[g.UUID]
+		if _, bad := s.badGPUs[g.UUID]; bad {
+			continue
+		}
+		wanted[g.UUID] = true
+		if !busy {
+			if s.placeableLocked(ep, g) {
+				have++
+			}
+			continue
+		}
+		if w := s.workers[owner]; w != nil && w.draining {
+			have++ // on its way out
+		}
+	}
+	if have >= need {
+		return
+	}
+	type victim struct {
+		w    *worker
+		gpus int
+	}
+	var victims []victim
+	for _, w := range s.workers {
+		if w.endpoint == ep.def.ID || w.draining || len(w.held) > 0 {
+			continue
+		}
+		n := 0
+		for _, u := range w.gpus {
+			if wanted[u] {
+				n++
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		owner := s.endpoints[w.endpoint]
+		if !w.frozen {
+			if w.state != WorkerIdle || w.thawing || owner == nil || owner.inQueue-owner.lowQueued > 0 {
+				continue
+			}
+			if owner.capacity().alive <= owner.def.WorkersMin {
+				continue
+			}
+		}
+		victims = append(victims, victim{w, n})
+	}
+	sort.Slice(victims, func(i, j int) bool {
+		a, b := victims[i].w, victims[j].w
+		if a.frozen != b.frozen {
+			return a.frozen
+		}
+		return a.lastActive.Before(b.lastActive)
+	})
+	for _, v := range victims {
+		if have >= need {
+			break
+		}
+		owner := s.endpoints[v.w.endpoint]
+		if owner == nil || (!v.w.frozen && owner.capacity().alive <= owner.def.WorkersMin) {
+			continue // an earlier victim took it down to its minimum
+		}
+		owner.stats.reclaimed++
+		why := fmt.Sprintf("GPU reclaimed for endpoint %s", ep.def.ID)
+		if v.w.frozen {
+			// Frozen: nothing to drain; the runtime thaws and kills it.
+			s.drainWorkerLocked(v.w, why)
+			if v.w.handle != nil {
+				v.w.handle.Kill()
+			}
+		} else {
+			s.drainWorkerLocked(v.w, why)
+		}
+		have += v.gpus
+	}
+}
+
+// MarkGPUUnhealthy takes a GPU out of placement (NVML reported a critical
+// XID or ECC error) and stops the worker using it; the jobs it held go back
+// to the queue.
+func (s *Scheduler) MarkGPUUnhealthy(uuid, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, already := s.badGPUs[uuid]; already {
+		return
+	}
+	s.badGPUs[uuid] = reason
+	s.log.Error("GPU unhealthy: taken out of placement", "gpu", uuid, "reason", reason)
+	if w := s.workers[s.gpuOwner[uuid]]; w != nil {
+		w.unhealthy = true
+		w.reason = "its GPU " + uuid + " is unhealthy: " + reason
+		s.drainWorkerLocked(w, w.reason)
+	}
+}
+
+// GPUInfo is one GPU as `ember gpu list` shows it.
+type GPUInfo struct {
+	GPU
+	// Worker and EndpointID say who holds it ("" when free).
+	Worker     string `json:"worker,omitempty"`
+	EndpointID string `json:"endpointId,omitempty"`
+	// Unhealthy is the reason it was taken out of placement.
+	Unhealthy string `json:"unhealthy,omitempty"`
+}
+
+// GPUs lists the machine's GPUs with their holders and health.
+func (s *Scheduler) GPUs() []GPUInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]GPUInfo, 0, len(s.cfg.GPUs))
+	for _, g := range s.cfg.GPUs {
+		info := GPUInfo{GPU: g, Unhealthy: s.badGPUs[g.UUID]}
+		if w := s.workers[s.gpuOwner[g.UUID]]; w != nil {
+			info.Worker, info.EndpointID = w.id, w.endpoint
+		}
+		out = append(out, info)
+	}
+	return out
 }
 
 // releaseGPUsLocked frees a stopped worker's GPUs.

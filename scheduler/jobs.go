@@ -321,6 +321,7 @@ func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, 
 	s.jobs[id] = j
 	ep.push(j, false)
 	ep.counters.add(now, store.InQueue, true)
+	ep.stats.retried++
 	s.armTTLLocked(j)
 	s.scaleLocked(ep)
 	s.mu.Unlock()
@@ -431,6 +432,7 @@ func (s *Scheduler) publishLocked(j *job, r *store.Job, final *JobView) {
 	j.wakeStream()
 	if ep := s.endpoints[j.rec.EndpointID]; ep != nil && r != nil {
 		ep.counters.add(now, r.Status, false)
+		ep.recordFinishedLocked(r)
 		s.scaleLocked(ep)
 	}
 }

@@ -184,6 +184,7 @@ type endpointState struct {
 
 	high, low  fifo
 	inQueue    int
+	lowQueued  int // of inQueue, the low-priority jobs
 	inProgress int
 	// takers are the job-take long-polls waiting for a job, oldest first.
 	// Each new takeable job wakes exactly one of them, so a burst of jobs
@@ -199,6 +200,16 @@ type endpointState struct {
 	nextStart time.Time
 
 	counters rollingCounters
+	stats    endpointStats
+	// ghosts are workers that ended unhealthy (crashed before becoming
+	// ready, missed the init timeout, reported themselves unhealthy),
+	// newest last. They stay visible, in /health and `ember worker list`,
+	// until a worker of the endpoint becomes ready again.
+	ghosts []WorkerInfo
+	// slotsHint is the concurrency the endpoint's workers last declared
+	// (batch take size plus jobs held): how many jobs a new worker is
+	// expected to run at once.
+	slotsHint int
 }
 
 func (s *Scheduler) addEndpointLocked(e store.Endpoint) {
@@ -222,6 +233,9 @@ func (ep *endpointState) push(j *job, front bool) {
 		q.push(j)
 	}
 	ep.inQueue++
+	if j.rec.LowPriority {
+		ep.lowQueued++
+	}
 	ep.wakeOne()
 }
 
@@ -289,17 +303,23 @@ func (ep *endpointState) pop() *job {
 		j = ep.low.pop()
 	}
 	if j != nil {
-		j.queued = false
-		ep.inQueue--
+		ep.dequeued(j)
 	}
 	return j
+}
+
+func (ep *endpointState) dequeued(j *job) {
+	j.queued = false
+	ep.inQueue--
+	if j.rec.LowPriority {
+		ep.lowQueued--
+	}
 }
 
 // unqueue removes j from the ready queue (lazily).
 func (ep *endpointState) unqueue(j *job) {
 	if j.queued {
-		j.queued = false
-		ep.inQueue--
+		ep.dequeued(j)
 	}
 }
 

@@ -71,6 +71,9 @@ type Config struct {
 	AllocateGPUs bool
 	// GPUs is the machine's GPU inventory.
 	GPUs []GPU
+	// GPUFreeMemory reads a GPU's free memory now (NVML), for endpoints
+	// that ask for a minimum (gpuMemoryMb); nil skips that check.
+	GPUFreeMemory func(uuid string) (uint64, error)
 	// Adopt takes back a worker that an earlier emberd started and that is
 	// still running (a container outlives the daemon); nil or an error
 	// means it is not adopted and its record is dropped.
@@ -148,6 +151,7 @@ type Scheduler struct {
 	seq       uint64
 	closed    bool
 	gpuOwner  map[string]string // GPU UUID -> worker id
+	badGPUs   map[string]string // GPU UUID -> why it is out of placement
 	ttls      ttlHeap           // live jobs by TTL deadline
 	ttlWake   chan struct{}     // a new earliest deadline
 
@@ -191,6 +195,7 @@ func Open(cfg Config) (*Scheduler, error) {
 		workers:   make(map[string]*worker),
 		ttlWake:   make(chan struct{}, 1),
 		gpuOwner:  make(map[string]string),
+		badGPUs:   make(map[string]string),
 	}
 	s.webhooks = newOutbox(s)
 	// Held so that an adopted worker that exits during recovery waits.
@@ -270,8 +275,15 @@ func (s *Scheduler) recover() error {
 		return fmt.Errorf("load endpoints: %w", err)
 	}
 	for _, e := range eps {
+		// Records written before these fields existed.
 		if e.Network == "" {
-			e.Network = NetworkHost // records written before the field existed
+			e.Network = NetworkHost
+		}
+		if e.InitTimeoutSec == 0 {
+			e.InitTimeoutSec = DefaultInitTimeoutSec
+		}
+		if e.FlashbootWindowSec == 0 {
+			e.FlashbootWindowSec = DefaultFlashbootWindowSec
 		}
 		s.addEndpointLocked(e)
 	}
@@ -310,7 +322,7 @@ func (s *Scheduler) recover() error {
 		}
 		if r.Status == store.InProgress {
 			rec := *r
-			if rec.Attempts >= s.cfg.MaxAttempts {
+			if rec.Attempts >= s.maxAttempts(ep) {
 				rec.Status = store.Failed
 				rec.Error = fmt.Sprintf("worker lost: emberd restarted while the job was running, after %d attempts", rec.Attempts)
 				rec.FinishedAt = now.UnixMilli()
@@ -424,9 +436,14 @@ func (s *Scheduler) tickLoop() {
 			s.mu.Lock()
 			if !s.closed {
 				for _, ep := range s.endpoints {
+					s.checkInitLocked(ep)
+					s.expireFrozenLocked(ep)
 					s.scaleLocked(ep)
 				}
 				s.checkLeasesLocked()
+				for _, w := range s.workers {
+					s.checkStopsLocked(w)
+				}
 			}
 			s.mu.Unlock()
 		}

@@ -63,6 +63,10 @@ type fakeWorker struct {
 	done    chan struct{}
 	exit    oci.ExitStatus
 	stopped bool // Stop was called
+	killed  bool // Kill was called
+	frozen  bool
+	freezes int
+	thaws   int
 }
 
 // finish ends the worker with st, once.
@@ -84,7 +88,12 @@ func (w *fakeWorker) Stop(time.Duration) {
 	w.mu.Unlock()
 	w.finish(oci.ExitStatus{Code: 0})
 }
-func (w *fakeWorker) Kill()                 { w.finish(oci.ExitStatus{Code: -1, Signal: "killed"}) }
+func (w *fakeWorker) Kill() {
+	w.mu.Lock()
+	w.killed = true
+	w.mu.Unlock()
+	w.finish(oci.ExitStatus{Code: -1, Signal: "killed"})
+}
 func (w *fakeWorker) Done() <-chan struct{} { return w.done }
 func (w *fakeWorker) Exit() oci.ExitStatus {
 	w.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/emberhq/ember/oci"
@@ -28,6 +29,9 @@ const (
 	WorkerDraining     WorkerState = "draining"
 	WorkerStopped      WorkerState = "stopped"
 	WorkerUnhealthy    WorkerState = "unhealthy"
+	// WorkerFrozen: past its idle timeout on a FlashBoot endpoint, every
+	// process suspended, memory kept; a job thaws it.
+	WorkerFrozen WorkerState = "frozen"
 )
 
 type worker struct {
@@ -56,6 +60,29 @@ type worker struct {
 	recycle   bool // stopPod: stop after its current jobs
 	unhealthy bool
 	reason    string
+
+	// slots is the concurrency the worker declared: the most jobs it held
+	// plus asked for at once. asking is what its pending takes ask for.
+	slots  int
+	asking int
+
+	// FlashBoot. frozen: decided, the freeze may still be under way;
+	// thawing: revived, the thaw may still be under way. A take of a
+	// frozen worker waits on thawCh. freezeMu orders the Freeze and Thaw
+	// calls; suspended (under freezeMu) says the processes really are.
+	frozen    bool
+	frozenAt  time.Time
+	thawing   bool
+	thawCh    chan struct{}
+	freezeMu  sync.Mutex
+	suspended bool
+
+	// stopping holds the jobs the worker was told to stop, with the time
+	// after which it is killed if it still runs them; killed says it was.
+	stopping map[string]time.Time
+	killed   bool
+	// backedOff: its failure already delayed the endpoint's next start.
+	backedOff bool
 }
 
 // WorkerInfo is a worker as `ember worker list` shows it.
@@ -88,6 +115,11 @@ func (s *Scheduler) Workers(endpointID string) []WorkerInfo {
 		}
 		sort.Strings(info.Jobs)
 		out = append(out, info)
+	}
+	for _, ep := range s.endpoints {
+		if endpointID == "" || ep.def.ID == endpointID {
+			out = append(out, ep.ghosts...)
+		}
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
@@ -128,6 +160,9 @@ func (s *Scheduler) workerCountsLocked(ep *endpointState) WorkerCounts {
 			c.Unhealthy++
 		}
 	}
+	// Frozen workers are not counted: RunPod's counters have no such
+	// state, and a frozen worker is neither ready nor running.
+	c.Unhealthy += len(ep.ghosts)
 	// RunPod's responses always show ready == idle.
 	c.Ready = c.Idle
 	c.Throttled = ep.throttled
@@ -138,10 +173,13 @@ func (s *Scheduler) markSeenLocked(w *worker) {
 	if !w.ready {
 		w.ready = true
 		w.lastActive = s.now()
+		startup := s.now().Sub(w.startedAt)
 		if ep := s.endpoints[w.endpoint]; ep != nil {
 			ep.failures = 0
+			ep.ghosts = nil
+			ep.stats.coldStart.add(startup)
 		}
-		s.log.Info("worker ready", "worker", w.id, "endpoint", w.endpoint, "startup", s.now().Sub(w.startedAt).Round(time.Millisecond))
+		s.log.Info("worker ready", "worker", w.id, "endpoint", w.endpoint, "startup", startup.Round(time.Millisecond))
 	}
 	s.setWorkerStateLocked(w)
 }
@@ -153,117 +191,14 @@ func (s *Scheduler) setWorkerStateLocked(w *worker) {
 		w.state = WorkerUnhealthy
 	case w.draining:
 		w.state = WorkerDraining
+	case w.frozen:
+		w.state = WorkerFrozen
 	case !w.ready:
 		w.state = WorkerInitializing
 	case len(w.held) > 0:
 		w.state = WorkerRunning
 	default:
 		w.state = WorkerIdle
-	}
-}
-
-// alive counts workers that can still take jobs (or will, once started).
-func (ep *endpointState) alive() (n, idle int) {
-	for _, w := range ep.workers {
-		if w.draining || w.state == WorkerStopped {
-			continue
-		}
-		n++
-		if w.state == WorkerIdle || w.state == WorkerInitializing {
-			idle++
-		}
-	}
-	return
-}
-
-// desiredLocked is the scaler's target for an endpoint.
-//
-//   - REQUEST_COUNT: ceil((inQueue + inProgress) / scalerValue).
-//   - QUEUE_DELAY: one more worker than now whenever the oldest queued job has
-//     waited longer than scalerValue seconds, and at least one while jobs
-//     wait (scale from zero the moment a job lands).
-//
-// Low-priority jobs never raise the target, except that an endpoint with no
-// worker at all starts one so they are not stranded.
-func (s *Scheduler) desiredLocked(ep *endpointState) int {
-	d := &ep.def
-	alive, idle := ep.alive()
-	queuedHigh := ep.inQueue - ep.lowQueued()
-	want := 0
-	switch d.ScalerType {
-	case ScalerRequestCount:
-		want = ceilDiv(queuedHigh+ep.inProgress, d.ScalerValue)
-	default:
-		// Workers with a job, plus as many free ones as there are jobs
-		// waiting for them; free workers beyond that are surplus (reaped
-		// once idle past idleTimeout).
-		want = (alive - idle) + min(queuedHigh, idle)
-		if queuedHigh > idle && ep.oldestWait(s.now()) > time.Duration(d.ScalerValue)*time.Second {
-			want = alive + 1
-		}
-		if queuedHigh > 0 && want == 0 {
-			want = 1
-		}
-	}
-	if want == 0 && ep.inQueue > 0 && alive == 0 {
-		want = 1
-	}
-	if want < d.WorkersMin {
-		want = d.WorkersMin
-	}
-	if want > d.WorkersMax {
-		want = d.WorkersMax
-	}
-	return want
-}
-
-func (ep *endpointState) lowQueued() int {
-	n := 0
-	for i := ep.low.head; i < len(ep.low.items); i++ {
-		if ep.low.items[i] != nil && ep.low.items[i].queued {
-			n++
-		}
-	}
-	return n
-}
-
-// scaleLocked starts workers up to the target and reaps idle ones past
-// their idle timeout (never below workersMin, never one that holds a job).
-func (s *Scheduler) scaleLocked(ep *endpointState) {
-	if s.closed || ep.deleted {
-		return
-	}
-	now := s.now()
-	want := s.desiredLocked(ep)
-	alive, _ := ep.alive()
-	ep.throttled = 0
-	for alive < want && !now.Before(ep.nextStart) {
-		if !s.startWorkerLocked(ep) {
-			// Not placeable now (GPUs busy): wanted workers show as
-			// throttled until GPUs free up.
-			ep.throttled = want - alive
-			break
-		}
-		alive++
-	}
-	if alive <= want {
-		return
-	}
-	idleFor := time.Duration(ep.def.IdleTimeoutSec) * time.Second
-	// Reap the longest-idle first.
-	var idle []*worker
-	for _, w := range ep.workers {
-		if w.state == WorkerIdle && len(w.held) == 0 && now.Sub(w.lastActive) >= idleFor {
-			idle = append(idle, w)
-		}
-	}
-	sort.Slice(idle, func(i, j int) bool { return idle[i].lastActive.Before(idle[j].lastActive) })
-	for _, w := range idle {
-		if alive <= want || alive <= ep.def.WorkersMin {
-			break
-		}
-		s.drainWorkerLocked(w, "idle timeout")
-		alive--
 	}
 }
 
@@ -292,7 +227,9 @@ func (s *Scheduler) startWorkerLocked(ep *endpointState) bool {
 		startedAt: s.now(),
 		held:      make(map[string]*job),
 		stopCh:    make(chan struct{}),
+		thawCh:    make(chan struct{}),
 	}
+	ep.stats.started++
 	if !s.cfg.InMemoryStore {
 		w.dir = filepath.Join(s.cfg.DataDir, "workers", id)
 		w.logPath = filepath.Join(s.cfg.DataDir, "workers", id+".log")
@@ -383,6 +320,7 @@ func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w.state = WorkerStopped
+	hadGPUs := len(w.gpus) > 0
 	s.releaseGPUsLocked(w)
 	b := s.store.NewBatch()
 	b.DeleteWorker(w.id)
@@ -416,14 +354,49 @@ func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
 	if ep == nil || s.closed {
 		return
 	}
-	if !w.ready && !w.draining {
-		ep.failures++
-		backoff := time.Second << min(ep.failures-1, 6) // 1 s .. 64 s
-		ep.nextStart = s.now().Add(backoff)
-		s.log.Warn("worker died before becoming ready; backing off", "endpoint", ep.def.ID, "failures", ep.failures, "retry_in", backoff)
+	if w.unhealthy || (!w.ready && !w.draining) {
+		// A crash before the first take, a missed init timeout or an
+		// unhealthy report: shown until a worker of the endpoint is ready
+		// again, and new workers back off exponentially.
+		info := WorkerInfo{ID: w.id, EndpointID: w.endpoint, State: WorkerUnhealthy, StartedAt: w.startedAt,
+			SDKVersion: w.version, Reason: w.reason, LogPath: w.logPath, Jobs: []string{}}
+		if info.Reason == "" {
+			info.Reason = reason + " before its first job-take"
+		}
+		ep.ghosts = append(ep.ghosts, info)
+		if len(ep.ghosts) > maxGhosts {
+			ep.ghosts = ep.ghosts[len(ep.ghosts)-maxGhosts:]
+		}
+		s.backOffLocked(ep, w, info.Reason)
+	}
+	if hadGPUs {
+		// Its GPUs are free: endpoints waiting for one go first (they may
+		// have reclaimed this very worker).
+		for _, other := range s.endpoints {
+			if other != ep && other.throttled > 0 {
+				s.scaleLocked(other)
+			}
+		}
 	}
 	s.scaleLocked(ep)
 }
+
+// backOffLocked delays the endpoint's next worker start after an unhealthy
+// one, exponentially in the number of unhealthy workers in a row (1 s to
+// 64 s), once per worker.
+func (s *Scheduler) backOffLocked(ep *endpointState, w *worker, reason string) {
+	if w.backedOff {
+		return
+	}
+	w.backedOff = true
+	ep.failures++
+	backoff := time.Second << min(ep.failures-1, 6)
+	ep.nextStart = s.now().Add(backoff)
+	s.log.Warn("worker unhealthy; backing off", "worker", w.id, "endpoint", ep.def.ID, "reason", reason, "failures", ep.failures, "retry_in", backoff)
+}
+
+// maxGhosts bounds the unhealthy workers an endpoint keeps showing.
+const maxGhosts = 8
 
 // drainWorkerLocked stops a worker: no new jobs (its pending take answers
 // 204 at once), SIGTERM so the SDK finishes in-flight jobs, SIGKILL after
@@ -534,7 +507,13 @@ func (s *Scheduler) adoptWorkers() map[string]*worker {
 		w := &worker{
 			id: r.ID, endpoint: r.Endpoint, token: r.Token, gpus: r.GPUs, handle: h,
 			startedAt: time.UnixMilli(r.StartedAt), ready: true, lastActive: s.now(),
-			held: make(map[string]*job), stopCh: make(chan struct{}), logPath: r.LogPath, dir: r.Dir,
+			held: make(map[string]*job), stopCh: make(chan struct{}), thawCh: make(chan struct{}),
+			logPath: r.LogPath, dir: r.Dir,
+		}
+		if f, ok := h.(oci.Freezer); ok {
+			// It may have been frozen (FlashBoot) when the earlier emberd
+			// went away; a running worker is what the queue expects.
+			f.Thaw()
 		}
 		for _, u := range r.GPUs {
 			s.gpuOwner[u] = w.id

@@ -168,6 +168,21 @@ func specFrom(e *emberv1.Endpoint, mask []string) scheduler.EndpointSpec {
 	if has("network") && e.Network != nil {
 		sp.Network = e.Network
 	}
+	if has("init_timeout") {
+		sp.InitTimeout = i32(e.InitTimeout)
+	}
+	if has("flashboot") && e.Flashboot != nil {
+		sp.Flashboot = e.Flashboot
+	}
+	if has("flashboot_window") {
+		sp.FlashbootWindow = i32(e.FlashbootWindow)
+	}
+	if has("max_attempts") {
+		sp.MaxAttempts = i32(e.MaxAttempts)
+	}
+	if has("gpu_memory_mb") {
+		sp.GPUMemoryMB = i32(e.GpuMemoryMb)
+	}
 	return sp
 }
 
@@ -178,7 +193,7 @@ func p32(v int) *int32 {
 
 // EndpointProto converts a stored endpoint to its API form.
 func EndpointProto(e store.Endpoint) *emberv1.Endpoint {
-	st, cpus, network := e.ScalerType, e.CPUs, e.Network
+	st, cpus, network, flashboot := e.ScalerType, e.CPUs, e.Network, e.Flashboot
 	return &emberv1.Endpoint{
 		Id:                 e.ID,
 		Name:               e.Name,
@@ -197,6 +212,11 @@ func EndpointProto(e store.Endpoint) *emberv1.Endpoint {
 		Cpus:               &cpus,
 		PidsLimit:          p32(e.PidsLimit),
 		Network:            &network,
+		InitTimeout:        p32(e.InitTimeoutSec),
+		Flashboot:          &flashboot,
+		FlashbootWindow:    p32(e.FlashbootWindowSec),
+		MaxAttempts:        p32(e.MaxAttempts),
+		GpuMemoryMb:        p32(e.GPUMemoryMB),
 		CreatedAt:          timestamppb.New(time.UnixMilli(e.CreatedAt)),
 		UpdatedAt:          timestamppb.New(time.UnixMilli(e.UpdatedAt)),
 	}
@@ -253,6 +273,38 @@ func (sv *Servers) UpdateEndpoint(ctx context.Context, req *emberv1.UpdateEndpoi
 		return nil, toStatus(err)
 	}
 	return EndpointProto(e), nil
+}
+
+// GetEndpointStats implements EndpointService.
+func (sv *Servers) GetEndpointStats(ctx context.Context, req *emberv1.GetEndpointStatsRequest) (*emberv1.EndpointStats, error) {
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "id: is required")
+	}
+	all, err := sv.S.Stats(req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return StatsProto(all[0]), nil
+}
+
+// StatsProto converts an endpoint's metrics to their API form.
+func StatsProto(st scheduler.EndpointStats) *emberv1.EndpointStats {
+	sum := func(q scheduler.Quantiles) *emberv1.DurationSummary {
+		return &emberv1.DurationSummary{Count: q.Count, SumSeconds: q.Sum, P50Seconds: q.P50, P90Seconds: q.P90, P99Seconds: q.P99}
+	}
+	out := &emberv1.EndpointStats{
+		EndpointId: st.EndpointID, Name: st.Name,
+		InQueue: int32(st.InQueue), InProgress: int32(st.InProgress),
+		Finished: st.Finished, Retried: st.Retried,
+		Workers: make(map[string]int32, len(st.Workers)),
+		Delay:   sum(st.Delay), Execution: sum(st.Execution), ColdStart: sum(st.ColdStart), Revival: sum(st.Revival),
+		WorkersStarted: st.WorkersStarted, WorkersRevived: st.WorkersRevived,
+		WorkersFrozen: st.WorkersFrozen, WorkersReclaimed: st.WorkersReclaimed,
+	}
+	for k, v := range st.Workers {
+		out.Workers[k] = int32(v)
+	}
+	return out
 }
 
 // DeleteEndpoint implements EndpointService.

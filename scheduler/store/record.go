@@ -101,8 +101,15 @@ type Endpoint struct {
 	CPUs               float64           `json:"cpus,omitempty"`
 	PidsLimit          int               `json:"pidsLimit,omitempty"`
 	Network            string            `json:"network,omitempty"`
-	CreatedAt          int64             `json:"createdAt"`
-	UpdatedAt          int64             `json:"updatedAt"`
+	// InitTimeoutSec, FlashbootWindowSec: 0 in records written before the
+	// fields existed, read as the defaults.
+	InitTimeoutSec     int   `json:"initTimeout,omitempty"`
+	Flashboot          bool  `json:"flashboot,omitempty"`
+	FlashbootWindowSec int   `json:"flashbootWindow,omitempty"`
+	MaxAttempts        int   `json:"maxAttempts,omitempty"`
+	GPUMemoryMB        int   `json:"gpuMemoryMb,omitempty"`
+	CreatedAt          int64 `json:"createdAt"`
+	UpdatedAt          int64 `json:"updatedAt"`
 }
 
 // Chunk is one streamed output value of a job, in arrival order.

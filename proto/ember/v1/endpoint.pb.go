@@ -82,7 +82,27 @@ type Endpoint struct {
 	// Network of each worker container: "host" (default; the worker reaches
 	// emberd's worker API on loopback) or "none" (a network namespace of its
 	// own with only loopback, where emberd serves the worker API).
-	Network       *string `protobuf:"bytes,19,opt,name=network,proto3,oneof" json:"network,omitempty"`
+	Network *string `protobuf:"bytes,19,opt,name=network,proto3,oneof" json:"network,omitempty"`
+	// Seconds a new worker may take to make its first job-take or ping
+	// (loading a model) before it is marked unhealthy and replaced. Default
+	// 420 (7 minutes).
+	InitTimeout *int32 `protobuf:"varint,20,opt,name=init_timeout,json=initTimeout,proto3,oneof" json:"init_timeout,omitempty"`
+	// FlashBoot: a worker past its idle timeout is frozen (every process
+	// suspended, memory and GPU memory kept) instead of stopped, and a job
+	// arriving within flashboot_window thaws it in milliseconds. Frozen
+	// workers are the first evicted when another endpoint needs their GPU.
+	// Default false.
+	Flashboot *bool `protobuf:"varint,21,opt,name=flashboot,proto3,oneof" json:"flashboot,omitempty"`
+	// Seconds a frozen worker is kept for revival before it is stopped.
+	// Default 300.
+	FlashbootWindow *int32 `protobuf:"varint,22,opt,name=flashboot_window,json=flashbootWindow,proto3,oneof" json:"flashboot_window,omitempty"`
+	// How many times a job is handed to a worker before it fails when its
+	// workers keep dying. Default 0: the daemon's --max-attempts (3).
+	MaxAttempts *int32 `protobuf:"varint,23,opt,name=max_attempts,json=maxAttempts,proto3,oneof" json:"max_attempts,omitempty"`
+	// Free memory, in MiB, each GPU given to a worker must have at placement
+	// time (GPUs partly used by processes outside Ember are skipped).
+	// Default 0: any.
+	GpuMemoryMb   *int32 `protobuf:"varint,24,opt,name=gpu_memory_mb,json=gpuMemoryMb,proto3,oneof" json:"gpu_memory_mb,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -248,6 +268,41 @@ func (x *Endpoint) GetNetwork() string {
 		return *x.Network
 	}
 	return ""
+}
+
+func (x *Endpoint) GetInitTimeout() int32 {
+	if x != nil && x.InitTimeout != nil {
+		return *x.InitTimeout
+	}
+	return 0
+}
+
+func (x *Endpoint) GetFlashboot() bool {
+	if x != nil && x.Flashboot != nil {
+		return *x.Flashboot
+	}
+	return false
+}
+
+func (x *Endpoint) GetFlashbootWindow() int32 {
+	if x != nil && x.FlashbootWindow != nil {
+		return *x.FlashbootWindow
+	}
+	return 0
+}
+
+func (x *Endpoint) GetMaxAttempts() int32 {
+	if x != nil && x.MaxAttempts != nil {
+		return *x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *Endpoint) GetGpuMemoryMb() int32 {
+	if x != nil && x.GpuMemoryMb != nil {
+		return *x.GpuMemoryMb
+	}
+	return 0
 }
 
 // CreateEndpointRequest is the input of EndpointService.CreateEndpoint.
@@ -574,11 +629,301 @@ func (*DeleteEndpointResponse) Descriptor() ([]byte, []int) {
 	return file_ember_v1_endpoint_proto_rawDescGZIP(), []int{7}
 }
 
+// GetEndpointStatsRequest is the input of EndpointService.GetEndpointStats.
+type GetEndpointStatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The endpoint's id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEndpointStatsRequest) Reset() {
+	*x = GetEndpointStatsRequest{}
+	mi := &file_ember_v1_endpoint_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEndpointStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEndpointStatsRequest) ProtoMessage() {}
+
+func (x *GetEndpointStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ember_v1_endpoint_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEndpointStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetEndpointStatsRequest) Descriptor() ([]byte, []int) {
+	return file_ember_v1_endpoint_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetEndpointStatsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// DurationSummary summarises durations: quantiles over the most recent 1024
+// samples, count and sum since the daemon started.
+type DurationSummary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         int64                  `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	SumSeconds    float64                `protobuf:"fixed64,2,opt,name=sum_seconds,json=sumSeconds,proto3" json:"sum_seconds,omitempty"`
+	P50Seconds    float64                `protobuf:"fixed64,3,opt,name=p50_seconds,json=p50Seconds,proto3" json:"p50_seconds,omitempty"`
+	P90Seconds    float64                `protobuf:"fixed64,4,opt,name=p90_seconds,json=p90Seconds,proto3" json:"p90_seconds,omitempty"`
+	P99Seconds    float64                `protobuf:"fixed64,5,opt,name=p99_seconds,json=p99Seconds,proto3" json:"p99_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DurationSummary) Reset() {
+	*x = DurationSummary{}
+	mi := &file_ember_v1_endpoint_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DurationSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DurationSummary) ProtoMessage() {}
+
+func (x *DurationSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_ember_v1_endpoint_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DurationSummary.ProtoReflect.Descriptor instead.
+func (*DurationSummary) Descriptor() ([]byte, []int) {
+	return file_ember_v1_endpoint_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DurationSummary) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *DurationSummary) GetSumSeconds() float64 {
+	if x != nil {
+		return x.SumSeconds
+	}
+	return 0
+}
+
+func (x *DurationSummary) GetP50Seconds() float64 {
+	if x != nil {
+		return x.P50Seconds
+	}
+	return 0
+}
+
+func (x *DurationSummary) GetP90Seconds() float64 {
+	if x != nil {
+		return x.P90Seconds
+	}
+	return 0
+}
+
+func (x *DurationSummary) GetP99Seconds() float64 {
+	if x != nil {
+		return x.P99Seconds
+	}
+	return 0
+}
+
+// EndpointStats are an endpoint's metrics since the daemon started.
+type EndpointStats struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	EndpointId string                 `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Jobs queued and running now.
+	InQueue    int32 `protobuf:"varint,3,opt,name=in_queue,json=inQueue,proto3" json:"in_queue,omitempty"`
+	InProgress int32 `protobuf:"varint,4,opt,name=in_progress,json=inProgress,proto3" json:"in_progress,omitempty"`
+	// Terminal jobs by status (COMPLETED, FAILED, TIMED_OUT, CANCELLED).
+	Finished map[string]int64 `protobuf:"bytes,5,rep,name=finished,proto3" json:"finished,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Jobs put back in the queue after their worker was lost.
+	Retried int64 `protobuf:"varint,6,opt,name=retried,proto3" json:"retried,omitempty"`
+	// Workers now by state (initializing, idle, running, draining, frozen,
+	// unhealthy, throttled).
+	Workers map[string]int32 `protobuf:"bytes,7,rep,name=workers,proto3" json:"workers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Submission to take.
+	Delay *DurationSummary `protobuf:"bytes,8,opt,name=delay,proto3" json:"delay,omitempty"`
+	// Take to the terminal state.
+	Execution *DurationSummary `protobuf:"bytes,9,opt,name=execution,proto3" json:"execution,omitempty"`
+	// A new worker's start to its first job-take or ping.
+	ColdStart *DurationSummary `protobuf:"bytes,10,opt,name=cold_start,json=coldStart,proto3" json:"cold_start,omitempty"`
+	// A frozen worker's thaw to its first job-take.
+	Revival          *DurationSummary `protobuf:"bytes,11,opt,name=revival,proto3" json:"revival,omitempty"`
+	WorkersStarted   int64            `protobuf:"varint,12,opt,name=workers_started,json=workersStarted,proto3" json:"workers_started,omitempty"`
+	WorkersRevived   int64            `protobuf:"varint,13,opt,name=workers_revived,json=workersRevived,proto3" json:"workers_revived,omitempty"`
+	WorkersFrozen    int64            `protobuf:"varint,14,opt,name=workers_frozen,json=workersFrozen,proto3" json:"workers_frozen,omitempty"`
+	WorkersReclaimed int64            `protobuf:"varint,15,opt,name=workers_reclaimed,json=workersReclaimed,proto3" json:"workers_reclaimed,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *EndpointStats) Reset() {
+	*x = EndpointStats{}
+	mi := &file_ember_v1_endpoint_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointStats) ProtoMessage() {}
+
+func (x *EndpointStats) ProtoReflect() protoreflect.Message {
+	mi := &file_ember_v1_endpoint_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointStats.ProtoReflect.Descriptor instead.
+func (*EndpointStats) Descriptor() ([]byte, []int) {
+	return file_ember_v1_endpoint_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EndpointStats) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *EndpointStats) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EndpointStats) GetInQueue() int32 {
+	if x != nil {
+		return x.InQueue
+	}
+	return 0
+}
+
+func (x *EndpointStats) GetInProgress() int32 {
+	if x != nil {
+		return x.InProgress
+	}
+	return 0
+}
+
+func (x *EndpointStats) GetFinished() map[string]int64 {
+	if x != nil {
+		return x.Finished
+	}
+	return nil
+}
+
+func (x *EndpointStats) GetRetried() int64 {
+	if x != nil {
+		return x.Retried
+	}
+	return 0
+}
+
+func (x *EndpointStats) GetWorkers() map[string]int32 {
+	if x != nil {
+		return x.Workers
+	}
+	return nil
+}
+
+func (x *EndpointStats) GetDelay() *DurationSummary {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *EndpointStats) GetExecution() *DurationSummary {
+	if x != nil {
+		return x.Execution
+	}
+	return nil
+}
+
+func (x *EndpointStats) GetColdStart() *DurationSummary {
+	if x != nil {
+		return x.ColdStart
+	}
+	return nil
+}
+
+func (x *EndpointStats) GetRevival() *DurationSummary {
+	if x != nil {
+		return x.Revival
+	}
+	return nil
+}
+
+func (x *EndpointStats) GetWorkersStarted() int64 {
+	if x != nil {
+		return x.WorkersStarted
+	}
+	return 0
+}
+
+func (x *EndpointStats) GetWorkersRevived() int64 {
+	if x != nil {
+		return x.WorkersRevived
+	}
+	return 0
+}
+
+func (x *EndpointStats) GetWorkersFrozen() int64 {
+	if x != nil {
+		return x.WorkersFrozen
+	}
+	return 0
+}
+
+func (x *EndpointStats) GetWorkersReclaimed() int64 {
+	if x != nil {
+		return x.WorkersReclaimed
+	}
+	return 0
+}
+
 var File_ember_v1_endpoint_proto protoreflect.FileDescriptor
 
 const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\n" +
-	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\a\n" +
+	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\t\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -606,7 +951,12 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\n" +
 	"pids_limit\x18\x12 \x01(\x05H\tR\tpidsLimit\x88\x01\x01\x12\x1d\n" +
 	"\anetwork\x18\x13 \x01(\tH\n" +
-	"R\anetwork\x88\x01\x01\x1a6\n" +
+	"R\anetwork\x88\x01\x01\x12&\n" +
+	"\finit_timeout\x18\x14 \x01(\x05H\vR\vinitTimeout\x88\x01\x01\x12!\n" +
+	"\tflashboot\x18\x15 \x01(\bH\fR\tflashboot\x88\x01\x01\x12.\n" +
+	"\x10flashboot_window\x18\x16 \x01(\x05H\rR\x0fflashbootWindow\x88\x01\x01\x12&\n" +
+	"\fmax_attempts\x18\x17 \x01(\x05H\x0eR\vmaxAttempts\x88\x01\x01\x12'\n" +
+	"\rgpu_memory_mb\x18\x18 \x01(\x05H\x0fR\vgpuMemoryMb\x88\x01\x01\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -623,7 +973,13 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\x05_cpusB\r\n" +
 	"\v_pids_limitB\n" +
 	"\n" +
-	"\b_network\"G\n" +
+	"\b_networkB\x0f\n" +
+	"\r_init_timeoutB\f\n" +
+	"\n" +
+	"_flashbootB\x13\n" +
+	"\x11_flashboot_windowB\x0f\n" +
+	"\r_max_attemptsB\x10\n" +
+	"\x0e_gpu_memory_mb\"G\n" +
 	"\x15CreateEndpointRequest\x12.\n" +
 	"\bendpoint\x18\x01 \x01(\v2\x12.ember.v1.EndpointR\bendpoint\"\x16\n" +
 	"\x14ListEndpointsRequest\"I\n" +
@@ -638,12 +994,51 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"updateMask\"'\n" +
 	"\x15DeleteEndpointRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x18\n" +
-	"\x16DeleteEndpointResponse2\x9d\x04\n" +
+	"\x16DeleteEndpointResponse\")\n" +
+	"\x17GetEndpointStatsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xab\x01\n" +
+	"\x0fDurationSummary\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x03R\x05count\x12\x1f\n" +
+	"\vsum_seconds\x18\x02 \x01(\x01R\n" +
+	"sumSeconds\x12\x1f\n" +
+	"\vp50_seconds\x18\x03 \x01(\x01R\n" +
+	"p50Seconds\x12\x1f\n" +
+	"\vp90_seconds\x18\x04 \x01(\x01R\n" +
+	"p90Seconds\x12\x1f\n" +
+	"\vp99_seconds\x18\x05 \x01(\x01R\n" +
+	"p99Seconds\"\x95\x06\n" +
+	"\rEndpointStats\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
+	"\bin_queue\x18\x03 \x01(\x05R\ainQueue\x12\x1f\n" +
+	"\vin_progress\x18\x04 \x01(\x05R\n" +
+	"inProgress\x12A\n" +
+	"\bfinished\x18\x05 \x03(\v2%.ember.v1.EndpointStats.FinishedEntryR\bfinished\x12\x18\n" +
+	"\aretried\x18\x06 \x01(\x03R\aretried\x12>\n" +
+	"\aworkers\x18\a \x03(\v2$.ember.v1.EndpointStats.WorkersEntryR\aworkers\x12/\n" +
+	"\x05delay\x18\b \x01(\v2\x19.ember.v1.DurationSummaryR\x05delay\x127\n" +
+	"\texecution\x18\t \x01(\v2\x19.ember.v1.DurationSummaryR\texecution\x128\n" +
+	"\n" +
+	"cold_start\x18\n" +
+	" \x01(\v2\x19.ember.v1.DurationSummaryR\tcoldStart\x123\n" +
+	"\arevival\x18\v \x01(\v2\x19.ember.v1.DurationSummaryR\arevival\x12'\n" +
+	"\x0fworkers_started\x18\f \x01(\x03R\x0eworkersStarted\x12'\n" +
+	"\x0fworkers_revived\x18\r \x01(\x03R\x0eworkersRevived\x12%\n" +
+	"\x0eworkers_frozen\x18\x0e \x01(\x03R\rworkersFrozen\x12+\n" +
+	"\x11workers_reclaimed\x18\x0f \x01(\x03R\x10workersReclaimed\x1a;\n" +
+	"\rFinishedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a:\n" +
+	"\fWorkersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x012\x8f\x05\n" +
 	"\x0fEndpointService\x12f\n" +
 	"\x0eCreateEndpoint\x12\x1f.ember.v1.CreateEndpointRequest\x1a\x12.ember.v1.Endpoint\"\x1f\x82\xd3\xe4\x93\x02\x19:\bendpoint\"\r/v1/endpoints\x12g\n" +
 	"\rListEndpoints\x12\x1e.ember.v1.ListEndpointsRequest\x1a\x1f.ember.v1.ListEndpointsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/endpoints\x12[\n" +
 	"\vGetEndpoint\x12\x1c.ember.v1.GetEndpointRequest\x1a\x12.ember.v1.Endpoint\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/endpoints/{id}\x12k\n" +
-	"\x0eUpdateEndpoint\x12\x1f.ember.v1.UpdateEndpointRequest\x1a\x12.ember.v1.Endpoint\"$\x82\xd3\xe4\x93\x02\x1e:\bendpoint2\x12/v1/endpoints/{id}\x12o\n" +
+	"\x0eUpdateEndpoint\x12\x1f.ember.v1.UpdateEndpointRequest\x1a\x12.ember.v1.Endpoint\"$\x82\xd3\xe4\x93\x02\x1e:\bendpoint2\x12/v1/endpoints/{id}\x12p\n" +
+	"\x10GetEndpointStats\x12!.ember.v1.GetEndpointStatsRequest\x1a\x17.ember.v1.EndpointStats\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/endpoints/{id}/stats\x12o\n" +
 	"\x0eDeleteEndpoint\x12\x1f.ember.v1.DeleteEndpointRequest\x1a .ember.v1.DeleteEndpointResponse\"\x1a\x82\xd3\xe4\x93\x02\x14*\x12/v1/endpoints/{id}B1Z/github.com/emberhq/ember/proto/ember/v1;emberv1b\x06proto3"
 
 var (
@@ -658,43 +1053,56 @@ func file_ember_v1_endpoint_proto_rawDescGZIP() []byte {
 	return file_ember_v1_endpoint_proto_rawDescData
 }
 
-var file_ember_v1_endpoint_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_ember_v1_endpoint_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_ember_v1_endpoint_proto_goTypes = []any{
-	(*Endpoint)(nil),               // 0: ember.v1.Endpoint
-	(*CreateEndpointRequest)(nil),  // 1: ember.v1.CreateEndpointRequest
-	(*ListEndpointsRequest)(nil),   // 2: ember.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil),  // 3: ember.v1.ListEndpointsResponse
-	(*GetEndpointRequest)(nil),     // 4: ember.v1.GetEndpointRequest
-	(*UpdateEndpointRequest)(nil),  // 5: ember.v1.UpdateEndpointRequest
-	(*DeleteEndpointRequest)(nil),  // 6: ember.v1.DeleteEndpointRequest
-	(*DeleteEndpointResponse)(nil), // 7: ember.v1.DeleteEndpointResponse
-	nil,                            // 8: ember.v1.Endpoint.EnvEntry
-	(*timestamppb.Timestamp)(nil),  // 9: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 10: google.protobuf.FieldMask
+	(*Endpoint)(nil),                // 0: ember.v1.Endpoint
+	(*CreateEndpointRequest)(nil),   // 1: ember.v1.CreateEndpointRequest
+	(*ListEndpointsRequest)(nil),    // 2: ember.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),   // 3: ember.v1.ListEndpointsResponse
+	(*GetEndpointRequest)(nil),      // 4: ember.v1.GetEndpointRequest
+	(*UpdateEndpointRequest)(nil),   // 5: ember.v1.UpdateEndpointRequest
+	(*DeleteEndpointRequest)(nil),   // 6: ember.v1.DeleteEndpointRequest
+	(*DeleteEndpointResponse)(nil),  // 7: ember.v1.DeleteEndpointResponse
+	(*GetEndpointStatsRequest)(nil), // 8: ember.v1.GetEndpointStatsRequest
+	(*DurationSummary)(nil),         // 9: ember.v1.DurationSummary
+	(*EndpointStats)(nil),           // 10: ember.v1.EndpointStats
+	nil,                             // 11: ember.v1.Endpoint.EnvEntry
+	nil,                             // 12: ember.v1.EndpointStats.FinishedEntry
+	nil,                             // 13: ember.v1.EndpointStats.WorkersEntry
+	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 15: google.protobuf.FieldMask
 }
 var file_ember_v1_endpoint_proto_depIdxs = []int32{
-	8,  // 0: ember.v1.Endpoint.env:type_name -> ember.v1.Endpoint.EnvEntry
-	9,  // 1: ember.v1.Endpoint.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 2: ember.v1.Endpoint.updated_at:type_name -> google.protobuf.Timestamp
+	11, // 0: ember.v1.Endpoint.env:type_name -> ember.v1.Endpoint.EnvEntry
+	14, // 1: ember.v1.Endpoint.created_at:type_name -> google.protobuf.Timestamp
+	14, // 2: ember.v1.Endpoint.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: ember.v1.CreateEndpointRequest.endpoint:type_name -> ember.v1.Endpoint
 	0,  // 4: ember.v1.ListEndpointsResponse.endpoints:type_name -> ember.v1.Endpoint
 	0,  // 5: ember.v1.UpdateEndpointRequest.endpoint:type_name -> ember.v1.Endpoint
-	10, // 6: ember.v1.UpdateEndpointRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 7: ember.v1.EndpointService.CreateEndpoint:input_type -> ember.v1.CreateEndpointRequest
-	2,  // 8: ember.v1.EndpointService.ListEndpoints:input_type -> ember.v1.ListEndpointsRequest
-	4,  // 9: ember.v1.EndpointService.GetEndpoint:input_type -> ember.v1.GetEndpointRequest
-	5,  // 10: ember.v1.EndpointService.UpdateEndpoint:input_type -> ember.v1.UpdateEndpointRequest
-	6,  // 11: ember.v1.EndpointService.DeleteEndpoint:input_type -> ember.v1.DeleteEndpointRequest
-	0,  // 12: ember.v1.EndpointService.CreateEndpoint:output_type -> ember.v1.Endpoint
-	3,  // 13: ember.v1.EndpointService.ListEndpoints:output_type -> ember.v1.ListEndpointsResponse
-	0,  // 14: ember.v1.EndpointService.GetEndpoint:output_type -> ember.v1.Endpoint
-	0,  // 15: ember.v1.EndpointService.UpdateEndpoint:output_type -> ember.v1.Endpoint
-	7,  // 16: ember.v1.EndpointService.DeleteEndpoint:output_type -> ember.v1.DeleteEndpointResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	15, // 6: ember.v1.UpdateEndpointRequest.update_mask:type_name -> google.protobuf.FieldMask
+	12, // 7: ember.v1.EndpointStats.finished:type_name -> ember.v1.EndpointStats.FinishedEntry
+	13, // 8: ember.v1.EndpointStats.workers:type_name -> ember.v1.EndpointStats.WorkersEntry
+	9,  // 9: ember.v1.EndpointStats.delay:type_name -> ember.v1.DurationSummary
+	9,  // 10: ember.v1.EndpointStats.execution:type_name -> ember.v1.DurationSummary
+	9,  // 11: ember.v1.EndpointStats.cold_start:type_name -> ember.v1.DurationSummary
+	9,  // 12: ember.v1.EndpointStats.revival:type_name -> ember.v1.DurationSummary
+	1,  // 13: ember.v1.EndpointService.CreateEndpoint:input_type -> ember.v1.CreateEndpointRequest
+	2,  // 14: ember.v1.EndpointService.ListEndpoints:input_type -> ember.v1.ListEndpointsRequest
+	4,  // 15: ember.v1.EndpointService.GetEndpoint:input_type -> ember.v1.GetEndpointRequest
+	5,  // 16: ember.v1.EndpointService.UpdateEndpoint:input_type -> ember.v1.UpdateEndpointRequest
+	8,  // 17: ember.v1.EndpointService.GetEndpointStats:input_type -> ember.v1.GetEndpointStatsRequest
+	6,  // 18: ember.v1.EndpointService.DeleteEndpoint:input_type -> ember.v1.DeleteEndpointRequest
+	0,  // 19: ember.v1.EndpointService.CreateEndpoint:output_type -> ember.v1.Endpoint
+	3,  // 20: ember.v1.EndpointService.ListEndpoints:output_type -> ember.v1.ListEndpointsResponse
+	0,  // 21: ember.v1.EndpointService.GetEndpoint:output_type -> ember.v1.Endpoint
+	0,  // 22: ember.v1.EndpointService.UpdateEndpoint:output_type -> ember.v1.Endpoint
+	10, // 23: ember.v1.EndpointService.GetEndpointStats:output_type -> ember.v1.EndpointStats
+	7,  // 24: ember.v1.EndpointService.DeleteEndpoint:output_type -> ember.v1.DeleteEndpointResponse
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_ember_v1_endpoint_proto_init() }
@@ -709,7 +1117,7 @@ func file_ember_v1_endpoint_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ember_v1_endpoint_proto_rawDesc), len(file_ember_v1_endpoint_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

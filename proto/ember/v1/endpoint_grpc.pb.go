@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	EndpointService_CreateEndpoint_FullMethodName = "/ember.v1.EndpointService/CreateEndpoint"
-	EndpointService_ListEndpoints_FullMethodName  = "/ember.v1.EndpointService/ListEndpoints"
-	EndpointService_GetEndpoint_FullMethodName    = "/ember.v1.EndpointService/GetEndpoint"
-	EndpointService_UpdateEndpoint_FullMethodName = "/ember.v1.EndpointService/UpdateEndpoint"
-	EndpointService_DeleteEndpoint_FullMethodName = "/ember.v1.EndpointService/DeleteEndpoint"
+	EndpointService_CreateEndpoint_FullMethodName   = "/ember.v1.EndpointService/CreateEndpoint"
+	EndpointService_ListEndpoints_FullMethodName    = "/ember.v1.EndpointService/ListEndpoints"
+	EndpointService_GetEndpoint_FullMethodName      = "/ember.v1.EndpointService/GetEndpoint"
+	EndpointService_UpdateEndpoint_FullMethodName   = "/ember.v1.EndpointService/UpdateEndpoint"
+	EndpointService_GetEndpointStats_FullMethodName = "/ember.v1.EndpointService/GetEndpointStats"
+	EndpointService_DeleteEndpoint_FullMethodName   = "/ember.v1.EndpointService/DeleteEndpoint"
 )
 
 // EndpointServiceClient is the client API for EndpointService service.
@@ -46,6 +47,9 @@ type EndpointServiceClient interface {
 	// returns the updated endpoint. Over REST (PATCH) the mask is derived from
 	// the JSON keys present in the request body when it is not given.
 	UpdateEndpoint(ctx context.Context, in *UpdateEndpointRequest, opts ...grpc.CallOption) (*Endpoint, error)
+	// GetEndpointStats returns an endpoint's metrics: jobs by state, workers
+	// by state, and delay, execution, cold-start and revival durations.
+	GetEndpointStats(ctx context.Context, in *GetEndpointStatsRequest, opts ...grpc.CallOption) (*EndpointStats, error)
 	// DeleteEndpoint deletes an endpoint by id, or returns NOT_FOUND.
 	DeleteEndpoint(ctx context.Context, in *DeleteEndpointRequest, opts ...grpc.CallOption) (*DeleteEndpointResponse, error)
 }
@@ -98,6 +102,16 @@ func (c *endpointServiceClient) UpdateEndpoint(ctx context.Context, in *UpdateEn
 	return out, nil
 }
 
+func (c *endpointServiceClient) GetEndpointStats(ctx context.Context, in *GetEndpointStatsRequest, opts ...grpc.CallOption) (*EndpointStats, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EndpointStats)
+	err := c.cc.Invoke(ctx, EndpointService_GetEndpointStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *endpointServiceClient) DeleteEndpoint(ctx context.Context, in *DeleteEndpointRequest, opts ...grpc.CallOption) (*DeleteEndpointResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteEndpointResponse)
@@ -128,6 +142,9 @@ type EndpointServiceServer interface {
 	// returns the updated endpoint. Over REST (PATCH) the mask is derived from
 	// the JSON keys present in the request body when it is not given.
 	UpdateEndpoint(context.Context, *UpdateEndpointRequest) (*Endpoint, error)
+	// GetEndpointStats returns an endpoint's metrics: jobs by state, workers
+	// by state, and delay, execution, cold-start and revival durations.
+	GetEndpointStats(context.Context, *GetEndpointStatsRequest) (*EndpointStats, error)
 	// DeleteEndpoint deletes an endpoint by id, or returns NOT_FOUND.
 	DeleteEndpoint(context.Context, *DeleteEndpointRequest) (*DeleteEndpointResponse, error)
 	mustEmbedUnimplementedEndpointServiceServer()
@@ -151,6 +168,9 @@ func (UnimplementedEndpointServiceServer) GetEndpoint(context.Context, *GetEndpo
 }
 func (UnimplementedEndpointServiceServer) UpdateEndpoint(context.Context, *UpdateEndpointRequest) (*Endpoint, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateEndpoint not implemented")
+}
+func (UnimplementedEndpointServiceServer) GetEndpointStats(context.Context, *GetEndpointStatsRequest) (*EndpointStats, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetEndpointStats not implemented")
 }
 func (UnimplementedEndpointServiceServer) DeleteEndpoint(context.Context, *DeleteEndpointRequest) (*DeleteEndpointResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteEndpoint not implemented")
@@ -248,6 +268,24 @@ func _EndpointService_UpdateEndpoint_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EndpointService_GetEndpointStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEndpointStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EndpointServiceServer).GetEndpointStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EndpointService_GetEndpointStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EndpointServiceServer).GetEndpointStats(ctx, req.(*GetEndpointStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _EndpointService_DeleteEndpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeleteEndpointRequest)
 	if err := dec(in); err != nil {
@@ -288,6 +326,10 @@ var EndpointService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateEndpoint",
 			Handler:    _EndpointService_UpdateEndpoint_Handler,
+		},
+		{
+			MethodName: "GetEndpointStats",
+			Handler:    _EndpointService_GetEndpointStats_Handler,
 		},
 		{
 			MethodName: "DeleteEndpoint",

@@ -1,0 +1,174 @@
+package scheduler
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/emberhq/ember/scheduler/store"
+)
+
+// sampleWindowSize is how many recent samples a distribution keeps: enough
+// for a stable p99 and small enough (8 KiB) to keep one per metric per
+// endpoint.
+const sampleWindowSize = 1024
+
+// distribution keeps the most recent durations of one kind, for quantiles,
+// and the running count and sum since the daemon started (Prometheus
+// summaries need both).
+type distribution struct {
+	ring  []float64 // seconds
+	next  int
+	count int64
+	sum   float64
+}
+
+func (d *distribution) add(v time.Duration) {
+	s := v.Seconds()
+	if s < 0 {
+		s = 0
+	}
+	if len(d.ring) < sampleWindowSize {
+		d.ring = append(d.ring, s)
+	} else {
+		d.ring[d.next] = s
+		d.next = (d.next + 1) % sampleWindowSize
+	}
+	d.count++
+	d.sum += s
+}
+
+// Quantiles summarise a distribution of durations, in seconds. The
+// quantiles are over the last 1024 samples; Count and Sum are since the
+// daemon started.
+type Quantiles struct {
+	Count int64   `json:"count"`
+	Sum   float64 `json:"sum"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+}
+
+func (d *distribution) summary() Quantiles {
+	q := Quantiles{Count: d.count, Sum: d.sum}
+	if len(d.ring) == 0 {
+		return q
+	}
+	v := slices.Clone(d.ring)
+	sort.Float64s(v)
+	at := func(p float64) float64 {
+		// Nearest rank: the smallest sample with at least p of them at or
+		// below it.
+		i := int(float64(len(v))*p+0.999999) - 1
+		return v[max(0, min(i, len(v)-1))]
+	}
+	q.P50, q.P90, q.P99 = at(0.50), at(0.90), at(0.99)
+	return q
+}
+
+// endpointStats are an endpoint's metrics since the daemon started.
+type endpointStats struct {
+	delay, execution, coldStart, revival distribution
+	finished                             map[store.Status]int64
+	retried                              int64
+	started, revived, frozen, reclaimed  int64
+}
+
+// EndpointStats is what `ember endpoint stats` and /metrics show for one
+// endpoint.
+type EndpointStats struct {
+	EndpointID string `json:"endpointId"`
+	Name       string `json:"name"`
+	// InQueue and InProgress are the jobs now.
+	InQueue    int `json:"inQueue"`
+	InProgress int `json:"inProgress"`
+	// Finished counts terminal jobs by status since the daemon started
+	// (COMPLETED, FAILED, TIMED_OUT, CANCELLED).
+	Finished map[string]int64 `json:"finished"`
+	// Retried counts jobs handed back to the queue after their worker was
+	// lost.
+	Retried int64 `json:"retried"`
+	// Workers counts the workers now by state (initializing, idle, running,
+	// draining, frozen, unhealthy) plus throttled (wanted, not placeable).
+	Workers map[string]int `json:"workers"`
+	// Delay is submission to take; Execution is take to the terminal
+	// state; ColdStart is a new worker's start to its first take or ping;
+	// Revival is a frozen worker's thaw to its first take.
+	Delay     Quantiles `json:"delay"`
+	Execution Quantiles `json:"execution"`
+	ColdStart Quantiles `json:"coldStart"`
+	Revival   Quantiles `json:"revival"`
+	// WorkersStarted, WorkersRevived, WorkersFrozen and WorkersReclaimed
+	// count worker lifecycle events since the daemon started.
+	WorkersStarted   int64 `json:"workersStarted"`
+	WorkersRevived   int64 `json:"workersRevived"`
+	WorkersFrozen    int64 `json:"workersFrozen"`
+	WorkersReclaimed int64 `json:"workersReclaimed"`
+}
+
+// Stats returns the metrics of one endpoint, or of all (endpointID ""),
+// ordered by endpoint name.
+func (s *Scheduler) Stats(endpointID string) ([]EndpointStats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []EndpointStats
+	for id, ep := range s.endpoints {
+		if endpointID != "" && id != endpointID {
+			continue
+		}
+		out = append(out, s.statsLocked(ep))
+	}
+	if endpointID != "" && len(out) == 0 {
+		return nil, fmt.Errorf("%w: endpoint %s", ErrNotFound, endpointID)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].EndpointID < out[j].EndpointID
+	})
+	return out, nil
+}
+
+func (s *Scheduler) statsLocked(ep *endpointState) EndpointStats {
+	st := &ep.stats
+	out := EndpointStats{
+		EndpointID: ep.def.ID, Name: ep.def.Name,
+		InQueue: ep.inQueue, InProgress: ep.inProgress,
+		Finished: make(map[string]int64), Retried: st.retried,
+		Workers:   make(map[string]int),
+		Delay:     st.delay.summary(),
+		Execution: st.execution.summary(),
+		ColdStart: st.coldStart.summary(),
+		Revival:   st.revival.summary(),
+
+		WorkersStarted: st.started, WorkersRevived: st.revived,
+		WorkersFrozen: st.frozen, WorkersReclaimed: st.reclaimed,
+	}
+	for _, status := range []store.Status{store.Completed, store.Failed, store.TimedOut, store.Cancelled} {
+		out.Finished[string(status)] = st.finished[status]
+	}
+	for _, state := range []WorkerState{WorkerInitializing, WorkerIdle, WorkerRunning, WorkerDraining, WorkerFrozen, WorkerUnhealthy} {
+		out.Workers[string(state)] = 0
+	}
+	for _, w := range ep.workers {
+		if w.state != WorkerStopped {
+			out.Workers[string(w.state)]++
+		}
+	}
+	out.Workers[string(WorkerUnhealthy)] += len(ep.ghosts)
+	out.Workers["throttled"] = ep.throttled
+	return out
+}
+
+// recordFinishedLocked counts a terminal job and its execution time.
+func (ep *endpointState) recordFinishedLocked(r *store.Job) {
+	if ep.stats.finished == nil {
+		ep.stats.finished = make(map[store.Status]int64)
+	}
+	ep.stats.finished[r.Status]++
+	if r.StartedAt > 0 && r.Status != store.Cancelled {
+		ep.stats.execution.add(time.Duration(r.ExecutionMs) * time.Millisecond)
+	}
+}
