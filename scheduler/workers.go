@@ -541,3 +541,17 @@ func (s *Scheduler) watchAdopted(w *worker, h oci.Worker) {
 	}
 	s.workerExited(w, h.Exit())
 }
+
+// StopWorker drains a worker on request (`ember worker stop`): it takes no
+// new job, its running jobs finish up to the stop grace, then it is killed.
+// The autoscaler starts a replacement if the endpoint still needs one.
+func (s *Scheduler) StopWorker(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.workers[id]
+	if !ok {
+		return fmt.Errorf("%w: worker %s", ErrNotFound, id)
+	}
+	s.drainWorkerLocked(w, "stopped by the operator")
+	return nil
+}
