@@ -72,6 +72,8 @@ fuzz:
 # Performance figures with same-run baselines (see README).
 bench: build
 	$(GO) run -tags $(TAGS) ./tests/bench -emberd bin/emberd -worker bin/example-worker
+	@echo "# autoscaler decision, 50 endpoints sharing 8 GPUs (all held, jobs queued everywhere)"
+	$(GO) test -run '^$$' -bench ScaleDecision -benchtime 200000x ./scheduler/
 
 # Long crash/soak loops are kept out of `make test`.
 soak: build

@@ -207,7 +207,7 @@ func TestQueueDelayReapsIdle(t *testing.T) {
 	}
 }
 
-func (s *Scheduler) mustSubmit(t *testing.T, ep string) string {
+func (s *Scheduler) mustSubmit(t testing.TB, ep string) string {
 	t.Helper()
 	v, err := s.Submit(context.Background(), ep, Submission{Input: []byte(`{}`)})
 	if err != nil {

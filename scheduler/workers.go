@@ -96,6 +96,8 @@ type WorkerInfo struct {
 	SDKVersion string      `json:"sdkVersion,omitempty"`
 	Reason     string      `json:"reason,omitempty"`
 	LogPath    string      `json:"logPath,omitempty"`
+	// GPUs are the UUIDs of the GPUs it holds, exclusively.
+	GPUs []string `json:"gpus,omitempty"`
 }
 
 // Workers lists the live workers, optionally of one endpoint.
@@ -106,7 +108,8 @@ func (s *Scheduler) Workers(endpointID string) []WorkerInfo {
 		if endpointID != "" && w.endpoint != endpointID {
 			continue
 		}
-		info := WorkerInfo{ID: w.id, EndpointID: w.endpoint, State: w.state, StartedAt: w.startedAt, SDKVersion: w.version, Reason: w.reason, LogPath: w.logPath, Jobs: []string{}}
+		info := WorkerInfo{ID: w.id, EndpointID: w.endpoint, State: w.state, StartedAt: w.startedAt, SDKVersion: w.version,
+			Reason: w.reason, LogPath: w.logPath, Jobs: []string{}, GPUs: append([]string(nil), w.gpus...)}
 		if w.handle != nil {
 			info.PID = w.handle.PID()
 		}

@@ -194,6 +194,11 @@ func TestListEndpoints(t *testing.T) {
 			body: `{"endpoints":[{"id":"ep1","name":"a","workersMax":3,"executionTimeoutMs":"600000","idleTimeout":"5","gpuTypes":["X"]}]}`,
 			want: []Endpoint{{ID: "ep1", Name: "a", WorkersMax: 3, ExecutionTimeoutMs: 600000, IdleTimeout: 5, GPUTypes: []string{"X"}}},
 		},
+		{
+			name: "init, flashboot, attempts, GPU memory",
+			body: `{"endpoints":[{"id":"ep1","name":"a","initTimeout":600,"flashboot":true,"flashbootWindow":"120","maxAttempts":5,"gpuMemoryMb":40000}]}`,
+			want: []Endpoint{{ID: "ep1", Name: "a", InitTimeout: 600, Flashboot: true, FlashbootWindow: 120, MaxAttempts: 5, GPUMemoryMB: 40000}},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -227,14 +232,16 @@ func TestCreateEndpointSendsOnlySetFields(t *testing.T) {
 	}{
 		{name: "name only", spec: EndpointSpec{Name: "a"}, want: `{"name":"a"}`},
 		{name: "explicit zero", spec: EndpointSpec{Name: "a", WorkersMin: ptr(0), GPUCount: ptr(0)}, want: `{"name":"a","workersMin":0,"gpuCount":0}`},
+		{name: "explicit false", spec: EndpointSpec{Name: "a", Flashboot: ptr(false), MaxAttempts: ptr(0)}, want: `{"name":"a","flashboot":false,"maxAttempts":0}`},
 		{
 			name: "everything",
 			spec: EndpointSpec{
 				Name: "a", Image: "img", Command: []string{"python", "h.py"}, Env: map[string]string{"K": "V"},
 				WorkersMin: ptr(1), WorkersMax: ptr(2), IdleTimeout: ptr(30), ExecutionTimeoutMs: ptr(int64(1000)),
 				ScalerType: ScalerRequestCount, ScalerValue: ptr(3), GPUCount: ptr(1), GPUTypes: []string{"A", "B"},
+				InitTimeout: ptr(600), Flashboot: ptr(true), FlashbootWindow: ptr(60), MaxAttempts: ptr(5), GPUMemoryMB: ptr(20000),
 			},
-			want: `{"name":"a","image":"img","command":["python","h.py"],"env":{"K":"V"},"workersMin":1,"workersMax":2,"idleTimeout":30,"executionTimeoutMs":1000,"scalerType":"REQUEST_COUNT","scalerValue":3,"gpuCount":1,"gpuTypes":["A","B"]}`,
+			want: `{"name":"a","image":"img","command":["python","h.py"],"env":{"K":"V"},"workersMin":1,"workersMax":2,"idleTimeout":30,"executionTimeoutMs":1000,"scalerType":"REQUEST_COUNT","scalerValue":3,"gpuCount":1,"gpuTypes":["A","B"],"initTimeout":600,"flashboot":true,"flashbootWindow":60,"maxAttempts":5,"gpuMemoryMb":20000}`,
 		},
 	}
 	for _, tt := range tests {
@@ -268,6 +275,11 @@ func TestParseEndpointSpec(t *testing.T) {
 			name: "exported endpoint",
 			in:   `{"id":"ep1","name":"a","workersMin":0,"executionTimeoutMs":"600000","createdAt":"2025-01-01T00:00:00Z","updatedAt":"2025-01-01T00:00:00Z"}`,
 			want: &EndpointSpec{Name: "a", WorkersMin: ptr(0), ExecutionTimeoutMs: ptr(int64(600000))},
+		},
+		{
+			name: "new fields",
+			in:   `{"name":"a","initTimeout":420,"flashboot":false,"flashbootWindow":"300","maxAttempts":0,"gpuMemoryMb":"8192"}`,
+			want: &EndpointSpec{Name: "a", InitTimeout: ptr(420), Flashboot: ptr(false), FlashbootWindow: ptr(300), MaxAttempts: ptr(0), GPUMemoryMB: ptr(8192)},
 		},
 		{name: "misspelt", in: `{"name":"a","workerMax":3}`, wantErr: `unknown endpoint field(s) "workerMax"`},
 		{name: "not an object", in: `[1]`, wantErr: "must be a JSON object"},

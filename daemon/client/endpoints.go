@@ -40,6 +40,11 @@ type Endpoint struct {
 	CPUs               float64           `json:"cpus"`
 	PidsLimit          int               `json:"pidsLimit"`
 	Network            string            `json:"network,omitempty"`
+	InitTimeout        int               `json:"initTimeout"` // seconds; 0 from a daemon that predates it
+	Flashboot          bool              `json:"flashboot"`
+	FlashbootWindow    int               `json:"flashbootWindow"`     // seconds
+	MaxAttempts        int               `json:"maxAttempts"`         // 0: the daemon's --max-attempts
+	GPUMemoryMB        int               `json:"gpuMemoryMb"`         // free MiB per GPU at placement; 0: any
 	CreatedAt          string            `json:"createdAt,omitempty"` // RFC 3339
 	UpdatedAt          string            `json:"updatedAt,omitempty"` // RFC 3339
 
@@ -70,6 +75,11 @@ func (e *Endpoint) UnmarshalJSON(b []byte) error {
 		CPUs               float64           `json:"cpus"`
 		PidsLimit          flexInt           `json:"pidsLimit"`
 		Network            string            `json:"network"`
+		InitTimeout        flexInt           `json:"initTimeout"`
+		Flashboot          bool              `json:"flashboot"`
+		FlashbootWindow    flexInt           `json:"flashbootWindow"`
+		MaxAttempts        flexInt           `json:"maxAttempts"`
+		GPUMemoryMB        flexInt           `json:"gpuMemoryMb"`
 		CreatedAt          string            `json:"createdAt"`
 		UpdatedAt          string            `json:"updatedAt"`
 	}
@@ -94,6 +104,11 @@ func (e *Endpoint) UnmarshalJSON(b []byte) error {
 		CPUs:               aux.CPUs,
 		PidsLimit:          int(aux.PidsLimit),
 		Network:            aux.Network,
+		InitTimeout:        int(aux.InitTimeout),
+		Flashboot:          aux.Flashboot,
+		FlashbootWindow:    int(aux.FlashbootWindow),
+		MaxAttempts:        int(aux.MaxAttempts),
+		GPUMemoryMB:        int(aux.GPUMemoryMB),
 		CreatedAt:          aux.CreatedAt,
 		UpdatedAt:          aux.UpdatedAt,
 		Raw:                bytes.Clone(b),
@@ -122,6 +137,11 @@ type EndpointSpec struct {
 	CPUs               *float64          `json:"cpus,omitempty"`
 	PidsLimit          *int              `json:"pidsLimit,omitempty"`
 	Network            string            `json:"network,omitempty"`
+	InitTimeout        *int              `json:"initTimeout,omitempty"` // seconds
+	Flashboot          *bool             `json:"flashboot,omitempty"`
+	FlashbootWindow    *int              `json:"flashbootWindow,omitempty"` // seconds
+	MaxAttempts        *int              `json:"maxAttempts,omitempty"`
+	GPUMemoryMB        *int              `json:"gpuMemoryMb,omitempty"`
 }
 
 // UnmarshalJSON accepts numbers as strings too, so that the output of
@@ -145,6 +165,11 @@ func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
 		CPUs               *float64          `json:"cpus"`
 		PidsLimit          *flexInt          `json:"pidsLimit"`
 		Network            string            `json:"network"`
+		InitTimeout        *flexInt          `json:"initTimeout"`
+		Flashboot          *bool             `json:"flashboot"`
+		FlashbootWindow    *flexInt          `json:"flashbootWindow"`
+		MaxAttempts        *flexInt          `json:"maxAttempts"`
+		GPUMemoryMB        *flexInt          `json:"gpuMemoryMb"`
 	}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
@@ -166,6 +191,11 @@ func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
 		CPUs:               aux.CPUs,
 		PidsLimit:          aux.PidsLimit.intPtr(),
 		Network:            aux.Network,
+		InitTimeout:        aux.InitTimeout.intPtr(),
+		Flashboot:          aux.Flashboot,
+		FlashbootWindow:    aux.FlashbootWindow.intPtr(),
+		MaxAttempts:        aux.MaxAttempts.intPtr(),
+		GPUMemoryMB:        aux.GPUMemoryMB.intPtr(),
 	}
 	return nil
 }

@@ -2,7 +2,10 @@
 // and friends), RunPod's worker API (job-take, job-done, ...), the REST
 // gateway for Ember's own API (/v1, generated from proto/), the image
 // upload (POST /v1/images:upload), the worker list and logs (GET
-// /v1/workers, /v1/workers/{id}/logs), and the OpenAPI document.
+// /v1/workers, /v1/workers/{id}/logs) and POST /v1/workers/{id}:stop, the
+// named API keys (/v1/keys), the GPUs (GET /v1/gpus), the probes (GET
+// /healthz, /readyz), the OpenAPI document, and the Prometheus metrics
+// (GET /metrics).
 //
 // RunPod's wire quirks live here on purpose: GET and POST on status and
 // stream, success always HTTP 200 with single-line JSON, keys raw or
@@ -20,6 +23,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/scheduler"
 )
@@ -30,6 +35,19 @@ type Config struct {
 	// Keys returns the accepted admin keys. It is called per request so a
 	// key change takes effect without a restart.
 	Keys func() []string
+	// KeyStore holds the named admin keys: adminOK accepts its keys too,
+	// and /v1/keys creates, lists and revokes them (keys.go). Nil: only
+	// Keys are accepted and /v1/keys answers 404.
+	KeyStore KeyStore
+	// GPUStats reads a GPU's live utilisation, memory and temperature for
+	// GET /v1/gpus (gpus.go); nil leaves those fields out.
+	GPUStats func(uuid string) (GPUStats, error)
+	// Ready says whether the daemon is ready for work (GET /readyz,
+	// health.go): nil when it is, else why not. A nil func means ready.
+	Ready func() error
+	// Started is when the daemon started, for the uptime in GET /healthz;
+	// zero means when New was called.
+	Started time.Time
 	// Gateway serves /v1 (the grpc-gateway mux); nil leaves /v1 unserved.
 	Gateway http.Handler
 	// OpenAPI is served at /openapi.json.
@@ -41,13 +59,20 @@ type Config struct {
 	// MaxUploadBytes caps the body of POST /v1/images:upload (413 above
 	// it). Zero means image.DefaultMaxImageBytes (64 GiB).
 	MaxUploadBytes int64
+	// Metrics are collectors served at /metrics besides the built-in ones
+	// (the scheduler's per-endpoint jobs, workers and durations, Go's
+	// runtime, the process). They share one registry, so two collectors
+	// exporting the same metric make New panic.
+	Metrics []prometheus.Collector
 }
 
 // Server routes requests.
 type Server struct {
-	cfg Config
-	s   *scheduler.Scheduler
-	log *slog.Logger
+	cfg     Config
+	s       *scheduler.Scheduler
+	log     *slog.Logger
+	metrics http.Handler
+	started time.Time
 }
 
 // New builds the handler.
@@ -55,7 +80,14 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, s: cfg.Scheduler, log: cfg.Logger}
+	if cfg.Started.IsZero() {
+		cfg.Started = time.Now()
+	}
+	return &Server{
+		cfg: cfg, s: cfg.Scheduler, log: cfg.Logger,
+		metrics: metricsHandler(cfg.Scheduler, cfg.Metrics, cfg.Logger),
+		started: cfg.Started,
+	}
 }
 
 // ServeHTTP routes on the cleaned path. Go's ServeMux would answer a
@@ -67,6 +99,34 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case len(segs) == 1 && segs[0] == "openapi.json":
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(h.cfg.OpenAPI)
+	case len(segs) == 1 && segs[0] == "metrics":
+		// No API key: Prometheus scrapers are usually set up without
+		// one, and the default listener is loopback. The metrics are
+		// endpoint ids, names, counts and durations: no job data and
+		// no keys. Workers reach this listener too (host network, or
+		// the worker API served in a network "none" namespace), so
+		// they can read them as well.
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, "method not allowed: "+r.Method+" /metrics takes GET")
+			return
+		}
+		h.metrics.ServeHTTP(w, r)
+	case len(segs) == 1 && (segs[0] == "healthz" || segs[0] == "readyz"):
+		// No API key: probes are set up without one (health.go).
+		h.serveHealth(w, r, segs[0])
+	case len(segs) >= 2 && segs[0] == "v1" && (segs[1] == "keys" || segs[1] == "gpus"):
+		// Named API keys (keys.go) and the GPUs with their holders and
+		// live readings (gpus.go): plain routes, not in the gateway.
+		if !h.adminOK(r) {
+			writeError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (or the bare key)")
+			return
+		}
+		if segs[1] == "keys" {
+			h.serveKeys(w, r, segs[2:])
+		} else {
+			h.serveGPUs(w, r, segs[2:])
+		}
 	case len(segs) == 2 && segs[0] == "v1" && segs[1] == "images:upload":
 		// Served here rather than by the gateway: the body is a raw
 		// archive, streamed to disk, not a protobuf message.
@@ -125,12 +185,14 @@ func (h *Server) adminOK(r *http.Request) bool {
 		return false
 	}
 	ok := false
-	for _, want := range h.cfg.Keys() {
-		if want != "" && subtle.ConstantTimeCompare([]byte(k), []byte(want)) == 1 {
-			ok = true
+	if h.cfg.Keys != nil {
+		for _, want := range h.cfg.Keys() {
+			if want != "" && subtle.ConstantTimeCompare([]byte(k), []byte(want)) == 1 {
+				ok = true
+			}
 		}
 	}
-	return ok
+	return ok || (h.cfg.KeyStore != nil && h.cfg.KeyStore.Valid(k))
 }
 
 func (h *Server) serveV2(w http.ResponseWriter, r *http.Request, ep string, rest []string) {
@@ -140,6 +202,11 @@ func (h *Server) serveV2(w http.ResponseWriter, r *http.Request, ep string, rest
 	}
 	if op, ok := workerOps[rest[0]]; ok {
 		h.serveWorker(w, r, ep, op, rest[1:])
+		return
+	}
+	if rest[0] == "openai" {
+		// OpenAI's error shape, 401 included (openai.go).
+		h.serveOpenAI(w, r, ep, rest[1:])
 		return
 	}
 	if !h.adminOK(r) {

@@ -23,10 +23,13 @@
 // # Input contract
 //
 // The handler reads these keys from the job's input object; all are optional, unknown keys
-// and keys of the wrong type are ignored. They act in this order: alloc_mb, sleep_ms and
-// progress, exit, stream, then the final result.
+// and keys of the wrong type are ignored. They act in this order: alloc_mb, block_ms,
+// sleep_ms and progress, exit, then openai_route, stream or the final result.
 //
 //	sleep_ms        int     sleep this long before finishing; a stop signal interrupts it
+//	block_ms        int     sleep this long ignoring stop signals and shutdown, like a
+//	                        synchronous Python handler blocking the event loop (pings go on
+//	                        and list the job); a job stopped meanwhile then posts nothing
 //	progress        int N   send N progress updates "progress i/N" (i = 1..N), one at the
 //	                        start of each of N equal slices of sleep_ms
 //	stream          int N   generator job: N chunk posts, chunk i is "chunk i" (from 1),
@@ -45,9 +48,35 @@
 //	echo_job        bool    return the whole job object received (id, input, s3Config,
 //	                        webhook, ...) instead of {"echo": input}; output wins over it
 //	alloc_mb        int     allocate and touch this many MiB, held until the job ends
-//	openai_route    -       not handled yet: the job is echoed
+//	openai_route    string  OpenAI mode, below; stream, fail, raise, output and echo_job
+//	                        are then ignored
+//	openai_input    object  the OpenAI request body (absent for GET /v1/models)
 //
 // Input that is not an object is echoed: {"echo": <input>}.
+//
+// # OpenAI mode
+//
+// With openai_route the handler behaves like worker-vllm answering the platform's
+// /openai/v1/... passthrough (spec section 2): a generator with return_aggregate_stream,
+// so each yielded value is one chunk post and the final isStream=true post carries the
+// list of them. The model echoes: the completion text is the last chat message's content
+// (string, or its "text" parts joined with spaces) or the prompt (a list of strings is
+// joined with spaces); usage counts words.
+//
+//	/v1/models            yields {"object":"list","data":[{"id":"ember-echo","object":"model"}]}
+//	/v1/chat/completions  yields one chat.completion object (model from the input, default
+//	                      "ember-echo"; id "chatcmpl-<job id>"); with "stream": true, one
+//	                      "data: {chat.completion.chunk}\n\n" string per word (the role in the
+//	                      first, finish_reason "stop" in the last), then "data: [DONE]\n\n"
+//	/v1/completions       the same with text_completion objects (id "cmpl-<job id>")
+//	other routes          the error below with "route ... is not served" and code 404
+//
+// openai_input.model "error" yields {"error":{"message":"model not found","type":
+// "invalid_request_error","code":404}}. As in the SDK, a yielded error is not posted as a
+// chunk: the job-done body is {"error": "<Python str() of the inner dict>"} with
+// isStream=true, i.e. {'message': 'model not found', 'type': 'invalid_request_error',
+// 'code': 404}. sleep_ms, stream_delay_ms (pause before each yield) and block_ms are also
+// read from openai_input (an OpenAI SDK's extra_body), where they win.
 //
 // # Protocol behaviour
 //

@@ -26,6 +26,10 @@ type instructions struct {
 	hasOutput   bool
 	allocMB     int
 	echoJob     bool
+	// block is a sleep that ignores stop signals and shutdown (block_ms).
+	block time.Duration
+	// openai is set for an OpenAI passthrough job (openai_route).
+	openai *openAIRequest
 }
 
 // parseInstructions reads the keys the example handler understands from a job input.
@@ -38,6 +42,7 @@ func parseInstructions(input any) instructions {
 	in.stream = intKey(m, "stream")
 	in.streamDelay = time.Duration(intKey(m, "stream_delay_ms")) * time.Millisecond
 	in.allocMB = intKey(m, "alloc_mb")
+	in.block = time.Duration(intKey(m, "block_ms")) * time.Millisecond
 	in.fail, in.hasFail = m["fail"].(string)
 	in.raise, in.hasRaise = m["raise"].(string)
 	in.refresh, _ = m["refresh_worker"].(bool)
@@ -46,6 +51,15 @@ func parseInstructions(input any) instructions {
 	if n, ok := m["exit"].(json.Number); ok {
 		if c, err := n.Int64(); err == nil {
 			in.exitCode, in.hasExit = int(c), true
+		}
+	}
+	if in.openai = parseOpenAI(m); in.openai != nil {
+		// The daemon builds the top level of an OpenAI job, so the timing knobs can also
+		// come in the request body (an OpenAI SDK's extra_body); they win there.
+		for key, d := range map[string]*time.Duration{"sleep_ms": &in.sleep, "stream_delay_ms": &in.streamDelay, "block_ms": &in.block} {
+			if _, ok := in.openai.body[key]; ok {
+				*d = time.Duration(intKey(in.openai.body, key)) * time.Millisecond
+			}
 		}
 	}
 	return in
@@ -73,17 +87,24 @@ type ExampleHandler struct {
 	Hostname string
 }
 
-// Handle runs a job in a fixed order: alloc_mb, sleep_ms (with progress), exit, stream,
-// then the final result. Every wait ends early when the job is stopped.
+// Handle runs a job in a fixed order: alloc_mb, block_ms, sleep_ms (with progress), exit,
+// then an OpenAI passthrough (openai_route), a stream, or the final result. Every wait but
+// block_ms ends early when the job is stopped.
 func (h ExampleHandler) Handle(ctx context.Context, job *Job, e Emitter) (Outcome, error) {
 	in := parseInstructions(job.Input)
 	mem := allocate(in.allocMB)
 	defer runtime.KeepAlive(mem) // hold the memory until the job is over
+	// Like a synchronous Python handler blocking the event loop: neither a stop signal nor
+	// shutdown interrupts it. A job stopped meanwhile posts nothing afterwards.
+	time.Sleep(in.block)
 	if err := waitWithProgress(ctx, in, e); err != nil {
 		return Outcome{}, err
 	}
 	if in.hasExit {
 		return Outcome{}, &ExitRequest{Code: in.exitCode}
+	}
+	if in.openai != nil {
+		return h.openAI(ctx, in, job, e)
 	}
 	if in.stream > 0 {
 		return h.generate(ctx, in, e)

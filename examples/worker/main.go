@@ -46,6 +46,19 @@ func run(lookup func(string) (string, bool), stderr io.Writer) int {
 		log.Info("signal received: finishing in-flight jobs (signal again to abort)")
 		stop()
 	})
+	// WORKER_INIT_DELAY_MS stands in for loading a model: the worker makes
+	// no request at all (no take, no ping) for that long after starting.
+	if v, ok := lookup("WORKER_INIT_DELAY_MS"); ok {
+		d, err := millis(v, 0)
+		if err != nil {
+			fmt.Fprintf(stderr, "ember example worker: WORKER_INIT_DELAY_MS: %v\n", err)
+			return exitConfig
+		}
+		log.Info("loading (WORKER_INIT_DELAY_MS)", "for", d)
+		if sleepCtx(ctx, d) != nil {
+			return exitOK
+		}
+	}
 	h := ExampleHandler{WorkerID: cfg.WorkerID, Hostname: cfg.Hostname}
 	NewWorker(cfg, log, h.Handle, os.Exit).Run(ctx)
 	return exitOK

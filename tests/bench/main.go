@@ -192,6 +192,12 @@ func run() error {
 		if err := coldStarts(dc, img, 10); err != nil {
 			return fmt.Errorf("cold starts: %w", err)
 		}
+		if err := revivals(dc, "bench/worker:latest", 20); err != nil {
+			return fmt.Errorf("revivals: %w", err)
+		}
+		if err := burst(dc, map[string]any{"name": "burst", "image": "bench/worker:latest", "gpuCount": 0}, 1000, 50, 8); err != nil {
+			return fmt.Errorf("burst: %w", err)
+		}
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,13 +25,14 @@ func (a *app) endpointCmd() *cobra.Command {
 		Args:    cobra.ArbitraryArgs,
 		RunE:    groupRunE,
 	}
-	cmd.AddCommand(a.endpointCreateCmd(), a.endpointListCmd(), a.endpointGetCmd(), a.endpointDeleteCmd())
+	cmd.AddCommand(a.endpointCreateCmd(), a.endpointListCmd(), a.endpointGetCmd(), a.endpointUpdateCmd(),
+		a.endpointDeleteCmd(), a.endpointStatsCmd())
 	return cmd
 }
 
 // createFlags are the endpoint fields settable from the command line. Only
 // the flags a user actually sets are sent, so everything else gets the
-// daemon's defaults.
+// daemon's defaults (on create) or keeps its value (on update).
 type createFlags struct {
 	file               string
 	image              string
@@ -46,6 +49,11 @@ type createFlags struct {
 	cpus               float64
 	pidsLimit          int
 	network            string
+	initTimeout        secondsValue
+	flashboot          bool
+	flashbootWindow    secondsValue
+	maxAttempts        int
+	gpuMemoryMB        int
 }
 
 func (a *app) endpointCreateCmd() *cobra.Command {
@@ -89,6 +97,14 @@ Only the flags you set are sent; the daemon fills in defaults for the rest.
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&f.file, "file", "f", "", "read a JSON endpoint definition from `FILE` (\"-\" for stdin)")
+	addSpecFlags(cmd, &f)
+	return cmd
+}
+
+// addSpecFlags defines the endpoint field flags shared by create and
+// update.
+func addSpecFlags(cmd *cobra.Command, f *createFlags) {
+	fl := cmd.Flags()
 	fl.StringVar(&f.image, "image", "", "container image workers run")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable, `KEY=VALUE` (repeatable)")
 	fl.IntVar(&f.workersMin, "workers-min", 0, "workers kept running even when idle")
@@ -103,7 +119,11 @@ Only the flags you set are sent; the daemon fills in defaults for the rest.
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit of each worker container, e.g. 1.5 (0: no limit)")
 	fl.IntVar(&f.pidsLimit, "pids-limit", 0, "most processes in each worker container (default 4096)")
 	fl.StringVar(&f.network, "network", "", "worker container network: host (default) or none")
-	return cmd
+	fl.Var(&f.initTimeout, "init-timeout", "replace a new worker that has not made its first job-take or ping after this long: seconds or a duration such as 10m (default 7m)")
+	fl.BoolVar(&f.flashboot, "flashboot", false, "freeze idle workers instead of stopping them, so that a job revives one in milliseconds (--flashboot=false turns it off)")
+	fl.Var(&f.flashbootWindow, "flashboot-window", "stop a frozen worker after this long: seconds or a duration such as 10m (default 5m)")
+	fl.IntVar(&f.maxAttempts, "max-attempts", 0, "times a job is handed to a worker before it fails when its workers keep dying (0: the daemon's --max-attempts)")
+	fl.IntVar(&f.gpuMemoryMB, "gpu-memory-mb", 0, "place workers only on GPUs with at least this many MiB free (0: any)")
 }
 
 // splitDash separates NAME from the worker command given after "--".
@@ -141,7 +161,15 @@ func (a *app) createSpec(cmd *cobra.Command, args []string, f *createFlags) (*cl
 		}
 		spec.Command = command
 	}
+	if err := applySpecFlags(cmd, f, spec); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
 
+// applySpecFlags copies the flags that were given into spec. --env adds to
+// the variables spec already has.
+func applySpecFlags(cmd *cobra.Command, f *createFlags, spec *client.EndpointSpec) error {
 	set := cmd.Flags().Changed
 	if set("image") {
 		spec.Image = f.image
@@ -153,7 +181,7 @@ func (a *app) createSpec(cmd *cobra.Command, args []string, f *createFlags) (*cl
 		for _, kv := range f.env {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok || k == "" {
-				return nil, fmt.Errorf("--env %q: want KEY=VALUE", kv)
+				return fmt.Errorf("--env %q: want KEY=VALUE", kv)
 			}
 			spec.Env[k] = v
 		}
@@ -174,7 +202,7 @@ func (a *app) createSpec(cmd *cobra.Command, args []string, f *createFlags) (*cl
 	if set("scaler-type") {
 		st := strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(f.scalerType), "-", "_"))
 		if st != client.ScalerQueueDelay && st != client.ScalerRequestCount {
-			return nil, fmt.Errorf("--scaler-type %q: want %s or %s", f.scalerType, client.ScalerQueueDelay, client.ScalerRequestCount)
+			return fmt.Errorf("--scaler-type %q: want %s or %s", f.scalerType, client.ScalerQueueDelay, client.ScalerRequestCount)
 		}
 		spec.ScalerType = st
 	}
@@ -204,7 +232,24 @@ func (a *app) createSpec(cmd *cobra.Command, args []string, f *createFlags) (*cl
 			}
 		}
 	}
-	return spec, nil
+	if set("init-timeout") {
+		n := int(f.initTimeout)
+		spec.InitTimeout = &n
+	}
+	if set("flashboot") {
+		spec.Flashboot = &f.flashboot
+	}
+	if set("flashboot-window") {
+		n := int(f.flashbootWindow)
+		spec.FlashbootWindow = &n
+	}
+	if set("max-attempts") {
+		spec.MaxAttempts = &f.maxAttempts
+	}
+	if set("gpu-memory-mb") {
+		spec.GPUMemoryMB = &f.gpuMemoryMB
+	}
+	return nil
 }
 
 // readFileArg reads a file, or stdin for "-".
@@ -281,6 +326,70 @@ func (a *app) endpointGetCmd() *cobra.Command {
 	}
 }
 
+func (a *app) endpointUpdateCmd() *cobra.Command {
+	var f createFlags
+	cmd := &cobra.Command{
+		Use:   "update ENDPOINT [flags] [-- COMMAND ARG...]",
+		Short: "Change an endpoint, by ID or name",
+		Long: `Change the fields of ENDPOINT (an ID or name) given as flags, and a new worker
+command when one follows "--"; every other field keeps its value. --env adds
+or changes variables and keeps the others. New values apply to workers
+started from now on.`,
+		Example: `  ember endpoint update echo --workers-max 4 --idle-timeout 2m
+  ember endpoint update sd --flashboot --flashboot-window 10m
+  ember endpoint update sd -- python -u handler.py --fp16`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if pos, _ := splitDash(cmd, args); len(pos) != 1 {
+				return fmt.Errorf("%s takes one ENDPOINT, got %d arguments (put the worker command after \"--\")\nUsage: %s",
+					subcommandPath(cmd), len(pos), cmd.UseLine())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pos, command := splitDash(cmd, args)
+			spec := &client.EndpointSpec{}
+			if command != nil {
+				if len(command) == 0 {
+					return errors.New(`nothing after "--": give the worker command, or leave out "--"`)
+				}
+				spec.Command = command
+			}
+			if err := applySpecFlags(cmd, &f, spec); err != nil {
+				return err
+			}
+			if reflect.ValueOf(*spec).IsZero() {
+				return fmt.Errorf("nothing to change: give at least one flag, or a worker command after \"--\"\nUsage: %s", cmd.UseLine())
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			ep, err := c.ResolveEndpoint(ctx, pos[0])
+			if err != nil {
+				return err
+			}
+			if spec.Env != nil {
+				// The daemon replaces the whole map; keep the variables
+				// the flags do not name.
+				for k, v := range ep.Env {
+					if _, ok := spec.Env[k]; !ok {
+						spec.Env[k] = v
+					}
+				}
+			}
+			ep, err = c.UpdateEndpoint(ctx, ep.ID, spec)
+			if err != nil {
+				return err
+			}
+			return a.printEndpoint(ep)
+		},
+	}
+	addSpecFlags(cmd, &f)
+	return cmd
+}
+
 func (a *app) endpointDeleteCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:     "delete ENDPOINT",
@@ -315,7 +424,7 @@ func (a *app) printEndpoint(ep *client.Endpoint) error {
 	if a.jsonOut {
 		return writeJSON(a.stdout, ep.Raw)
 	}
-	return writeEndpoints(a.stdout, []client.Endpoint{*ep})
+	return writeEndpointDetail(a.stdout, ep)
 }
 
 // secondsValue is a flag holding whole seconds. It takes a plain number of
@@ -346,4 +455,165 @@ func (s *secondsValue) Set(v string) error {
 	}
 	*s = secondsValue(d / time.Second)
 	return nil
+}
+
+// minWatch is the shortest --watch interval: each refresh asks the daemon
+// for every endpoint's stats.
+const minWatch = 100 * time.Millisecond
+
+func (a *app) endpointStatsCmd() *cobra.Command {
+	var watch time.Duration
+	cmd := &cobra.Command{
+		Use:   "stats [ENDPOINT...]",
+		Short: "Show job and worker metrics of endpoints, by ID or name",
+		Long: `Show the metrics of each ENDPOINT (an ID or name), or of every endpoint when
+none is given: jobs queued and in progress now, jobs finished by status and
+workers by state, and the p50/p90/p99 of four durations in milliseconds:
+
+  DELAY       a job's submission to its take by a worker
+  EXECUTION   a job's take to its end
+  COLD_START  a new worker's start to its first job-take or ping
+  REVIVAL     a frozen (FlashBoot) worker's thaw to its first job-take
+
+Quantiles are over each endpoint's most recent 1024 samples, counters since
+the daemon started; "-" means no sample yet. --json prints the daemon's stats
+objects as {"stats": [...]}. --watch redraws every DURATION until Ctrl-C.`,
+		Example: `  ember endpoint stats
+  ember endpoint stats echo sd --watch 2s
+  ember endpoint stats echo --json`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if watch != 0 && watch < minWatch {
+				return fmt.Errorf("--watch %s: want at least %s", watch, minWatch)
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ids, err := a.resolveEndpoints(cmd, c, args)
+			if err != nil {
+				return err
+			}
+			if watch == 0 {
+				return a.showStats(cmd, c, ids)
+			}
+			return a.watchStats(cmd, c, ids, watch)
+		},
+	}
+	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, "redraw every `DURATION` (e.g. 2s) until Ctrl-C")
+	return cmd
+}
+
+// resolveEndpoints turns IDs and names into IDs, once, in the order given
+// and without repeats. No arguments gives nil: every endpoint.
+func (a *app) resolveEndpoints(cmd *cobra.Command, c *client.Client, args []string) ([]string, error) {
+	if len(args) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := a.context(cmd)
+	defer cancel()
+	var ids []string
+	for _, arg := range args {
+		ep, err := c.ResolveEndpoint(ctx, arg)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(ids, ep.ID) {
+			ids = append(ids, ep.ID)
+		}
+	}
+	return ids, nil
+}
+
+// fetchStats gets the stats of ids, or of every endpoint (in the daemon's
+// order, as "ember endpoint list") when ids is nil.
+func (a *app) fetchStats(cmd *cobra.Command, c *client.Client, ids []string) ([]client.EndpointStats, error) {
+	ctx, cancel := a.context(cmd)
+	defer cancel()
+	all := ids == nil
+	if all {
+		eps, err := c.ListEndpoints(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range eps {
+			ids = append(ids, e.ID)
+		}
+	}
+	out := make([]client.EndpointStats, 0, len(ids))
+	for _, id := range ids {
+		st, err := c.EndpointStats(ctx, id)
+		if all && client.IsNotFound(err) {
+			continue // deleted since the list
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func (a *app) showStats(cmd *cobra.Command, c *client.Client, ids []string) error {
+	sts, err := a.fetchStats(cmd, c, ids)
+	if err != nil {
+		return err
+	}
+	if a.jsonOut {
+		raws := make([]json.RawMessage, len(sts))
+		for i, st := range sts {
+			raws[i] = st.Raw
+		}
+		return marshalJSON(a.stdout, struct {
+			Stats []json.RawMessage `json:"stats"`
+		}{raws})
+	}
+	if len(sts) == 0 {
+		fmt.Fprintln(a.stderr, "No endpoints. Create one with: ember endpoint create NAME --image IMAGE")
+		return nil
+	}
+	return writeStats(a.stdout, sts)
+}
+
+// watchStats redraws the stats every interval until Ctrl-C, which ends it
+// with status 0. On a terminal each refresh replaces the screen; otherwise
+// tables follow each other, each under a timestamp, and --json prints one
+// object per refresh.
+func (a *app) watchStats(cmd *cobra.Command, c *client.Client, ids []string, interval time.Duration) error {
+	tty := isTerminal(a.stdout)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for first := true; ; first = false {
+		if !a.jsonOut {
+			switch {
+			case tty:
+				io.WriteString(a.stdout, "\x1b[H\x1b[2J") // home, clear screen
+			case !first:
+				io.WriteString(a.stdout, "\n")
+			}
+			fmt.Fprintf(a.stdout, "%s  every %s\n\n", a.now().UTC().Format("2006-01-02 15:04:05"), interval)
+		}
+		err := a.showStats(cmd, c, ids)
+		if cmd.Context().Err() != nil {
+			return nil // Ctrl-C ends watching; that is not a failure
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-cmd.Context().Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// isTerminal reports whether w is a character device, such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

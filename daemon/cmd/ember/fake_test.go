@@ -38,9 +38,10 @@ type fakeRequest struct {
 
 // seedEndpoints mimic what emberd sends through grpc-gateway: protojson
 // field order, camelCase names, defaults filled in. One executionTimeoutMs is
-// a string, as protojson would write it if the field became int64.
+// a string, as protojson would write it if the field became int64. Only
+// sdxl has the fields added later (initTimeout...), as from a newer daemon.
 var seedEndpoints = []string{
-	`{"id":"ep-b2","name":"sdxl","command":["python","-u","handler.py","--model","sd xl"],"workersMin":1,"workersMax":2,"idleTimeout":300,"executionTimeoutMs":600000,"scalerType":"REQUEST_COUNT","scalerValue":2,"gpuCount":1,"gpuTypes":["NVIDIA H100 80GB HBM3","NVIDIA A100-SXM4-80GB"],"createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-01T12:00:00Z"}`,
+	`{"id":"ep-b2","name":"sdxl","command":["python","-u","handler.py","--model","sd xl"],"workersMin":1,"workersMax":2,"idleTimeout":300,"executionTimeoutMs":600000,"scalerType":"REQUEST_COUNT","scalerValue":2,"gpuCount":1,"gpuTypes":["NVIDIA H100 80GB HBM3","NVIDIA A100-SXM4-80GB"],"memoryMb":32768,"cpus":4,"pidsLimit":4096,"network":"host","initTimeout":900,"flashboot":true,"flashbootWindow":600,"maxAttempts":5,"gpuMemoryMb":40000,"createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-01T12:00:00Z"}`,
 	`{"id":"ep-a1","name":"echo","image":"ghcr.io/acme/echo:1","env":{"LOG_LEVEL":"debug"},"workersMax":3,"idleTimeout":5,"executionTimeoutMs":600000,"scalerType":"QUEUE_DELAY","scalerValue":4,"gpuCount":0,"createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-01T12:00:00Z"}`,
 	`{"id":"ep-c3","name":"llm","image":"vllm/vllm-openai:v0.6","command":["python","-m","worker"],"workersMin":0,"workersMax":8,"idleTimeout":3600,"executionTimeoutMs":"1800000","scalerType":"QUEUE_DELAY","scalerValue":4,"gpuCount":2,"createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-02T08:30:00Z"}`,
 }
@@ -61,6 +62,8 @@ func newFakeDaemon(t *testing.T, endpoints ...string) *fakeDaemon {
 	mux.HandleFunc("GET /v1/endpoints", fd.list)
 	mux.HandleFunc("POST /v1/endpoints", fd.create)
 	mux.HandleFunc("GET /v1/endpoints/{id}", fd.get)
+	mux.HandleFunc("PATCH /v1/endpoints/{id}", fd.patch)
+	mux.HandleFunc("GET /v1/endpoints/{id}/stats", fd.stats)
 	mux.HandleFunc("DELETE /v1/endpoints/{id}", fd.delete)
 	mux.HandleFunc("GET /v1/images", fd.listImages)
 	mux.HandleFunc("GET /v1/images/{ref...}", fd.getImage)
@@ -185,6 +188,7 @@ func (fd *fakeDaemon) create(w http.ResponseWriter, r *http.Request) {
 	ep := map[string]any{
 		"workersMin": 0, "workersMax": 3, "idleTimeout": 5, "executionTimeoutMs": 600000,
 		"scalerType": "QUEUE_DELAY", "scalerValue": 4, "gpuCount": 1,
+		"initTimeout": 420, "flashboot": false, "flashbootWindow": 300, "maxAttempts": 0, "gpuMemoryMb": 0,
 	}
 	for k, v := range in {
 		ep[k] = v
@@ -195,6 +199,80 @@ func (fd *fakeDaemon) create(w http.ResponseWriter, r *http.Request) {
 	b, _ := json.Marshal(ep)
 	fd.endpoints = append(fd.endpoints, b)
 	send(w, 200, string(b))
+}
+
+// patch sets the fields the request names, as the gateway derives the
+// update mask from the body's keys.
+func (fd *fakeDaemon) patch(w http.ResponseWriter, r *http.Request) {
+	var in map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		send(w, 400, fmt.Sprintf(`{"code":3,"message":%q,"details":[]}`, err.Error()))
+		return
+	}
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	i, ok := fd.find(r.PathValue("id"))
+	if !ok {
+		notFound(w, r.PathValue("id"))
+		return
+	}
+	var ep map[string]any
+	json.Unmarshal(fd.endpoints[i], &ep)
+	for k, v := range in {
+		ep[k] = v
+	}
+	ep["updatedAt"] = "2025-06-03T09:30:00Z"
+	b, _ := json.Marshal(ep)
+	fd.endpoints[i] = b
+	send(w, 200, string(b))
+}
+
+// seedStats mimic GetEndpointStats through grpc-gateway: EmitUnpopulated,
+// int64 counters as strings. Endpoints not listed answer with zeros.
+var seedStats = map[string]string{
+	"ep-b2": `{"endpointId":"ep-b2","name":"sdxl","inQueue":3,"inProgress":2,` +
+		`"finished":{"CANCELLED":"2","COMPLETED":"1520","FAILED":"4","TIMED_OUT":"1"},"retried":"3",` +
+		`"workers":{"draining":0,"frozen":0,"idle":0,"initializing":0,"running":2,"throttled":1,"unhealthy":0},` +
+		`"delay":{"count":"1527","sumSeconds":412.5,"p50Seconds":0.0124,"p90Seconds":0.0481,"p99Seconds":2.3105},` +
+		`"execution":{"count":"1524","sumSeconds":6120.2,"p50Seconds":3.402,"p90Seconds":6.8,"p99Seconds":14.25},` +
+		`"coldStart":{"count":"4","sumSeconds":182.4,"p50Seconds":41.2,"p90Seconds":52.7,"p99Seconds":52.7},` +
+		`"revival":{"count":"9","sumSeconds":0.81,"p50Seconds":0.0853,"p90Seconds":0.1204,"p99Seconds":0.1204},` +
+		`"workersStarted":"4","workersRevived":"9","workersFrozen":"11","workersReclaimed":"1"}`,
+	"ep-a1": `{"endpointId":"ep-a1","name":"echo","inQueue":0,"inProgress":0,` +
+		`"finished":{"CANCELLED":"0","COMPLETED":"37","FAILED":"0","TIMED_OUT":"0"},"retried":"0",` +
+		`"workers":{"draining":0,"frozen":0,"idle":1,"initializing":0,"running":0,"throttled":0,"unhealthy":0},` +
+		`"delay":{"count":"37","sumSeconds":0.0148,"p50Seconds":0.0003,"p90Seconds":0.0006,"p99Seconds":0.0021},` +
+		`"execution":{"count":"37","sumSeconds":0.074,"p50Seconds":0.002,"p90Seconds":0.0025,"p99Seconds":0.0031},` +
+		`"coldStart":{"count":"1","sumSeconds":0.35,"p50Seconds":0.35,"p90Seconds":0.35,"p99Seconds":0.35},` +
+		`"revival":{"count":"0","sumSeconds":0,"p50Seconds":0,"p90Seconds":0,"p99Seconds":0},` +
+		`"workersStarted":"1","workersRevived":"0","workersFrozen":"0","workersReclaimed":"0"}`,
+}
+
+const zeroStats = `{"endpointId":%q,"name":%q,"inQueue":0,"inProgress":0,` +
+	`"finished":{"CANCELLED":"0","COMPLETED":"0","FAILED":"0","TIMED_OUT":"0"},"retried":"0",` +
+	`"workers":{"draining":0,"frozen":0,"idle":0,"initializing":0,"running":0,"throttled":0,"unhealthy":0},` +
+	`"delay":{"count":"0","sumSeconds":0,"p50Seconds":0,"p90Seconds":0,"p99Seconds":0},` +
+	`"execution":{"count":"0","sumSeconds":0,"p50Seconds":0,"p90Seconds":0,"p99Seconds":0},` +
+	`"coldStart":{"count":"0","sumSeconds":0,"p50Seconds":0,"p90Seconds":0,"p99Seconds":0},` +
+	`"revival":{"count":"0","sumSeconds":0,"p50Seconds":0,"p90Seconds":0,"p99Seconds":0},` +
+	`"workersStarted":"0","workersRevived":"0","workersFrozen":"0","workersReclaimed":"0"}`
+
+func (fd *fakeDaemon) stats(w http.ResponseWriter, r *http.Request) {
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	id := r.PathValue("id")
+	i, ok := fd.find(id)
+	if !ok {
+		notFound(w, id)
+		return
+	}
+	if st, ok := seedStats[id]; ok {
+		send(w, 200, st)
+		return
+	}
+	var e client.Endpoint
+	json.Unmarshal(fd.endpoints[i], &e)
+	send(w, 200, fmt.Sprintf(zeroStats, e.ID, e.Name))
 }
 
 func (fd *fakeDaemon) runsync(w http.ResponseWriter, r *http.Request) {

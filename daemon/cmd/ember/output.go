@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -166,4 +169,135 @@ func writeJobStatus(w io.Writer, st *client.JobStatus) error {
 		}
 	}
 	return nil
+}
+
+// writeEndpointDetail prints one endpoint, a field per line.
+func writeEndpointDetail(w io.Writer, e *client.Endpoint) error {
+	tw := newTable(w)
+	row := func(key string, values ...string) {
+		if len(values) == 0 {
+			values = []string{"-"}
+		}
+		for i, v := range values {
+			if i > 0 {
+				key = ""
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", key, v)
+		}
+	}
+	orNone := func(n int, none, unit string) string {
+		if n == 0 {
+			return none
+		}
+		return strconv.Itoa(n) + unit
+	}
+	seconds := func(n int) string {
+		if n == 0 {
+			return "-" // a daemon that predates the field
+		}
+		return formatDuration(time.Duration(n) * time.Second)
+	}
+	env := make([]string, 0, len(e.Env))
+	for _, k := range slices.Sorted(maps.Keys(e.Env)) {
+		env = append(env, cell(k+"="+e.Env[k]))
+	}
+	gpuTypes := []string{"any"}
+	if len(e.GPUTypes) > 0 {
+		gpuTypes = make([]string, len(e.GPUTypes))
+		for i, t := range e.GPUTypes {
+			gpuTypes[i] = cell(t)
+		}
+	}
+	cpus := "no limit"
+	if e.CPUs > 0 {
+		cpus = strconv.FormatFloat(e.CPUs, 'f', -1, 64)
+	}
+	flashboot := "off"
+	if e.Flashboot {
+		flashboot = "on"
+	}
+	row("ID:", cell(e.ID))
+	row("Name:", cell(e.Name))
+	row("Image:", cell(e.Image))
+	row("Command:", argv(e.Command))
+	row("Env:", env...)
+	row("Workers:", fmt.Sprintf("min %d, max %d", e.WorkersMin, e.WorkersMax))
+	row("Idle timeout:", formatDuration(time.Duration(e.IdleTimeout)*time.Second))
+	row("Execution timeout:", formatMs(e.ExecutionTimeoutMs))
+	row("Scaler:", scalerCell(*e))
+	row("GPUs:", strconv.Itoa(e.GPUCount))
+	row("GPU types:", gpuTypes...)
+	row("GPU memory:", orNone(e.GPUMemoryMB, "any", " MiB free per GPU"))
+	row("Memory:", orNone(e.MemoryMB, "no limit", " MiB"))
+	row("CPUs:", cpus)
+	row("Pids limit:", orNone(e.PidsLimit, "no limit", ""))
+	row("Network:", cell(e.Network))
+	row("Init timeout:", seconds(e.InitTimeout))
+	row("FlashBoot:", flashboot)
+	row("FlashBoot window:", seconds(e.FlashbootWindow))
+	row("Max attempts:", orNone(e.MaxAttempts, "daemon default (--max-attempts)", ""))
+	row("Created:", formatTime(e.CreatedAt))
+	row("Updated:", formatTime(e.UpdatedAt))
+	return tw.Flush()
+}
+
+// writeStats prints one row of metrics per endpoint. The duration columns
+// are p50/p90/p99 in milliseconds.
+func writeStats(w io.Writer, sts []client.EndpointStats) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tNAME\tQUEUE\tIN_PROGRESS\tCOMPLETED\tFAILED\tTIMED_OUT\tCANCELLED\tWORKERS\tDELAY_MS\tEXECUTION_MS\tCOLD_START_MS\tREVIVAL_MS")
+	for _, st := range sts {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n",
+			cell(st.EndpointID), cell(st.Name), st.InQueue, st.InProgress,
+			st.Finished[client.StatusCompleted], st.Finished[client.StatusFailed],
+			st.Finished[client.StatusTimedOut], st.Finished[client.StatusCancelled],
+			workersCell(st.Workers), quantilesCell(st.Delay), quantilesCell(st.Execution),
+			quantilesCell(st.ColdStart), quantilesCell(st.Revival))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "*_MS: p50/p90/p99 in milliseconds over the last 1024 samples; -: no sample yet\n")
+	return err
+}
+
+// workersCell lists the states that have workers, in lifecycle order, then
+// any state this client does not know.
+func workersCell(ws map[string]int) string {
+	var parts []string
+	for _, s := range client.WorkerStates {
+		if n := ws[s]; n != 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, s))
+		}
+	}
+	for _, s := range slices.Sorted(maps.Keys(ws)) {
+		if n := ws[s]; n != 0 && !slices.Contains(client.WorkerStates, s) {
+			parts = append(parts, fmt.Sprintf("%d %s", n, cell(s)))
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// quantilesCell shows p50/p90/p99 in milliseconds, "-" without samples.
+func quantilesCell(d client.DurationSummary) string {
+	if d.Count == 0 {
+		return "-"
+	}
+	return formatMillis(d.P50Seconds) + "/" + formatMillis(d.P90Seconds) + "/" + formatMillis(d.P99Seconds)
+}
+
+// formatMillis prints seconds as milliseconds: whole from 10 ms up, with one
+// decimal below ("0.4", "2.5").
+func formatMillis(sec float64) string {
+	ms := sec * 1000
+	switch {
+	case math.IsNaN(ms) || math.IsInf(ms, 0):
+		return "?"
+	case ms >= 10:
+		return strconv.FormatFloat(math.Round(ms), 'f', 0, 64)
+	}
+	return strconv.FormatFloat(math.Round(ms*10)/10, 'f', -1, 64)
 }

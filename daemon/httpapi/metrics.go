@@ -1,0 +1,175 @@
+package httpapi
+
+import (
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"net/http"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/emberhq/ember/scheduler"
+)
+
+// Every per-endpoint metric carries the endpoint's id and name.
+var endpointLabels = []string{"endpoint", "name"}
+
+func endpointDesc(name, help string, extra ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, append(slices.Clone(endpointLabels), extra...), nil)
+}
+
+var (
+	descJobsQueued = endpointDesc("ember_jobs_queued",
+		"Jobs waiting in the endpoint's queue.")
+	descJobsInProgress = endpointDesc("ember_jobs_in_progress",
+		"Jobs held by the endpoint's workers.")
+	descJobsFinished = endpointDesc("ember_jobs_finished_total",
+		"Jobs that reached a terminal status since emberd started, by status (COMPLETED, FAILED, TIMED_OUT, CANCELLED).", "status")
+	descJobsRetried = endpointDesc("ember_jobs_retried_total",
+		"Jobs put back in the queue since emberd started: their worker was lost, or a /retry.")
+	descWorkers = endpointDesc("ember_workers",
+		"The endpoint's workers now, by state; throttled counts workers wanted but not placeable (no free GPU).", "state")
+	descDelay = endpointDesc("ember_job_delay_seconds",
+		"Time from a job's submission to its take by a worker. Quantiles over the last 1024 jobs.")
+	descExecution = endpointDesc("ember_job_execution_seconds",
+		"Time from a job's take to its terminal status. Quantiles over the last 1024 jobs.")
+	descColdStart = endpointDesc("ember_worker_cold_start_seconds",
+		"Time from a new worker's start to its first job-take or ping. Quantiles over the last 1024 starts.")
+	descRevival = endpointDesc("ember_worker_revival_seconds",
+		"Time from a frozen (FlashBoot) worker's thaw to its first job-take. Quantiles over the last 1024 revivals.")
+	descWorkersStarted = endpointDesc("ember_workers_started_total",
+		"Workers started since emberd started.")
+	descWorkersRevived = endpointDesc("ember_workers_revived_total",
+		"Frozen workers thawed for a job since emberd started.")
+	descWorkersFrozen = endpointDesc("ember_workers_frozen_total",
+		"Idle workers frozen (FlashBoot) since emberd started.")
+	descWorkersReclaimed = endpointDesc("ember_workers_reclaimed_total",
+		"Frozen or idle workers stopped to give their GPUs to another endpoint, since emberd started.")
+)
+
+// workerStates are the values of ember_workers' state label. Each is
+// exported for every endpoint, zero included, so that a query never has to
+// tell "none" from "absent".
+var workerStates = []string{
+	string(scheduler.WorkerInitializing), string(scheduler.WorkerIdle), string(scheduler.WorkerRunning),
+	string(scheduler.WorkerDraining), string(scheduler.WorkerFrozen), string(scheduler.WorkerUnhealthy),
+	"throttled",
+}
+
+// finishedStatuses are the values of ember_jobs_finished_total's status
+// label, each exported for every endpoint.
+var finishedStatuses = []string{"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
+
+// schedulerCollector exports the scheduler's per-endpoint stats. It reads
+// them on each scrape (Scheduler.Stats), so it keeps no state of its own and
+// deleted endpoints disappear from the next scrape.
+type schedulerCollector struct {
+	s *scheduler.Scheduler
+}
+
+// NewSchedulerCollector returns a collector of the ember_jobs_*,
+// ember_workers* and ember_*_seconds metrics of every endpoint of s.
+func NewSchedulerCollector(s *scheduler.Scheduler) prometheus.Collector {
+	return schedulerCollector{s: s}
+}
+
+func (c schedulerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descJobsQueued, descJobsInProgress, descJobsFinished, descJobsRetried, descWorkers,
+		descDelay, descExecution, descColdStart, descRevival,
+		descWorkersStarted, descWorkersRevived, descWorkersFrozen, descWorkersReclaimed,
+	} {
+		ch <- d
+	}
+}
+
+func (c schedulerCollector) Collect(ch chan<- prometheus.Metric) {
+	all, err := c.s.Stats("")
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descJobsQueued, fmt.Errorf("reading scheduler stats: %w", err))
+		return
+	}
+	for _, st := range all {
+		id, name := st.EndpointID, st.Name
+		gauge := func(d *prometheus.Desc, v float64, extra ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{id, name}, extra...)...)
+		}
+		counter := func(d *prometheus.Desc, v int64, extra ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{id, name}, extra...)...)
+		}
+		summary := func(d *prometheus.Desc, q scheduler.Quantiles) {
+			quantiles := map[float64]float64{0.5: q.P50, 0.9: q.P90, 0.99: q.P99}
+			if q.Count == 0 {
+				// Prometheus' convention for a quantile of no observations.
+				quantiles = map[float64]float64{0.5: math.NaN(), 0.9: math.NaN(), 0.99: math.NaN()}
+			}
+			ch <- prometheus.MustNewConstSummary(d, uint64(q.Count), q.Sum, quantiles, id, name)
+		}
+
+		gauge(descJobsQueued, float64(st.InQueue))
+		gauge(descJobsInProgress, float64(st.InProgress))
+		for _, status := range withExtraKeys(finishedStatuses, st.Finished) {
+			counter(descJobsFinished, st.Finished[status], status)
+		}
+		counter(descJobsRetried, st.Retried)
+		for _, state := range withExtraKeys(workerStates, st.Workers) {
+			gauge(descWorkers, float64(st.Workers[state]), state)
+		}
+		summary(descDelay, st.Delay)
+		summary(descExecution, st.Execution)
+		summary(descColdStart, st.ColdStart)
+		summary(descRevival, st.Revival)
+		counter(descWorkersStarted, st.WorkersStarted)
+		counter(descWorkersRevived, st.WorkersRevived)
+		counter(descWorkersFrozen, st.WorkersFrozen)
+		counter(descWorkersReclaimed, st.WorkersReclaimed)
+	}
+}
+
+// withExtraKeys is known followed by the keys of m it does not list, sorted:
+// a state or status the scheduler adds later is exported rather than lost.
+func withExtraKeys[V any](known []string, m map[string]V) []string {
+	out := slices.Clone(known)
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if !slices.Contains(known, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// metricsHandler serves GET /metrics in the Prometheus text format from a
+// registry of its own (not prometheus.DefaultRegisterer, so that nothing a
+// library registers globally leaks in): the scheduler's collector, Go's
+// runtime and the process's collectors, and the extra collectors of
+// Config.Metrics. It panics when two collectors export the same metric,
+// which is a programming error found on the first start.
+func metricsHandler(s *scheduler.Scheduler, extra []prometheus.Collector, log *slog.Logger) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	if s != nil {
+		reg.MustRegister(NewSchedulerCollector(s))
+	}
+	for _, c := range extra {
+		reg.MustRegister(c)
+	}
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog: promLogger{log},
+		// A failing collector (say, a GPU query) must not hide the others.
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+}
+
+// promLogger passes promhttp's errors to the server's logger.
+type promLogger struct{ log *slog.Logger }
+
+func (l promLogger) Println(v ...any) {
+	l.log.Warn("metrics: " + fmt.Sprint(v...))
+}
