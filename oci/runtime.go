@@ -116,7 +116,8 @@ type Worker interface {
 // Both are idempotent: freezing a frozen worker, or thawing one that is
 // not frozen, does nothing. On a worker that has exited both return an
 // error wrapping ErrExited. Stop and Kill work on a frozen worker: they
-// thaw it so that the signal takes effect.
+// thaw it so that the signal takes effect; once either has been called,
+// Freeze fails. Freeze returns once every process has stopped.
 type Freezer interface {
 	Freeze() error
 	Thaw() error

@@ -5,12 +5,16 @@
 package process
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,7 +76,16 @@ type worker struct {
 	done     chan struct{}
 	exit     oci.ExitStatus
 	stopOnce sync.Once
+	// freezeMu serialises Freeze and Thaw. Once Stop or Kill has been
+	// called (ending), the worker is not frozen again.
+	freezeMu sync.Mutex
+	ending   atomic.Bool
 }
+
+var (
+	_ oci.Worker  = (*worker)(nil)
+	_ oci.Freezer = (*worker)(nil)
+)
 
 func (w *worker) PID() int { return w.cmd.Process.Pid }
 
@@ -80,27 +93,197 @@ func (w *worker) Done() <-chan struct{} { return w.done }
 
 func (w *worker) Exit() oci.ExitStatus { return w.exit }
 
-func (w *worker) signal(sig syscall.Signal) {
+func (w *worker) signal(sig syscall.Signal) error {
 	// Negative pid: the whole process group.
-	_ = syscall.Kill(-w.cmd.Process.Pid, sig)
+	return syscall.Kill(-w.cmd.Process.Pid, sig)
 }
 
+// Stop implements oci.Worker: SIGTERM to the worker's process group, then
+// SIGCONT so that a frozen worker acts on it; SIGKILL after grace.
 func (w *worker) Stop(grace time.Duration) {
 	w.stopOnce.Do(func() {
+		w.ending.Store(true)
 		w.signal(syscall.SIGTERM)
+		w.signal(syscall.SIGCONT)
 		go func() {
 			t := time.NewTimer(grace)
 			defer t.Stop()
 			select {
 			case <-w.done:
 			case <-t.C:
-				w.signal(syscall.SIGKILL)
+				w.Kill()
 			}
 		}()
 	})
 }
 
-func (w *worker) Kill() { w.signal(syscall.SIGKILL) }
+// Kill implements oci.Worker: SIGKILL to the worker's process group (a
+// stopped process dies of it too), and SIGCONT for good measure.
+func (w *worker) Kill() {
+	w.ending.Store(true)
+	w.signal(syscall.SIGKILL)
+	w.signal(syscall.SIGCONT)
+}
+
+// Freeze implements oci.Freezer: SIGSTOP to the worker's process group (the
+// worker and the children it did not move to another group), then it waits
+// until every process of the group has stopped. A process that does not
+// stop within freezeTimeout (one in an uninterruptible sleep, say) fails
+// the Freeze, and the group is continued. Freezing a worker that Stop or
+// Kill was called on fails.
+func (w *worker) Freeze() error {
+	w.freezeMu.Lock()
+	defer w.freezeMu.Unlock()
+	if w.ending.Load() {
+		return fmt.Errorf("freeze worker %d: it is being stopped", w.PID())
+	}
+	if w.isDone() {
+		return fmt.Errorf("freeze worker %d: %w", w.PID(), oci.ErrExited)
+	}
+	pgid := w.cmd.Process.Pid
+	if err := w.signal(syscall.SIGSTOP); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("freeze worker %d: %w", pgid, oci.ErrExited)
+		}
+		return fmt.Errorf("freeze worker %d: %w", pgid, err)
+	}
+	if w.ending.Load() {
+		// Stop or Kill came in between: their SIGCONT may have come
+		// before the SIGSTOP.
+		w.signal(syscall.SIGCONT)
+		return fmt.Errorf("freeze worker %d: it is being stopped", pgid)
+	}
+	deadline := time.Now().Add(freezeTimeout)
+	for {
+		running, err := groupRunning(pgid)
+		if err != nil {
+			w.signal(syscall.SIGCONT)
+			return fmt.Errorf("freeze worker %d: %w", pgid, err)
+		}
+		if running == 0 {
+			return nil
+		}
+		if w.isDone() {
+			return fmt.Errorf("freeze worker %d: %w", pgid, oci.ErrExited)
+		}
+		if time.Now().After(deadline) {
+			w.signal(syscall.SIGCONT)
+			return fmt.Errorf("freeze worker %d: %d processes did not stop within %v", pgid, running, freezeTimeout)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// Thaw implements oci.Freezer: SIGCONT to the worker's process group.
+func (w *worker) Thaw() error {
+	w.freezeMu.Lock()
+	defer w.freezeMu.Unlock()
+	if w.isDone() {
+		return fmt.Errorf("thaw worker %d: %w", w.PID(), oci.ErrExited)
+	}
+	if err := w.signal(syscall.SIGCONT); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("thaw worker %d: %w", w.PID(), oci.ErrExited)
+		}
+		return fmt.Errorf("thaw worker %d: %w", w.PID(), err)
+	}
+	return nil
+}
+
+func (w *worker) isDone() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// freezeTimeout bounds Freeze's wait for the group to stop.
+const freezeTimeout = 2 * time.Second
+
+// groupRunning counts the processes of process group pgid that have not
+// stopped yet: those whose state in /proc/PID/stat is neither stopped (T,
+// t) nor dead (Z, X), nor an uninterruptible sleep (D) with SIGSTOP
+// pending. The last is a process that cannot stop before the sleep ends
+// but cannot return to its program without stopping: above all the parent
+// of a vfork (sh runs its commands so) whose child stopped before exec,
+// which waits for the child and would otherwise never count as stopped
+// (the cgroup v2 freezer counts such a parent as frozen too). A syscall
+// of such a process that was in flight may still complete.
+func groupRunning(pgid int) (int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone
+		}
+		state, pg, ok := parseStat(b)
+		if !ok || pg != pgid {
+			continue
+		}
+		switch state {
+		case 'T', 't', 'Z', 'X':
+		case 'D':
+			if !stopPending(e.Name()) {
+				n++
+			}
+		default:
+			n++
+		}
+	}
+	return n, nil
+}
+
+// stopPending reports whether the process has SIGSTOP pending, for itself
+// (SigPnd) or its thread group (ShdPnd), per /proc/PID/status.
+func stopPending(pid string) bool {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return false
+	}
+	return sigPending(b, syscall.SIGSTOP)
+}
+
+// sigPending reads the pending-signal masks of a /proc/PID/status.
+func sigPending(status []byte, sig syscall.Signal) bool {
+	for line := range strings.Lines(string(status)) {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "SigPnd" && k != "ShdPnd") {
+			continue
+		}
+		mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err == nil && mask&(1<<(uint(sig)-1)) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// parseStat reads the state and the process group from /proc/PID/stat:
+// "pid (comm) state ppid pgrp ...", where comm may hold spaces and ')'.
+func parseStat(b []byte) (state byte, pgrp int, ok bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 3 || len(f[0]) != 1 {
+		return 0, 0, false
+	}
+	pg, err := strconv.Atoi(f[2])
+	if err != nil {
+		return 0, 0, false
+	}
+	return f[0][0], pg, true
+}
 
 func exitStatus(cmd *exec.Cmd, err error) oci.ExitStatus {
 	st, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)

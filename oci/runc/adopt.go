@@ -115,12 +115,15 @@ func (l *Leftover) paths() paths {
 // overlay and files are cleaned up. Its exit status is known only when this
 // process is its parent (emberd was its subreaper); else Exit has Code -1
 // and Err ErrExitUnknown (an OOM kill is still reported).
+//
+// A paused leftover (a worker frozen when emberd went away) is adopted
+// frozen: Thaw (oci.Freezer) makes it go on; Stop and Kill work as well.
 func (l *Leftover) Adopt() (*Worker, error) {
 	status, err := l.c.Status()
 	if err != nil {
 		return nil, fmt.Errorf("adopt %s: %w", l.ID, err)
 	}
-	if status != libcontainer.Running {
+	if status != libcontainer.Running && status != libcontainer.Paused {
 		return nil, fmt.Errorf("adopt %s: the container is %s, not running: destroy it", l.ID, status)
 	}
 	st, err := l.c.State()
@@ -132,9 +135,10 @@ func (l *Leftover) Adopt() (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("adopt %s: open pid %d: %w", l.ID, pid, err)
 	}
-	// libcontainer checks the pid's start time: still running after the
-	// pidfd was opened means the pidfd is the container's init.
-	if s, err := l.c.Status(); err != nil || s != libcontainer.Running {
+	// libcontainer checks the pid's start time: still running (or
+	// paused) after the pidfd was opened means the pidfd is the
+	// container's init.
+	if s, err := l.c.Status(); err != nil || (s != libcontainer.Running && s != libcontainer.Paused) {
 		unix.Close(pidfd)
 		return nil, fmt.Errorf("adopt %s: the container stopped", l.ID)
 	}

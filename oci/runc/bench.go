@@ -46,6 +46,13 @@ type BenchOptions struct {
 	N int
 	// WorkDir is a scratch directory on the file system of workers' dirs.
 	WorkDir string
+	// RunArgs is a program in the image that runs until it is killed,
+	// e.g. {"/probe", "pause"}. When set, Bench also measures freeze/thaw
+	// cycles of a running worker (BenchResult.Freeze).
+	RunArgs []string
+	// FreezeCycles is the number of freeze/thaw cycles of each freeze
+	// measurement. Default 50.
+	FreezeCycles int
 }
 
 // BarePhases are the phases of a bare libcontainer run: a prepared rootfs
@@ -66,11 +73,29 @@ type WorkerPhases struct {
 	Lifetime     time.Duration // Runtime.Start called to Done closed
 }
 
-// BenchResult are the medians of N runs of each half.
+// FreezePhases are the medians of freeze/thaw cycles of a running worker
+// (Worker.Freeze, then Worker.Thaw at once).
+type FreezePhases struct {
+	Cycles int
+	Freeze time.Duration
+	// Thaw is Worker.Thaw while no other container of the bench is
+	// frozen. On cgroup v1 with kernel 6.1 or later it includes the kernel
+	// turning its freezer static key on and off (code patching, about a
+	// millisecond), which the first frozen cgroup of the host pays on
+	// freeze and the last one on thaw.
+	Thaw time.Duration
+	// ThawAmongFrozen is Worker.Thaw while another worker stays frozen:
+	// the usual case on a host that keeps frozen workers.
+	ThawAmongFrozen time.Duration
+}
+
+// BenchResult are the medians of N runs of each half, and of the freeze
+// cycles (zero without BenchOptions.RunArgs).
 type BenchResult struct {
 	N      int
 	Bare   BarePhases
 	Worker WorkerPhases
+	Freeze FreezePhases
 }
 
 // Bench measures a bare libcontainer Create+Run+Wait+Destroy of a static
@@ -139,7 +164,79 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 		Cleanup:  median(work, func(p WorkerPhases) time.Duration { return p.Cleanup }),
 		Lifetime: median(work, func(p WorkerPhases) time.Duration { return p.Lifetime }),
 	}
+	if len(o.RunArgs) > 0 {
+		f, err := r.benchFreeze(ctx, o, tag)
+		if err != nil {
+			return res, fmt.Errorf("bench: freeze: %w", err)
+		}
+		res.Freeze = f
+	}
 	return res, nil
+}
+
+// benchFreeze starts two workers running o.RunArgs and times freeze/thaw
+// cycles of the first: alone, then while the second is frozen.
+func (r *Runtime) benchFreeze(ctx context.Context, o BenchOptions, tag string) (FreezePhases, error) {
+	n := o.FreezeCycles
+	if n <= 0 {
+		n = 50
+	}
+	p := FreezePhases{Cycles: n}
+	var ws []*Worker
+	defer func() {
+		for _, w := range ws {
+			w.Kill()
+			<-w.Done()
+			os.RemoveAll(w.paths.dir)
+			os.Remove(w.logPath)
+		}
+	}()
+	for i := range 2 {
+		dir := filepath.Join(o.WorkDir, fmt.Sprintf("bench-freeze-%s-%d", tag, i))
+		w, err := r.start(ctx, oci.Spec{ID: filepath.Base(dir), Image: o.Image, Command: o.RunArgs, LogPath: dir + ".log", Dir: dir})
+		if err != nil {
+			return p, err
+		}
+		ws = append(ws, w)
+	}
+	cycles := func() (freeze, thaw time.Duration, err error) {
+		var fs, ts []time.Duration
+		for range n {
+			if err := ctx.Err(); err != nil {
+				return 0, 0, err
+			}
+			t := time.Now()
+			if err := ws[0].Freeze(); err != nil {
+				return 0, 0, err
+			}
+			fs = append(fs, time.Since(t))
+			t = time.Now()
+			if err := ws[0].Thaw(); err != nil {
+				return 0, 0, err
+			}
+			ts = append(ts, time.Since(t))
+		}
+		id := func(d time.Duration) time.Duration { return d }
+		return median(fs, id), median(ts, id), nil
+	}
+	var err error
+	if p.Freeze, p.Thaw, err = cycles(); err != nil {
+		return p, err
+	}
+	if err := ws[1].Freeze(); err != nil {
+		return p, err
+	}
+	if _, p.ThawAmongFrozen, err = cycles(); err != nil {
+		return p, err
+	}
+	for _, w := range ws {
+		select {
+		case <-w.Done():
+			return p, fmt.Errorf("worker %s %s", w.ID(), w.Exit())
+		default:
+		}
+	}
+	return p, nil
 }
 
 func (r *Runtime) benchBare(rootfs, id string, args []string) (BarePhases, error) {

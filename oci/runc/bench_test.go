@@ -10,17 +10,22 @@ import (
 func TestBench(t *testing.T) {
 	e := newTestRuntime(t, nil)
 	res, err := Bench(context.Background(), BenchOptions{
-		Runtime: e.r,
-		Image:   "probe",
-		Args:    []string{"/probe", "true"},
-		N:       5,
-		WorkDir: e.work,
+		Runtime:      e.r,
+		Image:        "probe",
+		Args:         []string{"/probe", "true"},
+		N:            5,
+		WorkDir:      e.work,
+		RunArgs:      []string{"/probe", "pause"},
+		FreezeCycles: 20,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.N != 5 || res.Bare.Total <= 0 || res.Worker.Total <= 0 || res.Worker.Mount <= 0 || res.Worker.Lifetime < res.Worker.Total {
 		t.Errorf("implausible result %+v", res)
+	}
+	if f := res.Freeze; f.Cycles != 20 || f.Freeze <= 0 || f.Thaw <= 0 || f.ThawAmongFrozen <= 0 {
+		t.Errorf("implausible freeze result %+v", f)
 	}
 	logBench(t, res)
 }
@@ -33,6 +38,10 @@ func logBench(t testing.TB, r BenchResult) {
 	w := r.Worker
 	t.Logf("worker: resolve %.2f mount %.2f spec %.2f create %.2f start %.2f = Start %.2f; wait %.2f cleanup %.2f lifetime %.2f",
 		ms(w.Resolve), ms(w.Mount), ms(w.Spec), ms(w.Create), ms(w.StartTimings.Start), ms(w.Total), ms(w.Wait), ms(w.Cleanup), ms(w.Lifetime))
+	if f := r.Freeze; f.Cycles > 0 {
+		t.Logf("freeze/thaw of a running worker, medians of %d cycles: freeze %.3f thaw %.3f; thaw while another worker is frozen %.3f",
+			f.Cycles, ms(f.Freeze), ms(f.Thaw), ms(f.ThawAmongFrozen))
+	}
 }
 
 // BenchmarkStart reports, per op, one bare libcontainer run and one worker
@@ -51,7 +60,7 @@ func BenchmarkStart(b *testing.B) {
 	}
 	defer r.Close()
 	b.ResetTimer()
-	res, err := Bench(context.Background(), BenchOptions{Runtime: r, Image: "probe", Args: []string{"/probe", "true"}, N: b.N, WorkDir: b.TempDir()})
+	res, err := Bench(context.Background(), BenchOptions{Runtime: r, Image: "probe", Args: []string{"/probe", "true"}, N: b.N, WorkDir: b.TempDir(), RunArgs: []string{"/probe", "pause"}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,5 +68,7 @@ func BenchmarkStart(b *testing.B) {
 	b.ReportMetric(float64(res.Worker.Total.Microseconds())/1000, "start-ms")
 	b.ReportMetric(float64(res.Worker.Mount.Microseconds())/1000, "mount-ms")
 	b.ReportMetric(float64(res.Worker.Lifetime.Microseconds())/1000, "lifetime-ms")
+	b.ReportMetric(float64(res.Freeze.Thaw.Microseconds())/1000, "thaw-ms")
+	b.ReportMetric(float64(res.Freeze.ThawAmongFrozen.Microseconds())/1000, "thaw-among-frozen-ms")
 	logBench(b, res)
 }

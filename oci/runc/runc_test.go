@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -353,11 +354,13 @@ func TestLogRotationOfAWorker(t *testing.T) {
 }
 
 // TestLeftovers: a container whose emberd died (here: a helper process
-// that starts workers and exits without a word) keeps running; a new
-// Runtime finds it, adopts or destroys it.
+// that starts workers and exits without a word) keeps running, or stays
+// frozen; a new Runtime finds it, adopts or destroys it. ids[0] and ids[1]
+// run, ids[2] and ids[3] were frozen by the helper.
 func TestLeftovers(t *testing.T) {
 	e := newTestRuntime(t, nil)
-	ids := []string{e.spec().ID, e.spec().ID}
+	ids := []string{e.spec().ID, e.spec().ID, e.spec().ID, e.spec().ID}
+	frozen := map[string]bool{ids[2]: true, ids[3]: true}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperCrashAfterStart$", "-test.v")
 	cmd.Env = append(os.Environ(),
 		"EMBER_RUNC_HELPER=1",
@@ -366,14 +369,15 @@ func TestLeftovers(t *testing.T) {
 		"EMBER_RUNC_WORK="+e.work,
 		"EMBER_RUNC_LAYER="+probeDir,
 		"EMBER_RUNC_IDS="+strings.Join(ids, ","),
+		"EMBER_RUNC_FREEZE="+ids[2]+","+ids[3],
 	)
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "STARTED") {
 		t.Fatalf("helper: %v\n%s", err, out)
 	}
 	logPath := func(id string) string { return filepath.Join(e.work, id+".log") }
-	// The helper is gone; the workers still log.
-	for _, id := range ids {
+	// The helper is gone; the workers still log (the frozen ones do not).
+	for _, id := range ids[:2] {
 		n := len(readFile(t, logPath(id)))
 		waitFor(t, 5*time.Second, "the orphaned worker to keep logging", func() bool {
 			b, _ := os.ReadFile(logPath(id))
@@ -394,8 +398,12 @@ func TestLeftovers(t *testing.T) {
 		if l == nil {
 			t.Fatalf("leftover %s not found among %d", id, len(left))
 		}
-		if l.Status != "running" || l.PID <= 0 || unix.Kill(l.PID, 0) != nil {
-			t.Fatalf("leftover %s: status %s pid %d", id, l.Status, l.PID)
+		want := "running"
+		if frozen[id] {
+			want = "paused"
+		}
+		if l.Status != want || l.PID <= 0 || unix.Kill(l.PID, 0) != nil {
+			t.Fatalf("leftover %s: status %s pid %d, want %s", id, l.Status, l.PID, want)
 		}
 		for k, want := range map[string]string{
 			bundle.AnnotationWorker:   id,
@@ -434,17 +442,38 @@ func TestLeftovers(t *testing.T) {
 		t.Errorf("adopted worker exit: %+v", st)
 	}
 
-	// Destroy the second.
-	l := byID[ids[1]]
-	pid := l.PID
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := l.Destroy(ctx); err != nil {
+	// A frozen one is adopted frozen, and goes on when thawed.
+	w, err = byID[ids[2]].Adopt()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Kill(pid, 0); err == nil {
-		if state, _, ok := procStat(pid); ok && state != 'Z' {
-			t.Errorf("destroyed leftover's init %d still alive (%c)", pid, state)
+	assertNoProgress(t, logPath(ids[2]), 200*time.Millisecond)
+	if err := w.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	waitProgress(t, logPath(ids[2]), 5*time.Second)
+	if err := w.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	w.Kill()
+	waitDone(t, w, 10*time.Second)
+	if st := w.Exit(); st.Signal != "killed" {
+		t.Errorf("adopted frozen worker: %s", st)
+	}
+
+	// Destroy the others, running and frozen.
+	for _, id := range []string{ids[1], ids[3]} {
+		l := byID[id]
+		pid := l.PID
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := l.Destroy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Kill(pid, 0); err == nil {
+			if state, _, ok := procStat(pid); ok && state != 'Z' {
+				t.Errorf("destroyed leftover's init %d still alive (%c)", pid, state)
+			}
 		}
 	}
 
@@ -459,8 +488,8 @@ func TestLeftovers(t *testing.T) {
 	assertNoMounts(t, e.work)
 }
 
-// TestHelperCrashAfterStart is TestLeftovers' helper: it starts workers and
-// exits without cleaning up, like a crashing emberd.
+// TestHelperCrashAfterStart is TestLeftovers' helper: it starts workers,
+// freezes some, and exits without cleaning up, like a crashing emberd.
 func TestHelperCrashAfterStart(t *testing.T) {
 	if os.Getenv("EMBER_RUNC_HELPER") != "1" {
 		t.Skip("helper of TestLeftovers")
@@ -476,8 +505,9 @@ func TestHelperCrashAfterStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	freeze := strings.Split(os.Getenv("EMBER_RUNC_FREEZE"), ",")
 	for _, id := range strings.Split(os.Getenv("EMBER_RUNC_IDS"), ",") {
-		_, err := r.Start(context.Background(), oci.Spec{
+		w, err := r.Start(context.Background(), oci.Spec{
 			ID:       id,
 			Endpoint: "test",
 			Image:    "probe",
@@ -487,6 +517,13 @@ func TestHelperCrashAfterStart(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if slices.Contains(freeze, id) {
+			// Once it has logged, so that its log is there.
+			waitFor(t, 10*time.Second, "tick 0", logHas(filepath.Join(work, id+".log"), "tick 0"))
+			if err := w.(oci.Freezer).Freeze(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	fmt.Println("STARTED")

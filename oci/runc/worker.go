@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
@@ -31,13 +32,26 @@ type Worker struct {
 	timings     StartTimings
 
 	stopOnce sync.Once
-	done     chan struct{}
+	// mu serialises Freeze and Thaw, and orders them against Stop, Kill
+	// and the exit: once Stop or Kill has been called (ending) or the init
+	// has exited (exited, set before the clean-up), the worker is not
+	// frozen again.
+	mu     sync.Mutex
+	ending bool
+	exited bool
+	// thawer is the container's freezer file, opened by the first Freeze
+	// and written by Thaw; nil before that and once the init has exited.
+	thawer *thawer
+	done   chan struct{}
 	// Set before done is closed.
 	exit    oci.ExitStatus
 	cleanup time.Duration
 }
 
-var _ oci.Worker = (*Worker)(nil)
+var (
+	_ oci.Worker  = (*Worker)(nil)
+	_ oci.Freezer = (*Worker)(nil)
+)
 
 func newWorker(r *Runtime, c *libcontainer.Container, pid int, p paths, logPath string, cgroupPaths map[string]string, memLimit int64) *Worker {
 	w := &Worker{
@@ -66,6 +80,13 @@ func (w *Worker) run(wait func() oci.ExitStatus) {
 	}()
 
 	st := wait()
+	w.mu.Lock()
+	w.exited = true
+	if w.thawer != nil {
+		w.thawer.f.Close()
+		w.thawer = nil
+	}
+	w.mu.Unlock()
 	// The memory cgroup counts OOM kills in the container (any process,
 	// not only init); read it before the cgroup goes.
 	if n, err := oomKillCount(w.cgroupPaths); err != nil {
@@ -131,7 +152,8 @@ func (w *Worker) CleanupTime() time.Duration {
 // Stop implements oci.Worker: SIGTERM to the container's init, SIGKILL
 // after grace. As in Docker, an init (PID 1 of its namespace) that does not
 // handle SIGTERM ignores it and is killed after grace; killing init kills
-// every process of the container.
+// every process of the container. A frozen worker is thawed after the
+// SIGTERM, so that it handles the signal before anything else.
 func (w *Worker) Stop(grace time.Duration) {
 	w.stopOnce.Do(func() {
 		w.signal(unix.SIGTERM)
@@ -147,17 +169,139 @@ func (w *Worker) Stop(grace time.Duration) {
 	})
 }
 
-// Kill implements oci.Worker.
+// Kill implements oci.Worker. It works on a frozen worker too (the cgroup
+// is thawed after the SIGKILL).
 func (w *Worker) Kill() { w.signal(unix.SIGKILL) }
 
+// signal sends sig to the container's init, then thaws the container if it
+// is frozen: a frozen process does not act on a signal, not even SIGKILL
+// under the cgroup v1 freezer, until it is thawed. Once signalled, the
+// worker is not frozen again (Freeze fails).
 func (w *Worker) signal(sig unix.Signal) {
-	select {
-	case <-w.done:
+	w.mu.Lock()
+	w.ending = true
+	w.mu.Unlock()
+	if w.isDone() {
 		return
-	default:
 	}
 	if err := w.c.Signal(sig); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
 		w.r.log.Debug("signal worker", "worker", w.id, "signal", sig, "err", err)
+	}
+	// libcontainer thaws after a SIGKILL itself; this covers SIGTERM.
+	if err := w.Thaw(); err != nil && !errors.Is(err, oci.ErrExited) {
+		w.r.log.Debug("thaw a signalled worker", "worker", w.id, "signal", sig, "err", err)
+	}
+}
+
+// Freeze implements oci.Freezer with the cgroup freezer (libcontainer's
+// Pause: freezer.state on cgroup v1, cgroup.freeze on v2). It returns once
+// every process of the container is frozen. Freezing a frozen worker does
+// nothing; freezing one that has exited fails with oci.ErrExited, and one
+// that Stop or Kill was called on fails too.
+func (w *Worker) Freeze() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ending {
+		return fmt.Errorf("freeze worker %s: it is being stopped", w.id)
+	}
+	if w.exited {
+		return fmt.Errorf("freeze worker %s: %w", w.id, oci.ErrExited)
+	}
+	if w.thawer == nil {
+		// For Thaw; without it, Thaw goes through libcontainer.
+		if t, err := openThawer(w.cgroupPaths); err == nil {
+			w.thawer = t
+		} else {
+			w.r.log.Debug("open the freezer file", "worker", w.id, "err", err)
+		}
+	}
+	err := w.c.Pause()
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, libcontainer.ErrNotRunning) {
+		// Pause says so of a paused container too.
+		if st, serr := w.c.Status(); serr == nil && st == libcontainer.Paused {
+			return nil
+		}
+		return fmt.Errorf("freeze worker %s: %w", w.id, oci.ErrExited)
+	}
+	return fmt.Errorf("freeze worker %s: %w", w.id, err)
+}
+
+// Thaw implements oci.Freezer. Thawing a worker that is not frozen does
+// nothing; thawing one that has exited fails with oci.ErrExited (one that
+// is exiting may succeed: Done reports the exit).
+//
+// Thaw is the critical path of a frozen worker's revival, so it is one
+// write(2) to the freezer file that Freeze opened (freezer.state on cgroup
+// v1, cgroup.freeze on v2) rather than libcontainer's Resume, which reads
+// the freezer state, the init's /proc stat and the state dir, and opens
+// the file, first. Writing the file is what Resume does, and libcontainer
+// reads the freezer state back from the cgroup on every call, so the two
+// do not disagree. Without the file (the first Freeze could not open it,
+// or the worker has exited) Thaw is libcontainer's Resume.
+func (w *Worker) Thaw() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.exited || w.isDone() {
+		return fmt.Errorf("thaw worker %s: %w", w.id, oci.ErrExited)
+	}
+	if t := w.thawer; t != nil {
+		_, err := t.f.WriteAt(t.thawed, 0)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, unix.ENODEV) {
+			// The cgroup was removed: the worker exited.
+			return fmt.Errorf("thaw worker %s: %w", w.id, oci.ErrExited)
+		}
+		w.r.log.Debug("write the freezer file", "worker", w.id, "err", err)
+	}
+	err := w.c.Resume()
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, libcontainer.ErrNotPaused) {
+		if st, serr := w.c.Status(); serr == nil && st != libcontainer.Stopped {
+			return nil // running: nothing to thaw
+		}
+		return fmt.Errorf("thaw worker %s: %w", w.id, oci.ErrExited)
+	}
+	return fmt.Errorf("thaw worker %s: %w", w.id, err)
+}
+
+// thawer is an open freezer file and what thaws the cgroup when written.
+type thawer struct {
+	f      *os.File
+	thawed []byte
+}
+
+// openThawer opens the container's freezer file: freezer.state of the
+// freezer controller on cgroup v1, cgroup.freeze on v2 (where the paths'
+// only key is "").
+func openThawer(cgroupPaths map[string]string) (*thawer, error) {
+	dir, file, thawed := cgroupPaths["freezer"], "freezer.state", "THAWED"
+	if dir == "" {
+		dir, file, thawed = cgroupPaths[""], "cgroup.freeze", "0"
+	}
+	if dir == "" {
+		return nil, errors.New("the container has no freezer cgroup")
+	}
+	f, err := cgroups.OpenFile(dir, file, unix.O_WRONLY)
+	if err != nil {
+		return nil, err
+	}
+	return &thawer{f: f, thawed: []byte(thawed)}, nil
+}
+
+// isDone reports whether Done is closed.
+func (w *Worker) isDone() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
 	}
 }
 
