@@ -44,7 +44,9 @@ type Options struct {
 	GRPCListen string
 	Runtime    string
 	APIKeyFile string
-	// DebugListen, when set, serves net/http/pprof there.
+	// DebugListen, when set, serves net/http/pprof there, and POST
+	// /debug/wedge?for=5s, which holds the scheduler lock that long (a
+	// fault-injection hook to test the systemd watchdog).
 	DebugListen string
 
 	TakeHold          time.Duration
@@ -107,6 +109,10 @@ type workerRuntime struct {
 	close  func() error
 	adopt  func(store.WorkerRecord) (oci.Worker, error) // nil: nothing to take back
 	sweep  func()                                       // destroys what was not taken back
+	// freeMemory reads a GPU's free memory (NVML); watchGPUs reports GPUs
+	// that go bad until ctx ends. Both nil without GPUs.
+	freeMemory func(uuid string) (uint64, error)
+	watchGPUs  func(ctx context.Context, report func(uuid, reason string))
 }
 
 // newRuntime opens the worker runtime: the process runtime, or the runc
@@ -154,9 +160,33 @@ func newRuntime(ctx context.Context, o Options, log *slog.Logger) (*workerRuntim
 			gpus = append(gpus, scheduler.GPU{UUID: d.UUID, Name: d.Name, MemoryBytes: d.MemoryTotal})
 		}
 	}
-	wr := &workerRuntime{rt: rt, images: images, gpus: gpus, close: func() error {
-		return errors.Join(rt.Close(), images.Close())
-	}}
+	closeNVML := func() {}
+	wr := &workerRuntime{rt: rt, images: images, gpus: gpus}
+	if len(gpus) > 0 {
+		// Kept initialised for the daemon's life: placement reads free
+		// memory, and initialising NVML per query would be slow.
+		lib := nvml.New()
+		if ret := lib.Init(); ret == nvml.SUCCESS {
+			closeNVML = func() { lib.Shutdown() }
+			wr.freeMemory = func(uuid string) (uint64, error) { return gpu.FreeMemory(lib, uuid) }
+		} else {
+			log.Warn("NVML init for live GPU queries failed: gpuMemoryMb placement checks are off", "err", ret)
+		}
+		uuids := make([]string, len(gpus))
+		for i, g := range gpus {
+			uuids[i] = g.UUID
+		}
+		wr.watchGPUs = func(ctx context.Context, report func(uuid, reason string)) {
+			if err := gpu.WatchHealth(ctx, lib, uuids, report); err != nil {
+				log.Warn("GPU health watch stopped: XID errors will not take GPUs out of placement", "err", err)
+			}
+		}
+	}
+	wr.close = func() error {
+		err := errors.Join(rt.Close(), images.Close())
+		closeNVML()
+		return err
+	}
 	// Containers that outlived an earlier emberd: the scheduler takes back
 	// those it has records of (adopt); the rest are destroyed deliberately
 	// once it has (sweep).
@@ -220,15 +250,13 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer wr.close()
-	httpLn, err := net.Listen("tcp", o.Listen)
+	// The sockets systemd passed (socket activation), else --listen and
+	// --grpc-listen.
+	httpLn, grpcLn, err := openListeners(o, log)
 	if err != nil {
-		return fmt.Errorf("--listen %s: %w", o.Listen, err)
+		return err
 	}
 	defer httpLn.Close()
-	grpcLn, err := net.Listen("tcp", o.GRPCListen)
-	if err != nil {
-		return fmt.Errorf("--grpc-listen %s: %w", o.GRPCListen, err)
-	}
 	defer grpcLn.Close()
 
 	// The server exists before the scheduler so that workers on network
@@ -245,6 +273,7 @@ func Run(ctx context.Context, o Options) error {
 		AllocateGPUs:      wr.images != nil,
 		RequireImage:      wr.images != nil,
 		GPUs:              wr.gpus,
+		GPUFreeMemory:     wr.freeMemory,
 		WorkerAPIBase:     base,
 		TakeHold:          o.TakeHold,
 		StopHold:          o.StopHold,
@@ -263,6 +292,15 @@ func Run(ctx context.Context, o Options) error {
 	closeSched := sync.OnceValue(sched.Close)
 	defer closeSched()
 	wr.sweep()
+	if wr.watchGPUs != nil {
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			wr.watchGPUs(watchCtx, sched.MarkGPUUnhealthy)
+		}()
+		defer func() { stopWatch(); <-watched }()
+	}
 
 	servers := &grpcapi.Servers{S: sched}
 	gs := grpc.NewServer(grpc.UnaryInterceptor(grpcapi.AuthInterceptor(keys)))
@@ -295,7 +333,9 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return fmt.Errorf("--debug-listen %s: %w", o.DebugListen, err)
 		}
-		ds := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		dm := pprofMux()
+		dm.HandleFunc("POST /debug/wedge", wedgeHandler(sched, log))
+		ds := &http.Server{Handler: dm, ReadHeaderTimeout: 10 * time.Second}
 		go ds.Serve(dl)
 		defer ds.Close()
 	}
@@ -306,6 +346,8 @@ func Run(ctx context.Context, o Options) error {
 	if o.Ready != nil {
 		o.Ready(httpLn.Addr().String(), grpcLn.Addr().String())
 	}
+	// READY=1, STATUS= and watchdog pings when run by systemd.
+	sd := startSystemd(log, sched)
 
 	var runErr error
 	select {
@@ -313,6 +355,8 @@ func Run(ctx context.Context, o Options) error {
 	case err := <-errc:
 		runErr = fmt.Errorf("listener failed: %w", err)
 	}
+	// STOPPING=1 first, then the drain below.
+	sd.stopping("draining workers")
 	log.Info("emberd stopping: draining workers")
 	if err := closeSched(); err != nil {
 		log.Error("close scheduler", "err", err)
