@@ -132,6 +132,7 @@ type Runtime struct {
 	stateDir     string
 	systemd      bool
 	cgroupParent string
+	anchor       *freezeAnchor // nil unless cgroup v1 with cgroupfs
 	limits       bundle.Limits
 	host         bundle.Host
 	logMax       int64
@@ -239,13 +240,17 @@ func New(o Options) (*Runtime, error) {
 		return nil, fmt.Errorf("runc runtime: become a child subreaper: %w", err)
 	}
 	go r.reapOrphans()
+	r.anchor = newFreezeAnchor(r.cgroupParent, r.systemd)
 	return r, nil
 }
 
 // Close stops the runtime's background work. Running workers are left
 // alone: they keep running, and Leftovers finds them.
 func (r *Runtime) Close() error {
-	r.closeOnce.Do(func() { close(r.stopReaper) })
+	r.closeOnce.Do(func() {
+		close(r.stopReaper)
+		r.anchor.release()
+	})
 	<-r.reaperDone
 	return nil
 }

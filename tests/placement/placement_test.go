@@ -83,11 +83,12 @@ func newRig(t *testing.T, n int) *rig {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	cgroupParent := fmt.Sprintf("/ember-placement-%d-%d", os.Getpid(), n)
 	rt, err := runc.New(runc.Options{
 		Images:         runc.StaticImages{"worker": {Layers: []string{layer}, Config: oci.ImageConfig{Entrypoint: []string{"/worker"}}}},
 		Devices:        markGPUs{},
 		StateDir:       filepath.Join(dir, "state"),
-		CgroupParent:   fmt.Sprintf("/ember-placement-%d", os.Getpid()),
+		CgroupParent:   cgroupParent,
 		Logger:         log,
 		AllowNoSeccomp: true,
 	})
@@ -114,6 +115,10 @@ func newRig(t *testing.T, n int) *rig {
 		srv.Close()
 		s.Close()
 		rt.Close()
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroupParent)
+		for _, d := range dirs {
+			os.Remove(d)
+		}
 	})
 	return &rig{t: t, s: s, url: url, key: key}
 }
