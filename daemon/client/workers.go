@@ -116,3 +116,14 @@ func (c *Client) WorkerLogs(ctx context.Context, id string, follow bool, tail in
 	}
 	return nil
 }
+
+// StopWorker drains a worker (POST /v1/workers/{id}:stop): it takes no new
+// job, its running jobs finish (up to the daemon's stop grace), then it
+// exits. The answer is the worker as it is now (usually "draining").
+func (c *Client) StopWorker(ctx context.Context, id string) (*Worker, error) {
+	var w Worker
+	if _, err := c.do(ctx, http.MethodPost, "/v1/workers/"+url.PathEscape(id)+":stop", nil, nil, &w); err != nil {
+		return nil, err
+	}
+	return &w, nil
+}

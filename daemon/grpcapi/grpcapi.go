@@ -41,9 +41,10 @@ func (sv *Servers) Register(g *grpc.Server) {
 	emberv1.RegisterHealthServiceServer(g, sv)
 }
 
-// AuthInterceptor requires the admin key in the "authorization" metadata
-// (Bearer or bare), except for the health check.
-func AuthInterceptor(keys func() []string) grpc.UnaryServerInterceptor {
+// AuthInterceptor requires an API key in the "authorization" metadata
+// (Bearer or bare), except for the health check: one of keys (the
+// bootstrap admin key), or one that valid accepts (named keys; nil: none).
+func AuthInterceptor(keys func() []string, valid func(string) bool) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if strings.HasSuffix(info.FullMethod, "/Check") {
 			return handler(ctx, req)
@@ -60,6 +61,9 @@ func AuthInterceptor(keys func() []string) grpc.UnaryServerInterceptor {
 			if got != "" && k != "" && subtle.ConstantTimeCompare([]byte(got), []byte(k)) == 1 {
 				return handler(ctx, req)
 			}
+		}
+		if got != "" && valid != nil && valid(got) {
+			return handler(ctx, req)
 		}
 		return nil, status.Error(codes.Unauthenticated, "missing or wrong API key in the \"authorization\" metadata")
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emberhq/ember/scheduler"
@@ -23,11 +24,16 @@ const logPollInterval = 200 * time.Millisecond
 
 // serveWorkers serves the admin worker routes (the caller checked the key):
 //
-//	GET /v1/workers[?endpoint=ID]                  {"workers": [WorkerInfo...]}
-//	GET /v1/workers/{id}/logs[?follow=1&tail=N]    text/plain
+//	GET  /v1/workers[?endpoint=ID]                  {"workers": [WorkerInfo...]}
+//	GET  /v1/workers/{id}/logs[?follow=1&tail=N]    text/plain
+//	POST /v1/workers/{id}:stop                      WorkerInfo (now draining)
 func (h *Server) serveWorkers(w http.ResponseWriter, r *http.Request, rest []string) {
 	if h.s == nil {
 		writeError(w, http.StatusNotFound, "no scheduler")
+		return
+	}
+	if len(rest) == 1 && strings.HasSuffix(rest[0], ":stop") {
+		h.stopWorker(w, r, strings.TrimSuffix(rest[0], ":stop"))
 		return
 	}
 	if len(rest) != 0 && !(len(rest) == 2 && rest[1] == "logs") {
@@ -50,6 +56,39 @@ func (h *Server) serveWorkers(w http.ResponseWriter, r *http.Request, rest []str
 		return
 	}
 	h.serveWorkerLogs(w, r, rest[0])
+}
+
+// stopWorker drains a worker: it takes no new job, its running jobs finish
+// (up to the stop grace), then it exits; the autoscaler starts a
+// replacement if its endpoint still needs one. The answer is the worker as
+// GET /v1/workers shows it once draining, or {"id","state":"stopped"} when
+// it is already gone.
+func (h *Server) stopWorker(w http.ResponseWriter, r *http.Request, id string) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on /v1/workers/{id}:stop; use POST")
+		return
+	}
+	if !validWorkerID(id) {
+		writeError(w, http.StatusNotFound, "worker "+strconv.Quote(id)+" not found")
+		return
+	}
+	if err := h.s.StopWorker(id); err != nil {
+		if errors.Is(err, scheduler.ErrNotFound) {
+			writeError(w, http.StatusNotFound, "worker "+id+" not found (or no longer running)")
+			return
+		}
+		writeSchedErr(w, err)
+		return
+	}
+	h.log.Info("worker stop requested", "worker", id)
+	for _, info := range h.s.Workers("") {
+		if info.ID == id {
+			writeJSON(w, info)
+			return
+		}
+	}
+	writeJSON(w, map[string]string{"id": id, "state": string(scheduler.WorkerStopped)})
 }
 
 // validWorkerID accepts what the scheduler generates, "w-" and hex, so

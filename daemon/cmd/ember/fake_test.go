@@ -30,6 +30,12 @@ type fakeDaemon struct {
 	reqs      []fakeRequest
 	images    []json.RawMessage
 	inUse     map[string]string // image ref -> endpoint names using it
+
+	// ops_test.go: streams, GPUs, keys and probes.
+	streams  map[string][]string // job -> /stream answers, in order
+	gpus     []string            // GET /v1/gpus entries
+	keys     []fakeKey
+	notReady string // /readyz answers 503 with it when set
 }
 
 type fakeRequest struct {
@@ -48,7 +54,7 @@ var seedEndpoints = []string{
 
 func newFakeDaemon(t *testing.T, endpoints ...string) *fakeDaemon {
 	t.Helper()
-	fd := &fakeDaemon{jobs: map[string][]string{}, inUse: map[string]string{}}
+	fd := &fakeDaemon{jobs: map[string][]string{}, inUse: map[string]string{}, streams: map[string][]string{}, gpus: seedGPUs}
 	for _, img := range seedImages {
 		fd.images = append(fd.images, json.RawMessage(img))
 	}
@@ -72,9 +78,21 @@ func newFakeDaemon(t *testing.T, endpoints ...string) *fakeDaemon {
 	mux.HandleFunc("POST /v1/images:pull", fd.pull) // image_test.go
 	mux.HandleFunc("GET /v1/workers", fd.listWorkers)
 	mux.HandleFunc("GET /v1/workers/{id}/logs", fd.workerLogs)
+	mux.HandleFunc("POST /v1/workers/{idop}", fd.stopWorker) // {id}:stop
+	mux.HandleFunc("GET /v1/gpus", fd.listGPUs)
+	mux.HandleFunc("GET /v1/keys", fd.listKeys)
+	mux.HandleFunc("POST /v1/keys", fd.createKey)
+	mux.HandleFunc("DELETE /v1/keys/{id}", fd.revokeKey)
+	mux.HandleFunc("GET /healthz", fd.healthz)
+	mux.HandleFunc("GET /readyz", fd.readyz)
 	mux.HandleFunc("POST /v2/{ep}/runsync", fd.runsync)
 	mux.HandleFunc("GET /v2/{ep}/status-sync/{job}", fd.statusSync)
 	mux.HandleFunc("GET /v2/{ep}/status/{job}", fd.status)
+	mux.HandleFunc("GET /v2/{ep}/stream/{job}", fd.stream)
+	mux.HandleFunc("POST /v2/{ep}/cancel/{job}", fd.cancel)
+	mux.HandleFunc("POST /v2/{ep}/retry/{job}", fd.retry)
+	mux.HandleFunc("POST /v2/{ep}/purge-queue", fd.purge)
+	mux.HandleFunc("GET /v2/{ep}/health", fd.endpointHealth)
 	srv := httptest.NewServer(fd.authAndRecord(mux))
 	t.Cleanup(srv.Close)
 	fd.addr = strings.TrimPrefix(srv.URL, "http://")
@@ -97,7 +115,8 @@ func (fd *fakeDaemon) authAndRecord(next http.Handler) http.Handler {
 		fd.reqs = append(fd.reqs, fakeRequest{r.Method, r.URL.Path, r.URL.RawQuery, auth, string(body)})
 		fd.mu.Unlock()
 		r.Body = io.NopCloser(strings.NewReader(string(body)))
-		if auth != "Bearer "+testKey {
+		probe := r.URL.Path == "/healthz" || r.URL.Path == "/readyz" // no key, as emberd
+		if auth != "Bearer "+testKey && !probe && !fd.validKey(strings.TrimPrefix(auth, "Bearer ")) {
 			if strings.HasPrefix(r.URL.Path, "/v2/") {
 				send(w, 401, `{"error":"invalid API key"}`)
 			} else {

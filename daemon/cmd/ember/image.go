@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -97,7 +96,10 @@ daemon may be on another machine: the image travels in the request.
 
 The image is imported under the names the archive gives, or under --name,
 which is needed when the archive names no image and picks one when it holds
-several.`,
+several.
+
+On a terminal a progress bar shows the upload on stderr (not with --json or
+--quiet).`,
 		Example: `  docker save ghcr.io/acme/echo:1 -o echo.tar && ember image import echo.tar
   ember image import ./echo-layout --name acme/echo:1`,
 		Args: exactArgs(1),
@@ -113,9 +115,16 @@ several.`,
 			defer body.Close()
 			ctx, cancel := a.context(cmd)
 			defer cancel()
-			p := newUploadProgress(a.stderr, filepath.Base(filepath.Clean(args[0])), a.progress, a.now)
-			img, err := c.UploadImage(ctx, body, size, name, p.update)
-			p.finish(err == nil)
+			var upload io.Reader = body
+			var bar *progressBar
+			if a.showProgress() {
+				bar = newProgressBar(a.stderr, filepath.Base(filepath.Clean(args[0])), size, a.now)
+				upload = bar.Reader(body)
+			}
+			img, err := c.UploadImage(ctx, upload, size, name, nil)
+			if bar != nil {
+				bar.finish(err == nil) // before anything else is printed
+			}
 			if err != nil {
 				if name == "" && strings.Contains(err.Error(), "image name required") {
 					return fmt.Errorf("%w\nGive it one with: ember image import %s --name NAME:TAG", err, args[0])
@@ -343,107 +352,4 @@ func formatBytes(n int64) string {
 	}
 	s := strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64)
 	return strings.TrimSuffix(s, ".0") + " " + string("KMGTPE"[exp]) + "iB"
-}
-
-// uploadProgress reports an upload on stderr: a bar redrawn in place when
-// stderr is a terminal, otherwise one line at the end.
-type uploadProgress struct {
-	w     io.Writer
-	label string
-	tty   bool
-	now   func() time.Time
-
-	mu        sync.Mutex
-	start     time.Time
-	lastDraw  time.Time
-	sent      int64
-	total     int64
-	sentAt    time.Time // when the last byte was read
-	drawn     bool
-	completed bool
-}
-
-// redrawEvery bounds how often the bar is redrawn.
-const redrawEvery = 100 * time.Millisecond
-
-func newUploadProgress(w io.Writer, label string, tty bool, now func() time.Time) *uploadProgress {
-	if now == nil {
-		now = time.Now
-	}
-	return &uploadProgress{w: w, label: label, tty: tty, now: now, start: now()}
-}
-
-// update is client.UploadImage's progress callback.
-func (p *uploadProgress) update(sent, total int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	t := p.now()
-	p.sent, p.total, p.sentAt = sent, total, t
-	done := total > 0 && sent >= total
-	if !p.tty || (!done && t.Sub(p.lastDraw) < redrawEvery) {
-		return
-	}
-	p.lastDraw = t
-	line := p.render(t)
-	if done {
-		line += "  importing..."
-	}
-	fmt.Fprintf(p.w, "\r%s\x1b[K", line)
-	p.drawn = true
-}
-
-// render is the bar's text: label, bar and percentage when the total is
-// known, bytes sent and the mean rate.
-func (p *uploadProgress) render(t time.Time) string {
-	var b strings.Builder
-	b.WriteString("Uploading " + p.label + "  ")
-	if p.total > 0 {
-		const width = 24
-		frac := min(float64(p.sent)/float64(p.total), 1)
-		fill := int(frac * width)
-		b.WriteString("[" + strings.Repeat("=", fill))
-		if fill < width {
-			b.WriteString(">" + strings.Repeat(" ", width-fill-1))
-		}
-		fmt.Fprintf(&b, "] %3d%%  %s / %s", int(frac*100), formatBytes(p.sent), formatBytes(p.total))
-	} else {
-		b.WriteString(formatBytes(p.sent))
-	}
-	if r := rate(p.sent, t.Sub(p.start)); r != "" {
-		b.WriteString("  " + r)
-	}
-	return b.String()
-}
-
-// finish ends the report: the bar's line on a terminal, or one plain line
-// on success otherwise.
-func (p *uploadProgress) finish(ok bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.completed {
-		return
-	}
-	p.completed = true
-	if p.tty {
-		if p.drawn {
-			fmt.Fprint(p.w, "\r"+p.render(p.sentAt)+"\x1b[K\n")
-		}
-		return
-	}
-	if ok {
-		d := p.sentAt.Sub(p.start)
-		line := fmt.Sprintf("Uploaded %s: %s in %s", p.label, formatBytes(p.sent), d.Round(time.Millisecond))
-		if r := rate(p.sent, d); r != "" {
-			line += " (" + r + ")"
-		}
-		fmt.Fprintln(p.w, line)
-	}
-}
-
-// rate is bytes per second over d, or "" when d is too short to say.
-func rate(n int64, d time.Duration) string {
-	if d < time.Millisecond {
-		return ""
-	}
-	return formatBytes(int64(float64(n)/d.Seconds())) + "/s"
 }

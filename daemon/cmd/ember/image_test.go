@@ -2,7 +2,6 @@ package main
 
 import (
 	"archive/tar"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -159,32 +158,6 @@ func TestImageUploadRequest(t *testing.T) {
 		if g, ok := got[name]; !ok || g != body {
 			t.Errorf("layout archive entry %s: present %v, %d bytes; want %d", name, ok, len(g), len(body))
 		}
-	}
-}
-
-// TestUploadProgressBar checks the bar drawn on a terminal.
-func TestUploadProgressBar(t *testing.T) {
-	var out bytes.Buffer
-	clock := testClock
-	p := newUploadProgress(&out, "echo.tar", true, func() time.Time { clock = clock.Add(time.Second); return clock })
-	p.update(1<<20, 4<<20)
-	p.update(2<<20, 4<<20) // each fake call is a second later: redrawn
-	p.update(4<<20, 4<<20)
-	p.finish(true)
-	want := "\rUploading echo.tar  [======>                 ]  25%  1 MiB / 4 MiB  1 MiB/s\x1b[K" +
-		"\rUploading echo.tar  [============>           ]  50%  2 MiB / 4 MiB  1 MiB/s\x1b[K" +
-		"\rUploading echo.tar  [========================] 100%  4 MiB / 4 MiB  1.3 MiB/s  importing...\x1b[K" +
-		"\rUploading echo.tar  [========================] 100%  4 MiB / 4 MiB  1.3 MiB/s\x1b[K\n"
-	if out.String() != want {
-		t.Errorf("bar:\n%q\nwant\n%q", out.String(), want)
-	}
-
-	out.Reset()
-	p = newUploadProgress(&out, "echo.tar", false, func() time.Time { clock = clock.Add(time.Second); return clock })
-	p.update(3<<20, 3<<20)
-	p.finish(true)
-	if want := "Uploaded echo.tar: 3 MiB in 1s (3 MiB/s)\n"; out.String() != want {
-		t.Errorf("plain: %q, want %q", out.String(), want)
 	}
 }
 

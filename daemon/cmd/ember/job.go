@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +13,22 @@ import (
 	"github.com/emberhq/ember/daemon/client"
 )
 
-func (a *app) runCmd() *cobra.Command {
+func (a *app) jobCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "job",
+		Aliases: []string{"jobs"},
+		Short:   "Run, inspect, stream, cancel and retry jobs",
+		Long: `Run and manage jobs through the daemon's RunPod-compatible API
+(/v2/ENDPOINT/...). ENDPOINT is an endpoint's ID or name; JOB is a job ID
+as "ember job run" or a RunPod client printed it.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(a.jobRunCmd(), a.jobStatusCmd(), a.jobStreamCmd(), a.jobCancelCmd(), a.jobRetryCmd(), a.jobPurgeCmd())
+	return cmd
+}
+
+func (a *app) jobRunCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "run ENDPOINT JSON",
 		Short: "Run a job and wait for its output",
@@ -22,9 +39,11 @@ JSON is the job's input, or a full request body when it is an object with an
 
 On COMPLETED the output is printed as JSON. On FAILED, CANCELLED or
 TIMED_OUT the status and error go to stderr and ember exits with status 1.
---json prints the final status object instead of the output.`,
-		Example: `  ember run echo '{"prompt": "hello"}'
-  ember run echo '"just a string"'
+--json prints the final status object instead of the output.
+
+"ember run" is the same command.`,
+		Example: `  ember job run echo '{"prompt": "hello"}'
+  ember job run echo '"just a string"'
   ember run echo - < request.json`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -48,7 +67,7 @@ TIMED_OUT the status and error go to stderr and ember exits with status 1.
 				if errors.As(err, &we) {
 					// The job exists and may still finish; say how to find
 					// out rather than leaving people to resubmit it.
-					return fmt.Errorf("stopped waiting for job %s (last status %s): %w\nCheck on it with: ember status %s %s",
+					return fmt.Errorf("stopped waiting for job %s (last status %s): %w\nCheck on it with: ember job status %s %s",
 						we.Last.ID, we.Last.Status, a.explain(we.Err), args[0], we.Last.ID)
 				}
 				return err
@@ -78,8 +97,8 @@ func jobFailure(st *client.JobStatus) error {
 	return fmt.Errorf("job %s %s: %s", st.ID, st.Status, msg)
 }
 
-// requestBody reads the JSON argument of "ember run" and wraps it as the
-// job input unless it is already a full request body.
+// requestBody reads the JSON argument of "ember job run" and wraps it as
+// the job input unless it is already a full request body.
 func (a *app) requestBody(arg string) (json.RawMessage, error) {
 	data := []byte(arg)
 	if arg == "-" {
@@ -98,7 +117,7 @@ func (a *app) requestBody(arg string) (json.RawMessage, error) {
 // progressFunc reports job state changes on a terminal, so that a job stuck
 // in the queue behind a cold start does not look like a hung command.
 func (a *app) progressFunc() func(*client.JobStatus) {
-	if !a.progress {
+	if !a.showProgress() {
 		return nil
 	}
 	last := ""
@@ -110,34 +129,197 @@ func (a *app) progressFunc() func(*client.JobStatus) {
 	}
 }
 
-func (a *app) statusCmd() *cobra.Command {
+// jobTarget is what every job command but run starts with: a client, the
+// resolved endpoint and the command's context (cancel it when done).
+type jobTarget struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	c      *client.Client
+	ep     *client.Endpoint
+}
+
+func (a *app) jobTarget(cmd *cobra.Command, endpoint string) (*jobTarget, error) {
+	c, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := a.context(cmd)
+	ep, err := c.ResolveEndpoint(ctx, endpoint)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &jobTarget{ctx: ctx, cancel: cancel, c: c, ep: ep}, nil
+}
+
+// jobNotFound explains a 404 for a job.
+func jobNotFound(err error, endpoint, job string) error {
+	if client.IsNotFound(err) {
+		return &hintError{msg: fmt.Sprintf("no job %q on endpoint %s (or its result has expired)", job, endpoint), err: err}
+	}
+	return err
+}
+
+func (a *app) jobStatusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status ENDPOINT JOB",
 		Short: "Show a job's status",
 		Long:  "Show the status of job JOB on ENDPOINT (an ID or name), without waiting.",
 		Args:  exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
+			jt, err := a.jobTarget(cmd, args[0])
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			ep, err := c.ResolveEndpoint(ctx, args[0])
+			defer jt.cancel()
+			st, err := jt.c.Status(jt.ctx, jt.ep.ID, args[1])
+			if err != nil {
+				return jobNotFound(err, args[0], args[1])
+			}
+			return a.printJobStatus(st)
+		},
+	}
+}
+
+// printJobStatus prints a status object as a table, or raw with --json.
+func (a *app) printJobStatus(st *client.JobStatus) error {
+	if a.jsonOut {
+		return writeJSON(a.stdout, st.Raw)
+	}
+	return writeJobStatus(a.stdout, st)
+}
+
+func (a *app) jobStreamCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "stream ENDPOINT JOB",
+		Short: "Print a job's streamed output until it ends",
+		Long: `Follow the stream of job JOB on ENDPOINT: print the output of every
+chunk the job yields (a handler that is a generator), one JSON value per
+line, until the job ends. Chunks are handed out once: what another client
+has read from the stream is not printed again.
+
+When the job ends FAILED, CANCELLED or TIMED_OUT its status and error go to
+stderr and ember exits with status 1. With --json each line is the chunk
+object as the daemon sent it ({"output":...}), and the last line is the
+job's final status object.`,
+		Example: `  ember job stream llm 0f6c1d2e-e1
+  ember job stream llm 0f6c1d2e-e1 --json | jq -r .output`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			jt, err := a.jobTarget(cmd, args[0])
 			if err != nil {
 				return err
 			}
-			st, err := c.Status(ctx, ep.ID, args[1])
-			if err != nil {
-				if client.IsNotFound(err) {
-					return &hintError{msg: fmt.Sprintf("no job %q on endpoint %s", args[1], args[0]), err: err}
+			defer jt.cancel()
+			_, err = jt.c.FollowStream(jt.ctx, jt.ep.ID, args[1], func(ch client.StreamChunk) error {
+				line := ch.Output
+				if a.jsonOut {
+					line = ch.Raw
 				}
+				return writeLine(a.stdout, line)
+			})
+			if err != nil {
+				return jobNotFound(err, args[0], args[1])
+			}
+			st, err := jt.c.Status(jt.ctx, jt.ep.ID, args[1])
+			if err != nil {
+				return jobNotFound(err, args[0], args[1])
+			}
+			if a.jsonOut {
+				if err := writeLine(a.stdout, st.Raw); err != nil {
+					return err
+				}
+			}
+			if st.Status != client.StatusCompleted {
+				return jobFailure(st)
+			}
+			return nil
+		},
+	}
+}
+
+// writeLine prints a JSON value compacted onto one line.
+func writeLine(w io.Writer, raw json.RawMessage) error {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		raw = json.RawMessage("null")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return fmt.Errorf("formatting JSON: %w", err)
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+func (a *app) jobCancelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ENDPOINT JOB",
+		Short: "Cancel a queued or running job",
+		Long: `Cancel job JOB on ENDPOINT. A queued job is removed from the queue; a
+running one ends CANCELLED and its worker is told to stop it. A job that has
+already finished keeps its status. Prints the job's status afterwards.`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			jt, err := a.jobTarget(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			defer jt.cancel()
+			st, err := jt.c.Cancel(jt.ctx, jt.ep.ID, args[1])
+			if err != nil {
+				return jobNotFound(err, args[0], args[1])
+			}
+			return a.printJobStatus(st)
+		},
+	}
+}
+
+func (a *app) jobRetryCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "retry ENDPOINT JOB",
+		Short: "Queue a FAILED or TIMED_OUT job again",
+		Long: `Queue job JOB on ENDPOINT again, with the same ID and input. Only a
+job that ended FAILED or TIMED_OUT, and is still retained, can be retried.
+Follow it with: ember job status ENDPOINT JOB.`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			jt, err := a.jobTarget(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			defer jt.cancel()
+			st, err := jt.c.Retry(jt.ctx, jt.ep.ID, args[1])
+			if err != nil {
+				return jobNotFound(err, args[0], args[1])
+			}
+			return a.printJobStatus(st)
+		},
+	}
+}
+
+func (a *app) jobPurgeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "purge ENDPOINT",
+		Short: "Cancel every queued job of an endpoint",
+		Long: `Cancel every job waiting in ENDPOINT's queue (RunPod's purge-queue).
+Running jobs go on; cancel them one by one with "ember job cancel".`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			jt, err := a.jobTarget(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			defer jt.cancel()
+			res, err := jt.c.PurgeQueue(jt.ctx, jt.ep.ID)
+			if err != nil {
 				return err
 			}
 			if a.jsonOut {
-				return writeJSON(a.stdout, st.Raw)
+				return writeJSON(a.stdout, res.Raw)
 			}
-			return writeJobStatus(a.stdout, st)
+			_, err = fmt.Fprintf(a.stdout, "Cancelled %d queued job%s of endpoint %s (%s)\n", res.Removed, plural(res.Removed), jt.ep.ID, jt.ep.Name)
+			return err
 		},
 	}
 }

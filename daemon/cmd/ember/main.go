@@ -1,8 +1,9 @@
 // Command ember is the command-line client of emberd, the Ember daemon.
 //
-// It manages endpoints and images through the daemon's admin API and runs
-// jobs through its RunPod-compatible API, so that a machine running emberd
-// can be driven without writing HTTP requests by hand.
+// It manages endpoints, images, workers, GPUs and API keys through the
+// daemon's admin API and runs jobs through its RunPod-compatible API, so
+// that a machine running emberd can be driven without writing HTTP requests
+// by hand.
 package main
 
 import (
@@ -54,6 +55,7 @@ type app struct {
 	addr    string
 	keyFile string
 	jsonOut bool
+	quiet   bool
 	timeout time.Duration
 
 	// keyFileSet records whether --api-key-file was given, because an
@@ -66,9 +68,10 @@ type app struct {
 	// pollInterval is the client's minimum gap between job polls; tests
 	// lower it.
 	pollInterval time.Duration
-	// progress prints job state changes to stderr while `ember run` waits.
-	// It is on only when stderr is a terminal, so scripts and logs stay
-	// clean.
+	// progress prints job state changes to stderr while `ember job run`
+	// waits, and the upload bar of `ember image import`. It is on only when
+	// stderr is a terminal (and neither --json nor --quiet is given; see
+	// showProgress), so scripts and logs stay clean.
 	progress bool
 	// now is the clock of upload progress reports; tests stop it.
 	now func() time.Time
@@ -108,12 +111,14 @@ func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ember",
 		Short: "Control emberd, the RunPod-Serverless-compatible Ember daemon",
-		Long: `ember manages endpoints and images and runs jobs on emberd, the Ember
-daemon.
+		Long: `ember manages endpoints, images, workers, GPUs and API keys and runs
+jobs on emberd, the Ember daemon.
 
 The daemon's address comes from --addr or EMBER_ADDR (default ` + client.DefaultAddr + `).
 The admin key is read from --api-key-file (default ` + defaultKeyFile + `);
-EMBER_API_KEY, when set, is used instead of the default file.`,
+EMBER_API_KEY, when set, is used instead of the default file.
+
+Every command prints tables for people, or the daemon's JSON with --json.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
@@ -132,10 +137,16 @@ EMBER_API_KEY, when set, is used instead of the default file.`,
 	pf.StringVar(&a.addr, "addr", addr, "emberd address, HOST:PORT (env EMBER_ADDR)")
 	pf.StringVar(&a.keyFile, "api-key-file", defaultKeyFile, "file holding the admin API key (env EMBER_API_KEY overrides the default file)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print the daemon's JSON instead of tables")
+	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print no progress (upload bar, job states) on stderr")
 	pf.DurationVar(&a.timeout, "timeout", 0, "give up after this long, e.g. 30s or 5m (0: no limit)")
 
-	root.AddCommand(a.endpointCmd(), a.imageCmd(), a.runCmd(), a.statusCmd(), a.versionCmd())
-	root.AddCommand(a.workerCmd(), a.logsCmd())
+	root.AddCommand(a.statusCmd(), a.endpointCmd(), a.jobCmd(), a.imageCmd(), a.workerCmd(), a.gpuCmd(), a.keyCmd(), a.versionCmd())
+	// Kept from before "job" and "worker" gathered them. (No cobra command
+	// groups: packaging's man page test reads "Available Commands:".)
+	run, logs := a.jobRunCmd(), a.workerLogsCmd()
+	run.Short += " (same as: ember job run)"
+	logs.Short += " (same as: ember worker logs)"
+	root.AddCommand(run, logs)
 	return root
 }
 
@@ -166,6 +177,12 @@ func groupRunE(cmd *cobra.Command, args []string) error {
 			args[0], cmd.CommandPath(), cmd.CommandPath())
 	}
 	return cmd.Help()
+}
+
+// showProgress says whether to draw progress on stderr: on a terminal,
+// unless --json or --quiet.
+func (a *app) showProgress() bool {
+	return a.progress && !a.jsonOut && !a.quiet
 }
 
 // context bounds one command by --timeout.
@@ -248,23 +265,38 @@ func (a *app) explain(err error) error {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return &hintError{
-			msg: fmt.Sprintf(`cannot reach emberd at %s: is it running? Start it with "emberd" (or "systemctl start emberd")`, a.addr),
+			msg: fmt.Sprintf("emberd is not running at %s: start it with `sudo systemctl start emberd` (or `make run` from a checkout)", a.baseURL()),
 			err: err,
 		}
 	case errors.As(err, &oe) && oe.Op == "dial":
-		return &hintError{msg: fmt.Sprintf("cannot reach emberd at %s: %v", a.addr, oe), err: err}
+		return &hintError{msg: fmt.Sprintf("cannot reach emberd at %s: %v", a.baseURL(), oe), err: err}
 	case client.IsUnauthorized(err):
-		msg := fmt.Sprintf("authentication failed: check the key in %s (or EMBER_API_KEY)", a.keyFile)
-		if a.keyFromEnv {
-			msg = fmt.Sprintf("authentication failed: check EMBER_API_KEY (it is used instead of %s)", a.keyFile)
+		// Which key was refused, then where the right one is.
+		which := "the API key"
+		switch {
+		case a.keyFromEnv:
+			which = "the API key in EMBER_API_KEY"
+		case a.keyFileSet:
+			which = "the API key in " + a.keyFile
 		}
-		return &hintError{msg: msg, err: err}
+		return &hintError{
+			msg: fmt.Sprintf("the daemon refused %s: the admin key is in %s (readable by root), pass it with --api-key-file or EMBER_API_KEY", which, defaultKeyFile),
+			err: err,
+		}
 	case errors.Is(err, context.DeadlineExceeded) && a.timeout > 0:
 		return &hintError{msg: fmt.Sprintf("timed out after %s (raise --timeout): %v", a.timeout, err), err: err}
 	case errors.Is(err, context.Canceled):
 		return &hintError{msg: "interrupted", err: err}
 	}
 	return err
+}
+
+// baseURL is the daemon's address as a URL, for messages.
+func (a *app) baseURL() string {
+	if c, err := client.New(a.addr, ""); err == nil {
+		return c.BaseURL()
+	}
+	return a.addr
 }
 
 // cliVersion is the linker-set version, or the module version when ember

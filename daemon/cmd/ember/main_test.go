@@ -118,11 +118,13 @@ func TestGolden(t *testing.T) {
 		{name: "run_timed_out_json", script: []string{jobTimedOut}, inv: invocation{args: []string{"run", "echo", `{}`, "--json"}}},
 		{name: "run_bad_json", inv: invocation{args: []string{"run", "echo", "hello"}}},
 		{name: "run_missing_arg", inv: invocation{args: []string{"run", "echo"}}},
-		{name: "status_completed", jobs: map[string]string{"job-42": jobCompleted}, inv: invocation{args: []string{"status", "echo", "job-42"}}},
-		{name: "status_failed", jobs: map[string]string{"job-42": jobFailed}, inv: invocation{args: []string{"status", "ep-a1", "job-42"}}},
-		{name: "status_queued", jobs: map[string]string{"job-42": jobStillQueue}, inv: invocation{args: []string{"status", "echo", "job-42"}}},
-		{name: "status_json", jobs: map[string]string{"job-42": jobCompleted}, inv: invocation{args: []string{"status", "echo", "job-42", "--json"}}},
-		{name: "status_unknown_job", inv: invocation{args: []string{"status", "echo", "job-404"}}},
+		{name: "job_run_completed", script: []string{jobQueued, jobCompleted}, inv: invocation{args: []string{"job", "run", "echo", `{"prompt":"hello"}`}}},
+		{name: "job_status_completed", jobs: map[string]string{"job-42": jobCompleted}, inv: invocation{args: []string{"job", "status", "echo", "job-42"}}},
+		{name: "job_status_failed", jobs: map[string]string{"job-42": jobFailed}, inv: invocation{args: []string{"job", "status", "ep-a1", "job-42"}}},
+		{name: "job_status_queued", jobs: map[string]string{"job-42": jobStillQueue}, inv: invocation{args: []string{"jobs", "status", "echo", "job-42"}}},
+		{name: "job_status_json", jobs: map[string]string{"job-42": jobCompleted}, inv: invocation{args: []string{"job", "status", "echo", "job-42", "--json"}}},
+		{name: "job_status_unknown_job", inv: invocation{args: []string{"job", "status", "echo", "job-404"}}},
+		{name: "status_job_args", inv: invocation{args: []string{"status", "echo", "job-42"}}},
 		{name: "version", inv: invocation{args: []string{"version"}}},
 		{name: "version_json", inv: invocation{args: []string{"version", "--json"}}},
 		{name: "unauthorized", inv: invocation{args: []string{"endpoint", "list"}, env: map[string]string{"EMBER_API_KEY": "wrong"}}},
@@ -167,6 +169,7 @@ func TestDaemonUnreachable(t *testing.T) {
 		{name: "unreachable_list", args: []string{"endpoint", "list"}},
 		{name: "unreachable_run", args: []string{"run", "echo", "{}"}},
 		{name: "unreachable_version", args: []string{"version"}},
+		{name: "unreachable_status", args: []string{"status"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,9 +204,9 @@ func TestAPIKeySources(t *testing.T) {
 		{name: "explicit file", args: []string{"--api-key-file", goodFile}},
 		{name: "explicit file beats env", env: map[string]string{"EMBER_API_KEY": "wrong"}, args: []string{"--api-key-file", goodFile}},
 		{name: "wrong key in file", args: []string{"--api-key-file", badFile}, code: 1,
-			wantErr: "ember: authentication failed: check the key in " + badFile + " (or EMBER_API_KEY)\n"},
+			wantErr: "ember: the daemon refused the API key in " + badFile + ": the admin key is in /var/lib/ember/api.key (readable by root), pass it with --api-key-file or EMBER_API_KEY\n"},
 		{name: "wrong key in env", env: map[string]string{"EMBER_API_KEY": "wrong"}, code: 1,
-			wantErr: "ember: authentication failed: check EMBER_API_KEY (it is used instead of /var/lib/ember/api.key)\n"},
+			wantErr: "ember: the daemon refused the API key in EMBER_API_KEY: the admin key is in /var/lib/ember/api.key (readable by root), pass it with --api-key-file or EMBER_API_KEY\n"},
 		{name: "missing file", args: []string{"--api-key-file", missingFile}, code: 1,
 			wantErr: "ember: cannot read API key file " + missingFile + ": no such file or directory; set EMBER_API_KEY to the key or pass --api-key-file FILE\n"},
 		{name: "empty file", args: []string{"--api-key-file", emptyFile}, code: 1,
@@ -343,7 +346,7 @@ func TestRunTimeout(t *testing.T) {
 	fd.setScript(jobQueued, jobProgress) // never finishes
 	r := runEmber(t, fd.addr, invocation{args: []string{"run", "echo", "{}", "--timeout", "300ms"}})
 	want := "ember: stopped waiting for job job-1 (last status IN_PROGRESS): timed out after 300ms (raise --timeout)"
-	if r.code != 1 || !strings.HasPrefix(r.stderr, want) || !strings.HasSuffix(r.stderr, "\nCheck on it with: ember status echo job-1\n") {
+	if r.code != 1 || !strings.HasPrefix(r.stderr, want) || !strings.HasSuffix(r.stderr, "\nCheck on it with: ember job status echo job-1\n") {
 		t.Errorf("exit %d, stderr %q; want exit 1, stderr starting %q", r.code, r.stderr, want)
 	}
 	if r.stdout != "" {

@@ -18,13 +18,13 @@ func (a *app) workerCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "worker",
 		Aliases: []string{"workers"},
-		Short:   "Inspect the daemon's workers",
-		Long: `Inspect the workers (containers or processes) that run endpoints' jobs.
-Read a worker's output with: ember logs WORKER. Times are shown in UTC.`,
+		Short:   "List, read and stop the daemon's workers",
+		Long: `Inspect the workers (containers or processes) that run endpoints' jobs,
+read their output and stop them. Times are shown in UTC.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRunE,
 	}
-	cmd.AddCommand(a.workerListCmd())
+	cmd.AddCommand(a.workerListCmd(), a.workerLogsCmd(), a.workerStopCmd())
 	return cmd
 }
 
@@ -93,7 +93,49 @@ func writeWorkers(w io.Writer, ws []client.Worker) error {
 	return tw.Flush()
 }
 
-func (a *app) logsCmd() *cobra.Command {
+func (a *app) workerStopCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop WORKER",
+		Short: "Drain a worker and stop it",
+		Long: `Stop WORKER (an ID from "ember worker list") gracefully: it takes no new
+job, the jobs it runs finish (up to the daemon's --stop-grace, then it is
+killed and they go back to the queue), then it exits. If its endpoint still
+needs a worker (workersMin, or jobs waiting), the daemon starts another.`,
+		Example: `  ember worker stop w-3f2a9c1b7e04`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			w, err := c.StopWorker(ctx, args[0])
+			if client.IsNotFound(err) {
+				return fmt.Errorf("%w\nList workers with: ember worker list", err)
+			}
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return writeJSON(a.stdout, w.Raw)
+			}
+			msg := fmt.Sprintf("Stopping worker %s (endpoint %s): it takes no new job", w.ID, cell(w.EndpointID))
+			switch n := len(w.Jobs); n {
+			case 0:
+				msg += " and exits now"
+			case 1:
+				msg += " and exits once its job (" + cell(w.Jobs[0]) + ") has finished"
+			default:
+				msg += fmt.Sprintf(" and exits once its %d jobs have finished", n)
+			}
+			_, err = fmt.Fprintln(a.stdout, msg)
+			return err
+		},
+	}
+}
+
+func (a *app) workerLogsCmd() *cobra.Command {
 	var follow bool
 	var tail int
 	cmd := &cobra.Command{
@@ -102,8 +144,11 @@ func (a *app) logsCmd() *cobra.Command {
 		Long: `Print the output of WORKER (an ID from "ember worker list"): all of its
 current log file, up to its last 1 MiB, or its last --tail lines. With -f,
 keep printing what it writes until it exits or Ctrl-C. A worker that has
-exited can still be read while its log file is kept.`,
-		Example: `  ember logs w-3f2a9c1b7e04 --tail 50
+exited can still be read while its log file is kept. The log is printed as
+it is, --json or not.
+
+"ember logs" is the same command.`,
+		Example: `  ember worker logs w-3f2a9c1b7e04 --tail 50
   ember logs w-3f2a9c1b7e04 -f`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -1,0 +1,40 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net/http"
+)
+
+// Liveness is the answer of GET /healthz.
+type Liveness struct {
+	Status string `json:"status"`
+	// UptimeSeconds is how long the daemon has been up.
+	UptimeSeconds int64 `json:"uptimeSeconds"`
+}
+
+// Healthz asks whether the daemon serves HTTP (no key needed).
+func (c *Client) Healthz(ctx context.Context) (*Liveness, error) {
+	var l Liveness
+	if _, err := c.do(ctx, http.MethodGet, "/healthz", nil, nil, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// Readyz asks whether the daemon is ready for work (no key needed). It
+// returns nil when it is; a *NotReadyError with the daemon's reason when
+// it answered 503; any other error when it could not be asked.
+func (c *Client) Readyz(ctx context.Context) error {
+	_, err := c.do(ctx, http.MethodGet, "/readyz", nil, nil, nil)
+	var ae *APIError
+	if errors.As(err, &ae) && ae.StatusCode == http.StatusServiceUnavailable {
+		return &NotReadyError{Reason: ae.Message}
+	}
+	return err
+}
+
+// NotReadyError is the daemon saying it is not ready yet.
+type NotReadyError struct{ Reason string }
+
+func (e *NotReadyError) Error() string { return "emberd is not ready: " + e.Reason }

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/emberhq/ember/daemon/client"
+)
+
+func (a *app) keyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "key",
+		Aliases: []string{"keys"},
+		Short:   "Create, list and revoke named API keys",
+		Long: `Manage named admin API keys, one per person or tool, so that each can be
+revoked on its own. A key works everywhere the admin key does (ember, the
+/v1 and /v2 APIs, RunPod clients). The daemon keeps only a hash: the key
+itself is shown once, by "ember key create".
+
+The bootstrap admin key (` + defaultKeyFile + `) is not listed and cannot
+be revoked here: to change it, replace that file and restart emberd.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(a.keyCreateCmd(), a.keyListCmd(), a.keyRevokeCmd())
+	return cmd
+}
+
+func (a *app) keyCreateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a named API key and print it, once",
+		Long: `Create an admin API key named NAME (1 to 63 characters, unique) and print
+it. Save it at once: the daemon keeps only its hash and cannot show it again.`,
+		Example: `  ember key create ci
+  ember key create grafana --json | jq -r .key > grafana.key`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			k, err := c.CreateKey(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				err = writeJSON(a.stdout, k.Raw)
+			} else {
+				tw := newTable(a.stdout)
+				fmt.Fprintf(tw, "ID:\t%s\n", cell(k.ID))
+				fmt.Fprintf(tw, "Name:\t%s\n", cell(k.Name))
+				fmt.Fprintf(tw, "Created:\t%s\n", formatTime(k.CreatedAt))
+				fmt.Fprintf(tw, "Key:\t%s\n", cell(k.Key))
+				err = tw.Flush()
+			}
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(a.stderr, "Save this key now: it is not shown again. Use it with EMBER_API_KEY or --api-key-file, or as a RunPod client's API key.")
+			return err
+		},
+	}
+}
+
+func (a *app) keyListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the named API keys (never the keys themselves)",
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			ks, err := c.ListKeys(ctx)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				raws := make([]json.RawMessage, len(ks))
+				for i, k := range ks {
+					raws[i] = k.Raw
+				}
+				return marshalJSON(a.stdout, struct {
+					Keys []json.RawMessage `json:"keys"`
+				}{raws})
+			}
+			if len(ks) == 0 {
+				fmt.Fprintln(a.stderr, "No named API keys (only the bootstrap key in "+defaultKeyFile+"). Create one with: ember key create NAME")
+				return nil
+			}
+			return writeKeys(a.stdout, ks)
+		},
+	}
+}
+
+// writeKeys prints the key table, oldest first.
+func writeKeys(w io.Writer, ks []client.APIKey) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tNAME\tCREATED")
+	for _, k := range ks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", cell(k.ID), cell(k.Name), formatTime(k.CreatedAt))
+	}
+	return tw.Flush()
+}
+
+func (a *app) keyRevokeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "revoke ID",
+		Aliases: []string{"rm"},
+		Short:   "Revoke a named API key; it stops working at once",
+		Example: `  ember key revoke k-1a2b3c4d5e6f`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			k, err := c.RevokeKey(ctx, args[0])
+			if client.IsNotFound(err) {
+				return fmt.Errorf("%w\nList keys with: ember key list", err)
+			}
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return writeJSON(a.stdout, k.Raw)
+			}
+			_, err = fmt.Fprintf(a.stdout, "Revoked API key %s (%s)\n", cell(k.ID), cell(k.Name))
+			return err
+		},
+	}
+}

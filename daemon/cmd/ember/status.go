@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/emberhq/ember/daemon/client"
+)
+
+// daemonStatus is what "ember status" reports, and its --json shape.
+type daemonStatus struct {
+	Addr    string `json:"addr"`
+	Version string `json:"version"`
+	// UptimeSeconds is absent from a daemon that predates /healthz.
+	UptimeSeconds *int64 `json:"uptimeSeconds,omitempty"`
+	Ready         bool   `json:"ready"`
+	// NotReady is the daemon's reason when it is not ready.
+	NotReady  string `json:"notReady,omitempty"`
+	Endpoints int    `json:"endpoints"`
+	// Jobs sums the endpoints' /health job counters.
+	Jobs statusJobs `json:"jobs"`
+	// Workers sums the endpoints' /health worker counters, by state
+	// (RunPod's "ready", always equal to "idle", is left out).
+	Workers map[string]int `json:"workers"`
+	GPUs    statusGPUs     `json:"gpus"`
+}
+
+type statusJobs struct {
+	InQueue    int `json:"inQueue"`
+	InProgress int `json:"inProgress"`
+	Completed  int `json:"completed"`
+	Failed     int `json:"failed"`
+	Retried    int `json:"retried"`
+}
+
+type statusGPUs struct {
+	Total int `json:"total"`
+	// Used are held by a worker, Free are neither held nor unhealthy.
+	Used      int `json:"used"`
+	Free      int `json:"free"`
+	Unhealthy int `json:"unhealthy"`
+}
+
+// statusWorkerStates orders the worker counters of /v2/{ep}/health.
+var statusWorkerStates = []string{"initializing", "idle", "running", "throttled", "unhealthy"}
+
+func (a *app) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the daemon's health: readiness, endpoints, queues, workers, GPUs",
+		Long: `Show how the daemon is doing: its version and uptime, whether it is
+ready (/readyz), how many endpoints it has, their queues and workers summed
+(from each endpoint's /health), and its GPUs used and free. Exits with
+status 1 when the daemon is not ready.
+
+For a job's status use "ember job status ENDPOINT JOB".`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				hint := ""
+				if len(args) == 2 {
+					hint = fmt.Sprintf("\nFor a job's status use: ember job status %s %s", args[0], args[1])
+				}
+				return fmt.Errorf("status shows the daemon's status and takes no arguments, got %d%s", len(args), hint)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.context(cmd)
+			defer cancel()
+			st := daemonStatus{Addr: c.BaseURL(), Workers: map[string]int{}}
+
+			// Readiness first: it needs no key, so a daemon that is down
+			// or starting is told apart from a wrong key. One that does not
+			// answer in time is starting (emberd holds requests until it
+			// has recovered): the other routes would wait as well.
+			rctx, rcancel := context.WithTimeout(ctx, healthTimeout)
+			err = c.Readyz(rctx)
+			rcancel()
+			var nr *client.NotReadyError
+			switch {
+			case err == nil:
+				st.Ready = true
+			case errors.As(err, &nr):
+				st.NotReady = nr.Reason
+			case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+				st.NotReady = fmt.Sprintf("no answer within %s (still starting?)", healthTimeout)
+				return a.printDaemonStatus(&st)
+			default:
+				return err
+			}
+			if l, err := c.Healthz(ctx); err == nil {
+				st.UptimeSeconds = &l.UptimeSeconds
+			} else if !client.IsNotFound(err) {
+				return err
+			}
+			h, err := c.Health(ctx)
+			if err != nil {
+				return err
+			}
+			st.Version = h.Version
+			eps, err := c.ListEndpoints(ctx)
+			if err != nil {
+				return err
+			}
+			st.Endpoints = len(eps)
+			for _, ep := range eps {
+				eh, err := c.EndpointHealth(ctx, ep.ID)
+				if client.IsNotFound(err) {
+					continue // deleted meanwhile
+				}
+				if err != nil {
+					return err
+				}
+				st.Jobs.InQueue += eh.Jobs.InQueue
+				st.Jobs.InProgress += eh.Jobs.InProgress
+				st.Jobs.Completed += eh.Jobs.Completed
+				st.Jobs.Failed += eh.Jobs.Failed
+				st.Jobs.Retried += eh.Jobs.Retried
+				for state, n := range eh.Workers {
+					if state != "ready" {
+						st.Workers[state] += n
+					}
+				}
+			}
+			gpus, err := c.ListGPUs(ctx)
+			if err != nil && !client.IsNotFound(err) { // 404: a daemon without /v1/gpus
+				return err
+			}
+			for _, g := range gpus {
+				st.GPUs.Total++
+				switch {
+				case g.Worker != "":
+					st.GPUs.Used++
+				case g.Unhealthy != "":
+					st.GPUs.Unhealthy++
+				default:
+					st.GPUs.Free++
+				}
+			}
+
+			return a.printDaemonStatus(&st)
+		},
+	}
+}
+
+// printDaemonStatus prints st and fails when the daemon is not ready.
+func (a *app) printDaemonStatus(st *daemonStatus) error {
+	var err error
+	if a.jsonOut {
+		err = marshalJSON(a.stdout, st)
+	} else {
+		err = writeDaemonStatus(a.stdout, st)
+	}
+	if err == nil && !st.Ready {
+		err = fmt.Errorf("emberd is not ready: %s", st.NotReady)
+	}
+	return err
+}
+
+// writeDaemonStatus prints the status, a field per line.
+func writeDaemonStatus(w io.Writer, st *daemonStatus) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "Daemon:\t%s at %s\n", cell(st.Version), st.Addr)
+	uptime := "-"
+	if st.UptimeSeconds != nil {
+		uptime = formatUptime(time.Duration(*st.UptimeSeconds) * time.Second)
+	}
+	fmt.Fprintf(tw, "Uptime:\t%s\n", uptime)
+	ready := "yes"
+	if !st.Ready {
+		ready = "no: " + cell(st.NotReady)
+	}
+	fmt.Fprintf(tw, "Ready:\t%s\n", ready)
+	fmt.Fprintf(tw, "Endpoints:\t%d\n", st.Endpoints)
+	fmt.Fprintf(tw, "Jobs:\t%d in queue, %d in progress, %d completed, %d failed, %d retried\n",
+		st.Jobs.InQueue, st.Jobs.InProgress, st.Jobs.Completed, st.Jobs.Failed, st.Jobs.Retried)
+	fmt.Fprintf(tw, "Workers:\t%s\n", countsCell(st.Workers, statusWorkerStates))
+	gpus := "none"
+	if st.GPUs.Total > 0 {
+		gpus = fmt.Sprintf("%d: %d used, %d free", st.GPUs.Total, st.GPUs.Used, st.GPUs.Free)
+		if st.GPUs.Unhealthy > 0 {
+			gpus += fmt.Sprintf(", %d unhealthy", st.GPUs.Unhealthy)
+		}
+	}
+	fmt.Fprintf(tw, "GPUs:\t%s\n", gpus)
+	return tw.Flush()
+}
+
+// countsCell lists the non-zero counts in order, then any other key
+// sorted; "none" when all are zero.
+func countsCell(counts map[string]int, order []string) string {
+	var extra []string
+	for k := range counts {
+		if !slices.Contains(order, k) {
+			extra = append(extra, k)
+		}
+	}
+	slices.Sort(extra)
+	var parts []string
+	for _, k := range append(slices.Clone(order), extra...) {
+		if n := counts[k]; n != 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, cell(k)))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// formatUptime prints a duration to the minute past an hour, to the second
+// below ("3d4h", "2h5m", "4m10s").
+func formatUptime(d time.Duration) string {
+	switch {
+	case d >= 24*time.Hour:
+		days := d / (24 * time.Hour)
+		return fmt.Sprintf("%dd%dh", days, (d-days*24*time.Hour)/time.Hour)
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%dm", d/time.Hour, (d%time.Hour)/time.Minute)
+	}
+	return d.Truncate(time.Second).String()
+}

@@ -1,0 +1,55 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"math"
+	"net/http"
+	"time"
+)
+
+// serveHealth answers the probes, which need no key (systemd, load
+// balancers and orchestrators are set up without one; the answers hold no
+// data):
+//
+//	GET /healthz  liveness: 200 {"status":"ok","uptimeSeconds":N} while the process serves HTTP
+//	GET /readyz   readiness: 200 {"status":"ready"} once the scheduler is open and has
+//	              recovered, 503 {"status":"unavailable","error":REASON} otherwise
+//
+// Uptime counts from Config.Started (the server's creation when zero).
+func (h *Server) serveHealth(w http.ResponseWriter, r *http.Request, probe string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on /"+probe+"; use GET")
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if probe == "healthz" {
+		up := math.Floor(time.Since(h.started).Seconds())
+		writeJSON(w, struct {
+			Status        string `json:"status"`
+			UptimeSeconds int64  `json:"uptimeSeconds"`
+		}{"ok", int64(max(up, 0))})
+		return
+	}
+	var err error
+	if h.cfg.Ready != nil {
+		err = h.cfg.Ready()
+	}
+	if err != nil {
+		writeJSONStatus(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, map[string]string{"status": "ready"})
+}
+
+// writeJSONStatus is writeJSON with another status code.
+func writeJSONStatus(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encode response: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(b)
+}

@@ -1,0 +1,61 @@
+package httpapi
+
+import (
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestHealthProbes(t *testing.T) {
+	var notReady atomic.Pointer[error]
+	srv := httptest.NewServer(New(Config{
+		Keys:    func() []string { return []string{"k"} },
+		Logger:  slog.New(slog.DiscardHandler),
+		Started: time.Now().Add(-90 * time.Second),
+		Ready: func() error {
+			if p := notReady.Load(); p != nil {
+				return *p
+			}
+			return nil
+		},
+	}))
+	defer srv.Close()
+
+	code, body := call(t, srv, "GET", "/healthz", "", "")
+	if code != 200 || (body != `{"status":"ok","uptimeSeconds":90}` && body != `{"status":"ok","uptimeSeconds":91}`) {
+		t.Errorf("healthz: %d %s", code, body)
+	}
+	if code, body := call(t, srv, "GET", "//readyz", "", ""); code != 200 || body != `{"status":"ready"}` {
+		t.Errorf("readyz: %d %s", code, body)
+	}
+	err := errors.New("recovering the job store")
+	notReady.Store(&err)
+	if code, body := call(t, srv, "GET", "/readyz", "", ""); code != 503 || body != `{"error":"recovering the job store","status":"unavailable"}` {
+		t.Errorf("readyz, not ready: %d %s", code, body)
+	}
+	// Liveness does not depend on readiness; a wrong key does not matter.
+	if code, _ := call(t, srv, "GET", "/healthz", "Bearer wrong", ""); code != 200 {
+		t.Errorf("healthz while not ready: %d", code)
+	}
+	if code, body := call(t, srv, "POST", "/healthz", "", ""); code != 405 || !strings.Contains(body, "use GET") {
+		t.Errorf("POST healthz: %d %s", code, body)
+	}
+	if code, _ := call(t, srv, "HEAD", "/readyz", "", ""); code != 503 {
+		t.Errorf("HEAD readyz: %d", code)
+	}
+}
+
+func TestReadyNilFunc(t *testing.T) {
+	srv := httptest.NewServer(New(Config{Logger: slog.New(slog.DiscardHandler)}))
+	defer srv.Close()
+	if code, body := call(t, srv, "GET", "/readyz", "", ""); code != 200 || body != `{"status":"ready"}` {
+		t.Errorf("readyz: %d %s", code, body)
+	}
+	if code, body := call(t, srv, "GET", "/healthz", "", ""); code != 200 || body != `{"status":"ok","uptimeSeconds":0}` {
+		t.Errorf("healthz: %d %s", code, body)
+	}
+}
