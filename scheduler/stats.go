@@ -172,3 +172,7 @@ func (ep *endpointState) recordFinishedLocked(r *store.Job) {
 		ep.stats.execution.add(time.Duration(r.ExecutionMs) * time.Millisecond)
 	}
 }
+
+// StoreSize is the job store's size on disk in bytes, by part (see
+// store.Store.Size).
+func (s *Scheduler) StoreSize() (lsm, vlog, spilled int64) { return s.store.Size() }

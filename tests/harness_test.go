@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -73,7 +74,27 @@ type Daemon struct {
 	cmd     *exec.Cmd
 	logPath string
 	exited  chan struct{}
+	opts    DaemonOptions
 }
+
+// DaemonOptions adjust how StartDaemonWith runs emberd.
+type DaemonOptions struct {
+	// Env is added to emberd's environment (which never inherits the
+	// test's systemd variables: NOTIFY_SOCKET, LISTEN_FDS, ...).
+	Env []string
+	// ExtraFiles are passed to emberd as fds 3, 4, ...
+	ExtraFiles []*os.File
+	// ListenPID runs emberd as `sh -c 'LISTEN_PID=$$ exec emberd ...'`:
+	// socket activation needs LISTEN_PID to be emberd's own pid.
+	ListenPID bool
+	// Addr and GRPC preset the addresses (--listen, --grpc-listen), e.g.
+	// those of sockets passed in ExtraFiles; empty: free ports.
+	Addr, GRPC string
+}
+
+// systemdVars are the variables through which systemd talks to a service;
+// emberd started by a test gets only those the test sets.
+var systemdVars = []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "JOURNAL_STREAM", "INVOCATION_ID"}
 
 func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -88,7 +109,13 @@ func freePort(t testing.TB) string {
 // flags override them.
 func StartDaemon(t testing.TB, extra ...string) *Daemon {
 	t.Helper()
-	d := &Daemon{t: t, DataDir: t.TempDir()}
+	return StartDaemonWith(t, DaemonOptions{}, extra...)
+}
+
+// StartDaemonWith is StartDaemon with options (environment, passed fds).
+func StartDaemonWith(t testing.TB, opts DaemonOptions, extra ...string) *Daemon {
+	t.Helper()
+	d := &Daemon{t: t, DataDir: t.TempDir(), opts: opts, Addr: opts.Addr, GRPC: opts.GRPC}
 	d.Args = append([]string{
 		"--take-hold", "2s",
 		"--stop-hold", "2s",
@@ -105,10 +132,12 @@ func StartDaemon(t testing.TB, extra ...string) *Daemon {
 func (d *Daemon) start() {
 	t := d.t
 	t.Helper()
+	// A restart keeps its ports: workers that outlived the daemon
+	// (containers) still call the address they were given.
 	if d.Addr == "" {
-		// A restart keeps its ports: workers that outlived the daemon
-		// (containers) still call the address they were given.
 		d.Addr = freePort(t)
+	}
+	if d.GRPC == "" {
 		d.GRPC = freePort(t)
 	}
 	d.URL = "http://" + d.Addr
@@ -118,8 +147,20 @@ func (d *Daemon) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.cmd = exec.Command(emberdBin, args...)
-	d.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1 exitcode=66")
+	if d.opts.ListenPID {
+		d.cmd = exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`, emberdBin}, args...)...)
+	} else {
+		d.cmd = exec.Command(emberdBin, args...)
+	}
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(systemdVars, k) {
+			d.cmd.Env = append(d.cmd.Env, kv)
+		}
+	}
+	d.cmd.Env = append(d.cmd.Env, "GORACE=halt_on_error=1 exitcode=66")
+	d.cmd.Env = append(d.cmd.Env, d.opts.Env...)
+	d.cmd.ExtraFiles = d.opts.ExtraFiles
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -17,15 +17,18 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/httpapi"
+	apikeys "github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/oci/gpu"
 	"github.com/emberhq/ember/oci/image"
@@ -48,6 +51,9 @@ type Options struct {
 	// /debug/wedge?for=5s, which holds the scheduler lock that long (a
 	// fault-injection hook to test the systemd watchdog).
 	DebugListen string
+	// PreloadDir holds image archives and endpoint definitions to import
+	// and create at start (default DATA-DIR/preload); see preload.go.
+	PreloadDir string
 
 	TakeHold          time.Duration
 	StopHold          time.Duration
@@ -113,6 +119,7 @@ type workerRuntime struct {
 	// that go bad until ctx ends. Both nil without GPUs.
 	freeMemory func(uuid string) (uint64, error)
 	watchGPUs  func(ctx context.Context, report func(uuid, reason string))
+	gpuStats   func(uuid string) (httpapi.GPUStats, error)
 }
 
 // newRuntime opens the worker runtime: the process runtime, or the runc
@@ -169,6 +176,10 @@ func newRuntime(ctx context.Context, o Options, log *slog.Logger) (*workerRuntim
 		if ret := lib.Init(); ret == nvml.SUCCESS {
 			closeNVML = func() { lib.Shutdown() }
 			wr.freeMemory = func(uuid string) (uint64, error) { return gpu.FreeMemory(lib, uuid) }
+			wr.gpuStats = func(uuid string) (httpapi.GPUStats, error) {
+				st, err := gpu.Stats(lib, uuid)
+				return httpapi.GPUStats(st), err
+			}
 		} else {
 			log.Warn("NVML init for live GPU queries failed: gpuMemoryMb placement checks are off", "err", ret)
 		}
@@ -245,6 +256,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	keys := func() []string { return []string{key} }
+	started := time.Now()
+	keyStore, err := apikeys.Open(filepath.Join(o.DataDir, apikeys.FileName))
+	if err != nil {
+		return err
+	}
 	wr, err := newRuntime(ctx, o, log)
 	if err != nil {
 		return err
@@ -303,7 +319,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	servers := &grpcapi.Servers{S: sched}
-	gs := grpc.NewServer(grpc.UnaryInterceptor(grpcapi.AuthInterceptor(keys)))
+	gs := grpc.NewServer(grpc.UnaryInterceptor(grpcapi.AuthInterceptor(keys, keyStore.Valid)))
 	servers.Register(gs)
 	images := &grpcapi.ImageServer{Store: wr.images}
 	if wr.images != nil {
@@ -325,7 +341,9 @@ func Run(ctx context.Context, o Options) error {
 	); err != nil {
 		return fmt.Errorf("register gateway: %w", err)
 	}
-	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, Gateway: gw, OpenAPI: openapi.JSON, Logger: log, Images: wr.images})
+	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, KeyStore: keyStore, Gateway: gw, OpenAPI: openapi.JSON,
+		Logger: log, Images: wr.images, GPUStats: wr.gpuStats, Started: started, Ready: lazy.readiness,
+		Metrics: []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
 	lazy.set(handler)
 
 	if o.DebugListen != "" {
@@ -349,6 +367,27 @@ func Run(ctx context.Context, o Options) error {
 	// READY=1, STATUS= and watchdog pings when run by systemd.
 	sd := startSystemd(log, sched)
 
+	// Preload runs after READY: image archives can be many gigabytes, and
+	// the API is usable meanwhile.
+	preloadDir := o.PreloadDir
+	if preloadDir == "" {
+		preloadDir = filepath.Join(o.DataDir, "preload")
+	}
+	preloadCtx, stopPreload := context.WithCancel(ctx)
+	preloaded := make(chan struct{})
+	go func() {
+		defer close(preloaded)
+		res, err := preload(preloadCtx, preloadDir, o.DataDir, wr.images, servers, log)
+		if err != nil && preloadCtx.Err() == nil {
+			log.Error("preload failed", "dir", preloadDir, "err", err)
+			return
+		}
+		if res != (preloadResult{}) {
+			log.Info("preload done", "dir", preloadDir, "images", res.Images, "endpoints", res.Endpoints, "already_done", res.Skipped, "failed", res.Failed)
+		}
+	}()
+	defer func() { stopPreload(); <-preloaded }()
+
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -357,6 +396,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	// STOPPING=1 first, then the drain below.
 	sd.stopping("draining workers")
+	lazy.stopping.Store(true)
+	stopPreload()
+	<-preloaded
 	log.Info("emberd stopping: draining workers")
 	if err := closeSched(); err != nil {
 		log.Error("close scheduler", "err", err)
@@ -381,10 +423,13 @@ func pprofMux() *http.ServeMux {
 	return m
 }
 
-// lazyHandler holds requests until the real handler is set.
+// lazyHandler holds requests until the real handler is set, except the
+// probes: /healthz answers at once, /readyz says 503 while the queue is
+// being recovered and again once the daemon is shutting down.
 type lazyHandler struct {
-	ready chan struct{}
-	h     http.Handler
+	ready    chan struct{}
+	h        http.Handler
+	stopping atomic.Bool
 }
 
 func (l *lazyHandler) set(h http.Handler) {
@@ -392,7 +437,32 @@ func (l *lazyHandler) set(h http.Handler) {
 	close(l.ready)
 }
 
+// readiness is httpapi.Config.Ready.
+func (l *lazyHandler) readiness() error {
+	if l.stopping.Load() {
+		return errors.New("shutting down: draining workers")
+	}
+	return nil
+}
+
 func (l *lazyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-l.ready:
+		l.h.ServeHTTP(w, r)
+		return
+	default:
+	}
+	switch strings.Trim(r.URL.Path, "/") {
+	case "healthz":
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status":"ok"}`))
+		return
+	case "readyz":
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"status":"starting","error":"recovering the job queue"}`))
+		return
+	}
 	select {
 	case <-l.ready:
 		l.h.ServeHTTP(w, r)

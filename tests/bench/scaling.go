@@ -127,4 +127,3 @@ func (d *daemon) waitFrozen(ep string, timeout time.Duration) error {
 	}
 	return fmt.Errorf("endpoint %s: no frozen worker within %v", ep, timeout)
 }
-

@@ -1,0 +1,188 @@
+package emberd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/oci/image"
+	emberv1 "github.com/emberhq/ember/proto/ember/v1"
+)
+
+// Preload: an appliance leaves the factory with its models ready by
+// carrying image archives and endpoint definitions in the preload folder
+// (DATA-DIR/preload by default). At start emberd imports every image there
+// (docker-save or OCI archives, *.tar, *.tar.gz, *.tgz, or OCI layout
+// folders), then creates every endpoint (*.json, the body of POST
+// /v1/endpoints). What it has done is recorded in a marker file
+// (preload.done in the data folder), by entry name, size and modification
+// time, so a later start does nothing again; an entry that failed is tried
+// again at the next start, and one added later is picked up then.
+// An endpoint whose name exists already counts as done.
+
+// preloadMarker is the file name of the record of done entries.
+const preloadMarker = "preload.done"
+
+// preloadRecord is what the marker holds.
+type preloadRecord struct {
+	// Done maps an entry's file name to its fingerprint when it was done.
+	Done map[string]string `json:"done"`
+}
+
+// preloadResult counts what one preload pass did.
+type preloadResult struct {
+	Images, Endpoints, Skipped, Failed int
+}
+
+// preload runs one pass over dir. images is nil for the process runtime,
+// whose endpoints need no image: archives are then left for a later start
+// with the runc runtime.
+func preload(ctx context.Context, dir, dataDir string, images *image.Store, servers *grpcapi.Servers, log *slog.Logger) (preloadResult, error) {
+	var res preloadResult
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return res, nil
+	}
+	if err != nil {
+		return res, fmt.Errorf("preload: read %s: %w", dir, err)
+	}
+	markerPath := filepath.Join(dataDir, preloadMarker)
+	rec := preloadRecord{Done: map[string]string{}}
+	if b, err := os.ReadFile(markerPath); err == nil {
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return res, fmt.Errorf("preload: marker %s is damaged (%v): remove it to preload again", markerPath, err)
+		}
+		if rec.Done == nil {
+			rec.Done = map[string]string{}
+		}
+	}
+	var imgs, eps []os.DirEntry
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case strings.HasPrefix(name, "."):
+		case e.IsDir() && fileExists(filepath.Join(dir, name, "oci-layout")):
+			imgs = append(imgs, e)
+		case !e.IsDir() && (strings.HasSuffix(name, ".tar") || strings.HasSuffix(name, ".tar.gz") || strings.HasSuffix(name, ".tgz")):
+			imgs = append(imgs, e)
+		case !e.IsDir() && strings.HasSuffix(name, ".json"):
+			eps = append(eps, e)
+		default:
+			log.Warn("preload: ignoring an entry that is neither an image nor an endpoint definition", "entry", filepath.Join(dir, name))
+		}
+	}
+	sort.Slice(imgs, func(i, j int) bool { return imgs[i].Name() < imgs[j].Name() })
+	sort.Slice(eps, func(i, j int) bool { return eps[i].Name() < eps[j].Name() })
+	save := func() error {
+		b, _ := json.MarshalIndent(rec, "", "  ")
+		tmp := markerPath + ".tmp"
+		if err := os.WriteFile(tmp, b, 0o640); err != nil {
+			return err
+		}
+		return os.Rename(tmp, markerPath)
+	}
+	// Images first: endpoints name them.
+	for _, e := range imgs {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		path := filepath.Join(dir, e.Name())
+		fp := fingerprint(e)
+		if rec.Done[e.Name()] == fp {
+			res.Skipped++
+			continue
+		}
+		if images == nil {
+			log.Warn("preload: image archives need the runc runtime; left for a later start", "entry", path)
+			res.Failed++
+			continue
+		}
+		start := time.Now()
+		img, err := images.Import(ctx, path, image.ImportOptions{})
+		if err != nil {
+			log.Error("preload: import image", "entry", path, "err", err)
+			res.Failed++
+			continue
+		}
+		log.Info("preload: image imported", "entry", path, "names", img.Names, "took", time.Since(start).Round(time.Millisecond))
+		res.Images++
+		rec.Done[e.Name()] = fp
+		if err := save(); err != nil {
+			return res, fmt.Errorf("preload: write marker: %w", err)
+		}
+	}
+	for _, e := range eps {
+		path := filepath.Join(dir, e.Name())
+		fp := fingerprint(e)
+		if rec.Done[e.Name()] == fp {
+			res.Skipped++
+			continue
+		}
+		created, err := preloadEndpoint(ctx, path, servers)
+		switch {
+		case err != nil:
+			log.Error("preload: create endpoint", "entry", path, "err", err)
+			res.Failed++
+			continue
+		case created != "":
+			log.Info("preload: endpoint created", "entry", path, "endpoint", created)
+			res.Endpoints++
+		default:
+			log.Info("preload: endpoint exists already", "entry", path)
+			res.Skipped++
+		}
+		rec.Done[e.Name()] = fp
+		if err := save(); err != nil {
+			return res, fmt.Errorf("preload: write marker: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// preloadEndpoint creates the endpoint defined in path; it returns its id,
+// or "" when an endpoint of that name exists already.
+func preloadEndpoint(ctx context.Context, path string, servers *grpcapi.Servers) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	var ep emberv1.Endpoint
+	if err := protojson.Unmarshal(b, &ep); err != nil {
+		return "", fmt.Errorf("%s is not an endpoint definition (the body of POST /v1/endpoints): %v", path, err)
+	}
+	created, err := servers.CreateEndpoint(ctx, &emberv1.CreateEndpointRequest{Endpoint: &ep})
+	if status.Code(err) == codes.AlreadyExists || (err != nil && strings.Contains(err.Error(), "already exists")) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: %s", path, status.Convert(err).Message())
+	}
+	return created.GetId(), nil
+}
+
+// fingerprint identifies an entry's content cheaply: its size and
+// modification time (a folder's are its own, not its files').
+func fingerprint(e os.DirEntry) string {
+	info, err := e.Info()
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", info.Size(), info.ModTime().UnixNano())
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

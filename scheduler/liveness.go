@@ -1,0 +1,115 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// ErrWedged: a liveness check could not take the scheduler lock before its
+// deadline; something holds it (a wedged loop, a deadlock).
+var ErrWedged = errors.New("scheduler lock not acquired")
+
+// lockProbe is one attempt to take the scheduler lock. done is closed once
+// the lock was taken and released; closed is what s.closed said then.
+type lockProbe struct {
+	done   chan struct{}
+	closed bool
+}
+
+// probes holds the probe in flight per scheduler (*Scheduler -> *lockProbe).
+// An entry exists only while its probe goroutine runs, so the map never
+// keeps a scheduler alive, and a wedged scheduler has at most one goroutine
+// blocked on its lock however often it is checked: later checks wait on
+// the probe already in flight.
+var probes sync.Map
+
+// lockProbe returns the probe in flight, starting one if there is none.
+func (s *Scheduler) lockProbe() *lockProbe {
+	p := &lockProbe{done: make(chan struct{})}
+	if cur, loaded := probes.LoadOrStore(s, p); loaded {
+		return cur.(*lockProbe)
+	}
+	go func() {
+		s.mu.Lock()
+		p.closed = s.closed
+		s.mu.Unlock()
+		probes.CompareAndDelete(s, p)
+		close(p.done)
+	}()
+	return p
+}
+
+// Check proves the scheduler is alive, not just the process: it takes the
+// scheduler lock (which every loop and API call holds while it works) and
+// reads from the store. It fails with ErrWedged when the lock is not free
+// before ctx ends, with ErrUnavailable once the scheduler is closed, and
+// with the store's error when the read fails. Cheap: meant for a watchdog.
+func (s *Scheduler) Check(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p := s.lockProbe()
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrWedged, context.Cause(ctx))
+	}
+	if p.closed {
+		return fmt.Errorf("%w: scheduler closed", ErrUnavailable)
+	}
+	if err := s.store.Ping(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Wedge holds the scheduler lock for d, as a wedged scheduler loop would,
+// and returns when it has let go. It is a fault-injection hook for tests
+// of liveness checks (Check, emberd's systemd watchdog); emberd exposes it
+// only on its opt-in debug listener (--debug-listen, POST
+// /debug/wedge?for=5s). Every API call blocks while it holds the lock.
+func (s *Scheduler) Wedge(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	time.Sleep(d)
+}
+
+// Summary is the daemon at a glance: what a status line shows.
+type Summary struct {
+	Endpoints int
+	// Queued and InProgress count jobs over every endpoint.
+	Queued     int
+	InProgress int
+	// Workers counts live workers by state; every state but stopped has a
+	// key, zero included.
+	Workers map[WorkerState]int
+	// Throttled counts workers wanted but not placeable (no free GPU).
+	Throttled int
+}
+
+// Summary counts jobs and workers now.
+func (s *Scheduler) Summary() Summary {
+	sum := Summary{Workers: make(map[WorkerState]int)}
+	for _, st := range []WorkerState{WorkerInitializing, WorkerIdle, WorkerRunning, WorkerDraining, WorkerFrozen, WorkerUnhealthy} {
+		sum.Workers[st] = 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ep := range s.endpoints {
+		if !ep.deleted {
+			sum.Endpoints++
+		}
+		sum.Queued += ep.inQueue
+		sum.InProgress += ep.inProgress
+		sum.Throttled += ep.throttled
+	}
+	for _, w := range s.workers {
+		if w.state != WorkerStopped {
+			sum.Workers[w.state]++
+		}
+	}
+	return sum
+}
