@@ -15,7 +15,7 @@ TAGS := seccomp
 # which Go reports as a failure ("context deadline exceeded").
 FUZZTIME ?= 100000x
 
-.PHONY: all build build-deps test deps proto proto-check vet fmt-check fuzz fuzz-short bench run soak clean
+.PHONY: all build build-deps test deps proto proto-check vet fmt-check fuzz fuzz-short bench run soak clean package nfpm
 
 all: build
 
@@ -34,11 +34,50 @@ build-deps:
 	if [ -n "$$missing" ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
 
-deps: build-deps
+# The packaging tests query the .rpm with rpm and check the unit with
+# systemd-analyze (package systemd); they build the packages with nfpm.
+TEST_APT_PKGS := rpm
+deps: build-deps nfpm
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; fi
+	@missing=$$(for p in $(TEST_APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
 	@if [ ! -d tests/compat/node_modules/runpod-sdk ]; then \
 		cd tests/compat && npm ci --no-audit --no-fund; fi
+
+# nfpm, pinned, into .tools/bin (like the protobuf tools in scripts/proto.sh):
+# installed when missing or built from another version.
+NFPM_VERSION := v2.45.2
+nfpm:
+	@have=$$(test -x .tools/bin/nfpm && $(GO) version -m .tools/bin/nfpm | awk '$$1 == "mod" { print $$3; exit }'); \
+	if [ "$$have" != "$(NFPM_VERSION)" ]; then \
+		echo "installing github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) into .tools/bin" >&2; \
+		GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION); fi
+
+# The .deb and .rpm (see packaging/README.md): PKG_DIR/ember_PKG_VERSION_amd64.deb
+# and PKG_DIR/ember-PKG_VERSION.x86_64.rpm. PKG_VERSION comes from VERSION (git
+# describe): v1.2.3 gives 1.2.3, v1.2.3-4-gabc1234-dirty 1.2.3+4.gabc1234.dirty,
+# an untagged abc1234-dirty 0.0.0+abc1234.dirty (deb wants a digit first, rpm
+# no "-"). The binaries are built as by `make build` (a no-op when bin/ is up
+# to date); completions and man pages are generated into PKG_DIR/.stage.
+PKG_DIR ?= dist
+PKG_VERSION ?= $(shell printf '%s\n' '$(VERSION)' | sed -e 's/^v//' -e '/^[0-9][0-9]*\.[0-9]/!{s/-/./g;s/^/0.0.0+/;}' -e 's/-/+/' -e 's/-/./g')
+PKG_STAGE = $(PKG_DIR)/.stage
+package: build-deps nfpm
+	@mkdir -p bin $(PKG_STAGE)
+	$(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o bin/emberd ./daemon/cmd/emberd
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ember ./daemon/cmd/ember
+	bin/ember completion bash > $(PKG_STAGE)/ember.bash
+	bin/ember completion zsh > $(PKG_STAGE)/_ember
+	bin/ember completion fish > $(PKG_STAGE)/ember.fish
+	gzip -9n < packaging/emberd.8 > $(PKG_STAGE)/emberd.8.gz
+	gzip -9n < packaging/ember.1 > $(PKG_STAGE)/ember.1.gz
+	EMBER_PKG_VERSION='$(PKG_VERSION)' EMBER_STAGE='$(PKG_STAGE)' .tools/bin/nfpm package \
+		--config packaging/nfpm.yaml --packager deb --target $(PKG_DIR)/ember_$(PKG_VERSION)_amd64.deb
+	EMBER_PKG_VERSION='$(PKG_VERSION)' EMBER_STAGE='$(PKG_STAGE)' .tools/bin/nfpm package \
+		--config packaging/nfpm.yaml --packager rpm --target $(PKG_DIR)/ember-$(PKG_VERSION).x86_64.rpm
 
 proto:
 	bash scripts/proto.sh
@@ -65,6 +104,7 @@ fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmission$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzParseResult$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzParseChunk$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./daemon/config
 
 fuzz:
 	$(MAKE) fuzz-short FUZZTIME=5000000x
@@ -85,4 +125,4 @@ run: build
 	bash scripts/run.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -61,8 +61,8 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 	if max < 1 {
 		max = 1
 	}
-	if hold <= 0 || hold > s.cfg.TakeHold {
-		hold = s.cfg.TakeHold
+	if hold <= 0 || hold > s.tun().TakeHold {
+		hold = s.tun().TakeHold
 	}
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
@@ -302,7 +302,7 @@ func (s *Scheduler) AddChunk(ctx context.Context, endpointID, workerID, jobID st
 	c := store.Chunk{JobID: jobID, Index: j.nextChunk, Output: output}
 	j.nextChunk++
 	j.leaseSeen = s.now()
-	expires := j.rec.Deadline().Add(s.cfg.RunRetention)
+	expires := j.rec.Deadline().Add(s.tun().RunRetention)
 	s.mu.Unlock()
 
 	b := s.store.NewBatch()
@@ -369,7 +369,7 @@ func (s *Scheduler) Ping(endpointID, workerID string, jobIDs []string, version, 
 func (s *Scheduler) checkLeasesLocked() {
 	now := s.now()
 	for _, w := range s.workers {
-		if w.pinged && now.Sub(w.lastPing) > s.cfg.LeaseGrace && len(w.held) > 0 {
+		if w.pinged && now.Sub(w.lastPing) > s.tun().LeaseGrace && len(w.held) > 0 {
 			s.log.Warn("worker stopped pinging", "worker", w.id, "endpoint", w.endpoint, "since", w.lastPing)
 			w.unhealthy = true
 			w.reason = "stopped sending pings"
@@ -391,7 +391,7 @@ func (s *Scheduler) checkWorkerLeasesLocked(w *worker, now time.Time) {
 		return
 	}
 	for _, j := range w.held {
-		if !j.finalizing && now.Sub(j.leaseSeen) > s.cfg.LeaseGrace {
+		if !j.finalizing && now.Sub(j.leaseSeen) > s.tun().LeaseGrace {
 			s.requeueLocked(j, "worker no longer lists the job in its pings", true)
 		}
 	}
@@ -488,8 +488,8 @@ func (s *Scheduler) executionTimeout(j *job, attempt int) {
 
 // StopSignals long-polls for the jobs a worker must abandon (job-stop).
 func (s *Scheduler) StopSignals(ctx context.Context, endpointID, workerID string, hold time.Duration) ([]string, error) {
-	if hold <= 0 || hold > s.cfg.StopHold {
-		hold = s.cfg.StopHold
+	if hold <= 0 || hold > s.tun().StopHold {
+		hold = s.tun().StopHold
 	}
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
@@ -527,7 +527,7 @@ func (s *Scheduler) signalStopLocked(w *worker, jobID string) {
 		w.stopping = make(map[string]time.Time)
 	}
 	if _, ok := w.stopping[jobID]; !ok {
-		w.stopping[jobID] = s.now().Add(s.cfg.StopGrace)
+		w.stopping[jobID] = s.now().Add(s.tun().StopGrace)
 	}
 	close(w.stopCh)
 	w.stopCh = make(chan struct{})
@@ -545,7 +545,7 @@ func (s *Scheduler) maxAttempts(ep *endpointState) int {
 	if ep != nil && ep.def.MaxAttempts > 0 {
 		return ep.def.MaxAttempts
 	}
-	return s.cfg.MaxAttempts
+	return s.tun().MaxAttempts
 }
 
 func contains(list []string, s string) bool {

@@ -216,7 +216,7 @@ func (s *Scheduler) addEndpointLocked(e store.Endpoint) {
 	s.endpoints[e.ID] = &endpointState{
 		def:      e,
 		workers:  make(map[string]*worker),
-		counters: newRollingCounters(s.cfg.RunRetention),
+		counters: newRollingCounters(s.tun().RunRetention),
 	}
 }
 

@@ -276,7 +276,7 @@ func (s *Scheduler) checkStopsLocked(w *worker) {
 			ep.wakeWorker(w.id)
 		}
 		s.log.Warn("worker did not stop a cancelled or timed-out job within the stop grace; killing it",
-			"worker", w.id, "endpoint", w.endpoint, "job", id, "grace", s.cfg.StopGrace)
+			"worker", w.id, "endpoint", w.endpoint, "job", id, "grace", s.tun().StopGrace)
 		w.handle.Kill()
 		return
 	}

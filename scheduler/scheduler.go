@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -160,6 +161,8 @@ type Scheduler struct {
 	retryMu sync.Mutex
 
 	webhooks *outbox
+	// tunables are the settings SetTunables may change while running.
+	tunables atomic.Pointer[Tunables]
 
 	diskMu      sync.Mutex
 	diskChecked time.Time
@@ -197,6 +200,9 @@ func Open(cfg Config) (*Scheduler, error) {
 		gpuOwner:  make(map[string]string),
 		badGPUs:   make(map[string]string),
 	}
+	s.tunables.Store(&Tunables{TakeHold: cfg.TakeHold, StopHold: cfg.StopHold, PingInterval: cfg.PingInterval, LeaseGrace: cfg.LeaseGrace,
+		RunRetention: cfg.RunRetention, SyncRetention: cfg.SyncRetention, WebhookRetryDelay: cfg.WebhookRetryDelay,
+		StopGrace: cfg.StopGrace, MaxAttempts: cfg.MaxAttempts})
 	s.webhooks = newOutbox(s)
 	// Held so that an adopted worker that exits during recovery waits.
 	s.mu.Lock()
@@ -245,7 +251,7 @@ func (s *Scheduler) Close() error {
 		j.stopTimers()
 	}
 	s.mu.Unlock()
-	deadline := time.NewTimer(s.cfg.StopGrace + 2*time.Second)
+	deadline := time.NewTimer(s.tun().StopGrace + 2*time.Second)
 	defer deadline.Stop()
 	expired := false
 	for _, h := range live {
@@ -386,9 +392,9 @@ func (s *Scheduler) recover() error {
 // live, the retention window once it is terminal.
 func (s *Scheduler) expiryFor(r *store.Job) time.Time {
 	if r.Status.Terminal() {
-		ret := s.cfg.RunRetention
+		ret := s.tun().RunRetention
 		if r.Sync {
-			ret = s.cfg.SyncRetention
+			ret = s.tun().SyncRetention
 		}
 		return time.UnixMilli(r.FinishedAt).Add(ret)
 	}
@@ -473,4 +479,30 @@ func ceilDiv(a, b int) int {
 		return a
 	}
 	return int(math.Ceil(float64(a) / float64(b)))
+}
+
+// Tunables are the settings that may change while the scheduler runs
+// (emberd reloads them on SIGHUP). Zero values take Config's defaults.
+// Changes apply from the next use: a new long-poll, the next ping check,
+// a job finished from now on, a worker started from now on
+// (PingInterval).
+type Tunables struct {
+	TakeHold, StopHold, PingInterval, LeaseGrace   time.Duration
+	RunRetention, SyncRetention, WebhookRetryDelay time.Duration
+	StopGrace                                      time.Duration
+	MaxAttempts                                    int
+}
+
+// tun returns the current tunables.
+func (s *Scheduler) tun() *Tunables { return s.tunables.Load() }
+
+// SetTunables replaces the tunables.
+func (s *Scheduler) SetTunables(t Tunables) {
+	c := Config{TakeHold: t.TakeHold, StopHold: t.StopHold, PingInterval: t.PingInterval, LeaseGrace: t.LeaseGrace,
+		RunRetention: t.RunRetention, SyncRetention: t.SyncRetention, WebhookRetryDelay: t.WebhookRetryDelay,
+		StopGrace: t.StopGrace, MaxAttempts: t.MaxAttempts}
+	c.setDefaults()
+	s.tunables.Store(&Tunables{TakeHold: c.TakeHold, StopHold: c.StopHold, PingInterval: c.PingInterval, LeaseGrace: c.LeaseGrace,
+		RunRetention: c.RunRetention, SyncRetention: c.SyncRetention, WebhookRetryDelay: c.WebhookRetryDelay,
+		StopGrace: c.StopGrace, MaxAttempts: c.MaxAttempts})
 }

@@ -154,7 +154,7 @@ func (o *outbox) attempt(ctx context.Context, d *store.Delivery) {
 	if finished {
 		delete(o.due, d.JobID)
 	} else {
-		d.NextAt = time.Now().Add(s.cfg.WebhookRetryDelay).UnixMilli()
+		d.NextAt = time.Now().Add(s.tun().WebhookRetryDelay).UnixMilli()
 	}
 	snapshot := *d
 	o.mu.Unlock()

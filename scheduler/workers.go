@@ -306,7 +306,7 @@ func (s *Scheduler) runWorker(w *worker, spec oci.Spec) {
 		}
 	}
 	if stopNow {
-		h.Stop(s.cfg.StopGrace)
+		h.Stop(s.tun().StopGrace)
 	}
 	select {
 	case <-h.Done():
@@ -416,7 +416,7 @@ func (s *Scheduler) drainWorkerLocked(w *worker, why string) {
 	}
 	s.log.Info("stopping worker", "worker", w.id, "endpoint", w.endpoint, "reason", why)
 	if w.handle != nil {
-		w.handle.Stop(s.cfg.StopGrace)
+		w.handle.Stop(s.tun().StopGrace)
 	}
 }
 
@@ -453,7 +453,7 @@ func (s *Scheduler) workerEnv(ep *endpointState, w *worker) []string {
 		"RUNPOD_AI_API_KEY="+w.token,
 		"RUNPOD_POD_ID="+w.id,
 		"RUNPOD_ENDPOINT_ID="+ep.def.ID,
-		"RUNPOD_PING_INTERVAL="+strconv.FormatInt(s.cfg.PingInterval.Milliseconds(), 10),
+		"RUNPOD_PING_INTERVAL="+strconv.FormatInt(s.tun().PingInterval.Milliseconds(), 10),
 		"RUNPOD_POD_HOSTNAME="+host,
 		"RUNPOD_GPU_COUNT="+strconv.Itoa(ep.def.GPUCount),
 		"RUNPOD_CPU_COUNT="+strconv.Itoa(runtime.NumCPU()),

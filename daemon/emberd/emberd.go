@@ -66,6 +66,9 @@ type Options struct {
 	MaxAttempts       int
 
 	Logger *slog.Logger
+	// Reloads delivers new settings (SIGHUP): the scheduler's tunables are
+	// applied at once; the rest is reported as needing a restart.
+	Reloads <-chan Options
 	// Ready, if set, is called once the store is recovered and every
 	// listener is up.
 	Ready func(httpAddr, grpcAddr string)
@@ -366,6 +369,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	// READY=1, STATUS= and watchdog pings when run by systemd.
 	sd := startSystemd(log, sched)
+
+	go applyReloads(ctx, o, sched, log)
 
 	// Preload runs after READY: image archives can be many gigabytes, and
 	// the API is usable meanwhile.

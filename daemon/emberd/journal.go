@@ -24,7 +24,7 @@ import (
 // NewLogger returns emberd's logger at level: entries with structured
 // fields to the systemd journal when emberd runs as a systemd service that
 // logs to a reachable journald, else text lines on stderr.
-func NewLogger(level slog.Level) *slog.Logger {
+func NewLogger(level slog.Leveler) *slog.Logger {
 	stderr := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
 	if useJournal(os.Getenv, journal.StderrIsJournalStream, journal.Enabled) {
 		return slog.New(newJournalHandler(level, journal.Send, stderr))

@@ -145,6 +145,19 @@ func run() error {
 		return err
 	}
 	rssQueued := rssMB(d.cmd.Process.Pid)
+	// Start to READY with those jobs in the store, against an empty store.
+	d.stop()
+	readyFull, err := timeToReady(filepath.Join(tmp, "ember"), 3)
+	if err != nil {
+		return err
+	}
+	readyEmpty, err := timeToReady(filepath.Join(tmp, "empty"), 3)
+	if err != nil {
+		return err
+	}
+	if d, err = startEmberd(filepath.Join(tmp, "ember"), "process"); err != nil {
+		return err
+	}
 	if dl := os.Getenv("BENCH_DEBUG_LISTEN"); dl != "" {
 		if resp, err := http.Get("http://" + dl + "/debug/pprof/heap"); err == nil {
 			if f, err := os.Create("emberd-heap.pprof"); err == nil {
@@ -172,6 +185,7 @@ func run() error {
 	fmt.Printf("%-52s %12s\n", "  emberd CPU per job", fmt.Sprintf("%.0f us", cpu8))
 	fmt.Printf("%-52s %12s\n", "emberd RSS idle (8 workers up)", fmt.Sprintf("%.1f MB", rssIdle))
 	fmt.Printf("%-52s %12s\n", fmt.Sprintf("emberd RSS with %d queued jobs", *queuedN), fmt.Sprintf("%.1f MB", rssQueued))
+	row(fmt.Sprintf("start to READY=1, %d jobs queued (baseline: none)", *queuedN), ms(readyFull), ms(readyEmpty), "ms")
 	fmt.Println("\nThe round trip includes the client, both HTTP hops of the worker (take, job-done) and the")
 	fmt.Println("example worker's handler (an immediate return); it is an upper bound on Ember's added latency.")
 	d.stop()

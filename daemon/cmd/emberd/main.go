@@ -6,13 +6,16 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/emberhq/ember/daemon/config"
 	"github.com/emberhq/ember/daemon/emberd"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/oci/runc"
@@ -29,8 +32,73 @@ func main() {
 }
 
 func run(args []string) int {
+	var s settings
+	fs := newFlagSet(&s)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "emberd: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if err := loadConfig(fs, s.configPath); err != nil {
+		// One line per problem: Apply reports every bad key at once.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(os.Stderr, "emberd: %s\n", line)
+		}
+		return 2
+	}
+	if s.showVersion {
+		fmt.Println("emberd", version)
+		return 0
+	}
+	o := s.opts
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(s.logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "emberd: --log-level %q: %v\n", s.logLevel, err)
+		return 2
+	}
+	var level slog.LevelVar // SIGHUP may change it
+	level.Set(lvl)
+	o.Logger = emberd.NewLogger(&level)
+	grpcapi.Version = version
+	if os.Getenv("GOGC") == "" {
+		// A long queue is many small live objects and a burst of /run
+		// traffic is much short-lived garbage; collecting at 50 % growth
+		// instead of 100 % keeps emberd at about 135 MB with 100,000 jobs
+		// queued instead of about 205 MB, for a few percent more CPU.
+		debug.SetGCPercent(50)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	reloads := make(chan emberd.Options, 1)
+	o.Reloads = reloads
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go reloadOnHUP(ctx, args, hup, &level, reloads, o.Logger)
+	if err := emberd.Run(ctx, o); err != nil {
+		o.Logger.Error("emberd failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// settings are what emberd's flags set.
+type settings struct {
+	opts        emberd.Options
+	logLevel    string
+	showVersion bool
+	configPath  string
+}
+
+// newFlagSet defines emberd's flags, writing into s. Every flag but
+// --config and --version can also be set from the --config file, by name;
+// packaging/ember.toml lists them all (a test keeps it in step).
+func newFlagSet(s *settings) *flag.FlagSet {
 	fs := flag.NewFlagSet("emberd", flag.ContinueOnError)
-	var o emberd.Options
+	o := &s.opts
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/ember", "directory for the job store, worker scratch space and logs")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:7080", "HOST:PORT for the REST API (RunPod client API, /v1 gateway) and the worker API")
 	fs.StringVar(&o.GRPCListen, "grpc-listen", "127.0.0.1:7081", "HOST:PORT for the gRPC API")
@@ -45,40 +113,65 @@ func run(args []string) int {
 	fs.DurationVar(&o.WebhookRetryDelay, "webhook-retry-delay", 10*time.Second, "delay between webhook attempts (3 attempts in all)")
 	fs.DurationVar(&o.StopGrace, "stop-grace", 30*time.Second, "how long a stopping worker may drain before it is killed")
 	fs.IntVar(&o.MaxAttempts, "max-attempts", 3, "how many times a job is handed to a worker before it fails")
+	fs.StringVar(&o.PreloadDir, "preload-dir", "", "folder of image archives and endpoint definitions (*.json) imported and created at start, once each (default DATA-DIR/preload)")
 	fs.StringVar(&o.DebugListen, "debug-listen", "", "HOST:PORT to serve Go's pprof profiles on (off when empty; keep it on loopback)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "emberd: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if *showVersion {
-		fmt.Println("emberd", version)
-		return 0
-	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "emberd: --log-level %q: %v\n", *logLevel, err)
-		return 2
-	}
-	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	grpcapi.Version = version
-	if os.Getenv("GOGC") == "" {
-		// A long queue is many small live objects and a burst of /run
-		// traffic is much short-lived garbage; collecting at 50 % growth
-		// instead of 100 % keeps emberd at about 135 MB with 100,000 jobs
-		// queued instead of about 205 MB, for a few percent more CPU.
-		debug.SetGCPercent(50)
-	}
+	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&s.showVersion, "version", false, "print the version and exit (after checking the --config file, if any)")
+	fs.StringVar(&s.configPath, "config", "", "TOML file setting any of these flags by name (key = value); the command line wins over it (default: none)")
+	return fs
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := emberd.Run(ctx, o); err != nil {
-		o.Logger.Error("emberd failed", "err", err)
-		return 1
+// loadConfig sets the flags of fs that the command line did not set from
+// the config file at path; "" means no file.
+func loadConfig(fs *flag.FlagSet, path string) error {
+	if path == "" {
+		return nil
 	}
-	return 0
+	explicit := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	f, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	return f.Apply(fs, explicit)
+}
+
+// reloadOnHUP re-reads the command line and the --config file on each
+// SIGHUP (systemctl reload): the log level and the scheduler's settings
+// change at once; settings that need a restart are reported. A file with
+// errors is refused whole, saying where, and the running settings stay.
+func reloadOnHUP(ctx context.Context, args []string, hup <-chan os.Signal, level *slog.LevelVar, reloads chan<- emberd.Options, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		var s settings
+		fs := newFlagSet(&s)
+		fs.SetOutput(io.Discard)
+		err := fs.Parse(args)
+		if err == nil {
+			err = loadConfig(fs, s.configPath)
+		}
+		var lvl slog.Level
+		if err == nil {
+			if e := lvl.UnmarshalText([]byte(s.logLevel)); e != nil {
+				err = fmt.Errorf("log-level %q: %w", s.logLevel, e)
+			}
+		}
+		if err != nil {
+			log.Error("reload refused: keeping the running settings", "config", s.configPath, "err", err)
+			continue
+		}
+		if lvl != level.Level() {
+			log.Info("reloaded: log level", "from", level.Level(), "to", lvl)
+			level.Set(lvl)
+		}
+		select {
+		case reloads <- s.opts:
+		case <-ctx.Done():
+			return
+		}
+	}
 }

@@ -1,0 +1,61 @@
+package emberd
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/emberhq/ember/scheduler"
+)
+
+// tunables are the settings of o a running daemon can take over.
+func tunables(o Options) scheduler.Tunables {
+	return scheduler.Tunables{TakeHold: o.TakeHold, StopHold: o.StopHold, PingInterval: o.PingInterval, LeaseGrace: o.LeaseGrace,
+		RunRetention: o.RunRetention, SyncRetention: o.SyncRetention, WebhookRetryDelay: o.WebhookRetryDelay,
+		StopGrace: o.StopGrace, MaxAttempts: o.MaxAttempts}
+}
+
+// restartOnly names the settings that take effect only at the next start,
+// with how to read each from Options.
+var restartOnly = []struct {
+	flag string
+	get  func(Options) string
+}{
+	{"data-dir", func(o Options) string { return o.DataDir }},
+	{"listen", func(o Options) string { return o.Listen }},
+	{"grpc-listen", func(o Options) string { return o.GRPCListen }},
+	{"runtime", func(o Options) string { return o.Runtime }},
+	{"api-key-file", func(o Options) string { return o.APIKeyFile }},
+	{"debug-listen", func(o Options) string { return o.DebugListen }},
+	{"preload-dir", func(o Options) string { return o.PreloadDir }},
+}
+
+// applyReloads applies each new set of settings from o.Reloads until ctx
+// ends: the tunables at once, and a warning for every changed setting that
+// needs a restart.
+func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, log *slog.Logger) {
+	cur := o
+	for {
+		var n Options
+		select {
+		case <-ctx.Done():
+			return
+		case n = <-o.Reloads:
+		}
+		if tunables(n) != tunables(cur) {
+			sched.SetTunables(tunables(n))
+			log.Info("reloaded: scheduler settings applied", "take_hold", n.TakeHold, "stop_hold", n.StopHold, "ping_interval", n.PingInterval,
+				"lease_grace", n.LeaseGrace, "run_retention", n.RunRetention, "sync_retention", n.SyncRetention,
+				"webhook_retry_delay", n.WebhookRetryDelay, "stop_grace", n.StopGrace, "max_attempts", n.MaxAttempts)
+		}
+		for _, r := range restartOnly {
+			if r.get(n) != r.get(cur) {
+				log.Warn("reloaded: this setting changed but takes effect only at the next restart", "setting", r.flag, "running", r.get(cur), "new", r.get(n))
+			}
+		}
+		// What needs a restart stays as it runs, so it is reported again
+		// at each reload until then.
+		n.DataDir, n.Listen, n.GRPCListen, n.Runtime, n.APIKeyFile, n.DebugListen, n.PreloadDir =
+			cur.DataDir, cur.Listen, cur.GRPCListen, cur.Runtime, cur.APIKeyFile, cur.DebugListen, cur.PreloadDir
+		cur = n
+	}
+}
