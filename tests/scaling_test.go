@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -291,6 +292,38 @@ func TestContainerScaling(t *testing.T) {
 		}
 		if n := statInt(d.Stats(ep), "retried"); n != 1 {
 			t.Errorf("retried = %d, want 1", n)
+		}
+	})
+
+	// The OpenAI route through a container worker: an unwrapped answer,
+	// and a stream of SSE events ending in exactly one [DONE].
+	t.Run("openai", func(t *testing.T) {
+		t.Parallel()
+		d := root.For(t)
+		ep := endpoint(d, "oai", nil)
+		code, m, _ := oaiCall(t, d, ep, "POST", "/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi from a container"}]}`)
+		if code != 200 || m["object"] != "chat.completion" {
+			t.Fatalf("chat completion: %d %v", code, m)
+		}
+		resp := oaiRequest(t, context.Background(), d, ep, "POST", "/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"one two three"}]}`)
+		defer resp.Body.Close()
+		events := readSSE(t, resp.Body)
+		var words []string
+		for _, e := range events[:max(0, len(events)-1)] {
+			var chunk struct {
+				Choices []struct {
+					Delta struct {
+						Content string `json:"content"`
+					} `json:"delta"`
+				} `json:"choices"`
+			}
+			if err := json.Unmarshal([]byte(e), &chunk); err != nil || len(chunk.Choices) != 1 {
+				t.Fatalf("event %q: %v", e, err)
+			}
+			words = append(words, strings.TrimSpace(chunk.Choices[0].Delta.Content))
+		}
+		if len(events) == 0 || events[len(events)-1] != "[DONE]" || strings.Join(words, " ") != "one two three" {
+			t.Fatalf("stream: %q", events)
 		}
 	})
 
