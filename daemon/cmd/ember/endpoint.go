@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,17 +83,13 @@ Only the flags you set are sent; the daemon fills in defaults for the rest.
 			if err != nil {
 				return err
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			ep, err := c.CreateEndpoint(ctx, spec)
-			if err != nil {
-				return err
-			}
-			return a.printEndpoint(ep)
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				ep, err := c.CreateEndpoint(ctx, spec)
+				if err != nil {
+					return err
+				}
+				return a.printEndpoint(ep)
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -268,6 +265,9 @@ func (a *app) readFileArg(name string) ([]byte, error) {
 	return data, nil
 }
 
+// noEndpoints is what listings of endpoints print, on stderr, for none.
+const noEndpoints = "No endpoints. Create one with: ember endpoint create NAME --image IMAGE"
+
 func (a *app) endpointListCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:     "list",
@@ -275,32 +275,13 @@ func (a *app) endpointListCmd() *cobra.Command {
 		Short:   "List endpoints",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			eps, err := c.ListEndpoints(ctx)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				// Always print the key, even when the daemon left it out
-				// for an empty list, so that `jq '.endpoints[]'` works.
-				raws := make([]json.RawMessage, len(eps))
-				for i, e := range eps {
-					raws[i] = e.Raw
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				eps, err := c.ListEndpoints(ctx)
+				if err != nil {
+					return err
 				}
-				return marshalJSON(a.stdout, struct {
-					Endpoints []json.RawMessage `json:"endpoints"`
-				}{raws})
-			}
-			if len(eps) == 0 {
-				fmt.Fprintln(a.stderr, "No endpoints. Create one with: ember endpoint create NAME --image IMAGE")
-				return nil
-			}
-			return writeEndpoints(a.stdout, eps)
+				return printList(a, "endpoints", eps, func(e client.Endpoint) json.RawMessage { return e.Raw }, writeEndpoints, noEndpoints)
+			})
 		},
 	}
 }
@@ -311,17 +292,9 @@ func (a *app) endpointGetCmd() *cobra.Command {
 		Short: "Show an endpoint, by ID or name",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			ep, err := c.ResolveEndpoint(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return a.printEndpoint(ep)
+			return a.withEndpoint(cmd, args[0], func(_ context.Context, _ *client.Client, ep *client.Endpoint) error {
+				return a.printEndpoint(ep)
+			})
 		},
 	}
 }
@@ -360,30 +333,22 @@ started from now on.`,
 			if reflect.ValueOf(*spec).IsZero() {
 				return fmt.Errorf("nothing to change: give at least one flag, or a worker command after \"--\"\nUsage: %s", cmd.UseLine())
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			ep, err := c.ResolveEndpoint(ctx, pos[0])
-			if err != nil {
-				return err
-			}
-			if spec.Env != nil {
-				// The daemon replaces the whole map; keep the variables
-				// the flags do not name.
-				for k, v := range ep.Env {
-					if _, ok := spec.Env[k]; !ok {
-						spec.Env[k] = v
+			return a.withEndpoint(cmd, pos[0], func(ctx context.Context, c *client.Client, ep *client.Endpoint) error {
+				if spec.Env != nil {
+					// The daemon replaces the whole map; keep the variables
+					// the flags do not name.
+					for k, v := range ep.Env {
+						if _, ok := spec.Env[k]; !ok {
+							spec.Env[k] = v
+						}
 					}
 				}
-			}
-			ep, err = c.UpdateEndpoint(ctx, ep.ID, spec)
-			if err != nil {
-				return err
-			}
-			return a.printEndpoint(ep)
+				ep, err := c.UpdateEndpoint(ctx, ep.ID, spec)
+				if err != nil {
+					return err
+				}
+				return a.printEndpoint(ep)
+			})
 		},
 	}
 	addSpecFlags(cmd, &f)
@@ -397,25 +362,17 @@ func (a *app) endpointDeleteCmd() *cobra.Command {
 		Short:   "Delete an endpoint, by ID or name",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
+			return a.withEndpoint(cmd, args[0], func(ctx context.Context, c *client.Client, ep *client.Endpoint) error {
+				if err := c.DeleteEndpoint(ctx, ep.ID); err != nil {
+					return err
+				}
+				if a.jsonOut {
+					// The daemon answers a delete with an empty object.
+					return writeJSON(a.stdout, []byte("{}"))
+				}
+				_, err := fmt.Fprintf(a.stdout, "Deleted endpoint %s (%s)\n", ep.ID, ep.Name)
 				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			ep, err := c.ResolveEndpoint(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if err := c.DeleteEndpoint(ctx, ep.ID); err != nil {
-				return err
-			}
-			if a.jsonOut {
-				// The daemon answers a delete with an empty object.
-				return writeJSON(a.stdout, []byte("{}"))
-			}
-			_, err = fmt.Fprintf(a.stdout, "Deleted endpoint %s (%s)\n", ep.ID, ep.Name)
-			return err
+			})
 		},
 	}
 }
@@ -559,20 +516,7 @@ func (a *app) showStats(cmd *cobra.Command, c *client.Client, ids []string) erro
 	if err != nil {
 		return err
 	}
-	if a.jsonOut {
-		raws := make([]json.RawMessage, len(sts))
-		for i, st := range sts {
-			raws[i] = st.Raw
-		}
-		return marshalJSON(a.stdout, struct {
-			Stats []json.RawMessage `json:"stats"`
-		}{raws})
-	}
-	if len(sts) == 0 {
-		fmt.Fprintln(a.stderr, "No endpoints. Create one with: ember endpoint create NAME --image IMAGE")
-		return nil
-	}
-	return writeStats(a.stdout, sts)
+	return printList(a, "stats", sts, func(st client.EndpointStats) json.RawMessage { return st.Raw }, writeStats, noEndpoints)
 }
 
 // watchStats redraws the stats every interval until Ctrl-C, which ends it

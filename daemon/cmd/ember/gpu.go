@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -38,33 +39,14 @@ sample period during which a kernel ran. HOLDER is WORKER/ENDPOINT, "-" for
 a free GPU. A GPU taken out of placement shows why under HEALTH.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			gpus, err := c.ListGPUs(ctx)
-			if client.IsNotFound(err) {
-				return fmt.Errorf("%w\nThis daemon has no GPU route; it is older than this ember", err)
-			}
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				raws := make([]json.RawMessage, len(gpus))
-				for i, g := range gpus {
-					raws[i] = g.Raw
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				gpus, err := c.ListGPUs(ctx)
+				if err != nil {
+					return notFoundHint(err, "This daemon has no GPU route; it is older than this ember")
 				}
-				return marshalJSON(a.stdout, struct {
-					GPUs []json.RawMessage `json:"gpus"`
-				}{raws})
-			}
-			if len(gpus) == 0 {
-				fmt.Fprintln(a.stderr, "No GPUs: emberd found none through NVML (no NVIDIA driver?). Endpoints with gpuCount 0 still run.")
-				return nil
-			}
-			return writeGPUs(a.stdout, gpus)
+				return printList(a, "gpus", gpus, func(g client.GPU) json.RawMessage { return g.Raw }, writeGPUs,
+					"No GPUs: emberd found none through NVML (no NVIDIA driver?). Endpoints with gpuCount 0 still run.")
+			})
 		},
 	}
 }

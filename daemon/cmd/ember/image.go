@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -63,17 +64,13 @@ The daemon speaks HTTPS unless --plain-http allows unencrypted HTTP. With
 			} else if opts.Username != "" {
 				return fmt.Errorf("--username needs --password-stdin (the password is read from stdin)")
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			img, err := c.PullImage(ctx, args[0], opts)
-			if err != nil {
-				return err
-			}
-			return a.printImages([]client.Image{*img}, img.Raw)
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				img, err := c.PullImage(ctx, args[0], opts)
+				if err != nil {
+					return err
+				}
+				return a.printImages([]client.Image{*img}, img.Raw)
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -145,30 +142,14 @@ func (a *app) imageListCmd() *cobra.Command {
 		Short:   "List images",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			imgs, err := c.ListImages(ctx)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				raws := make([]json.RawMessage, len(imgs))
-				for i, img := range imgs {
-					raws[i] = img.Raw
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				imgs, err := c.ListImages(ctx)
+				if err != nil {
+					return err
 				}
-				return marshalJSON(a.stdout, struct {
-					Images []json.RawMessage `json:"images"`
-				}{raws})
-			}
-			if len(imgs) == 0 {
-				fmt.Fprintln(a.stderr, "No images. Import one with: ember image import FILE")
-				return nil
-			}
-			return writeImages(a.stdout, imgs)
+				return printList(a, "images", imgs, func(img client.Image) json.RawMessage { return img.Raw }, writeImages,
+					"No images. Import one with: ember image import FILE")
+			})
 		},
 	}
 }
@@ -179,20 +160,16 @@ func (a *app) imageInspectCmd() *cobra.Command {
 		Short: "Show an image, by name, ID or digest",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			img, err := c.GetImage(ctx, args[0])
-			if err != nil {
-				return refHint(err)
-			}
-			if a.jsonOut {
-				return writeJSON(a.stdout, img.Raw)
-			}
-			return writeImageDetail(a.stdout, img)
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				img, err := c.GetImage(ctx, args[0])
+				if err != nil {
+					return refHint(err)
+				}
+				if a.jsonOut {
+					return writeJSON(a.stdout, img.Raw)
+				}
+				return writeImageDetail(a.stdout, img)
+			})
 		},
 	}
 }
@@ -208,30 +185,26 @@ The daemon then frees the disk space no image uses. An image that an
 endpoint uses is refused.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				d, err := c.DeleteImage(ctx, args[0])
+				if err != nil {
+					return refHint(err)
+				}
+				if a.jsonOut {
+					return writeJSON(a.stdout, d.Raw)
+				}
+				var freed string
+				switch {
+				case d.LayersRemoved > 0:
+					freed = fmt.Sprintf("freed %d layer%s, %s", d.LayersRemoved, plural(d.LayersRemoved), formatBytes(d.BytesFreed))
+				case d.BytesFreed > 0:
+					freed = "freed " + formatBytes(d.BytesFreed) + "; its layers are still in use"
+				default:
+					freed = "nothing freed: its layers are still in use"
+				}
+				_, err = fmt.Fprintf(a.stdout, "Removed image %s (%s)\n", args[0], freed)
 				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			d, err := c.DeleteImage(ctx, args[0])
-			if err != nil {
-				return refHint(err)
-			}
-			if a.jsonOut {
-				return writeJSON(a.stdout, d.Raw)
-			}
-			var freed string
-			switch {
-			case d.LayersRemoved > 0:
-				freed = fmt.Sprintf("freed %d layer%s, %s", d.LayersRemoved, plural(d.LayersRemoved), formatBytes(d.BytesFreed))
-			case d.BytesFreed > 0:
-				freed = "freed " + formatBytes(d.BytesFreed) + "; its layers are still in use"
-			default:
-				freed = "nothing freed: its layers are still in use"
-			}
-			_, err = fmt.Fprintf(a.stdout, "Removed image %s (%s)\n", args[0], freed)
-			return err
+			})
 		},
 	}
 }
@@ -275,25 +248,8 @@ func writeImages(w io.Writer, imgs []client.Image) error {
 
 // writeImageDetail prints one image, a field per line.
 func writeImageDetail(w io.Writer, img *client.Image) error {
-	tw := newTable(w)
-	row := func(key string, values ...string) {
-		if len(values) == 0 {
-			values = []string{"-"}
-		}
-		for i, v := range values {
-			if i > 0 {
-				key = ""
-			}
-			fmt.Fprintf(tw, "%s\t%s\n", key, v)
-		}
-	}
-	cells := func(vs []string) []string {
-		out := make([]string, len(vs))
-		for i, v := range vs {
-			out[i] = cell(v)
-		}
-		return out
-	}
+	fw := newFieldWriter(w)
+	row := fw.row
 	row("ID:", cell(img.ID))
 	row("Names:", cells(img.Names)...)
 	row("Digest:", cell(img.Digest))
@@ -306,7 +262,7 @@ func writeImageDetail(w io.Writer, img *client.Image) error {
 	row("User:", cell(img.Config.User))
 	row("Env:", cells(img.Config.Env)...)
 	row("Layers:", cells(img.Layers)...)
-	return tw.Flush()
+	return fw.Flush()
 }
 
 // argv shows a command line as "ember endpoint create" would take it.

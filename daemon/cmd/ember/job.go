@@ -51,39 +51,31 @@ TIMED_OUT the status and error go to stderr and ember exits with status 1.
 			if err != nil {
 				return err
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			ep, err := c.ResolveEndpoint(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			st, err := c.Run(ctx, ep.ID, body, a.progressFunc())
-			if err != nil {
-				var we *client.WaitError
-				if errors.As(err, &we) {
-					// The job exists and may still finish; say how to find
-					// out rather than leaving people to resubmit it.
-					return fmt.Errorf("stopped waiting for job %s (last status %s): %w\nCheck on it with: ember job status %s %s",
-						we.Last.ID, we.Last.Status, a.explain(we.Err), args[0], we.Last.ID)
-				}
-				return err
-			}
-			if a.jsonOut {
-				if err := writeJSON(a.stdout, st.Raw); err != nil {
+			return a.withEndpoint(cmd, args[0], func(ctx context.Context, c *client.Client, ep *client.Endpoint) error {
+				st, err := c.Run(ctx, ep.ID, body, a.progressFunc())
+				if err != nil {
+					var we *client.WaitError
+					if errors.As(err, &we) {
+						// The job exists and may still finish; say how to find
+						// out rather than leaving people to resubmit it.
+						return fmt.Errorf("stopped waiting for job %s (last status %s): %w\nCheck on it with: ember job status %s %s",
+							we.Last.ID, we.Last.Status, a.explain(we.Err), args[0], we.Last.ID)
+					}
 					return err
 				}
-			}
-			if st.Status != client.StatusCompleted {
-				return jobFailure(st)
-			}
-			if a.jsonOut {
-				return nil
-			}
-			return writeJSON(a.stdout, st.Output)
+				if a.jsonOut {
+					if err := writeJSON(a.stdout, st.Raw); err != nil {
+						return err
+					}
+				}
+				if st.Status != client.StatusCompleted {
+					return jobFailure(st)
+				}
+				if a.jsonOut {
+					return nil
+				}
+				return writeJSON(a.stdout, st.Output)
+			})
 		},
 	}
 }
@@ -129,27 +121,19 @@ func (a *app) progressFunc() func(*client.JobStatus) {
 	}
 }
 
-// jobTarget is what every job command but run starts with: a client, the
-// resolved endpoint and the command's context (cancel it when done).
-type jobTarget struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	c      *client.Client
-	ep     *client.Endpoint
-}
-
-func (a *app) jobTarget(cmd *cobra.Command, endpoint string) (*jobTarget, error) {
-	c, err := a.client()
-	if err != nil {
-		return nil, err
+// jobStatusRunE is the RunE of the commands "ENDPOINT JOB" that do one
+// thing to a job and print the job's status that the daemon answers with.
+// op is a method expression such as (*client.Client).Cancel.
+func (a *app) jobStatusRunE(op func(*client.Client, context.Context, string, string) (*client.JobStatus, error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		return a.withEndpoint(cmd, args[0], func(ctx context.Context, c *client.Client, ep *client.Endpoint) error {
+			st, err := op(c, ctx, ep.ID, args[1])
+			if err != nil {
+				return jobNotFound(err, args[0], args[1])
+			}
+			return a.printJobStatus(st)
+		})
 	}
-	ctx, cancel := a.context(cmd)
-	ep, err := c.ResolveEndpoint(ctx, endpoint)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	return &jobTarget{ctx: ctx, cancel: cancel, c: c, ep: ep}, nil
 }
 
 // jobNotFound explains a 404 for a job.
@@ -166,18 +150,7 @@ func (a *app) jobStatusCmd() *cobra.Command {
 		Short: "Show a job's status",
 		Long:  "Show the status of job JOB on ENDPOINT (an ID or name), without waiting.",
 		Args:  exactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			jt, err := a.jobTarget(cmd, args[0])
-			if err != nil {
-				return err
-			}
-			defer jt.cancel()
-			st, err := jt.c.Status(jt.ctx, jt.ep.ID, args[1])
-			if err != nil {
-				return jobNotFound(err, args[0], args[1])
-			}
-			return a.printJobStatus(st)
-		},
+		RunE:  a.jobStatusRunE((*client.Client).Status),
 	}
 }
 
@@ -206,34 +179,31 @@ job's final status object.`,
   ember job stream llm 0f6c1d2e-e1 --json | jq -r .output`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			jt, err := a.jobTarget(cmd, args[0])
-			if err != nil {
-				return err
-			}
-			defer jt.cancel()
-			_, err = jt.c.FollowStream(jt.ctx, jt.ep.ID, args[1], func(ch client.StreamChunk) error {
-				line := ch.Output
+			return a.withEndpoint(cmd, args[0], func(ctx context.Context, c *client.Client, ep *client.Endpoint) error {
+				_, err := c.FollowStream(ctx, ep.ID, args[1], func(ch client.StreamChunk) error {
+					line := ch.Output
+					if a.jsonOut {
+						line = ch.Raw
+					}
+					return writeLine(a.stdout, line)
+				})
+				if err != nil {
+					return jobNotFound(err, args[0], args[1])
+				}
+				st, err := c.Status(ctx, ep.ID, args[1])
+				if err != nil {
+					return jobNotFound(err, args[0], args[1])
+				}
 				if a.jsonOut {
-					line = ch.Raw
+					if err := writeLine(a.stdout, st.Raw); err != nil {
+						return err
+					}
 				}
-				return writeLine(a.stdout, line)
+				if st.Status != client.StatusCompleted {
+					return jobFailure(st)
+				}
+				return nil
 			})
-			if err != nil {
-				return jobNotFound(err, args[0], args[1])
-			}
-			st, err := jt.c.Status(jt.ctx, jt.ep.ID, args[1])
-			if err != nil {
-				return jobNotFound(err, args[0], args[1])
-			}
-			if a.jsonOut {
-				if err := writeLine(a.stdout, st.Raw); err != nil {
-					return err
-				}
-			}
-			if st.Status != client.StatusCompleted {
-				return jobFailure(st)
-			}
-			return nil
 		},
 	}
 }
@@ -260,18 +230,7 @@ func (a *app) jobCancelCmd() *cobra.Command {
 running one ends CANCELLED and its worker is told to stop it. A job that has
 already finished keeps its status. Prints the job's status afterwards.`,
 		Args: exactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			jt, err := a.jobTarget(cmd, args[0])
-			if err != nil {
-				return err
-			}
-			defer jt.cancel()
-			st, err := jt.c.Cancel(jt.ctx, jt.ep.ID, args[1])
-			if err != nil {
-				return jobNotFound(err, args[0], args[1])
-			}
-			return a.printJobStatus(st)
-		},
+		RunE: a.jobStatusRunE((*client.Client).Cancel),
 	}
 }
 
@@ -283,18 +242,7 @@ func (a *app) jobRetryCmd() *cobra.Command {
 job that ended FAILED or TIMED_OUT, and is still retained, can be retried.
 Follow it with: ember job status ENDPOINT JOB.`,
 		Args: exactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			jt, err := a.jobTarget(cmd, args[0])
-			if err != nil {
-				return err
-			}
-			defer jt.cancel()
-			st, err := jt.c.Retry(jt.ctx, jt.ep.ID, args[1])
-			if err != nil {
-				return jobNotFound(err, args[0], args[1])
-			}
-			return a.printJobStatus(st)
-		},
+		RunE: a.jobStatusRunE((*client.Client).Retry),
 	}
 }
 
@@ -306,20 +254,17 @@ func (a *app) jobPurgeCmd() *cobra.Command {
 Running jobs go on; cancel them one by one with "ember job cancel".`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			jt, err := a.jobTarget(cmd, args[0])
-			if err != nil {
+			return a.withEndpoint(cmd, args[0], func(ctx context.Context, c *client.Client, ep *client.Endpoint) error {
+				res, err := c.PurgeQueue(ctx, ep.ID)
+				if err != nil {
+					return err
+				}
+				if a.jsonOut {
+					return writeJSON(a.stdout, res.Raw)
+				}
+				_, err = fmt.Fprintf(a.stdout, "Cancelled %d queued job%s of endpoint %s (%s)\n", res.Removed, plural(res.Removed), ep.ID, ep.Name)
 				return err
-			}
-			defer jt.cancel()
-			res, err := jt.c.PurgeQueue(jt.ctx, jt.ep.ID)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return writeJSON(a.stdout, res.Raw)
-			}
-			_, err = fmt.Fprintf(a.stdout, "Cancelled %d queued job%s of endpoint %s (%s)\n", res.Removed, plural(res.Removed), jt.ep.ID, jt.ep.Name)
-			return err
+			})
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,31 +40,27 @@ it. Save it at once: the daemon keeps only its hash and cannot show it again.`,
   ember key create grafana --json | jq -r .key > grafana.key`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				k, err := c.CreateKey(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if a.jsonOut {
+					err = writeJSON(a.stdout, k.Raw)
+				} else {
+					fw := newFieldWriter(a.stdout)
+					fw.row("ID:", cell(k.ID))
+					fw.row("Name:", cell(k.Name))
+					fw.row("Created:", formatTime(k.CreatedAt))
+					fw.row("Key:", cell(k.Key))
+					err = fw.Flush()
+				}
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintln(a.stderr, "Save this key now: it is not shown again. Use it with EMBER_API_KEY or --api-key-file, or as a RunPod client's API key.")
 				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			k, err := c.CreateKey(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				err = writeJSON(a.stdout, k.Raw)
-			} else {
-				tw := newTable(a.stdout)
-				fmt.Fprintf(tw, "ID:\t%s\n", cell(k.ID))
-				fmt.Fprintf(tw, "Name:\t%s\n", cell(k.Name))
-				fmt.Fprintf(tw, "Created:\t%s\n", formatTime(k.CreatedAt))
-				fmt.Fprintf(tw, "Key:\t%s\n", cell(k.Key))
-				err = tw.Flush()
-			}
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(a.stderr, "Save this key now: it is not shown again. Use it with EMBER_API_KEY or --api-key-file, or as a RunPod client's API key.")
-			return err
+			})
 		},
 	}
 }
@@ -75,30 +72,14 @@ func (a *app) keyListCmd() *cobra.Command {
 		Short:   "List the named API keys (never the keys themselves)",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			ks, err := c.ListKeys(ctx)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				raws := make([]json.RawMessage, len(ks))
-				for i, k := range ks {
-					raws[i] = k.Raw
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				ks, err := c.ListKeys(ctx)
+				if err != nil {
+					return err
 				}
-				return marshalJSON(a.stdout, struct {
-					Keys []json.RawMessage `json:"keys"`
-				}{raws})
-			}
-			if len(ks) == 0 {
-				fmt.Fprintln(a.stderr, "No named API keys (only the bootstrap key in "+defaultKeyFile+"). Create one with: ember key create NAME")
-				return nil
-			}
-			return writeKeys(a.stdout, ks)
+				return printList(a, "keys", ks, func(k client.APIKey) json.RawMessage { return k.Raw }, writeKeys,
+					"No named API keys (only the bootstrap key in "+defaultKeyFile+"). Create one with: ember key create NAME")
+			})
 		},
 	}
 }
@@ -121,24 +102,17 @@ func (a *app) keyRevokeCmd() *cobra.Command {
 		Example: `  ember key revoke k-1a2b3c4d5e6f`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				k, err := c.RevokeKey(ctx, args[0])
+				if err != nil {
+					return notFoundHint(err, "List keys with: ember key list")
+				}
+				if a.jsonOut {
+					return writeJSON(a.stdout, k.Raw)
+				}
+				_, err = fmt.Fprintf(a.stdout, "Revoked API key %s (%s)\n", cell(k.ID), cell(k.Name))
 				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			k, err := c.RevokeKey(ctx, args[0])
-			if client.IsNotFound(err) {
-				return fmt.Errorf("%w\nList keys with: ember key list", err)
-			}
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return writeJSON(a.stdout, k.Raw)
-			}
-			_, err = fmt.Fprintf(a.stdout, "Revoked API key %s (%s)\n", cell(k.ID), cell(k.Name))
-			return err
+			})
 		},
 	}
 }

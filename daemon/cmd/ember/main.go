@@ -234,6 +234,39 @@ func (a *app) client() (*client.Client, error) {
 	return a.newClient(key)
 }
 
+// withClient runs fn with a client of the daemon and the command's context,
+// which is bounded by --timeout and cancelled when fn returns.
+func (a *app) withClient(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.context(cmd)
+	defer cancel()
+	return fn(ctx, c)
+}
+
+// withEndpoint is withClient for commands on one endpoint: it resolves
+// endpoint, an ID or name, before running fn.
+func (a *app) withEndpoint(cmd *cobra.Command, endpoint string, fn func(ctx context.Context, c *client.Client, ep *client.Endpoint) error) error {
+	return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+		ep, err := c.ResolveEndpoint(ctx, endpoint)
+		if err != nil {
+			return err
+		}
+		return fn(ctx, c, ep)
+	})
+}
+
+// notFoundHint adds hint, on a line of its own, to a 404 from the daemon;
+// other errors (and nil) pass unchanged.
+func notFoundHint(err error, hint string) error {
+	if client.IsNotFound(err) {
+		return fmt.Errorf("%w\n%s", err, hint)
+	}
+	return err
+}
+
 func (a *app) newClient(key string) (*client.Client, error) {
 	c, err := client.New(a.addr, key,
 		client.WithUserAgent("ember/"+cliVersion()),

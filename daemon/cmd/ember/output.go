@@ -45,6 +45,43 @@ func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 }
 
+// printList prints a listing: with --json the items as the daemon sent them
+// (raw gives each one's JSON), as {"<key>": [...]}; otherwise the table that
+// write draws, or the hint none on stderr when there are no items. The key is
+// printed even for no items, so that `jq '.<key>[]'` always works.
+func printList[T any](a *app, key string, items []T, raw func(T) json.RawMessage, write func(io.Writer, []T) error, none string) error {
+	if a.jsonOut {
+		raws := make([]json.RawMessage, len(items))
+		for i, item := range items {
+			raws[i] = raw(item)
+		}
+		return marshalJSON(a.stdout, map[string][]json.RawMessage{key: raws})
+	}
+	if len(items) == 0 {
+		fmt.Fprintln(a.stderr, none)
+		return nil
+	}
+	return write(a.stdout, items)
+}
+
+// fieldWriter prints one object a field per line: a name, then its values
+// one per line (the name on the first only), "-" when it has none.
+type fieldWriter struct{ *tabwriter.Writer }
+
+func newFieldWriter(w io.Writer) fieldWriter { return fieldWriter{newTable(w)} }
+
+func (fw fieldWriter) row(key string, values ...string) {
+	if len(values) == 0 {
+		values = []string{"-"}
+	}
+	for i, v := range values {
+		if i > 0 {
+			key = ""
+		}
+		fmt.Fprintf(fw, "%s\t%s\n", key, v)
+	}
+}
+
 // writeEndpoints prints the endpoint table in the daemon's order (creation
 // time), the same order as --json.
 func writeEndpoints(w io.Writer, eps []client.Endpoint) error {
@@ -107,6 +144,15 @@ func quoteArg(s string) string {
 		return strconv.Quote(s)
 	}
 	return s
+}
+
+// cells is cell of each string.
+func cells(vs []string) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = cell(v)
+	}
+	return out
 }
 
 // cell keeps tabs and newlines in daemon-supplied strings from breaking the
@@ -173,18 +219,8 @@ func writeJobStatus(w io.Writer, st *client.JobStatus) error {
 
 // writeEndpointDetail prints one endpoint, a field per line.
 func writeEndpointDetail(w io.Writer, e *client.Endpoint) error {
-	tw := newTable(w)
-	row := func(key string, values ...string) {
-		if len(values) == 0 {
-			values = []string{"-"}
-		}
-		for i, v := range values {
-			if i > 0 {
-				key = ""
-			}
-			fmt.Fprintf(tw, "%s\t%s\n", key, v)
-		}
-	}
+	fw := newFieldWriter(w)
+	row := fw.row
 	orNone := func(n int, none, unit string) string {
 		if n == 0 {
 			return none
@@ -203,10 +239,7 @@ func writeEndpointDetail(w io.Writer, e *client.Endpoint) error {
 	}
 	gpuTypes := []string{"any"}
 	if len(e.GPUTypes) > 0 {
-		gpuTypes = make([]string, len(e.GPUTypes))
-		for i, t := range e.GPUTypes {
-			gpuTypes[i] = cell(t)
-		}
+		gpuTypes = cells(e.GPUTypes)
 	}
 	cpus := "no limit"
 	if e.CPUs > 0 {
@@ -238,7 +271,7 @@ func writeEndpointDetail(w io.Writer, e *client.Endpoint) error {
 	row("Max attempts:", orNone(e.MaxAttempts, "daemon default (--max-attempts)", ""))
 	row("Created:", formatTime(e.CreatedAt))
 	row("Updated:", formatTime(e.UpdatedAt))
-	return tw.Flush()
+	return fw.Flush()
 }
 
 // writeStats prints one row of metrics per endpoint. The duration columns

@@ -72,84 +72,80 @@ For a job's status use "ember job status ENDPOINT JOB".`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			st := daemonStatus{Addr: c.BaseURL(), Workers: map[string]int{}}
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				st := daemonStatus{Addr: c.BaseURL(), Workers: map[string]int{}}
 
-			// Readiness first: it needs no key, so a daemon that is down
-			// or starting is told apart from a wrong key. One that does not
-			// answer in time is starting (emberd holds requests until it
-			// has recovered): the other routes would wait as well.
-			rctx, rcancel := context.WithTimeout(ctx, healthTimeout)
-			err = c.Readyz(rctx)
-			rcancel()
-			var nr *client.NotReadyError
-			switch {
-			case err == nil:
-				st.Ready = true
-			case errors.As(err, &nr):
-				st.NotReady = nr.Reason
-			case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-				st.NotReady = fmt.Sprintf("no answer within %s (still starting?)", healthTimeout)
-				return a.printDaemonStatus(&st)
-			default:
-				return err
-			}
-			if l, err := c.Healthz(ctx); err == nil {
-				st.UptimeSeconds = &l.UptimeSeconds
-			} else if !client.IsNotFound(err) {
-				return err
-			}
-			h, err := c.Health(ctx)
-			if err != nil {
-				return err
-			}
-			st.Version = h.Version
-			eps, err := c.ListEndpoints(ctx)
-			if err != nil {
-				return err
-			}
-			st.Endpoints = len(eps)
-			for _, ep := range eps {
-				eh, err := c.EndpointHealth(ctx, ep.ID)
-				if client.IsNotFound(err) {
-					continue // deleted meanwhile
+				// Readiness first: it needs no key, so a daemon that is down
+				// or starting is told apart from a wrong key. One that does not
+				// answer in time is starting (emberd holds requests until it
+				// has recovered): the other routes would wait as well.
+				rctx, rcancel := context.WithTimeout(ctx, healthTimeout)
+				err := c.Readyz(rctx)
+				rcancel()
+				var nr *client.NotReadyError
+				switch {
+				case err == nil:
+					st.Ready = true
+				case errors.As(err, &nr):
+					st.NotReady = nr.Reason
+				case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+					st.NotReady = fmt.Sprintf("no answer within %s (still starting?)", healthTimeout)
+					return a.printDaemonStatus(&st)
+				default:
+					return err
 				}
+				if l, err := c.Healthz(ctx); err == nil {
+					st.UptimeSeconds = &l.UptimeSeconds
+				} else if !client.IsNotFound(err) {
+					return err
+				}
+				h, err := c.Health(ctx)
 				if err != nil {
 					return err
 				}
-				st.Jobs.InQueue += eh.Jobs.InQueue
-				st.Jobs.InProgress += eh.Jobs.InProgress
-				st.Jobs.Completed += eh.Jobs.Completed
-				st.Jobs.Failed += eh.Jobs.Failed
-				st.Jobs.Retried += eh.Jobs.Retried
-				for state, n := range eh.Workers {
-					if state != "ready" {
-						st.Workers[state] += n
+				st.Version = h.Version
+				eps, err := c.ListEndpoints(ctx)
+				if err != nil {
+					return err
+				}
+				st.Endpoints = len(eps)
+				for _, ep := range eps {
+					eh, err := c.EndpointHealth(ctx, ep.ID)
+					if client.IsNotFound(err) {
+						continue // deleted meanwhile
+					}
+					if err != nil {
+						return err
+					}
+					st.Jobs.InQueue += eh.Jobs.InQueue
+					st.Jobs.InProgress += eh.Jobs.InProgress
+					st.Jobs.Completed += eh.Jobs.Completed
+					st.Jobs.Failed += eh.Jobs.Failed
+					st.Jobs.Retried += eh.Jobs.Retried
+					for state, n := range eh.Workers {
+						if state != "ready" {
+							st.Workers[state] += n
+						}
 					}
 				}
-			}
-			gpus, err := c.ListGPUs(ctx)
-			if err != nil && !client.IsNotFound(err) { // 404: a daemon without /v1/gpus
-				return err
-			}
-			for _, g := range gpus {
-				st.GPUs.Total++
-				switch {
-				case g.Worker != "":
-					st.GPUs.Used++
-				case g.Unhealthy != "":
-					st.GPUs.Unhealthy++
-				default:
-					st.GPUs.Free++
+				gpus, err := c.ListGPUs(ctx)
+				if err != nil && !client.IsNotFound(err) { // 404: a daemon without /v1/gpus
+					return err
 				}
-			}
+				for _, g := range gpus {
+					st.GPUs.Total++
+					switch {
+					case g.Worker != "":
+						st.GPUs.Used++
+					case g.Unhealthy != "":
+						st.GPUs.Unhealthy++
+					default:
+						st.GPUs.Free++
+					}
+				}
 
-			return a.printDaemonStatus(&st)
+				return a.printDaemonStatus(&st)
+			})
 		},
 	}
 }

@@ -36,38 +36,21 @@ func (a *app) workerListCmd() *cobra.Command {
 		Short:   "List the live workers, oldest first",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			epID := ""
-			if endpoint != "" {
-				ep, err := c.ResolveEndpoint(ctx, endpoint)
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				epID := ""
+				if endpoint != "" {
+					ep, err := c.ResolveEndpoint(ctx, endpoint)
+					if err != nil {
+						return err
+					}
+					epID = ep.ID
+				}
+				ws, err := c.ListWorkers(ctx, epID)
 				if err != nil {
 					return err
 				}
-				epID = ep.ID
-			}
-			ws, err := c.ListWorkers(ctx, epID)
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				raws := make([]json.RawMessage, len(ws))
-				for i, w := range ws {
-					raws[i] = w.Raw
-				}
-				return marshalJSON(a.stdout, struct {
-					Workers []json.RawMessage `json:"workers"`
-				}{raws})
-			}
-			if len(ws) == 0 {
-				fmt.Fprintln(a.stderr, "No workers.")
-				return nil
-			}
-			return writeWorkers(a.stdout, ws)
+				return printList(a, "workers", ws, func(w client.Worker) json.RawMessage { return w.Raw }, writeWorkers, "No workers.")
+			})
 		},
 	}
 	cmd.Flags().StringVar(&endpoint, "endpoint", "", "only the workers of the endpoint with this `NAME|ID`")
@@ -93,6 +76,9 @@ func writeWorkers(w io.Writer, ws []client.Worker) error {
 	return tw.Flush()
 }
 
+// listWorkersHint follows "not found" for a worker ID.
+const listWorkersHint = "List workers with: ember worker list"
+
 func (a *app) workerStopCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "stop WORKER",
@@ -104,33 +90,26 @@ needs a worker (workersMin, or jobs waiting), the daemon starts another.`,
 		Example: `  ember worker stop w-3f2a9c1b7e04`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				w, err := c.StopWorker(ctx, args[0])
+				if err != nil {
+					return notFoundHint(err, listWorkersHint)
+				}
+				if a.jsonOut {
+					return writeJSON(a.stdout, w.Raw)
+				}
+				msg := fmt.Sprintf("Stopping worker %s (endpoint %s): it takes no new job", w.ID, cell(w.EndpointID))
+				switch n := len(w.Jobs); n {
+				case 0:
+					msg += " and exits now"
+				case 1:
+					msg += " and exits once its job (" + cell(w.Jobs[0]) + ") has finished"
+				default:
+					msg += fmt.Sprintf(" and exits once its %d jobs have finished", n)
+				}
+				_, err = fmt.Fprintln(a.stdout, msg)
 				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			w, err := c.StopWorker(ctx, args[0])
-			if client.IsNotFound(err) {
-				return fmt.Errorf("%w\nList workers with: ember worker list", err)
-			}
-			if err != nil {
-				return err
-			}
-			if a.jsonOut {
-				return writeJSON(a.stdout, w.Raw)
-			}
-			msg := fmt.Sprintf("Stopping worker %s (endpoint %s): it takes no new job", w.ID, cell(w.EndpointID))
-			switch n := len(w.Jobs); n {
-			case 0:
-				msg += " and exits now"
-			case 1:
-				msg += " and exits once its job (" + cell(w.Jobs[0]) + ") has finished"
-			default:
-				msg += fmt.Sprintf(" and exits once its %d jobs have finished", n)
-			}
-			_, err = fmt.Fprintln(a.stdout, msg)
-			return err
+			})
 		},
 	}
 }
@@ -152,20 +131,13 @@ it is, --json or not.
   ember logs w-3f2a9c1b7e04 -f`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			err = c.WorkerLogs(ctx, args[0], follow, tail, a.stdout)
-			if follow && errors.Is(err, context.Canceled) && cmd.Context().Err() != nil {
-				return nil // Ctrl-C ends following; that is not a failure
-			}
-			if client.IsNotFound(err) {
-				return fmt.Errorf("%w\nList workers with: ember worker list", err)
-			}
-			return err
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				err := c.WorkerLogs(ctx, args[0], follow, tail, a.stdout)
+				if follow && errors.Is(err, context.Canceled) && cmd.Context().Err() != nil {
+					return nil // Ctrl-C ends following; that is not a failure
+				}
+				return notFoundHint(err, listWorkersHint)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until the worker exits or Ctrl-C")
