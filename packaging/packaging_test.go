@@ -1,4 +1,4 @@
-// Package packaging_test checks Ember's packages: the systemd unit, the
+// Package packaging_test checks Ember's packages: the systemd units, the
 // maintainer scripts, the ember(1) man page against the CLI, and the .deb
 // and .rpm that `make package` builds, installing, upgrading, removing and
 // purging the .deb on this machine (as root, when nothing of Ember is
@@ -133,17 +133,82 @@ func TestUnit(t *testing.T) {
 	}
 	// The man page is not installed here; TestPackages verifies the
 	// installed unit with its man page.
-	verify(t, filepath.Join(dir, "emberd.service"), "--man=no")
+	verify(t, []string{filepath.Join(dir, "emberd.service")}, "--man=no")
 }
 
-func verify(t *testing.T, unit string, args ...string) {
+// TestSocketUnit checks the opt-in socket unit: the REST and then the gRPC
+// address, at emberd's defaults, unnamed (emberd matches them by position),
+// and a service that neither needs nor orders itself after it. Then
+// systemd-analyze verifies it together with the service it activates.
+func TestSocketUnit(t *testing.T) {
+	socket := readFile(t, filepath.Join(root, "packaging", "emberd.socket"))
+	got := unitSettings(t, socket)
+	// emberd's defaults, as the generated ember.toml states them.
+	conf := readFile(t, filepath.Join(root, "packaging", "ember.toml"))
+	def := func(key string) string {
+		m := regexp.MustCompile(`(?m)^# ` + regexp.QuoteMeta(key) + ` = "(.*)"$`).FindStringSubmatch(conf)
+		if m == nil {
+			t.Fatalf("no %s in ember.toml", key)
+		}
+		return m[1]
+	}
+	for k, want := range map[string]string{
+		"[Unit]Documentation": "man:emberd(8) https://github.com/emberhq/ember",
+		// REST first, gRPC second: emberd's order for unnamed sockets.
+		"[Socket]ListenStream": def("listen") + "\n" + def("grpc-listen"),
+		// One name would name both sockets: emberd would then match the
+		// gRPC socket by name as a second REST socket and leave it unused.
+		"[Socket]FileDescriptorName": "",
+		"[Socket]Accept":             "",
+		"[Socket]Service":            "",
+		"[Install]WantedBy":          "sockets.target",
+	} {
+		if v := strings.Join(got[k], "\n"); v != want {
+			t.Errorf("emberd.socket: %s=%q, want %q", k, v, want)
+		}
+	}
+	if len(got["[Unit]Description"]) != 1 {
+		t.Errorf("emberd.socket: Description=%q", got["[Unit]Description"])
+	}
+	// emberd.service must start without the socket (the default): no
+	// dependency on it.
+	service := readFile(t, filepath.Join(root, "packaging", "emberd.service"))
+	for k, vs := range unitSettings(t, service) {
+		for _, v := range vs {
+			if strings.Contains(v, "emberd.socket") || strings.HasSuffix(k, "]Sockets") {
+				t.Errorf("emberd.service: %s=%s: the service must not depend on the opt-in socket", k, v)
+			}
+		}
+	}
+
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("systemd-analyze is not installed (Debian package systemd; make deps installs it)")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rewritten := strings.Replace(service, "ExecStart=/usr/bin/emberd ", "ExecStart="+self+" ", 1)
+	for name, text := range map[string]string{"emberd.service": rewritten, "emberd.socket": socket} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A socket unit alone fails verification: the service it activates must
+	// be there.
+	verify(t, []string{filepath.Join(dir, "emberd.socket"), filepath.Join(dir, "emberd.service")}, "--man=no")
+}
+
+// verify has systemd-analyze verify units: exit 0 and nothing on stderr.
+func verify(t *testing.T, units []string, args ...string) {
 	t.Helper()
-	cmd := exec.Command("systemd-analyze", append(append([]string{"verify"}, args...), unit)...)
+	cmd := exec.Command("systemd-analyze", append(append([]string{"verify"}, args...), units...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if err != nil || stderr.Len() > 0 {
-		t.Errorf("systemd-analyze verify %s: %v\nstdout:\n%s\nstderr:\n%s", unit, err, stdout.String(), stderr.String())
+		t.Errorf("systemd-analyze verify %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(units, " "), err, stdout.String(), stderr.String())
 	}
 }
 
@@ -247,7 +312,7 @@ func TestMaintainerScripts(t *testing.T) {
 			install:  step{"postinstall", []string{"configure", ""}, install},
 			upgrade:  step{"postinstall", []string{"configure", "1.0.0"}, upgrade},
 			upRemove: []step{{"preremove", []string{"upgrade", "1.0.1"}, nil}, {"postremove", []string{"upgrade", "1.0.1"}, nil}},
-			remove:   []step{{"preremove", []string{"remove"}, []string{"stop emberd.service"}}, {"postremove", []string{"remove"}, []string{"daemon-reload"}}},
+			remove:   []step{{"preremove", []string{"remove"}, []string{"stop emberd.socket emberd.service"}}, {"postremove", []string{"remove"}, []string{"daemon-reload"}}},
 			purge:    &step{"postremove", []string{"purge"}, []string{"daemon-reload"}},
 		},
 		{
@@ -255,7 +320,7 @@ func TestMaintainerScripts(t *testing.T) {
 			install:  step{"postinstall", []string{"1"}, install},
 			upgrade:  step{"postinstall", []string{"2"}, upgrade},
 			upRemove: []step{{"preremove", []string{"1"}, nil}, {"postremove", []string{"1"}, nil}},
-			remove:   []step{{"preremove", []string{"0"}, []string{"disable --now emberd.service"}}, {"postremove", []string{"0"}, []string{"daemon-reload"}}},
+			remove:   []step{{"preremove", []string{"0"}, []string{"disable --now emberd.socket emberd.service"}}, {"postremove", []string{"0"}, []string{"daemon-reload"}}},
 		},
 	} {
 		for _, systemd := range []bool{true, false} {
@@ -531,6 +596,7 @@ func checkRPM(t *testing.T, rpm string) {
 		"/usr/bin/ember",
 		"/usr/bin/emberd",
 		"/usr/lib/systemd/system/emberd.service",
+		"/usr/lib/systemd/system/emberd.socket",
 		"/usr/share/bash-completion/completions/ember",
 		"/usr/share/fish/vendor_completions.d/ember.fish",
 		"/usr/share/man/man1/ember.1.gz",
@@ -546,11 +612,12 @@ func checkRPM(t *testing.T, rpm string) {
 	}
 	// %config(noreplace): flag bit 16 (RPMFILE_NOREPLACE) on top of config (1).
 	if got := q("--qf", `[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms}\n]`); !strings.Contains(got, "/etc/ember/ember.toml cn -rw-r--r--") ||
-		!strings.Contains(got, "/var/lib/ember  drwxr-x---") || !strings.Contains(got, "/usr/bin/emberd  -rwxr-xr-x") {
+		!strings.Contains(got, "/var/lib/ember  drwxr-x---") || !strings.Contains(got, "/usr/bin/emberd  -rwxr-xr-x") ||
+		!strings.Contains(got, "/usr/lib/systemd/system/emberd.socket  -rw-r--r--") {
 		t.Errorf("rpm file flags and modes:\n%s", got)
 	}
 	scripts := q("--scripts")
-	for _, s := range []string{"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "systemctl try-restart emberd.service", "rm -rf \"$root/var/lib/ember\""} {
+	for _, s := range []string{"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "systemctl try-restart emberd.service", "systemctl disable --now emberd.socket emberd.service", "rm -rf \"$root/var/lib/ember\""} {
 		if !strings.Contains(scripts, s) {
 			t.Errorf("rpm -qp --scripts lacks %q", s)
 		}
@@ -643,6 +710,7 @@ func checkDeb(t *testing.T, v1, v2 string) {
 		"/etc/ember":                                      fs.ModeDir | 0o755,
 		"/etc/ember/ember.toml":                           0o644,
 		"/lib/systemd/system/emberd.service":              0o644,
+		"/lib/systemd/system/emberd.socket":               0o644,
 		"/usr/share/bash-completion/completions/ember":    0o644,
 		"/usr/share/zsh/vendor-completions/_ember":        0o644,
 		"/usr/share/fish/vendor_completions.d/ember.fish": 0o644,
@@ -676,7 +744,17 @@ func checkDeb(t *testing.T, v1, v2 string) {
 		if _, err := exec.LookPath("man"); err == nil {
 			man = "--man=yes" // the installed man page must be found
 		}
-		verify(t, "/lib/systemd/system/emberd.service", man)
+		verify(t, []string{"/lib/systemd/system/emberd.service"}, man)
+		verify(t, []string{"/lib/systemd/system/emberd.socket", "/lib/systemd/system/emberd.service"}, man)
+	}
+	// The socket unit is opt-in: installed, never enabled (nor started).
+	if _, err := os.Lstat("/etc/systemd/system/sockets.target.wants/emberd.socket"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the package enabled emberd.socket: %v", err)
+	}
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		if exec.Command("systemctl", "is-active", "--quiet", "emberd.socket").Run() == nil {
+			t.Error("the package started emberd.socket")
+		}
 	}
 
 	// Upgrade: an edited conffile and the data directory stay as they are.
@@ -704,7 +782,7 @@ func checkDeb(t *testing.T, v1, v2 string) {
 	if s := dpkgStatus(); s != "deinstall ok config-files" {
 		t.Errorf("status after dpkg -r: %q", s)
 	}
-	for _, p := range []string{"/usr/bin/emberd", "/usr/bin/ember", "/lib/systemd/system/emberd.service", "/usr/share/man/man8/emberd.8.gz"} {
+	for _, p := range []string{"/usr/bin/emberd", "/usr/bin/ember", "/lib/systemd/system/emberd.service", "/lib/systemd/system/emberd.socket", "/usr/share/man/man8/emberd.8.gz"} {
 		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("after dpkg -r, %s: %v", p, err)
 		}

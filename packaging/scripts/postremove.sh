@@ -26,6 +26,7 @@ if [ "$1" = purge ]; then
 	rm -rf "$root/etc/ember"
 	# What `systemctl enable` made; the unit file itself is already gone.
 	rm -f "$root/etc/systemd/system/multi-user.target.wants/emberd.service"
+	rm -f "$root/etc/systemd/system/sockets.target.wants/emberd.socket"
 fi
 
 if [ -d "$root/run/systemd/system" ]; then

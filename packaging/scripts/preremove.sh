@@ -6,10 +6,13 @@
 #        more on an upgrade, where the new version's %post already ran)
 #
 # On a real removal, and only when systemd runs this machine, stops emberd
-# (which stops its workers; queued jobs stay on disk). An upgrade leaves it
-# running: postinstall restarts it. The rpm also disables it here, since rpm
-# has no purge; the deb keeps it enabled until purge, so that a reinstall
-# finds it as it was.
+# (which stops its workers; queued jobs stay on disk) and emberd.socket, the
+# opt-in socket unit, first, so that no connection starts emberd again once
+# its files are gone (stopping it when it is not running does nothing). An
+# upgrade leaves both running: postinstall restarts emberd, which gets the
+# sockets again. The rpm also disables both here, since rpm has no purge; the
+# deb leaves them enabled, so that a reinstall finds them as they were
+# (postremove's purge deletes the service's enable link).
 set -e
 
 case "$1" in
@@ -20,8 +23,8 @@ esac
 
 if [ -d "${DPKG_ROOT:-}/run/systemd/system" ]; then
 	case $action in
-	stop) systemctl stop emberd.service || true ;;
-	disable) systemctl disable --now emberd.service || true ;;
+	stop) systemctl stop emberd.socket emberd.service || true ;;
+	disable) systemctl disable --now emberd.socket emberd.service || true ;;
 	esac
 fi
 exit 0
