@@ -44,6 +44,7 @@ var (
 	tputN     = flag.Int("throughput-jobs", 20000, "jobs for the throughput figure")
 	queuedN   = flag.Int("queued-jobs", 100000, "jobs queued for the RSS figure")
 	clients   = flag.Int("clients", 32, "concurrent clients for throughput runs")
+	only      = flag.String("only", "", "run only one part: jobs (the job path, process runtime) or containers (runc figures, scaling, FlashBoot)")
 )
 
 func main() {
@@ -75,6 +76,9 @@ func run() error {
 	fmt.Println("# Ember benchmark (loopback, fsync on)")
 	fmt.Printf("# %s, %d CPUs\n\n", time.Now().Format(time.RFC3339), numCPU())
 
+	if *only == "containers" {
+		return containerPart(tmp)
+	}
 	// ---- baseline ----
 	base, stopBase, err := startBaseline(filepath.Join(tmp, "baseline"))
 	if err != nil {
@@ -188,8 +192,22 @@ func run() error {
 	row(fmt.Sprintf("start to READY=1, %d jobs queued (baseline: none)", *queuedN), ms(readyFull), ms(readyEmpty), "ms")
 	fmt.Println("\nThe round trip includes the client, both HTTP hops of the worker (take, job-done) and the")
 	fmt.Println("example worker's handler (an immediate return); it is an upper bound on Ember's added latency.")
+	fmt.Println()
+	if err := d.do("DELETE", "/v1/endpoints/"+ep8, "", nil); err != nil {
+		return err
+	}
+	if err := burst(d, map[string]any{"name": "burst-process", "command": []string{*workerBin}, "gpuCount": 0}, 1000, 50, 8); err != nil {
+		return fmt.Errorf("burst (process runtime): %w", err)
+	}
 	d.stop()
+	if *only == "jobs" {
+		return nil
+	}
+	return containerPart(tmp)
+}
 
+// containerPart prints the figures that need the runc runtime (root).
+func containerPart(tmp string) error {
 	if err := containerFigures(tmp); err != nil {
 		return fmt.Errorf("container figures: %w", err)
 	}
@@ -325,9 +343,10 @@ func startBaseline(dir string) (string, func(), error) {
 }
 
 type daemon struct {
-	cmd *exec.Cmd
-	url string
-	key string
+	cmd     *exec.Cmd
+	url     string
+	key     string
+	runtime string
 }
 
 func freeAddr() string {
@@ -350,7 +369,7 @@ func startEmberd(dir, runtime string) (*daemon, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	d := &daemon{cmd: cmd, url: "http://" + addr}
+	d := &daemon{cmd: cmd, url: "http://" + addr, runtime: runtime}
 	for i := 0; i < 300; i++ {
 		if b, err := os.ReadFile(filepath.Join(dir, "api.key")); err == nil {
 			if c, err := net.Dial("tcp", addr); err == nil {
