@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 )
 
@@ -19,24 +18,25 @@ type lockProbe struct {
 	closed bool
 }
 
-// probes holds the probe in flight per scheduler (*Scheduler -> *lockProbe).
-// An entry exists only while its probe goroutine runs, so the map never
-// keeps a scheduler alive, and a wedged scheduler has at most one goroutine
-// blocked on its lock however often it is checked: later checks wait on
-// the probe already in flight.
-var probes sync.Map
-
-// lockProbe returns the probe in flight, starting one if there is none.
+// lockProbe returns the probe in flight, starting one if there is none, so
+// that a wedged scheduler has at most one goroutine blocked on its lock
+// however often it is checked: later checks wait on the probe already in
+// flight. That goroutine ends as soon as it gets the lock.
 func (s *Scheduler) lockProbe() *lockProbe {
-	p := &lockProbe{done: make(chan struct{})}
-	if cur, loaded := probes.LoadOrStore(s, p); loaded {
-		return cur.(*lockProbe)
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	if s.probe != nil {
+		return s.probe
 	}
+	p := &lockProbe{done: make(chan struct{})}
+	s.probe = p
 	go func() {
 		s.mu.Lock()
 		p.closed = s.closed
 		s.mu.Unlock()
-		probes.CompareAndDelete(s, p)
+		s.probeMu.Lock()
+		s.probe = nil
+		s.probeMu.Unlock()
 		close(p.done)
 	}()
 	return p

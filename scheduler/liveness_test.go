@@ -98,7 +98,10 @@ func TestCheckWedged(t *testing.T) {
 	// The in-flight probe is gone once it finished.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, ok := probes.Load(h.s); !ok {
+		h.s.probeMu.Lock()
+		inFlight := h.s.probe != nil
+		h.s.probeMu.Unlock()
+		if !inFlight {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -161,6 +161,10 @@ type Scheduler struct {
 	retryMu sync.Mutex
 
 	webhooks *outbox
+	// probe is the liveness check's attempt to take mu (liveness.go).
+	probeMu sync.Mutex
+	probe   *lockProbe
+
 	// tunables are the settings SetTunables may change while running.
 	tunables atomic.Pointer[Tunables]
 
