@@ -370,7 +370,13 @@ func Run(ctx context.Context, o Options) error {
 	// READY=1, STATUS= and watchdog pings when run by systemd.
 	sd := startSystemd(log, sched)
 
-	go applyReloads(ctx, o, sched, log)
+	reloadCtx, stopReloads := context.WithCancel(ctx)
+	reloadsDone := make(chan struct{})
+	go func() {
+		defer close(reloadsDone)
+		applyReloads(reloadCtx, o, sched, log)
+	}()
+	defer func() { stopReloads(); <-reloadsDone }()
 
 	// Preload runs after READY: image archives can be many gigabytes, and
 	// the API is usable meanwhile.
