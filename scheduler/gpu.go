@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // GPU is one GPU the scheduler may give to workers.
@@ -80,12 +81,26 @@ func (s *Scheduler) placeableLocked(ep *endpointState, g GPU) bool {
 	if need == 0 || s.cfg.GPUFreeMemory == nil {
 		return true
 	}
-	free, err := s.cfg.GPUFreeMemory(g.UUID)
-	if err != nil {
-		s.log.Warn("read GPU free memory", "gpu", g.UUID, "err", err)
-		return false
+	// scaleLocked runs on every job event: a reading a second old is fresh
+	// enough, and keeps NVML calls off the submission path.
+	now := s.now()
+	r, ok := s.freeMem[g.UUID]
+	if !ok || now.Sub(r.at) >= time.Second {
+		free, err := s.cfg.GPUFreeMemory(g.UUID)
+		if err != nil {
+			s.log.Warn("read GPU free memory", "gpu", g.UUID, "err", err)
+			return false
+		}
+		r = freeReading{bytes: free, at: now}
+		s.freeMem[g.UUID] = r
 	}
-	return free >= need
+	return r.bytes >= need
+}
+
+// freeReading is a GPU's free memory as NVML last reported it.
+type freeReading struct {
+	bytes uint64
+	at    time.Time
 }
 
 // reclaimGPUsLocked makes room for a worker of ep that could not be
@@ -167,15 +182,10 @@ func (s *Scheduler) reclaimGPUsLocked(ep *endpointState) {
 			continue // an earlier victim took it down to its minimum
 		}
 		owner.stats.reclaimed++
-		why := fmt.Sprintf("GPU reclaimed for endpoint %s", ep.def.ID)
-		if v.w.frozen {
+		s.drainWorkerLocked(v.w, fmt.Sprintf("GPU reclaimed for endpoint %s", ep.def.ID))
+		if v.w.frozen && v.w.handle != nil {
 			// Frozen: nothing to drain; the runtime thaws and kills it.
-			s.drainWorkerLocked(v.w, why)
-			if v.w.handle != nil {
-				v.w.handle.Kill()
-			}
-		} else {
-			s.drainWorkerLocked(v.w, why)
+			v.w.handle.Kill()
 		}
 		have += v.gpus
 	}

@@ -93,7 +93,7 @@ type Summary struct {
 // Summary counts jobs and workers now.
 func (s *Scheduler) Summary() Summary {
 	sum := Summary{Workers: make(map[WorkerState]int)}
-	for _, st := range []WorkerState{WorkerInitializing, WorkerIdle, WorkerRunning, WorkerDraining, WorkerFrozen, WorkerUnhealthy} {
+	for _, st := range liveStates {
 		sum.Workers[st] = 0
 	}
 	s.mu.Lock()

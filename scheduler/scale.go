@@ -16,9 +16,10 @@ import (
 // draining, not frozen, not stopped. idle hold no job; free is the number
 // of jobs they could still take at once, counting each worker's declared
 // concurrency (a worker still starting counts as the endpoint's last
-// declared concurrency).
+// declared concurrency), and busyFree the part of it on workers that hold
+// a job already.
 type capacity struct {
-	alive, idle, free int
+	alive, idle, free, busyFree int
 }
 
 func (ep *endpointState) capacity() capacity {
@@ -28,10 +29,13 @@ func (ep *endpointState) capacity() capacity {
 			continue
 		}
 		c.alive++
+		free := max(0, ep.slotsOf(w)-len(w.held))
+		c.free += free
 		if len(w.held) == 0 {
 			c.idle++
+		} else {
+			c.busyFree += free
 		}
-		c.free += max(0, ep.slotsOf(w)-len(w.held))
 	}
 	return c
 }
@@ -73,13 +77,7 @@ func (s *Scheduler) desiredLocked(ep *endpointState) int {
 		want = ceilDiv(ceilDiv(queuedHigh+ep.inProgress, d.ScalerValue), hint)
 	default:
 		busy := c.alive - c.idle
-		busyFree := 0
-		for _, w := range ep.workers {
-			if w.takesJobs() && len(w.held) > 0 {
-				busyFree += max(0, ep.slotsOf(w)-len(w.held))
-			}
-		}
-		want = busy + min(c.idle, ceilDiv(max(0, queuedHigh-busyFree), hint))
+		want = busy + min(c.idle, ceilDiv(max(0, queuedHigh-c.busyFree), hint))
 		if queuedHigh > c.free && ep.oldestWait(s.now()) > time.Duration(d.ScalerValue)*time.Second {
 			want = c.alive + 1
 		}

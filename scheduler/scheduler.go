@@ -153,8 +153,9 @@ type Scheduler struct {
 	closed    bool
 	gpuOwner  map[string]string // GPU UUID -> worker id
 	badGPUs   map[string]string // GPU UUID -> why it is out of placement
-	ttls      ttlHeap           // live jobs by TTL deadline
-	ttlWake   chan struct{}     // a new earliest deadline
+	freeMem   map[string]freeReading
+	ttls      ttlHeap       // live jobs by TTL deadline
+	ttlWake   chan struct{} // a new earliest deadline
 
 	// retryMu serialises retries so two concurrent /retry calls cannot both
 	// resurrect the same job.
@@ -203,10 +204,9 @@ func Open(cfg Config) (*Scheduler, error) {
 		ttlWake:   make(chan struct{}, 1),
 		gpuOwner:  make(map[string]string),
 		badGPUs:   make(map[string]string),
+		freeMem:   make(map[string]freeReading),
 	}
-	s.tunables.Store(&Tunables{TakeHold: cfg.TakeHold, StopHold: cfg.StopHold, PingInterval: cfg.PingInterval, LeaseGrace: cfg.LeaseGrace,
-		RunRetention: cfg.RunRetention, SyncRetention: cfg.SyncRetention, WebhookRetryDelay: cfg.WebhookRetryDelay,
-		StopGrace: cfg.StopGrace, MaxAttempts: cfg.MaxAttempts})
+	s.tunables.Store(cfg.tunables())
 	s.webhooks = newOutbox(s)
 	// Held so that an adopted worker that exits during recovery waits.
 	s.mu.Lock()
@@ -500,13 +500,18 @@ type Tunables struct {
 // tun returns the current tunables.
 func (s *Scheduler) tun() *Tunables { return s.tunables.Load() }
 
-// SetTunables replaces the tunables.
+// SetTunables replaces the tunables; zero values take the defaults.
 func (s *Scheduler) SetTunables(t Tunables) {
 	c := Config{TakeHold: t.TakeHold, StopHold: t.StopHold, PingInterval: t.PingInterval, LeaseGrace: t.LeaseGrace,
 		RunRetention: t.RunRetention, SyncRetention: t.SyncRetention, WebhookRetryDelay: t.WebhookRetryDelay,
 		StopGrace: t.StopGrace, MaxAttempts: t.MaxAttempts}
 	c.setDefaults()
-	s.tunables.Store(&Tunables{TakeHold: c.TakeHold, StopHold: c.StopHold, PingInterval: c.PingInterval, LeaseGrace: c.LeaseGrace,
+	s.tunables.Store(c.tunables())
+}
+
+// tunables are c's settings that may change while running.
+func (c *Config) tunables() *Tunables {
+	return &Tunables{TakeHold: c.TakeHold, StopHold: c.StopHold, PingInterval: c.PingInterval, LeaseGrace: c.LeaseGrace,
 		RunRetention: c.RunRetention, SyncRetention: c.SyncRetention, WebhookRetryDelay: c.WebhookRetryDelay,
-		StopGrace: c.StopGrace, MaxAttempts: c.MaxAttempts})
+		StopGrace: c.StopGrace, MaxAttempts: c.MaxAttempts}
 }

@@ -86,15 +86,16 @@ type EndpointStats struct {
 	// Finished counts terminal jobs by status since the daemon started
 	// (COMPLETED, FAILED, TIMED_OUT, CANCELLED).
 	Finished map[string]int64 `json:"finished"`
-	// Retried counts jobs handed back to the queue after their worker was
-	// lost.
+	// Retried counts jobs put back in the queue: after their worker was
+	// lost, or by /retry.
 	Retried int64 `json:"retried"`
 	// Workers counts the workers now by state (initializing, idle, running,
 	// draining, frozen, unhealthy) plus throttled (wanted, not placeable).
 	Workers map[string]int `json:"workers"`
 	// Delay is submission to take; Execution is take to the terminal
 	// state; ColdStart is a new worker's start to its first take or ping;
-	// Revival is a frozen worker's thaw to its first take.
+	// Revival is the decision to revive a frozen worker to its processes
+	// running again (its held take is answered meanwhile).
 	Delay     Quantiles `json:"delay"`
 	Execution Quantiles `json:"execution"`
 	ColdStart Quantiles `json:"coldStart"`
@@ -149,7 +150,7 @@ func (s *Scheduler) statsLocked(ep *endpointState) EndpointStats {
 	for _, status := range []store.Status{store.Completed, store.Failed, store.TimedOut, store.Cancelled} {
 		out.Finished[string(status)] = st.finished[status]
 	}
-	for _, state := range []WorkerState{WorkerInitializing, WorkerIdle, WorkerRunning, WorkerDraining, WorkerFrozen, WorkerUnhealthy} {
+	for _, state := range liveStates {
 		out.Workers[string(state)] = 0
 	}
 	for _, w := range ep.workers {

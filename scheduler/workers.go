@@ -34,6 +34,10 @@ const (
 	WorkerFrozen WorkerState = "frozen"
 )
 
+// liveStates are the states a listed worker can be in (all but stopped),
+// in lifecycle order.
+var liveStates = []WorkerState{WorkerInitializing, WorkerIdle, WorkerRunning, WorkerDraining, WorkerFrozen, WorkerUnhealthy}
+
 type worker struct {
 	id       string
 	endpoint string

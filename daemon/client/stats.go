@@ -70,7 +70,7 @@ type EndpointStats struct {
 	Workers map[string]int `json:"workers"`
 	// Delay is submission to take; Execution is take to the terminal
 	// state; ColdStart is a new worker's start to its first job-take or
-	// ping; Revival is a frozen worker's thaw to its first job-take.
+	// ping; Revival is a frozen worker's revival until it runs again.
 	Delay     DurationSummary `json:"delay"`
 	Execution DurationSummary `json:"execution"`
 	ColdStart DurationSummary `json:"coldStart"`

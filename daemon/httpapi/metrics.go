@@ -40,7 +40,7 @@ var (
 	descColdStart = endpointDesc("ember_worker_cold_start_seconds",
 		"Time from a new worker's start to its first job-take or ping. Quantiles over the last 1024 starts.")
 	descRevival = endpointDesc("ember_worker_revival_seconds",
-		"Time from a frozen (FlashBoot) worker's thaw to its first job-take. Quantiles over the last 1024 revivals.")
+		"Time from the decision to revive a frozen (FlashBoot) worker to its processes running again. Quantiles over the last 1024 revivals.")
 	descWorkersStarted = endpointDesc("ember_workers_started_total",
 		"Workers started since emberd started.")
 	descWorkersRevived = endpointDesc("ember_workers_revived_total",

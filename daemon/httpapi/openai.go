@@ -564,19 +564,7 @@ func writeOpenAIError(w http.ResponseWriter, code int, msg string) {
 // writeOpenAISchedErr maps scheduler errors as writeSchedErr does, in
 // OpenAI's shape.
 func writeOpenAISchedErr(w http.ResponseWriter, err error) {
-	var fe *scheduler.FieldError
-	var br *badRequest
-	code := http.StatusInternalServerError
-	switch {
-	case errors.As(err, &br), errors.As(err, &fe), errors.Is(err, scheduler.ErrConflict):
-		code = http.StatusBadRequest
-	case errors.Is(err, scheduler.ErrNotFound):
-		code = http.StatusNotFound
-	case errors.Is(err, scheduler.ErrForbidden):
-		code = http.StatusUnauthorized
-	case errors.Is(err, scheduler.ErrUnavailable):
-		code = http.StatusServiceUnavailable
-	}
+	code, _ := schedErrStatus(err)
 	writeOpenAIError(w, code, err.Error())
 }
 

@@ -238,24 +238,30 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 
 // writeSchedErr maps scheduler errors to status codes.
 func writeSchedErr(w http.ResponseWriter, err error) {
+	code, msg := schedErrStatus(err)
+	writeError(w, code, msg)
+}
+
+// schedErrStatus is the status code of a scheduler error, and the message
+// to show: a bad request's or a field error's own text, else err's.
+func schedErrStatus(err error) (int, string) {
 	var fe *scheduler.FieldError
 	var br *badRequest
 	switch {
 	case errors.As(err, &br):
-		writeError(w, http.StatusBadRequest, br.msg)
+		return http.StatusBadRequest, br.msg
 	case errors.As(err, &fe):
-		writeError(w, http.StatusBadRequest, fe.Error())
+		return http.StatusBadRequest, fe.Error()
 	case errors.Is(err, scheduler.ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
+		return http.StatusNotFound, err.Error()
 	case errors.Is(err, scheduler.ErrConflict):
-		writeError(w, http.StatusBadRequest, err.Error())
+		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, scheduler.ErrForbidden):
-		writeError(w, http.StatusUnauthorized, err.Error())
+		return http.StatusUnauthorized, err.Error()
 	case errors.Is(err, scheduler.ErrUnavailable):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-	default:
-		writeError(w, http.StatusInternalServerError, err.Error())
+		return http.StatusServiceUnavailable, err.Error()
 	}
+	return http.StatusInternalServerError, err.Error()
 }
 
 // readBody reads at most limit bytes; tooBig reports a larger body without

@@ -73,7 +73,7 @@ func burst(d *daemon, spec map[string]any, n, jobMs, max int) error {
 	fmt.Printf("%-52s %12s %12s %8s\n", fmt.Sprintf("burst (%s): %d x %d ms jobs, 0 -> %d workers (ideal)", d.runtime, n, jobMs, max),
 		fmt.Sprintf("%.2f s", took.Seconds()), fmt.Sprintf("%.2f s", ideal.Seconds()), fmt.Sprintf("%.2fx", took.Seconds()/ideal.Seconds()))
 	fmt.Printf("%-52s %12s\n", "  submitting all jobs took", fmt.Sprintf("%.2f s", submitted.Seconds()))
-	fmt.Printf("%-52s %12s\n", "  first result after", fmt.Sprintf("%.2f s", first.Seconds()))
+	fmt.Printf("%-52s %12s\n", "  first result seen (polling starts once submitted)", fmt.Sprintf("%.2f s", first.Seconds()))
 	cycle := (at90 - at10) * time.Duration(max) / time.Duration(n*8/10)
 	fmt.Printf("%-52s %12s\n", fmt.Sprintf("  per-job cycle of a worker, 10%%-90%% (job %d ms)", jobMs), ms3(cycle))
 	return d.do("DELETE", "/v1/endpoints/"+ep, "", nil)

@@ -430,7 +430,7 @@ workers by state, and the p50/p90/p99 of four durations in milliseconds:
   DELAY       a job's submission to its take by a worker
   EXECUTION   a job's take to its end
   COLD_START  a new worker's start to its first job-take or ping
-  REVIVAL     a frozen (FlashBoot) worker's thaw to its first job-take
+  REVIVAL     a frozen (FlashBoot) worker's revival until it runs again
 
 Quantiles are over each endpoint's most recent 1024 samples, counters since
 the daemon started; "-" means no sample yet. --json prints the daemon's stats

@@ -774,7 +774,7 @@ type EndpointStats struct {
 	Execution *DurationSummary `protobuf:"bytes,9,opt,name=execution,proto3" json:"execution,omitempty"`
 	// A new worker's start to its first job-take or ping.
 	ColdStart *DurationSummary `protobuf:"bytes,10,opt,name=cold_start,json=coldStart,proto3" json:"cold_start,omitempty"`
-	// A frozen worker's thaw to its first job-take.
+	// The decision to revive a frozen worker to its processes running again.
 	Revival          *DurationSummary `protobuf:"bytes,11,opt,name=revival,proto3" json:"revival,omitempty"`
 	WorkersStarted   int64            `protobuf:"varint,12,opt,name=workers_started,json=workersStarted,proto3" json:"workers_started,omitempty"`
 	WorkersRevived   int64            `protobuf:"varint,13,opt,name=workers_revived,json=workersRevived,proto3" json:"workers_revived,omitempty"`
