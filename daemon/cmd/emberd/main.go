@@ -19,6 +19,7 @@ import (
 	"github.com/emberhq/ember/daemon/emberd"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/oci/runc"
+	"github.com/emberhq/ember/scheduler"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -56,6 +57,10 @@ func run(args []string) int {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(s.logLevel)); err != nil {
 		fmt.Fprintf(os.Stderr, "emberd: --log-level %q: %v\n", s.logLevel, err)
+		return 2
+	}
+	if o.MaxStartFailures < 1 {
+		fmt.Fprintf(os.Stderr, "emberd: --max-start-failures %d: must be at least 1\n", o.MaxStartFailures)
 		return 2
 	}
 	var level slog.LevelVar // SIGHUP may change it
@@ -113,6 +118,7 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.DurationVar(&o.WebhookRetryDelay, "webhook-retry-delay", 10*time.Second, "delay between webhook attempts (3 attempts in all)")
 	fs.DurationVar(&o.StopGrace, "stop-grace", 30*time.Second, "how long a stopping worker may drain before it is killed")
 	fs.IntVar(&o.MaxAttempts, "max-attempts", 3, "how many times a job is handed to a worker before it fails")
+	fs.IntVar(&o.MaxStartFailures, "max-start-failures", scheduler.DefaultMaxStartFailures, "how many workers of an endpoint in a row may fail to start (or exit before their first job-take) before its queued jobs fail with the reason")
 	fs.StringVar(&o.PreloadDir, "preload-dir", "", "folder of image archives and endpoint definitions (*.json) imported and created at start, once each (default DATA-DIR/preload)")
 	fs.StringVar(&o.DebugListen, "debug-listen", "", "HOST:PORT to serve Go's pprof profiles on (off when empty; keep it on loopback)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
