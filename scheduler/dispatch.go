@@ -330,13 +330,18 @@ func (s *Scheduler) Ping(endpointID, workerID string, jobIDs []string, version, 
 		return fmt.Errorf("%w: worker %s is not registered for endpoint %s", ErrForbidden, workerID, endpointID)
 	}
 	now := s.now()
-	s.markSeenLocked(w)
+	unhealthy := strings.EqualFold(status, "unhealthy")
+	if !unhealthy {
+		// A worker whose first sign of life says it is unhealthy never
+		// became ready: it counts as a start failure.
+		s.markSeenLocked(w)
+	}
 	w.lastPing = now
 	w.pinged = true
 	if version != "" {
 		w.version = version
 	}
-	if strings.EqualFold(status, "unhealthy") {
+	if unhealthy {
 		w.unhealthy = true
 		w.reason = reason
 		if ep := s.endpoints[endpointID]; ep != nil {

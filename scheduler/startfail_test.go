@@ -277,6 +277,23 @@ func TestCrashBeforeReadyCountsAsStartFailure(t *testing.T) {
 	}
 }
 
+// TestUnhealthyBeforeReadyCountsAsStartFailure: a worker whose first
+// ping reports it unhealthy (the SDK's fitness checks) never became ready.
+func TestUnhealthyBeforeReadyCountsAsStartFailure(t *testing.T) {
+	h := startFailHarness(t, false)
+	id := h.submit(Submission{})
+	for range 2 {
+		w := h.worker()
+		if err := h.s.Ping(h.ep, w.id, nil, "1.12.0", "unhealthy", "no CUDA device"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := h.waitStatus(id, store.Failed)
+	if want := "worker start failed 2 times in a row: no CUDA device"; v.Error != want {
+		t.Errorf("failed with %q, want %q", v.Error, want)
+	}
+}
+
 // TestThrottledIsNotStartFailure: an endpoint waiting for a GPU starts no
 // worker, so its jobs wait, however long, even with MaxStartFailures 1.
 func TestThrottledIsNotStartFailure(t *testing.T) {
