@@ -49,6 +49,10 @@ func run(args []string) int {
 		}
 		return 2
 	}
+	if err := checkSettings(s.opts); err != nil {
+		fmt.Fprintf(os.Stderr, "emberd: %v\n", err)
+		return 2
+	}
 	if s.showVersion {
 		fmt.Println("emberd", version)
 		return 0
@@ -57,10 +61,6 @@ func run(args []string) int {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(s.logLevel)); err != nil {
 		fmt.Fprintf(os.Stderr, "emberd: --log-level %q: %v\n", s.logLevel, err)
-		return 2
-	}
-	if o.MaxStartFailures < 1 {
-		fmt.Fprintf(os.Stderr, "emberd: --max-start-failures %d: must be at least 1\n", o.MaxStartFailures)
 		return 2
 	}
 	var level slog.LevelVar // SIGHUP may change it
@@ -127,6 +127,14 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	return fs
 }
 
+// checkSettings refuses values the flag types accept but emberd cannot use.
+func checkSettings(o emberd.Options) error {
+	if o.MaxStartFailures < 1 {
+		return fmt.Errorf("--max-start-failures %d: must be at least 1", o.MaxStartFailures)
+	}
+	return nil
+}
+
 // loadConfig sets the flags of fs that the command line did not set from
 // the config file at path; "" means no file.
 func loadConfig(fs *flag.FlagSet, path string) error {
@@ -165,6 +173,9 @@ func reloadOnHUP(ctx context.Context, args []string, hup <-chan os.Signal, level
 			if e := lvl.UnmarshalText([]byte(s.logLevel)); e != nil {
 				err = fmt.Errorf("log-level %q: %w", s.logLevel, e)
 			}
+		}
+		if err == nil {
+			err = checkSettings(s.opts)
 		}
 		if err != nil {
 			log.Error("reload refused: keeping the running settings", "config", s.configPath, "err", err)
