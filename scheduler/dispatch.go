@@ -50,7 +50,6 @@ func (l *Lease) Delivered(ok bool) {
 			continue
 		}
 		// The worker never saw it, so the attempt does not count.
-		j.rec.Attempts--
 		l.s.requeueLocked(j, "take response was not delivered", false)
 	}
 }
@@ -151,7 +150,7 @@ func (s *Scheduler) leaseLocked(j *job, w *worker, ep *endpointState) {
 	j.rec.WorkerID = w.id
 	j.rec.StartedAt = now.UnixMilli()
 	j.rec.DelayMs = msSince(j.rec.SubmittedAt, now)
-	if j.rec.Attempts == 0 {
+	if j.rec.Attempts == 0 && j.runState == nil { // its first take (an attempt given back leaves 0)
 		ep.stats.delay.add(time.Duration(j.rec.DelayMs) * time.Millisecond)
 	}
 	j.rec.Attempts++
@@ -331,13 +330,18 @@ func (s *Scheduler) Ping(endpointID, workerID string, jobIDs []string, version, 
 		return fmt.Errorf("%w: worker %s is not registered for endpoint %s", ErrForbidden, workerID, endpointID)
 	}
 	now := s.now()
-	s.markSeenLocked(w)
+	unhealthy := strings.EqualFold(status, "unhealthy")
+	if !unhealthy {
+		// A worker whose first sign of life says it is unhealthy never
+		// became ready: it counts as a start failure.
+		s.markSeenLocked(w)
+	}
 	w.lastPing = now
 	w.pinged = true
 	if version != "" {
 		w.version = version
 	}
-	if strings.EqualFold(status, "unhealthy") {
+	if unhealthy {
 		w.unhealthy = true
 		w.reason = reason
 		if ep := s.endpoints[endpointID]; ep != nil {
@@ -377,7 +381,9 @@ func (s *Scheduler) checkLeasesLocked() {
 				if j.finalizing {
 					continue // its result is being written; publishing releases it
 				}
-				s.requeueLocked(j, "worker stopped sending pings", true)
+				// A worker stopped for no fault of its own may go
+				// quiet while it shuts down.
+				s.requeueLocked(j, "worker stopped sending pings", !w.retired)
 			}
 			s.drainWorkerLocked(w, "stopped pinging")
 			continue
@@ -392,13 +398,17 @@ func (s *Scheduler) checkWorkerLeasesLocked(w *worker, now time.Time) {
 	}
 	for _, j := range w.held {
 		if !j.finalizing && now.Sub(j.leaseSeen) > s.tun().LeaseGrace {
-			s.requeueLocked(j, "worker no longer lists the job in its pings", true)
+			s.requeueLocked(j, "worker no longer lists the job in its pings", !w.retired)
 		}
 	}
 }
 
 // requeueLocked takes j back from its worker. counted says the attempt was
-// used up; once MaxAttempts are used the job fails with the reason.
+// used up; once MaxAttempts are used the job fails with the reason, which
+// is therefore always a counted one: the job's last real failure, never a
+// stop of its worker by the operator or by Ember. An attempt that does not
+// count is given back, and written back, so that a restart of emberd does
+// not count it either.
 func (s *Scheduler) requeueLocked(j *job, reason string, counted bool) {
 	ep := s.endpoints[j.rec.EndpointID]
 	w := j.worker
@@ -406,6 +416,9 @@ func (s *Scheduler) requeueLocked(j *job, reason string, counted bool) {
 		j.pastWorkers = append(j.pastWorkers, w.id)
 	}
 	s.releaseLocked(j)
+	if !counted && j.rec.Attempts > 0 {
+		j.rec.Attempts--
+	}
 	if counted && j.rec.Attempts >= s.maxAttempts(ep) {
 		attempts := j.rec.Attempts
 		j.finalizing = false
@@ -421,11 +434,36 @@ func (s *Scheduler) requeueLocked(j *job, reason string, counted bool) {
 	if ep != nil && counted {
 		ep.stats.retried++
 	}
+	if !counted {
+		s.writeRequeueLocked(j)
+	}
 	if ep != nil {
 		ep.push(j, true)
 		s.scaleLocked(ep)
 	}
-	s.log.Info("job re-queued", "job", j.rec.ID, "endpoint", j.rec.EndpointID, "reason", reason, "attempt", j.rec.Attempts)
+	s.log.Info("job re-queued", "job", j.rec.ID, "endpoint", j.rec.EndpointID, "reason", reason, "attempt", j.rec.Attempts, "counted", counted)
+}
+
+// writeRequeueLocked writes a re-queued job's record back as IN_QUEUE with
+// its attempts, from the record kept in memory since the take (the store
+// is not read under the lock). Without it a restart would find the take
+// record, IN_PROGRESS, and count the attempt after all. The write rides
+// along with the next durable one, like the take's.
+func (s *Scheduler) writeRequeueLocked(j *job) {
+	full := j.unsaved
+	if full == nil && j.runState != nil {
+		full = j.stored
+	}
+	if full == nil {
+		return
+	}
+	rec := merged(j.rec, full)
+	b := s.store.NewBatch()
+	if err := b.PutJob(&rec, rec.Deadline()); err != nil {
+		s.log.Warn("write re-queued job", "job", rec.ID, "err", err)
+		return
+	}
+	s.store.CommitAsync(b)
 }
 
 // failLost fails a job whose worker was lost too often.

@@ -3,12 +3,14 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/google/uuid"
 
+	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -62,7 +64,7 @@ const (
 )
 
 var (
-	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
@@ -156,12 +158,16 @@ func validateEndpoint(e *store.Endpoint) error {
 	switch {
 	case e.Name == "":
 		return fieldErr("name", "is required")
+	case len(e.Name) > limits.EndpointName:
+		return fieldErr("name", "is %d characters, over the limit of %d", len(e.Name), limits.EndpointName)
 	case !nameRE.MatchString(e.Name):
-		return fieldErr("name", "must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
-	case len(e.Image) > 512:
-		return fieldErr("image", "is longer than 512 characters")
-	case len(e.Command) > 256:
-		return fieldErr("command", "has more than 256 arguments")
+		return fieldErr("name", "must be 1-%d characters of letters, digits, '.', '_' or '-', starting with a letter or digit", limits.EndpointName)
+	case len(e.Image) > limits.ImageRef:
+		return fieldErr("image", "is %d characters, over the limit of %d", len(e.Image), limits.ImageRef)
+	case len(e.Command) > limits.CommandArgs:
+		return fieldErr("command", "has %d arguments, over the limit of %d", len(e.Command), limits.CommandArgs)
+	case len(e.Env) > limits.EnvEntries:
+		return fieldErr("env", "has %d variables, over the limit of %d", len(e.Env), limits.EnvEntries)
 	case e.WorkersMin < 0 || e.WorkersMin > maxWorkersLimit:
 		return fieldErr("workersMin", "must be between 0 and %d", maxWorkersLimit)
 	case e.WorkersMax < 1 || e.WorkersMax > maxWorkersLimit:
@@ -203,6 +209,7 @@ func validateEndpoint(e *store.Endpoint) error {
 	case e.GPUMemoryMB > 0 && e.GPUCount == 0:
 		return fieldErr("gpuMemoryMb", "is set but gpuCount is 0 (a CPU endpoint uses no GPU)")
 	}
+	cmdTotal := 0
 	for i, a := range e.Command {
 		if a == "" && i == 0 {
 			return fieldErr("command", "the program (first element) is empty")
@@ -210,14 +217,37 @@ func validateEndpoint(e *store.Endpoint) error {
 		if strings.ContainsRune(a, 0) {
 			return fieldErr("command", "argument %d contains a NUL byte", i)
 		}
+		// Sizes as execve counts them: each string with its NUL.
+		if n := len(a) + 1; n > limits.CommandArg {
+			return fieldErr("command", "argument %d is %d bytes with its NUL, over the limit of %d bytes per argument", i, n, limits.CommandArg)
+		}
+		cmdTotal += len(a) + 1
 	}
-	for k, v := range e.Env {
+	if cmdTotal > limits.CommandTotal {
+		return fieldErr("command", "is %d bytes in all (each argument with its NUL), over the limit of %d bytes", cmdTotal, limits.CommandTotal)
+	}
+	keys := make([]string, 0, len(e.Env))
+	for k := range e.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // the same error for the same endpoint
+	envTotal := 0
+	for _, k := range keys {
+		v := e.Env[k]
 		if !envKeyRE.MatchString(k) {
 			return fieldErr("env", "%q is not a valid variable name", k)
 		}
 		if strings.ContainsRune(v, 0) {
 			return fieldErr("env", "value of %s contains a NUL byte", k)
 		}
+		n := len(k) + 1 + len(v) + 1 // "KEY=VALUE" and its NUL
+		if n > limits.EnvEntry {
+			return fieldErr("env", "%s is %d bytes as KEY=VALUE with its NUL, over the limit of %d bytes per variable", k, n, limits.EnvEntry)
+		}
+		envTotal += n
+	}
+	if envTotal > limits.EnvTotal {
+		return fieldErr("env", "is %d bytes in all (each variable as KEY=VALUE with its NUL), over the limit of %d bytes", envTotal, limits.EnvTotal)
 	}
 	for _, t := range e.GPUTypes {
 		if strings.TrimSpace(t) == "" {
@@ -234,7 +264,7 @@ func (s *Scheduler) CreateEndpoint(ctx context.Context, sp EndpointSpec) (store.
 	if err := validateEndpoint(&e); err != nil {
 		return store.Endpoint{}, err
 	}
-	if err := s.checkRunnable(&e); err != nil {
+	if err := s.checkRunnable(&e, sp, true); err != nil {
 		return store.Endpoint{}, err
 	}
 	s.mu.Lock()
@@ -294,7 +324,7 @@ func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSp
 	if err := validateEndpoint(&e); err != nil {
 		return store.Endpoint{}, err
 	}
-	if err := s.checkRunnable(&e); err != nil {
+	if err := s.checkRunnable(&e, sp, false); err != nil {
 		return store.Endpoint{}, err
 	}
 	s.mu.Lock()
@@ -314,6 +344,8 @@ func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSp
 	s.mu.Lock()
 	if ep, ok := s.endpoints[id]; ok {
 		ep.def = e
+		// The change may make it startable: try again at once.
+		resetStarts(ep)
 	}
 	s.mu.Unlock()
 	s.kick(id)
@@ -377,7 +409,7 @@ func (s *Scheduler) DeleteEndpoint(ctx context.Context, id string) error {
 	s.mu.Lock()
 	delete(s.endpoints, id)
 	for _, w := range ep.workers {
-		s.drainWorkerLocked(w, "endpoint deleted")
+		s.retireWorkerLocked(w, "endpoint deleted")
 	}
 	s.mu.Unlock()
 	s.log.Info("endpoint deleted", "endpoint", id)
@@ -417,13 +449,26 @@ func newJobID(sync bool) string {
 }
 
 // checkRunnable refuses an endpoint this daemon's runtime cannot start:
-// container runtimes need an image, the process runtime a command.
-func (s *Scheduler) checkRunnable(e *store.Endpoint) error {
+// container runtimes need an image that is imported, the process runtime
+// a command given by its absolute path. sp says what a create or update
+// sets: an update is checked only for the fields it changes, so that an
+// endpoint made before a rule existed can still be edited.
+func (s *Scheduler) checkRunnable(e *store.Endpoint, sp EndpointSpec, create bool) error {
 	switch {
 	case s.cfg.RequireImage && e.Image == "":
 		return fieldErr("image", "is required: workers run as containers of an imported image (see ember image import); emberd --runtime process runs a host command instead")
 	case !s.cfg.RequireImage && len(e.Command) == 0:
 		return fieldErr("command", "is required: emberd runs with --runtime process, where a worker is a host command")
+	}
+	if s.cfg.RequireImage && s.cfg.ImageExists != nil && (create || sp.Image != nil) {
+		if err := s.cfg.ImageExists(e.Image); err != nil {
+			return fieldErr("image", "%v: import it first with `ember image import FILE` or `ember image pull REF`", err)
+		}
+	}
+	if s.cfg.AbsoluteCommand && (create || sp.Command != nil) && !filepath.IsAbs(e.Command[0]) {
+		// The process runtime runs it from the worker's own directory:
+		// a relative program is not found there, and every start fails.
+		return fieldErr("command", "program %q is not an absolute path: give an absolute path (e.g. /usr/bin/python3); workers run on the host from a directory of their own", e.Command[0])
 	}
 	return nil
 }

@@ -182,7 +182,7 @@ func (s *Scheduler) reclaimGPUsLocked(ep *endpointState) {
 			continue // an earlier victim took it down to its minimum
 		}
 		owner.stats.reclaimed++
-		s.drainWorkerLocked(v.w, fmt.Sprintf("GPU reclaimed for endpoint %s", ep.def.ID))
+		s.retireWorkerLocked(v.w, fmt.Sprintf("GPU reclaimed for endpoint %s", ep.def.ID))
 		if v.w.frozen && v.w.handle != nil {
 			// Frozen: nothing to drain; the runtime thaws and kills it.
 			v.w.handle.Kill()

@@ -75,6 +75,7 @@ func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submissio
 	s.jobs[rec.ID] = j
 	ep.push(j, false)
 	s.armTTLLocked(j)
+	s.jobArrivedLocked(ep)
 	s.scaleLocked(ep)
 	s.mu.Unlock()
 	if sub.Sync {
@@ -323,6 +324,7 @@ func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, 
 	ep.counters.add(now, store.InQueue, true)
 	ep.stats.retried++
 	s.armTTLLocked(j)
+	s.jobArrivedLocked(ep)
 	s.scaleLocked(ep)
 	s.mu.Unlock()
 	return JobView{ID: id, EndpointID: endpointID, Status: store.InQueue}, nil

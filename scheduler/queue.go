@@ -198,6 +198,11 @@ type endpointState struct {
 	// crash-loop back-off: consecutive workers that died before becoming ready
 	failures  int
 	nextStart time.Time
+	// startFails counts the workers in a row that failed to start or
+	// exited before their first job-take, startErr says why the last one
+	// did (startfail.go).
+	startFails int
+	startErr   string
 
 	counters rollingCounters
 	stats    endpointStats

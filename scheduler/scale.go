@@ -137,7 +137,7 @@ func (s *Scheduler) scaleLocked(ep *endpointState) {
 			break
 		}
 		if !s.freezeLocked(ep, w) {
-			s.drainWorkerLocked(w, "idle timeout")
+			s.retireWorkerLocked(w, "idle timeout")
 		}
 		alive--
 	}
@@ -233,7 +233,7 @@ func (s *Scheduler) expireFrozenLocked(ep *endpointState) {
 	now := s.now()
 	for _, w := range ep.workers {
 		if w.frozen && !w.draining && now.Sub(w.frozenAt) >= window {
-			s.drainWorkerLocked(w, fmt.Sprintf("frozen for the FlashBoot window (%s)", window))
+			s.retireWorkerLocked(w, fmt.Sprintf("frozen for the FlashBoot window (%s)", window))
 		}
 	}
 }

@@ -377,9 +377,9 @@ func TestGPUUnhealthy(t *testing.T) {
 	w := h.worker()
 	bad := w.spec.GPUs[0]
 	h.s.MarkGPUUnhealthy(bad, "XID 79 (GPU has fallen off the bus)")
-	if !w.wasStopped() {
-		t.Fatal("the worker on the bad GPU was not stopped")
-	}
+	// The worker may be marked before its start has returned its handle;
+	// it is then stopped as soon as it has.
+	eventually(t, "the worker on the bad GPU stopped", w.wasStopped)
 	w2 := h.worker()
 	if len(w2.spec.GPUs) != 1 || w2.spec.GPUs[0] == bad {
 		t.Fatalf("replacement got %v; the bad GPU is %s", w2.spec.GPUs, bad)

@@ -56,6 +56,10 @@ type Config struct {
 	// MaxAttempts bounds how often one job is handed to a worker before it
 	// fails. Default 3.
 	MaxAttempts int
+	// MaxStartFailures is how many of an endpoint's workers in a row may
+	// fail to start (or exit before their first job-take) before its
+	// queued jobs fail with the last start error. Default 5.
+	MaxStartFailures int
 	// WebhookRetryDelay separates webhook attempts (RunPod: 10 s).
 	WebhookRetryDelay time.Duration
 	// WebhookAttempts is the total number of POSTs per webhook (RunPod: 3).
@@ -82,6 +86,14 @@ type Config struct {
 	// RequireImage: workers run as containers, so endpoints need an image
 	// (otherwise a command).
 	RequireImage bool
+	// ImageExists says whether an image reference resolves to an imported
+	// image (nil when it does); with RequireImage, an endpoint naming one
+	// that does not is refused. Nil skips the check.
+	ImageExists func(ref string) error
+	// AbsoluteCommand: workers are host processes started from a
+	// directory of their own (the process runtime), so an endpoint's
+	// program must be an absolute path.
+	AbsoluteCommand bool
 	// ServeInNetns serves the worker API inside the network namespace of
 	// the process pid, for workers on network "none"; the daemon provides
 	// it. Closing the result stops serving there.
@@ -116,6 +128,9 @@ func (c *Config) setDefaults() {
 	def(&c.WorkerLogRetention, 24*time.Hour)
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
+	}
+	if c.MaxStartFailures <= 0 {
+		c.MaxStartFailures = DefaultMaxStartFailures
 	}
 	if c.WebhookAttempts <= 0 {
 		c.WebhookAttempts = 3
@@ -246,7 +261,7 @@ func (s *Scheduler) Close() error {
 	// A worker still starting has none; runWorker stops it once it starts.
 	var live []oci.Worker
 	for _, w := range s.workers {
-		s.drainWorkerLocked(w, "daemon stopping")
+		s.retireWorkerLocked(w, "daemon stopping")
 		if w.handle != nil {
 			live = append(live, w.handle)
 		}
@@ -494,7 +509,7 @@ type Tunables struct {
 	TakeHold, StopHold, PingInterval, LeaseGrace   time.Duration
 	RunRetention, SyncRetention, WebhookRetryDelay time.Duration
 	StopGrace                                      time.Duration
-	MaxAttempts                                    int
+	MaxAttempts, MaxStartFailures                  int
 }
 
 // tun returns the current tunables.
@@ -504,7 +519,7 @@ func (s *Scheduler) tun() *Tunables { return s.tunables.Load() }
 func (s *Scheduler) SetTunables(t Tunables) {
 	c := Config{TakeHold: t.TakeHold, StopHold: t.StopHold, PingInterval: t.PingInterval, LeaseGrace: t.LeaseGrace,
 		RunRetention: t.RunRetention, SyncRetention: t.SyncRetention, WebhookRetryDelay: t.WebhookRetryDelay,
-		StopGrace: t.StopGrace, MaxAttempts: t.MaxAttempts}
+		StopGrace: t.StopGrace, MaxAttempts: t.MaxAttempts, MaxStartFailures: t.MaxStartFailures}
 	c.setDefaults()
 	s.tunables.Store(c.tunables())
 }
@@ -513,5 +528,5 @@ func (s *Scheduler) SetTunables(t Tunables) {
 func (c *Config) tunables() *Tunables {
 	return &Tunables{TakeHold: c.TakeHold, StopHold: c.StopHold, PingInterval: c.PingInterval, LeaseGrace: c.LeaseGrace,
 		RunRetention: c.RunRetention, SyncRetention: c.SyncRetention, WebhookRetryDelay: c.WebhookRetryDelay,
-		StopGrace: c.StopGrace, MaxAttempts: c.MaxAttempts}
+		StopGrace: c.StopGrace, MaxAttempts: c.MaxAttempts, MaxStartFailures: c.MaxStartFailures}
 }

@@ -87,6 +87,11 @@ type worker struct {
 	killed   bool
 	// backedOff: its failure already delayed the endpoint's next start.
 	backedOff bool
+	// retired: stopped for no fault of its own (retireWorkerLocked says
+	// why, in retiredWhy); the jobs it still holds when it exits do not
+	// use up an attempt.
+	retired    bool
+	retiredWhy string
 }
 
 // WorkerInfo is a worker as `ember worker list` shows it.
@@ -183,6 +188,7 @@ func (s *Scheduler) markSeenLocked(w *worker) {
 		startup := s.now().Sub(w.startedAt)
 		if ep := s.endpoints[w.endpoint]; ep != nil {
 			ep.failures = 0
+			ep.startFails = 0
 			ep.ghosts = nil
 			ep.stats.coldStart.add(startup)
 		}
@@ -291,6 +297,9 @@ func (s *Scheduler) runWorker(w *worker, spec oci.Spec) {
 	h, err := s.cfg.Runtime.Start(s.ctx, spec)
 	if err != nil {
 		s.log.Error("worker failed to start", "worker", w.id, "endpoint", w.endpoint, "err", err)
+		s.mu.Lock()
+		w.reason = err.Error() // what `ember worker list` and a failed job show
+		s.mu.Unlock()
 		s.workerExited(w, oci.ExitStatus{Code: -1, Err: err})
 		return
 	}
@@ -338,6 +347,9 @@ func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
 		delete(ep.workers, w.id)
 	}
 	reason := "worker " + st.String()
+	if w.retired {
+		reason += " after it was stopped (" + w.retiredWhy + ")"
+	}
 	for _, j := range w.held {
 		if j.finalizing {
 			continue
@@ -350,7 +362,7 @@ func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
 			s.goOwned(func() { s.failLost(j, reason) })
 			continue
 		}
-		s.requeueLocked(j, reason, true)
+		s.requeueLocked(j, reason, !w.retired)
 	}
 	clean := st.Err == nil && st.Code == 0 && w.draining
 	if clean {
@@ -375,6 +387,9 @@ func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
 			ep.ghosts = ep.ghosts[len(ep.ghosts)-maxGhosts:]
 		}
 		s.backOffLocked(ep, w, info.Reason)
+		if !w.ready {
+			s.startFailedLocked(ep, info.Reason)
+		}
 	}
 	if hadGPUs {
 		// Its GPUs are free: endpoints waiting for one go first (they may
@@ -424,11 +439,25 @@ func (s *Scheduler) drainWorkerLocked(w *worker, why string) {
 	}
 }
 
+// retireWorkerLocked stops a worker for no fault of its own: the operator
+// asked, its endpoint no longer needs it (idle timeout, deletion, a stopPod
+// request), another endpoint needs its GPU, or emberd is stopping. The
+// jobs it holds when it exits go back to the queue without using up an
+// attempt, so stopping a worker never fails a job. A worker already
+// stopping for a fault (unhealthy, silent) stays counted.
+func (s *Scheduler) retireWorkerLocked(w *worker, why string) {
+	if !w.draining {
+		w.retired = true
+		w.retiredWhy = why
+	}
+	s.drainWorkerLocked(w, why)
+}
+
 // maybeRecycleLocked stops a worker that asked for it (stopPod) once it has
 // no job left.
 func (s *Scheduler) maybeRecycleLocked(w *worker) {
 	if w.recycle && len(w.held) == 0 {
-		s.drainWorkerLocked(w, "stopPod requested by the worker")
+		s.retireWorkerLocked(w, "stopPod requested by the worker")
 	}
 }
 
@@ -551,6 +580,7 @@ func (s *Scheduler) watchAdopted(w *worker, h oci.Worker) {
 
 // StopWorker drains a worker on request (`ember worker stop`): it takes no
 // new job, its running jobs finish up to the stop grace, then it is killed.
+// Jobs it did not finish go back to the queue without using up an attempt.
 // The autoscaler starts a replacement if the endpoint still needs one.
 func (s *Scheduler) StopWorker(id string) error {
 	s.mu.Lock()
@@ -559,6 +589,6 @@ func (s *Scheduler) StopWorker(id string) error {
 	if !ok {
 		return fmt.Errorf("%w: worker %s", ErrNotFound, id)
 	}
-	s.drainWorkerLocked(w, "stopped by the operator")
+	s.retireWorkerLocked(w, "stopped by the operator")
 	return nil
 }

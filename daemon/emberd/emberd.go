@@ -64,6 +64,9 @@ type Options struct {
 	WebhookRetryDelay time.Duration
 	StopGrace         time.Duration
 	MaxAttempts       int
+	// MaxStartFailures is how many workers of an endpoint in a row may
+	// fail to start before its queued jobs fail (scheduler.Config).
+	MaxStartFailures int
 
 	Logger *slog.Logger
 	// Reloads delivers new settings (SIGHUP): the scheduler's tunables are
@@ -123,6 +126,18 @@ type workerRuntime struct {
 	freeMemory func(uuid string) (uint64, error)
 	watchGPUs  func(ctx context.Context, report func(uuid, reason string))
 	gpuStats   func(uuid string) (httpapi.GPUStats, error)
+}
+
+// imageExists is the scheduler's check that an endpoint's image is
+// imported (and whole); nil for the process runtime, which has no images.
+func (wr *workerRuntime) imageExists() func(ref string) error {
+	if wr.images == nil {
+		return nil
+	}
+	return func(ref string) error {
+		_, err := wr.images.Resolve(ref)
+		return err
+	}
 }
 
 // newRuntime opens the worker runtime: the process runtime, or the runc
@@ -291,6 +306,8 @@ func Run(ctx context.Context, o Options) error {
 		Adopt:             wr.adopt,
 		AllocateGPUs:      wr.images != nil,
 		RequireImage:      wr.images != nil,
+		ImageExists:       wr.imageExists(),
+		AbsoluteCommand:   wr.images == nil,
 		GPUs:              wr.gpus,
 		GPUFreeMemory:     wr.freeMemory,
 		WorkerAPIBase:     base,
@@ -303,6 +320,7 @@ func Run(ctx context.Context, o Options) error {
 		WebhookRetryDelay: o.WebhookRetryDelay,
 		StopGrace:         o.StopGrace,
 		MaxAttempts:       o.MaxAttempts,
+		MaxStartFailures:  o.MaxStartFailures,
 		Logger:            log,
 	})
 	if err != nil {

@@ -24,15 +24,44 @@ const (
 
 // Endpoint fields. A worker is started with execve, and Linux refuses an
 // argument or environment string longer than MAX_ARG_STRLEN (32 pages,
-// 128 KiB) and an argv plus environment above a quarter of the stack
-// limit (2 MiB with the usual 8 MiB stack), with "argument list too long".
-// These bounds keep every endpoint startable.
+// 128 KiB) and an argv plus environment (strings and their pointers) above
+// a quarter of the stack limit (2 MiB with the usual 8 MiB stack), with
+// "argument list too long". These bounds keep every endpoint startable:
+// the endpoint's environment and command together stay below that budget
+// with ExecReserve to spare for what Ember and the image add.
 const (
 	// EnvEntry caps one environment entry, "KEY=VALUE" with its NUL.
 	EnvEntry = 128 << 10
-	// EnvTotal caps all of an endpoint's environment entries together.
+	// EnvTotal caps all of an endpoint's environment entries together,
+	// each counted as "KEY=VALUE" with its NUL.
 	EnvTotal = 1 << 20
+	// EnvEntries caps the number of an endpoint's environment variables:
+	// each costs execve a pointer besides its string.
+	EnvEntries = 4096
+	// CommandArg caps one argument of an endpoint's command, with its NUL.
+	CommandArg = 128 << 10
+	// CommandTotal caps all of an endpoint's command arguments together,
+	// each counted with its NUL.
+	CommandTotal = 512 << 10
+	// CommandArgs caps the number of arguments of an endpoint's command.
+	CommandArgs = 256
+	// ExecBudget is what execve takes for argv plus environment, strings
+	// and pointers: a quarter of an 8 MiB stack limit.
+	ExecBudget = 2 << 20
+	// ExecReserve is the part of ExecBudget kept for what a worker gets
+	// besides its endpoint's env and command: Ember's RUNPOD_* variables
+	// (about 1 KiB), the image's Env or the host's PATH, and the pointers
+	// of every argument and variable.
+	ExecReserve = 256 << 10
+	// EndpointName caps an endpoint's name, in bytes: one DNS label.
+	EndpointName = 63
+	// ImageRef caps an endpoint's image reference.
+	ImageRef = 512
 	// EndpointBody caps a request that creates or updates an endpoint: the
 	// environment at its limit plus room for the other fields.
 	EndpointBody = EnvTotal + 1<<20
 )
+
+// The endpoint limits fit execve's budget: this fails to compile if they
+// do not.
+const _ = uint(ExecBudget - ExecReserve - EnvTotal - CommandTotal)

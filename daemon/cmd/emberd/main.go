@@ -19,6 +19,7 @@ import (
 	"github.com/emberhq/ember/daemon/emberd"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/oci/runc"
+	"github.com/emberhq/ember/scheduler"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -46,6 +47,10 @@ func run(args []string) int {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			fmt.Fprintf(os.Stderr, "emberd: %s\n", line)
 		}
+		return 2
+	}
+	if err := checkSettings(s.opts); err != nil {
+		fmt.Fprintf(os.Stderr, "emberd: %v\n", err)
 		return 2
 	}
 	if s.showVersion {
@@ -113,12 +118,21 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.DurationVar(&o.WebhookRetryDelay, "webhook-retry-delay", 10*time.Second, "delay between webhook attempts (3 attempts in all)")
 	fs.DurationVar(&o.StopGrace, "stop-grace", 30*time.Second, "how long a stopping worker may drain before it is killed")
 	fs.IntVar(&o.MaxAttempts, "max-attempts", 3, "how many times a job is handed to a worker before it fails")
+	fs.IntVar(&o.MaxStartFailures, "max-start-failures", scheduler.DefaultMaxStartFailures, "how many workers of an endpoint in a row may fail to start (or exit before their first job-take) before its queued jobs fail with the reason")
 	fs.StringVar(&o.PreloadDir, "preload-dir", "", "folder of image archives and endpoint definitions (*.json) imported and created at start, once each (default DATA-DIR/preload)")
 	fs.StringVar(&o.DebugListen, "debug-listen", "", "HOST:PORT to serve Go's pprof profiles on (off when empty; keep it on loopback)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&s.showVersion, "version", false, "print the version and exit (after checking the --config file, if any)")
 	fs.StringVar(&s.configPath, "config", "", "TOML file setting any of these flags by name (key = value); the command line wins over it (default: none)")
 	return fs
+}
+
+// checkSettings refuses values the flag types accept but emberd cannot use.
+func checkSettings(o emberd.Options) error {
+	if o.MaxStartFailures < 1 {
+		return fmt.Errorf("--max-start-failures %d: must be at least 1", o.MaxStartFailures)
+	}
+	return nil
 }
 
 // loadConfig sets the flags of fs that the command line did not set from
@@ -159,6 +173,9 @@ func reloadOnHUP(ctx context.Context, args []string, hup <-chan os.Signal, level
 			if e := lvl.UnmarshalText([]byte(s.logLevel)); e != nil {
 				err = fmt.Errorf("log-level %q: %w", s.logLevel, e)
 			}
+		}
+		if err == nil {
+			err = checkSettings(s.opts)
 		}
 		if err != nil {
 			log.Error("reload refused: keeping the running settings", "config", s.configPath, "err", err)

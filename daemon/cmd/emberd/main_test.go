@@ -151,6 +151,12 @@ func TestRunConfig(t *testing.T) {
 		t.Errorf("good file: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 
+	zero := writeFile(t, "max-start-failures = 0\n")
+	stdout, stderr = capture(t, func() { code = run([]string{"--config", zero, "--version"}) })
+	if code != 2 || stderr != "emberd: --max-start-failures 0: must be at least 1\n" {
+		t.Errorf("max-start-failures 0: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+
 	stdout, stderr = capture(t, func() { code = run([]string{"--config", filepath.Join(t.TempDir(), "none.toml"), "--version"}) })
 	if code != 2 || !strings.HasPrefix(stderr, "emberd: open ") || !strings.HasSuffix(stderr, "none.toml: no such file or directory\n") {
 		t.Errorf("missing file: exit %d, stdout %q, stderr %q", code, stdout, stderr)
