@@ -3,6 +3,7 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	"github.com/emberhq/ember/scheduler"
 	"io"
 	"net/http"
 	"os"
@@ -37,6 +38,13 @@ func (h *Server) serveImageUpload(w http.ResponseWriter, r *http.Request) {
 	if st == nil {
 		writeError(w, http.StatusNotFound, grpcapi.NoImageStoreMessage)
 		return
+	}
+	if h.cfg.Scheduler != nil {
+		// An unpacked image takes at least its archive's size.
+		if err := h.cfg.Scheduler.CheckDisk(scheduler.NewWork, max(r.ContentLength, 0)); err != nil {
+			writeSchedErr(w, err)
+			return
+		}
 	}
 	limit := h.cfg.MaxUploadBytes
 	if limit <= 0 {

@@ -36,3 +36,16 @@ const (
 	// environment at its limit plus room for the other fields.
 	EndpointBody = EnvTotal + 1<<20
 )
+
+// Free space on the data disk (scheduler/disk.go). emberd refuses new work
+// below DefaultMinFreeDisk (--min-free-disk-mb) and refuses every write
+// below DefaultDiskReserve (--disk-reserve-mb); between the two only writes
+// that finish accepted work go through.
+const (
+	// DefaultMinFreeDisk is the free space below which new jobs, endpoint
+	// writes, API keys and image imports are refused with 507.
+	DefaultMinFreeDisk = 64 << 20
+	// DefaultDiskReserve is the free space kept for the store's own needs
+	// (a memtable flush, its new write-ahead log, an L0 compaction).
+	DefaultDiskReserve = 32 << 20
+)
