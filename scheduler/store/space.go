@@ -173,10 +173,11 @@ func fallocateFile(path string) error {
 }
 
 // openNeeds is the free space an opening of Badger may use: flushing the
-// write-ahead logs left by the last run (bounded by their sizes), plus new
-// mapped files' first pages and the new log's allocation.
+// write-ahead logs left by the last run (bounded by their sizes), plus the
+// first pages of the new log and value-log files. (The new log's full
+// allocation is made later, when there is room for it.)
 func openNeeds(dir string) uint64 {
-	need := uint64(2*memTableSize + 2<<20)
+	need := uint64(2 << 20)
 	entries, _ := os.ReadDir(filepath.Join(dir, "badger"))
 	for _, e := range entries {
 		if strings.HasSuffix(e.Name(), ".mem") {
@@ -201,6 +202,12 @@ func (s *Store) makeRoom(need uint64, why string) error {
 	p := filepath.Join(s.opts.Dir, ballastName)
 	if err := os.Remove(p); err == nil {
 		s.log.Warn("disk nearly full: released the store's reserve file", "for", why, "free_bytes", free, "needed_bytes", need)
+		// ext4 counts a deleted file's blocks as free only once its
+		// journal commits; syncfs commits it now.
+		if d, err := os.Open(s.opts.Dir); err == nil {
+			unix.Syncfs(int(d.Fd()))
+			d.Close()
+		}
 		if free, err = FreeBytes(s.opts.Dir); err != nil || free >= need {
 			return nil
 		}
