@@ -153,6 +153,11 @@ func diskFull(t *testing.T, mnt string) {
 	done := d.Submit(ep, map[string]any{"input": map[string]any{"echo": "before"}})
 	d.WaitStatus(ep, done, 30*time.Second, "COMPLETED")
 
+	// A job that streams while the disk fills: its chunks and result
+	// finish work already accepted, so they are still written.
+	running := d.Submit(ep, map[string]any{"input": map[string]any{"stream": 10, "stream_delay_ms": 300}})
+	d.WaitStatus(ep, running, 30*time.Second, "IN_PROGRESS", "COMPLETED")
+
 	// Between the two thresholds: new work is refused, reads are served.
 	fill(t, filler, (diskMinFreeMB+diskReserveMB)/2<<20)
 	alive(t, d)
@@ -164,6 +169,12 @@ func diskFull(t *testing.T, mnt string) {
 		t.Fatalf("endpoint create below --min-free-disk-mb: got %d %s, want 507 naming freeBytes and neededBytes", code, body)
 	}
 	readsServed(t, d, ep, done)
+	if st := d.WaitStatus(ep, running, 30*time.Second, "COMPLETED", "FAILED"); st["status"] != "COMPLETED" {
+		t.Fatalf("a job running while the disk filled: %v\n%s", st, d.Log())
+	}
+	if got := d.JSON("GET", "/v2/"+ep+"/stream/"+running, nil, 200); len(fmt.Sprint(got["stream"])) < 10 {
+		t.Fatalf("stream of the job that ran while the disk filled: %v", got)
+	}
 
 	// Full to the last block: still no crash, still reads, still 507.
 	fill(t, filler, 0)

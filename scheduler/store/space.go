@@ -215,16 +215,28 @@ func (s *Store) makeRoom(need uint64, why string) error {
 	return &NoSpaceError{Dir: s.opts.Dir, Free: free, Needed: need, What: why}
 }
 
+// afterCommit runs in the committer after each write: it allocates a new
+// write-ahead log, and the reserve file if it is missing.
+func (s *Store) afterCommit() {
+	s.backWAL()
+	if s.noBallast {
+		s.ensureBallast()
+	}
+}
+
 // ensureBallast allocates the ballast file if it is missing and the disk
-// has room for it beyond twice the reserve.
+// has room for it beyond twice the reserve. Only the committer and Open
+// call it (noBallast is the committer's).
 func (s *Store) ensureBallast() {
 	if !s.spaceGuarded() || s.opts.Reserve == 0 {
 		return
 	}
 	p := filepath.Join(s.opts.Dir, ballastName)
 	if fi, err := os.Stat(p); err == nil && uint64(fi.Size()) >= s.opts.Reserve {
+		s.noBallast = false
 		return
 	}
+	s.noBallast = true
 	free, err := FreeBytes(s.opts.Dir)
 	if err != nil || free < 3*s.opts.Reserve {
 		return
@@ -248,7 +260,8 @@ func (s *Store) ensureBallast() {
 		s.log.Warn("cannot allocate the store's reserve file", "bytes", s.opts.Reserve, "err", err)
 		return
 	}
-	s.log.Debug("store reserve file allocated", "bytes", s.opts.Reserve)
+	s.noBallast = false
+	s.log.Info("store reserve file allocated", "file", p, "bytes", s.opts.Reserve)
 }
 
 // gcRoom is the free space below which value-log GC is skipped: a GC run

@@ -76,6 +76,9 @@ type Store struct {
 	walBacked   string
 	walDirMtime time.Time
 	walWarned   bool
+	// noBallast is set when the reserve file is missing (released, or
+	// never allocated); the committer allocates it once there is room.
+	noBallast bool
 }
 
 // Badger sizes that the disk-space rules depend on (space.go).
@@ -166,9 +169,13 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.closing)
 	<-s.stopped
-	// Closing flushes the memtable into a new table file.
+	// Closing flushes the memtable into a new table file, which would
+	// fault on a full disk. Everything committed is already in the fsynced
+	// write-ahead log, so without room the store is left as a crash would
+	// leave it, and the next start replays the log.
 	if err := s.makeRoom(s.opts.Reserve, "close the job store"); err != nil {
-		s.log.Error("closing the store on a full disk", "err", err)
+		s.log.Error("job store left unclosed: the disk is full; its write-ahead log is replayed at the next start", "err", err)
+		return err
 	}
 	return s.db.Close()
 }
@@ -501,7 +508,7 @@ func (s *Store) writeOps(group []*commitReq) error {
 	if err := s.checkSpace(opsBytes(group)); err != nil {
 		return err
 	}
-	defer s.backWAL()
+	defer s.afterCommit()
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	for _, r := range group {
@@ -720,7 +727,6 @@ func (s *Store) Maintain(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.ensureBallast()
 			s.RunGC()
 			if n, err := s.SweepSpill(time.Minute); err != nil {
 				s.log.Warn("spill sweep failed", "err", err)
