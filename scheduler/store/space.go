@@ -92,7 +92,7 @@ func opsBytes(group []*commitReq) uint64 {
 
 // spaceGuarded reports whether the store checks free space at all: not in
 // memory, and not when a benchmark measures the unguarded baseline.
-func (s *Store) spaceGuarded() bool { return !s.opts.InMemory && !s.unguarded }
+func (s *Store) spaceGuarded() bool { return !s.opts.InMemory && !s.opts.unguarded }
 
 // checkSpace is the gate in front of every Badger write of n bytes.
 func (s *Store) checkSpace(n uint64) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -53,16 +54,21 @@ func TestCommitRefusedWithoutSpace(t *testing.T) {
 // load from elsewhere on the machine falls on both alike; each reports its
 // own commits/s. writers=16 is 16 concurrent committers sharing fsyncs.
 func BenchmarkCommitJob(b *testing.B) {
+	b.Run("statfs", func(b *testing.B) {
+		dir := b.TempDir()
+		for range b.N {
+			FreeBytes(dir)
+		}
+	})
 	for _, writers := range []int{1, 16} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			var stores [2]*Store
 			for i := range stores {
-				s, err := Open(Options{Dir: b.TempDir()})
+				s, err := Open(Options{Dir: b.TempDir(), unguarded: i == 0, Logger: slog.New(slog.DiscardHandler)})
 				if err != nil {
 					b.Fatal(err)
 				}
 				defer s.Close()
-				s.unguarded = i == 0
 				stores[i] = s
 			}
 			input := []byte(`"` + strings.Repeat("x", 480) + `"`) // a 500-byte record with its fields

@@ -53,6 +53,10 @@ type Options struct {
 	// Badger fault on a full disk (space.go). Zero: DefaultReserve.
 	Reserve uint64
 	Logger  *slog.Logger
+
+	// unguarded turns the disk-space rules off (the baseline of the store
+	// benchmark; package tests only).
+	unguarded bool
 }
 
 // Store is the Badger-backed persistence layer.
@@ -69,9 +73,6 @@ type Store struct {
 	mu       sync.RWMutex // guards closed against concurrent Commit/Close
 	closed   bool
 
-	// unguarded turns the free-space gate off (the baseline of the store
-	// benchmark).
-	unguarded bool
 	// The committer's record of the write-ahead log it has allocated.
 	walBacked   string
 	walDirMtime time.Time
