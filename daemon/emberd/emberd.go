@@ -336,7 +336,7 @@ func Run(ctx context.Context, o Options) error {
 	servers := &grpcapi.Servers{S: sched}
 	gs := grpc.NewServer(grpc.UnaryInterceptor(grpcapi.AuthInterceptor(keys, keyStore.Valid)))
 	servers.Register(gs)
-	images := &grpcapi.ImageServer{Store: wr.images}
+	images := &grpcapi.ImageServer{Store: wr.images, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
 	if wr.images != nil {
 		images.InUse = grpcapi.EndpointsUsingImage(sched, wr.images)
 	}

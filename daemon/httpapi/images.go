@@ -3,7 +3,6 @@ package httpapi
 import (
 	"errors"
 	"fmt"
-	"github.com/emberhq/ember/scheduler"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/oci/image"
+	"github.com/emberhq/ember/scheduler"
 )
 
 // uploadLabel replaces the temporary file's path in the store's messages,

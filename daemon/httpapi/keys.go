@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"github.com/emberhq/ember/scheduler"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/emberhq/ember/daemon/keys"
+	"github.com/emberhq/ember/scheduler"
 )
 
 // KeyStore holds the named admin keys (package keys; *keys.Store

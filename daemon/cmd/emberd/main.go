@@ -6,7 +6,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/emberhq/ember/scheduler/limits"
 	"io"
 	"log/slog"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"github.com/emberhq/ember/daemon/emberd"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/oci/runc"
+	"github.com/emberhq/ember/scheduler/limits"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
