@@ -68,7 +68,8 @@ type Config struct {
 	// DiskReserveBytes: below this much free disk, the store refuses
 	// every write, so that Badger never faults on a full disk; between it
 	// and MinFreeBytes only writes that finish accepted work go through.
-	// Default limits.DefaultDiskReserve; it must be below MinFreeBytes.
+	// Default limits.DefaultDiskReserve (at most half of MinFreeBytes); it
+	// must not exceed MinFreeBytes.
 	DiskReserveBytes uint64
 	// SpillThreshold: payloads above it are kept in files (default 64 KiB).
 	SpillThreshold int
@@ -130,7 +131,7 @@ func (c *Config) setDefaults() {
 		c.MinFreeBytes = limits.DefaultMinFreeDisk
 	}
 	if c.DiskReserveBytes == 0 {
-		c.DiskReserveBytes = min(limits.DefaultDiskReserve, c.MinFreeBytes/2)
+		c.DiskReserveBytes = max(min(limits.DefaultDiskReserve, c.MinFreeBytes/2), 1)
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
@@ -193,8 +194,8 @@ func Open(cfg Config) (*Scheduler, error) {
 			return nil, fmt.Errorf("create worker dir: %w", err)
 		}
 	}
-	if cfg.DiskReserveBytes >= cfg.MinFreeBytes {
-		return nil, fmt.Errorf("scheduler: the disk reserve (%d bytes) must be below the minimum free space for new work (%d bytes)", cfg.DiskReserveBytes, cfg.MinFreeBytes)
+	if cfg.DiskReserveBytes > cfg.MinFreeBytes {
+		return nil, fmt.Errorf("scheduler: the disk reserve (%d bytes, --disk-reserve-mb) must not exceed the free space kept for new work (%d bytes, --min-free-disk-mb)", cfg.DiskReserveBytes, cfg.MinFreeBytes)
 	}
 	st, err := store.Open(store.Options{Dir: cfg.DataDir, InMemory: cfg.InMemoryStore, SpillThreshold: cfg.SpillThreshold, Reserve: cfg.DiskReserveBytes, Logger: cfg.Logger})
 	if err != nil {

@@ -156,7 +156,9 @@ func diskFull(t *testing.T, mnt string) {
 	// A job that streams while the disk fills: its chunks and result
 	// finish work already accepted, so they are still written.
 	running := d.Submit(ep, map[string]any{"input": map[string]any{"stream": 10, "stream_delay_ms": 300}})
+	long := d.Submit(ep, map[string]any{"input": map[string]any{"sleep_ms": 60000}})
 	d.WaitStatus(ep, running, 30*time.Second, "IN_PROGRESS", "COMPLETED")
+	d.WaitStatus(ep, long, 30*time.Second, "IN_PROGRESS")
 
 	// Between the two thresholds: new work is refused, reads are served.
 	fill(t, filler, (diskMinFreeMB+diskReserveMB)/2<<20)
@@ -169,6 +171,9 @@ func diskFull(t *testing.T, mnt string) {
 		t.Fatalf("endpoint create below --min-free-disk-mb: got %d %s, want 507 naming freeBytes and neededBytes", code, body)
 	}
 	readsServed(t, d, ep, done)
+	if st := d.JSON("POST", "/v2/"+ep+"/cancel/"+long, nil, 200); st["status"] != "CANCELLED" {
+		t.Fatalf("cancel of a running job below --min-free-disk-mb: %v", st)
+	}
 	if st := d.WaitStatus(ep, running, 30*time.Second, "COMPLETED", "FAILED"); st["status"] != "COMPLETED" {
 		t.Fatalf("a job running while the disk filled: %v\n%s", st, d.Log())
 	}

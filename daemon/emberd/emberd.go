@@ -253,6 +253,9 @@ func Run(ctx context.Context, o Options) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	if o.MinFreeDiskMB < 0 || o.DiskReserveMB < 0 {
+		return fmt.Errorf("--min-free-disk-mb (%d) and --disk-reserve-mb (%d) must not be negative", o.MinFreeDiskMB, o.DiskReserveMB)
+	}
 	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
