@@ -519,11 +519,13 @@ func (l *lazyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // openScheduler opens the scheduler, waiting while the data disk has no
 // room to open the store (a start on a full disk): emberd then keeps
-// answering /healthz, says in /readyz and in 507s why it waits, and goes on
-// by itself once space is freed, instead of exiting into a restart loop.
+// answering /healthz, says in /readyz and in 507s why it waits (and in
+// systemd's STATUS=, extending its start timeout), and goes on by itself
+// once space is freed, instead of exiting into a restart loop.
 func openScheduler(ctx context.Context, lazy *lazyHandler, log *slog.Logger, cfg scheduler.Config) (*scheduler.Scheduler, error) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
+	var lastExtend time.Time
 	for {
 		sched, err := scheduler.Open(cfg)
 		var se *scheduler.InsufficientStorageError
@@ -533,6 +535,14 @@ func openScheduler(ctx context.Context, lazy *lazyHandler, log *slog.Logger, cfg
 		}
 		if lazy.diskWait.Swap(se) == nil {
 			log.Error("data disk full: waiting for free space to open the job store", "err", err, "free_bytes", se.Free, "needed_bytes", se.Needed)
+		}
+		// Under systemd, the wait must not run into TimeoutStartSec (which
+		// would kill emberd and start it again on the same full disk).
+		if time.Since(lastExtend) >= 10*time.Second {
+			lastExtend = time.Now()
+			if err := sdNotify("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=waiting for disk space: " + se.Error()); err != nil {
+				log.Debug("sd_notify", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
