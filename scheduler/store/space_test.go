@@ -1,10 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -112,5 +116,88 @@ func BenchmarkCommitJob(b *testing.B) {
 			}
 			b.ReportMetric(0, "ns/op")
 		})
+	}
+}
+
+// TestFillWhileWriting fills a small tmpfs from another writer while four
+// committers write small records and 100 KiB values (which go to the
+// memory-mapped value log): a write into a mapping the file system cannot
+// back would kill the test binary with SIGBUS. Writes must fail with a
+// NoSpaceError while the disk is full and succeed once it is not.
+func TestFillWhileWriting(t *testing.T) {
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	s, err := Open(Options{Dir: filepath.Join(mnt, "data"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	small := []byte(`"` + strings.Repeat("x", 480) + `"`)
+	big := []byte(`"` + strings.Repeat("y", 100<<10) + `"`)
+	commit := func(w, i int) error {
+		b := s.NewBatch()
+		if w%2 == 0 {
+			b.PutJob(&Job{ID: fmt.Sprintf("j%d-%d", w, i), Input: small}, time.Time{})
+		} else {
+			b.PutChunk(Chunk{JobID: fmt.Sprintf("c%d", w), Index: uint64(i), Output: big}, time.Time{})
+		}
+		return s.Commit(context.Background(), b)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var refused [4]int
+	var other [4]error
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 1_000_000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := commit(w, i); errors.Is(err, ErrNoSpace) {
+					refused[w]++
+				} else if err != nil {
+					other[w] = err
+					return
+				}
+			}
+		}()
+	}
+	filler := filepath.Join(mnt, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := bytes.Repeat([]byte{1}, 256<<10)
+	for range 1024 { // 256 MiB at most: the tmpfs is 96 MiB
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	time.Sleep(time.Second) // the committers keep trying on the full disk
+	f.Close()
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+	for w := range 4 {
+		if other[w] != nil {
+			t.Fatalf("writer %d: %v", w, other[w])
+		}
+	}
+	if refused == [4]int{} {
+		t.Fatal("no write was refused on a full disk")
+	}
+	for w := range 4 {
+		if err := commit(w, -1); err != nil {
+			t.Fatalf("write once space was freed: %v", err)
+		}
 	}
 }
