@@ -115,7 +115,7 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.DurationVar(&o.StopGrace, "stop-grace", 30*time.Second, "how long a stopping worker may drain before it is killed")
 	fs.IntVar(&o.MaxAttempts, "max-attempts", 3, "how many times a job is handed to a worker before it fails")
 	fs.IntVar(&o.MinFreeDiskMB, "min-free-disk-mb", limits.DefaultMinFreeDisk>>20, "free space (MiB) on the data disk below which new work (jobs, endpoints, keys, images) is refused with 507")
-	fs.IntVar(&o.DiskReserveMB, "disk-reserve-mb", limits.DefaultDiskReserve>>20, "free space (MiB) on the data disk below which every write is refused, so the store never faults on a full disk; below --min-free-disk-mb")
+	fs.IntVar(&o.DiskReserveMB, "disk-reserve-mb", limits.DefaultDiskReserve>>20, "free space (MiB) on the data disk below which every write is refused, so the store never faults on a full disk; at most --min-free-disk-mb")
 	fs.StringVar(&o.PreloadDir, "preload-dir", "", "folder of image archives and endpoint definitions (*.json) imported and created at start, once each (default DATA-DIR/preload)")
 	fs.StringVar(&o.DebugListen, "debug-listen", "", "HOST:PORT to serve Go's pprof profiles on (off when empty; keep it on loopback)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
