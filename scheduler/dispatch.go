@@ -245,6 +245,9 @@ func (s *Scheduler) Done(ctx context.Context, endpointID, workerID, jobID string
 		w.recycle = true
 	}
 	s.mu.Unlock()
+	if err := s.disk.Check(Finishing, int64(len(res.Output))); err != nil {
+		return err
+	}
 
 	now := s.now()
 	_, err := s.finalize(ctx, []*job{j}, "result", func(r *store.Job) {
@@ -288,6 +291,9 @@ func (s *Scheduler) checkFormerJob(endpointID, jobID string) error {
 
 // AddChunk appends a stream chunk posted by the worker holding the job.
 func (s *Scheduler) AddChunk(ctx context.Context, endpointID, workerID, jobID string, output []byte) error {
+	if err := s.disk.Check(Finishing, int64(len(output))); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	j, live := s.jobs[jobID]
 	if !live || j.rec.EndpointID != endpointID || j.finalizing {
@@ -307,7 +313,7 @@ func (s *Scheduler) AddChunk(ctx context.Context, endpointID, workerID, jobID st
 	b := s.store.NewBatch()
 	b.PutChunk(c, expires)
 	if err := s.store.Commit(ctx, b); err != nil {
-		return fmt.Errorf("%w: persist stream chunk: %v", ErrUnavailable, err)
+		return persistErr("persist stream chunk", err)
 	}
 	s.mu.Lock()
 	if cur, ok := s.jobs[jobID]; ok && cur == j {

@@ -286,12 +286,15 @@ func (s *Scheduler) CreateEndpoint(ctx context.Context, sp EndpointSpec) (store.
 	}
 	s.mu.Unlock()
 
+	if err := s.disk.Check(NewWork, 0); err != nil {
+		return store.Endpoint{}, err
+	}
 	b := s.store.NewBatch()
 	if err := b.PutEndpoint(&e); err != nil {
 		return store.Endpoint{}, err
 	}
 	if err := s.store.Commit(ctx, b); err != nil {
-		return store.Endpoint{}, fmt.Errorf("%w: persist endpoint: %v", ErrUnavailable, err)
+		return store.Endpoint{}, persistErr("persist endpoint", err)
 	}
 	s.mu.Lock()
 	s.addEndpointLocked(e)
@@ -334,12 +337,15 @@ func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSp
 		return store.Endpoint{}, err
 	}
 	e.UpdatedAt = s.now().UnixMilli()
+	if err := s.disk.Check(NewWork, 0); err != nil {
+		return store.Endpoint{}, err
+	}
 	b := s.store.NewBatch()
 	if err := b.PutEndpoint(&e); err != nil {
 		return store.Endpoint{}, err
 	}
 	if err := s.store.Commit(ctx, b); err != nil {
-		return store.Endpoint{}, fmt.Errorf("%w: persist endpoint: %v", ErrUnavailable, err)
+		return store.Endpoint{}, persistErr("persist endpoint", err)
 	}
 	s.mu.Lock()
 	if ep, ok := s.endpoints[id]; ok {
@@ -404,7 +410,7 @@ func (s *Scheduler) DeleteEndpoint(ctx context.Context, id string) error {
 		s.mu.Lock()
 		ep.deleted = false
 		s.mu.Unlock()
-		return fmt.Errorf("%w: delete endpoint: %v", ErrUnavailable, err)
+		return persistErr("delete endpoint", err)
 	}
 	s.mu.Lock()
 	delete(s.endpoints, id)

@@ -15,7 +15,7 @@ import (
 // request); it persists the job durably and only then makes it takeable.
 // When Submit returns nil the job has been fsynced.
 func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submission) (JobView, error) {
-	if err := s.checkDisk(); err != nil {
+	if err := s.disk.Check(NewWork, int64(len(sub.Input))); err != nil {
 		return JobView{}, err
 	}
 	now := s.now()
@@ -55,7 +55,7 @@ func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submissio
 
 	b := s.store.NewBatch()
 	if err := b.PutJob(&rec, rec.Deadline()); err != nil {
-		return JobView{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return JobView{}, persistErr("persist job", err)
 	}
 	// The job is handed out while its record is being written: the single
 	// committer lands every later write (take, result) after this one, and
@@ -89,7 +89,7 @@ func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submissio
 	s.mu.Unlock()
 	if err != nil {
 		s.abandon(j)
-		return JobView{}, fmt.Errorf("%w: persist job: %v", ErrUnavailable, err)
+		return JobView{}, persistErr("persist job", err)
 	}
 	return JobView{ID: rec.ID, EndpointID: endpointID, Status: store.InQueue}, nil
 }
@@ -301,6 +301,9 @@ func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, 
 	s.seq++
 	seq := s.seq
 	s.mu.Unlock()
+	if err := s.disk.Check(NewWork, 0); err != nil {
+		return JobView{}, err
+	}
 	rec := *r
 	rec.Status = store.InQueue
 	rec.Seq = seq
@@ -312,10 +315,10 @@ func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, 
 	rec.SubmittedAt = now.UnixMilli()
 	b := s.store.NewBatch()
 	if err := b.PutJob(&rec, rec.Deadline()); err != nil {
-		return JobView{}, err
+		return JobView{}, persistErr("persist retry", err)
 	}
 	if err := s.store.Commit(ctx, b); err != nil {
-		return JobView{}, fmt.Errorf("%w: persist retry: %v", ErrUnavailable, err)
+		return JobView{}, persistErr("persist retry", err)
 	}
 	j := newJob(&rec)
 	s.mu.Lock()
@@ -397,7 +400,7 @@ func (s *Scheduler) finalize(ctx context.Context, jobs []*job, why string, mutat
 			}
 		}
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: persist %s: %v", ErrUnavailable, why, err)
+		return nil, persistErr("persist "+why, err)
 	}
 	s.webhooks.schedule(deliveries)
 	views := make([]JobView, len(ps))

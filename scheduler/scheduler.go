@@ -20,10 +20,10 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -66,8 +66,15 @@ type Config struct {
 	WebhookAttempts int
 	// StopGrace is how long a stopped worker may drain before SIGKILL.
 	StopGrace time.Duration
-	// MinFreeBytes: below this much free disk, new jobs are refused.
+	// MinFreeBytes: below this much free disk, new work is refused
+	// (disk.go). Default limits.DefaultMinFreeDisk.
 	MinFreeBytes uint64
+	// DiskReserveBytes: below this much free disk, the store refuses
+	// every write, so that Badger never faults on a full disk; between it
+	// and MinFreeBytes only writes that finish accepted work go through.
+	// Default limits.DefaultDiskReserve (at most half of MinFreeBytes); it
+	// must not exceed MinFreeBytes.
+	DiskReserveBytes uint64
 	// SpillThreshold: payloads above it are kept in files (default 64 KiB).
 	SpillThreshold int
 	// AllocateGPUs makes the scheduler give each worker gpuCount GPUs of
@@ -136,7 +143,10 @@ func (c *Config) setDefaults() {
 		c.WebhookAttempts = 3
 	}
 	if c.MinFreeBytes == 0 {
-		c.MinFreeBytes = 64 << 20
+		c.MinFreeBytes = limits.DefaultMinFreeDisk
+	}
+	if c.DiskReserveBytes == 0 {
+		c.DiskReserveBytes = max(min(limits.DefaultDiskReserve, c.MinFreeBytes/2), 1)
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
@@ -184,9 +194,7 @@ type Scheduler struct {
 	// tunables are the settings SetTunables may change while running.
 	tunables atomic.Pointer[Tunables]
 
-	diskMu      sync.Mutex
-	diskChecked time.Time
-	diskErr     error
+	disk *DiskGuard
 }
 
 // Open opens the store, recovers every job from it (one scan), and starts
@@ -201,7 +209,10 @@ func Open(cfg Config) (*Scheduler, error) {
 			return nil, fmt.Errorf("create worker dir: %w", err)
 		}
 	}
-	st, err := store.Open(store.Options{Dir: cfg.DataDir, InMemory: cfg.InMemoryStore, SpillThreshold: cfg.SpillThreshold, Logger: cfg.Logger})
+	if cfg.DiskReserveBytes > cfg.MinFreeBytes {
+		return nil, fmt.Errorf("scheduler: the disk reserve (%d bytes, --disk-reserve-mb) must not exceed the free space kept for new work (%d bytes, --min-free-disk-mb)", cfg.DiskReserveBytes, cfg.MinFreeBytes)
+	}
+	st, err := store.Open(store.Options{Dir: cfg.DataDir, InMemory: cfg.InMemoryStore, SpillThreshold: cfg.SpillThreshold, Reserve: cfg.DiskReserveBytes, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -220,6 +231,10 @@ func Open(cfg Config) (*Scheduler, error) {
 		gpuOwner:  make(map[string]string),
 		badGPUs:   make(map[string]string),
 		freeMem:   make(map[string]freeReading),
+		disk:      NewDiskGuard(cfg.DataDir, cfg.MinFreeBytes, cfg.DiskReserveBytes),
+	}
+	if cfg.InMemoryStore {
+		s.disk = nil // nothing on disk to guard
 	}
 	s.tunables.Store(cfg.tunables())
 	s.webhooks = newOutbox(s)
@@ -396,7 +411,11 @@ func (s *Scheduler) recover() error {
 		for _, id := range orphans {
 			b.DeleteJob(id)
 		}
-		if err := s.store.Commit(s.ctx, b); err != nil {
+		if err := s.store.Commit(s.ctx, b); errors.Is(err, ErrInsufficientStorage) {
+			// Started on a full disk: the queues are rebuilt in memory
+			// all the same, and the next start redoes these fixes.
+			s.log.Warn("recovery not persisted: the data disk is full", "err", err)
+		} else if err != nil {
 			return fmt.Errorf("persist recovery: %w", err)
 		}
 	}
@@ -418,34 +437,6 @@ func (s *Scheduler) expiryFor(r *store.Job) time.Time {
 		return time.UnixMilli(r.FinishedAt).Add(ret)
 	}
 	return r.Deadline()
-}
-
-// checkDisk refuses new work when the data directory is nearly full. The
-// answer is cached for a second so the hot path does not statfs per job.
-func (s *Scheduler) checkDisk() error {
-	if s.cfg.InMemoryStore {
-		return nil
-	}
-	s.diskMu.Lock()
-	defer s.diskMu.Unlock()
-	now := time.Now()
-	if now.Sub(s.diskChecked) < time.Second {
-		return s.diskErr
-	}
-	s.diskChecked = now
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(s.cfg.DataDir, &st); err != nil {
-		s.diskErr = nil // cannot tell; let the write itself fail if it must
-		return nil
-	}
-	free := st.Bavail * uint64(st.Bsize)
-	if free < s.cfg.MinFreeBytes {
-		s.diskErr = fmt.Errorf("%w: only %d MiB free in %s (minimum %d MiB); new jobs are refused until space is freed",
-			ErrUnavailable, free>>20, s.cfg.DataDir, s.cfg.MinFreeBytes>>20)
-	} else {
-		s.diskErr = nil
-	}
-	return s.diskErr
 }
 
 // tickLoop is the slow safety net: autoscaling, idle reaping and lease

@@ -17,10 +17,18 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrForbidden: a worker credential used outside its endpoint or jobs.
 	ErrForbidden = errors.New("forbidden")
-	// ErrUnavailable: the daemon cannot take the work now (disk full,
-	// shutting down). Nothing was written.
+	// ErrUnavailable: the daemon cannot take the work now (shutting
+	// down, the store failed). Nothing was written.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrInsufficientStorage: the data disk is too full for the write
+	// (HTTP 507). The error is an *InsufficientStorageError naming the free
+	// and the needed bytes; nothing was written.
+	ErrInsufficientStorage = store.ErrNoSpace
 )
+
+// InsufficientStorageError is what ErrInsufficientStorage errors are: the
+// store's own refusal, or the scheduler's DiskGuard refusing new work.
+type InsufficientStorageError = store.NoSpaceError
 
 // FieldError is a validation failure naming the offending field.
 type FieldError struct {

@@ -73,6 +73,7 @@ type Daemon struct {
 	Args    []string
 	cmd     *exec.Cmd
 	logPath string
+	logDir  string
 	exited  chan struct{}
 	opts    DaemonOptions
 }
@@ -90,6 +91,13 @@ type DaemonOptions struct {
 	// Addr and GRPC preset the addresses (--listen, --grpc-listen), e.g.
 	// those of sockets passed in ExtraFiles; empty: free ports.
 	Addr, GRPC string
+	// DataDir is emberd's --data-dir (e.g. on a small file system the test
+	// mounted); empty: a fresh temporary directory. emberd's log is then
+	// kept outside it, so that a full data disk does not lose the log.
+	DataDir string
+	// StartProbe is the path polled until it answers 200 before a start
+	// counts as done; empty: /openapi.json (the API is being served).
+	StartProbe string
 }
 
 // systemdVars are the variables through which systemd talks to a service;
@@ -115,7 +123,11 @@ func StartDaemon(t testing.TB, extra ...string) *Daemon {
 // StartDaemonWith is StartDaemon with options (environment, passed fds).
 func StartDaemonWith(t testing.TB, opts DaemonOptions, extra ...string) *Daemon {
 	t.Helper()
-	d := &Daemon{t: t, DataDir: t.TempDir(), opts: opts, Addr: opts.Addr, GRPC: opts.GRPC}
+	d := &Daemon{t: t, DataDir: opts.DataDir, opts: opts, Addr: opts.Addr, GRPC: opts.GRPC}
+	d.logDir = t.TempDir()
+	if d.DataDir == "" {
+		d.DataDir = d.logDir
+	}
 	d.Args = append([]string{
 		"--take-hold", "2s",
 		"--stop-hold", "2s",
@@ -142,7 +154,7 @@ func (d *Daemon) start() {
 	}
 	d.URL = "http://" + d.Addr
 	args := append([]string{"--data-dir", d.DataDir, "--listen", d.Addr, "--grpc-listen", d.GRPC, "--runtime", "process"}, d.Args...)
-	d.logPath = filepath.Join(d.DataDir, fmt.Sprintf("emberd-%d.log", time.Now().UnixNano()))
+	d.logPath = filepath.Join(d.logDir, fmt.Sprintf("emberd-%d.log", time.Now().UnixNano()))
 	logf, err := os.Create(d.logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +186,11 @@ func (d *Daemon) start() {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(keyPath); err == nil {
-			if resp, err := http.Get(d.URL + "/openapi.json"); err == nil {
+			probe := d.opts.StartProbe
+			if probe == "" {
+				probe = "/openapi.json"
+			}
+			if resp, err := http.Get(d.URL + probe); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == 200 {
 					break

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -67,6 +68,11 @@ type Options struct {
 	// MaxStartFailures is how many workers of an endpoint in a row may
 	// fail to start before its queued jobs fail (scheduler.Config).
 	MaxStartFailures int
+	// MinFreeDiskMB: below this much free space on the data disk, new work
+	// is refused with 507 (0: 64). DiskReserveMB: below this much, every
+	// write is refused (0: 32); it must be smaller.
+	MinFreeDiskMB int
+	DiskReserveMB int
 
 	Logger *slog.Logger
 	// Reloads delivers new settings (SIGHUP): the scheduler's tunables are
@@ -262,6 +268,9 @@ func Run(ctx context.Context, o Options) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	if o.MinFreeDiskMB < 0 || o.DiskReserveMB < 0 {
+		return fmt.Errorf("--min-free-disk-mb (%d) and --disk-reserve-mb (%d) must not be negative", o.MinFreeDiskMB, o.DiskReserveMB)
+	}
 	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -299,7 +308,11 @@ func Run(ctx context.Context, o Options) error {
 	lazy := &lazyHandler{ready: make(chan struct{})}
 	hs := &http.Server{Handler: lazy, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	base := workerBase(httpLn.Addr())
-	sched, err := scheduler.Open(scheduler.Config{
+	// Served from here on: while the store waits for disk space below,
+	// /healthz answers and /readyz says why it is not ready.
+	errc := make(chan error, 2)
+	go func() { errc <- hs.Serve(httpLn) }()
+	sched, err := openScheduler(ctx, lazy, log, scheduler.Config{
 		ServeInNetns:      netnsServer(hs, strings.TrimPrefix(base, "http://")),
 		DataDir:           o.DataDir,
 		Runtime:           wr.rt,
@@ -321,6 +334,8 @@ func Run(ctx context.Context, o Options) error {
 		StopGrace:         o.StopGrace,
 		MaxAttempts:       o.MaxAttempts,
 		MaxStartFailures:  o.MaxStartFailures,
+		MinFreeBytes:      uint64(o.MinFreeDiskMB) << 20,
+		DiskReserveBytes:  uint64(o.DiskReserveMB) << 20,
 		Logger:            log,
 	})
 	if err != nil {
@@ -342,13 +357,13 @@ func Run(ctx context.Context, o Options) error {
 	servers := &grpcapi.Servers{S: sched}
 	gs := grpc.NewServer(grpc.UnaryInterceptor(grpcapi.AuthInterceptor(keys, keyStore.Valid)))
 	servers.Register(gs)
-	images := &grpcapi.ImageServer{Store: wr.images}
+	images := &grpcapi.ImageServer{Store: wr.images, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
 	if wr.images != nil {
 		images.InUse = grpcapi.EndpointsUsingImage(sched, wr.images)
 	}
 	images.Register(gs)
 
-	gw := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+	gw := runtime.NewServeMux(runtime.WithErrorHandler(grpcapi.GatewayErrorHandler), runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 	}))
@@ -365,6 +380,7 @@ func Run(ctx context.Context, o Options) error {
 	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, KeyStore: keyStore, Gateway: gw, OpenAPI: openapi.JSON,
 		Logger: log, Images: wr.images, GPUStats: wr.gpuStats, Started: started, Ready: lazy.readiness,
 		Metrics: []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
+	lazy.disk = sched.DiskReady
 	lazy.set(handler)
 
 	if o.DebugListen != "" {
@@ -378,8 +394,6 @@ func Run(ctx context.Context, o Options) error {
 		go ds.Serve(dl)
 		defer ds.Close()
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- hs.Serve(httpLn) }()
 	go func() { errc <- gs.Serve(grpcLn) }()
 	log.Info("emberd ready", "listen", httpLn.Addr().String(), "grpc", grpcLn.Addr().String(), "data_dir", o.DataDir, "runtime", wr.rt.Name(), "api_key_file", keyFile)
 	if o.Ready != nil {
@@ -459,6 +473,18 @@ type lazyHandler struct {
 	ready    chan struct{}
 	h        http.Handler
 	stopping atomic.Bool
+	// diskWait is set while the store cannot be opened for want of disk
+	// space: requests are answered 507 with it instead of being held.
+	diskWait atomic.Pointer[scheduler.InsufficientStorageError]
+	// disk is the scheduler's free-space readiness (nil until it is open).
+	disk func() error
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(b)
 }
 
 func (l *lazyHandler) set(h http.Handler) {
@@ -470,6 +496,9 @@ func (l *lazyHandler) set(h http.Handler) {
 func (l *lazyHandler) readiness() error {
 	if l.stopping.Load() {
 		return errors.New("shutting down: draining workers")
+	}
+	if l.disk != nil {
+		return l.disk()
 	}
 	return nil
 }
@@ -487,14 +516,56 @@ func (l *lazyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(`{"status":"ok"}`))
 		return
 	case "readyz":
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte(`{"status":"starting","error":"recovering the job queue"}`))
+		body := map[string]any{"status": "starting", "error": "recovering the job queue"}
+		if se := l.diskWait.Load(); se != nil {
+			body["error"], body["freeBytes"], body["neededBytes"] = se.Error(), se.Free, se.Needed
+		}
+		writeJSON(w, http.StatusServiceUnavailable, body)
+		return
+	}
+	if se := l.diskWait.Load(); se != nil {
+		// Holding the request until space returns could take hours.
+		writeJSON(w, http.StatusInsufficientStorage, map[string]any{"error": se.Error(), "freeBytes": se.Free, "neededBytes": se.Needed})
 		return
 	}
 	select {
 	case <-l.ready:
 		l.h.ServeHTTP(w, r)
 	case <-r.Context().Done():
+	}
+}
+
+// openScheduler opens the scheduler, waiting while the data disk has no
+// room to open the store (a start on a full disk): emberd then keeps
+// answering /healthz, says in /readyz and in 507s why it waits (and in
+// systemd's STATUS=, extending its start timeout), and goes on by itself
+// once space is freed, instead of exiting into a restart loop.
+func openScheduler(ctx context.Context, lazy *lazyHandler, log *slog.Logger, cfg scheduler.Config) (*scheduler.Scheduler, error) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	var lastExtend time.Time
+	for {
+		sched, err := scheduler.Open(cfg)
+		var se *scheduler.InsufficientStorageError
+		if !errors.As(err, &se) {
+			lazy.diskWait.Store(nil)
+			return sched, err
+		}
+		if lazy.diskWait.Swap(se) == nil {
+			log.Error("data disk full: waiting for free space to open the job store", "err", err, "free_bytes", se.Free, "needed_bytes", se.Needed)
+		}
+		// Under systemd, the wait must not run into TimeoutStartSec (which
+		// would kill emberd and start it again on the same full disk).
+		if time.Since(lastExtend) >= 10*time.Second {
+			lastExtend = time.Now()
+			if err := sdNotify("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=waiting for disk space: " + se.Error()); err != nil {
+				log.Debug("sd_notify", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for disk space: %w", err)
+		case <-t.C:
+		}
 	}
 }

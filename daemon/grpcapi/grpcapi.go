@@ -76,6 +76,9 @@ func toStatus(err error) error {
 		return nil
 	}
 	var fe *scheduler.FieldError
+	if se, ok := asStorage(err); ok {
+		return storageStatus(err, se)
+	}
 	switch {
 	case errors.As(err, &fe):
 		return status.Error(codes.InvalidArgument, fe.Error())

@@ -43,6 +43,21 @@ type ImageServer struct {
 	// Store (Inspect). nil: no image is ever in use. EndpointsUsingImage
 	// builds one from the scheduler.
 	InUse func(ref string) []string
+	// DiskCheck, if set, refuses an import or pull of about size bytes
+	// when the data disk is too full (Scheduler.CheckDisk for new work):
+	// a full disk is RESOURCE_EXHAUSTED, 507 on /v1.
+	DiskCheck func(size int64) error
+}
+
+// checkDisk applies DiskCheck.
+func (sv *ImageServer) checkDisk(size int64) error {
+	if sv.DiskCheck == nil {
+		return nil
+	}
+	if err := sv.DiskCheck(size); err != nil {
+		return toStatus(err)
+	}
+	return nil
 }
 
 // Register adds ImageService to a gRPC server.
@@ -173,6 +188,13 @@ func (sv *ImageServer) ImportImage(ctx context.Context, req *emberv1.ImportImage
 	if !filepath.IsAbs(path) {
 		return nil, status.Errorf(codes.InvalidArgument, "path: %q must be absolute: it names a file on the daemon's machine", path)
 	}
+	var size int64
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
+		size = fi.Size() // unpacked, an image takes at least its archive's size
+	}
+	if err := sv.checkDisk(size); err != nil {
+		return nil, err
+	}
 	img, err := st.Import(ctx, path, image.ImportOptions{Name: req.GetName()})
 	if err != nil {
 		return nil, ImageStatus(err)
@@ -189,6 +211,9 @@ func (sv *ImageServer) PullImage(ctx context.Context, req *emberv1.PullImageRequ
 	}
 	if req.GetRef() == "" {
 		return nil, status.Error(codes.InvalidArgument, "ref: is required (host[:port]/repository[:tag|@digest])")
+	}
+	if err := sv.checkDisk(0); err != nil {
+		return nil, err
 	}
 	img, err := st.Pull(ctx, req.GetRef(), image.PullOptions{
 		PlainHTTP: req.GetPlainHttp(),

@@ -2,9 +2,12 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"net/http"
 	"time"
+
+	"github.com/emberhq/ember/scheduler"
 )
 
 // serveHealth answers the probes, which need no key (systemd, load
@@ -14,6 +17,7 @@ import (
 //	GET /healthz  liveness: 200 {"status":"ok","uptimeSeconds":N} while the process serves HTTP
 //	GET /readyz   readiness: 200 {"status":"ready"} once the scheduler is open and has
 //	              recovered, 503 {"status":"unavailable","error":REASON} otherwise
+//	              (with "freeBytes" and "neededBytes" when the data disk is too full)
 //
 // Uptime counts from Config.Started (the server's creation when zero).
 func (h *Server) serveHealth(w http.ResponseWriter, r *http.Request, probe string) {
@@ -36,7 +40,12 @@ func (h *Server) serveHealth(w http.ResponseWriter, r *http.Request, probe strin
 		err = h.cfg.Ready()
 	}
 	if err != nil {
-		writeJSONStatus(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		body := map[string]any{"status": "unavailable", "error": err.Error()}
+		var se *scheduler.InsufficientStorageError
+		if errors.As(err, &se) {
+			body["freeBytes"], body["neededBytes"] = se.Free, se.Needed
+		}
+		writeJSONStatus(w, http.StatusServiceUnavailable, body)
 		return
 	}
 	writeJSON(w, map[string]string{"status": "ready"})

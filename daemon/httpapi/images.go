@@ -14,6 +14,7 @@ import (
 
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/oci/image"
+	"github.com/emberhq/ember/scheduler"
 )
 
 // uploadLabel replaces the temporary file's path in the store's messages,
@@ -37,6 +38,13 @@ func (h *Server) serveImageUpload(w http.ResponseWriter, r *http.Request) {
 	if st == nil {
 		writeError(w, http.StatusNotFound, grpcapi.NoImageStoreMessage)
 		return
+	}
+	if h.cfg.Scheduler != nil {
+		// An unpacked image takes at least its archive's size.
+		if err := h.cfg.Scheduler.CheckDisk(scheduler.NewWork, max(r.ContentLength, 0)); err != nil {
+			writeSchedErr(w, err)
+			return
+		}
 	}
 	limit := h.cfg.MaxUploadBytes
 	if limit <= 0 {

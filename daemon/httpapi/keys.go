@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/daemon/keys"
+	"github.com/emberhq/ember/scheduler"
 )
 
 // KeyStore holds the named admin keys (package keys; *keys.Store
@@ -94,6 +95,12 @@ func (h *Server) serveKeys(w http.ResponseWriter, r *http.Request, rest []string
 }
 
 func (h *Server) createKey(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Scheduler != nil {
+		if err := h.cfg.Scheduler.CheckDisk(scheduler.NewWork, 0); err != nil {
+			writeSchedErr(w, err)
+			return
+		}
+	}
 	body, tooBig, err := readBody(r, maxKeyBody)
 	switch {
 	case err != nil:

@@ -565,7 +565,12 @@ func writeOpenAIError(w http.ResponseWriter, code int, msg string) {
 // OpenAI's shape.
 func writeOpenAISchedErr(w http.ResponseWriter, err error) {
 	code, _ := schedErrStatus(err)
-	writeOpenAIError(w, code, err.Error())
+	obj := openAIErrorObject(code, err.Error())
+	var se *scheduler.InsufficientStorageError
+	if errors.As(err, &se) {
+		obj["freeBytes"], obj["neededBytes"] = se.Free, se.Needed
+	}
+	writeOpenAIObject(w, code, obj)
 }
 
 // parsePyLiteral parses the Python literals repr() produces for decoded JSON

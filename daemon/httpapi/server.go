@@ -236,10 +236,22 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	w.Write(b)
 }
 
-// writeSchedErr maps scheduler errors to status codes.
+// writeSchedErr maps scheduler errors to status codes. A full disk is 507
+// with the free and needed bytes beside the message.
 func writeSchedErr(w http.ResponseWriter, err error) {
+	var se *scheduler.InsufficientStorageError
+	if errors.As(err, &se) {
+		writeJSONStatus(w, http.StatusInsufficientStorage, storageErrorBody(err.Error(), se))
+		return
+	}
 	code, msg := schedErrStatus(err)
 	writeError(w, code, msg)
+}
+
+// storageErrorBody is the JSON of a 507: {"error": msg, "freeBytes": N,
+// "neededBytes": M}.
+func storageErrorBody(msg string, se *scheduler.InsufficientStorageError) map[string]any {
+	return map[string]any{"error": msg, "freeBytes": se.Free, "neededBytes": se.Needed}
 }
 
 // schedErrStatus is the status code of a scheduler error, and the message
@@ -258,6 +270,8 @@ func schedErrStatus(err error) (int, string) {
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, scheduler.ErrForbidden):
 		return http.StatusUnauthorized, err.Error()
+	case errors.Is(err, scheduler.ErrInsufficientStorage):
+		return http.StatusInsufficientStorage, err.Error()
 	case errors.Is(err, scheduler.ErrUnavailable):
 		return http.StatusServiceUnavailable, err.Error()
 	}

@@ -65,3 +65,16 @@ const (
 // The endpoint limits fit execve's budget: this fails to compile if they
 // do not.
 const _ = uint(ExecBudget - ExecReserve - EnvTotal - CommandTotal)
+
+// Free space on the data disk (scheduler/disk.go). emberd refuses new work
+// below DefaultMinFreeDisk (--min-free-disk-mb) and refuses every write
+// below DefaultDiskReserve (--disk-reserve-mb); between the two only writes
+// that finish accepted work go through.
+const (
+	// DefaultMinFreeDisk is the free space below which new jobs, endpoint
+	// writes, API keys and image imports are refused with 507.
+	DefaultMinFreeDisk = 64 << 20
+	// DefaultDiskReserve is the free space kept for the store's own needs
+	// (a memtable flush, its new write-ahead log, an L0 compaction).
+	DefaultDiskReserve = 32 << 20
+)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -47,7 +48,15 @@ type Options struct {
 	// LazyDelay bounds how long an asynchronous write waits for a durable
 	// one to share its fsync (default 5 ms).
 	LazyDelay time.Duration
-	Logger    *slog.Logger
+	// Reserve is the free space (bytes) that no write may take: below it
+	// the store refuses writes with a *NoSpaceError instead of letting
+	// Badger fault on a full disk (space.go). Zero: DefaultReserve.
+	Reserve uint64
+	Logger  *slog.Logger
+
+	// unguarded turns the disk-space rules off (the baseline of the store
+	// benchmark; package tests only).
+	unguarded bool
 }
 
 // Store is the Badger-backed persistence layer.
@@ -63,7 +72,21 @@ type Store struct {
 	closing  chan struct{}
 	mu       sync.RWMutex // guards closed against concurrent Commit/Close
 	closed   bool
+
+	// The committer's record of the write-ahead log it has allocated.
+	walBacked   string
+	walDirMtime time.Time
+	walWarned   bool
+	// noBallast is set when the reserve file is missing (released, or
+	// never allocated); the committer allocates it once there is room.
+	noBallast bool
 }
+
+// Badger sizes that the disk-space rules depend on (space.go).
+const (
+	memTableSize     = 8 << 20
+	valueLogFileSize = 64 << 20
+)
 
 // Open opens (or creates) the store in opts.Dir.
 func Open(opts Options) (*Store, error) {
@@ -79,18 +102,21 @@ func Open(opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Reserve == 0 {
+		opts.Reserve = DefaultReserve
+	}
 	bo := badger.DefaultOptions(filepath.Join(opts.Dir, "badger")).
 		WithSyncWrites(true).
 		WithLogger(badgerLogger{opts.Logger}).
 		// Small-memory settings measured in notes/stack.md (~125 MB peak
 		// under write load instead of ~210 MB).
-		WithMemTableSize(8 << 20).
+		WithMemTableSize(memTableSize).
 		WithNumMemtables(2).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(4 << 20).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(4).
-		WithValueLogFileSize(64 << 20).
+		WithValueLogFileSize(valueLogFileSize).
 		WithNumCompactors(2).
 		WithValueThreshold(int64(opts.SpillThreshold) + 4096)
 	if opts.InMemory {
@@ -108,12 +134,7 @@ func Open(opts Options) (*Store, error) {
 	if err := os.MkdirAll(spillDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create spill dir: %w", err)
 	}
-	db, err := badger.Open(bo)
-	if err != nil {
-		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
-	}
 	s := &Store{
-		db:       db,
 		spillDir: spillDir,
 		opts:     opts,
 		log:      opts.Logger,
@@ -121,6 +142,18 @@ func Open(opts Options) (*Store, error) {
 		stopped:  make(chan struct{}),
 		closing:  make(chan struct{}),
 	}
+	// Opening writes (new mapped files, a flush of the last run's logs):
+	// on a disk without room for that it would fault, so it waits.
+	if err := s.makeRoom(openNeeds(opts.Dir), "open the job store"); err != nil {
+		return nil, err
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
+	}
+	s.db = db
+	s.backWAL()
+	s.ensureBallast()
 	go s.committer()
 	return s, nil
 }
@@ -137,6 +170,14 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.closing)
 	<-s.stopped
+	// Closing flushes the memtable into a new table file, which would
+	// fault on a full disk. Everything committed is already in the fsynced
+	// write-ahead log, so without room the store is left as a crash would
+	// leave it, and the next start replays the log.
+	if err := s.makeRoom(s.opts.Reserve, "close the job store"); err != nil {
+		s.log.Error("job store left unclosed: the disk is full; its write-ahead log is replayed at the next start", "err", err)
+		return err
+	}
 	return s.db.Close()
 }
 
@@ -465,6 +506,10 @@ func (s *Store) writeOps(group []*commitReq) error {
 	if n == 0 {
 		return nil // a Flush with nothing held: everything earlier is durable
 	}
+	if err := s.checkSpace(opsBytes(group)); err != nil {
+		return err
+	}
+	defer s.afterCommit()
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	for _, r := range group {
@@ -509,6 +554,10 @@ func (s *Store) writeSpill(name string, data []byte) error {
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		os.Remove(tmp)
+		if errors.Is(err, syscall.ENOSPC) {
+			free, _ := FreeBytes(s.opts.Dir)
+			return &NoSpaceError{Dir: s.opts.Dir, Free: free, Needed: uint64(len(data)), What: "write a payload file"}
+		}
 		return fmt.Errorf("spill %s: %w", name, err)
 	}
 	if err := f.Sync(); err != nil {
@@ -693,7 +742,7 @@ func (s *Store) Maintain(ctx context.Context, interval time.Duration) {
 // reclaim. Each call handles at most one file, hence the loop.
 func (s *Store) RunGC() int {
 	n := 0
-	for n < 100 {
+	for n < 100 && s.gcRoom() {
 		if err := s.db.RunValueLogGC(0.5); err != nil {
 			break
 		}

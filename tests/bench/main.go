@@ -44,7 +44,7 @@ var (
 	tputN     = flag.Int("throughput-jobs", 20000, "jobs for the throughput figure")
 	queuedN   = flag.Int("queued-jobs", 100000, "jobs queued for the RSS figure")
 	clients   = flag.Int("clients", 32, "concurrent clients for throughput runs")
-	only      = flag.String("only", "", "run only one part: jobs (the job path, process runtime) or containers (runc figures, scaling, FlashBoot)")
+	only      = flag.String("only", "", "run only one part: jobs (the job path, process runtime), containers (runc figures, scaling, FlashBoot) or disk (recovery from a full disk)")
 )
 
 func main() {
@@ -78,6 +78,9 @@ func run() error {
 
 	if *only == "containers" {
 		return containerPart(tmp)
+	}
+	if *only == "disk" {
+		return diskPart(tmp, 5)
 	}
 	// ---- baseline ----
 	base, stopBase, err := startBaseline(filepath.Join(tmp, "baseline"))
@@ -202,6 +205,9 @@ func run() error {
 	d.stop()
 	if *only == "jobs" {
 		return nil
+	}
+	if err := diskPart(tmp, 5); err != nil {
+		return fmt.Errorf("disk figures: %w", err)
 	}
 	return containerPart(tmp)
 }
