@@ -621,20 +621,6 @@ func (s *Store) Endpoints() ([]Endpoint, error) {
 	return out, err
 }
 
-// Chunks returns the stored stream chunks of a job in order.
-func (s *Store) Chunks(jobID string) ([]Chunk, error) {
-	var out []Chunk
-	prefix := prefixChunk + jobID + "/"
-	err := s.scan(prefix, func(k []byte, v []byte) error {
-		if len(k) != len(prefix)+8 {
-			return nil
-		}
-		out = append(out, Chunk{JobID: jobID, Index: binary.BigEndian.Uint64(k[len(prefix):]), Output: append(json.RawMessage(nil), v...)})
-		return nil
-	})
-	return out, err
-}
-
 // Deliveries returns every pending webhook delivery.
 func (s *Store) Deliveries() ([]Delivery, error) {
 	var out []Delivery
