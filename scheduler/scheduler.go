@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -48,6 +49,9 @@ type Config struct {
 	StopHold time.Duration
 	// StreamHold caps how long /stream waits for a chunk. Default 5 s.
 	StreamHold time.Duration
+	// MaxUnreadStream caps a job's stream bytes posted and not yet read
+	// by /stream; past it the job fails. Default limits.MaxUnreadStream.
+	MaxUnreadStream int64
 	// PingInterval is RUNPOD_PING_INTERVAL for workers. Default 10 s.
 	PingInterval time.Duration
 	// LeaseGrace is how long a taken job may be missing from a worker's
@@ -116,6 +120,9 @@ func (c *Config) setDefaults() {
 	def(&c.WorkerLogRetention, 24*time.Hour)
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
+	}
+	if c.MaxUnreadStream <= 0 {
+		c.MaxUnreadStream = limits.MaxUnreadStream
 	}
 	if c.WebhookAttempts <= 0 {
 		c.WebhookAttempts = 3
@@ -361,6 +368,9 @@ func (s *Scheduler) recover() error {
 	if err != nil {
 		return fmt.Errorf("recover jobs: %w", err)
 	}
+	if err := s.recoverStreamsLocked(); err != nil {
+		return err
+	}
 	// The queues are built in scan order (job id order); restore arrival order.
 	for _, ep := range s.endpoints {
 		ep.sortQueues()
@@ -495,6 +505,7 @@ type Tunables struct {
 	RunRetention, SyncRetention, WebhookRetryDelay time.Duration
 	StopGrace                                      time.Duration
 	MaxAttempts                                    int
+	MaxUnreadStream                                int64
 }
 
 // tun returns the current tunables.
@@ -504,7 +515,7 @@ func (s *Scheduler) tun() *Tunables { return s.tunables.Load() }
 func (s *Scheduler) SetTunables(t Tunables) {
 	c := Config{TakeHold: t.TakeHold, StopHold: t.StopHold, PingInterval: t.PingInterval, LeaseGrace: t.LeaseGrace,
 		RunRetention: t.RunRetention, SyncRetention: t.SyncRetention, WebhookRetryDelay: t.WebhookRetryDelay,
-		StopGrace: t.StopGrace, MaxAttempts: t.MaxAttempts}
+		StopGrace: t.StopGrace, MaxAttempts: t.MaxAttempts, MaxUnreadStream: t.MaxUnreadStream}
 	c.setDefaults()
 	s.tunables.Store(c.tunables())
 }
@@ -513,5 +524,5 @@ func (s *Scheduler) SetTunables(t Tunables) {
 func (c *Config) tunables() *Tunables {
 	return &Tunables{TakeHold: c.TakeHold, StopHold: c.StopHold, PingInterval: c.PingInterval, LeaseGrace: c.LeaseGrace,
 		RunRetention: c.RunRetention, SyncRetention: c.SyncRetention, WebhookRetryDelay: c.WebhookRetryDelay,
-		StopGrace: c.StopGrace, MaxAttempts: c.MaxAttempts}
+		StopGrace: c.StopGrace, MaxAttempts: c.MaxAttempts, MaxUnreadStream: c.MaxUnreadStream}
 }

@@ -20,6 +20,9 @@ var (
 	// ErrUnavailable: the daemon cannot take the work now (disk full,
 	// shutting down). Nothing was written.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrJobEnded: a worker's post about a job that is no longer running
+	// (a stream chunk after the job ended). Nothing was written.
+	ErrJobEnded = errors.New("job has ended")
 )
 
 // FieldError is a validation failure naming the offending field.

@@ -64,6 +64,9 @@ type Options struct {
 	WebhookRetryDelay time.Duration
 	StopGrace         time.Duration
 	MaxAttempts       int
+	// MaxUnreadStreamMiB caps each job's stream output not yet read by
+	// /stream, in MiB; past it the job fails (0: limits.MaxUnreadStream).
+	MaxUnreadStreamMiB int
 
 	Logger *slog.Logger
 	// Reloads delivers new settings (SIGHUP): the scheduler's tunables are
@@ -303,6 +306,7 @@ func Run(ctx context.Context, o Options) error {
 		WebhookRetryDelay: o.WebhookRetryDelay,
 		StopGrace:         o.StopGrace,
 		MaxAttempts:       o.MaxAttempts,
+		MaxUnreadStream:   int64(o.MaxUnreadStreamMiB) << 20,
 		Logger:            log,
 	})
 	if err != nil {

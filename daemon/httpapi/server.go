@@ -247,6 +247,7 @@ func writeSchedErr(w http.ResponseWriter, err error) {
 func schedErrStatus(err error) (int, string) {
 	var fe *scheduler.FieldError
 	var br *badRequest
+	var sl *scheduler.StreamLimitError
 	switch {
 	case errors.As(err, &br):
 		return http.StatusBadRequest, br.msg
@@ -260,6 +261,10 @@ func schedErrStatus(err error) (int, string) {
 		return http.StatusUnauthorized, err.Error()
 	case errors.Is(err, scheduler.ErrUnavailable):
 		return http.StatusServiceUnavailable, err.Error()
+	case errors.As(err, &sl):
+		return http.StatusRequestEntityTooLarge, err.Error()
+	case errors.Is(err, scheduler.ErrJobEnded):
+		return http.StatusConflict, err.Error()
 	}
 	return http.StatusInternalServerError, err.Error()
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/emberhq/ember/daemon/emberd"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/oci/runc"
+	"github.com/emberhq/ember/scheduler/limits"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -113,6 +114,7 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.DurationVar(&o.WebhookRetryDelay, "webhook-retry-delay", 10*time.Second, "delay between webhook attempts (3 attempts in all)")
 	fs.DurationVar(&o.StopGrace, "stop-grace", 30*time.Second, "how long a stopping worker may drain before it is killed")
 	fs.IntVar(&o.MaxAttempts, "max-attempts", 3, "how many times a job is handed to a worker before it fails")
+	fs.IntVar(&o.MaxUnreadStreamMiB, "max-unread-stream-mib", limits.MaxUnreadStream>>20, "MiB of a job's stream output that may wait unread by /stream; a chunk past it is refused and the job fails")
 	fs.StringVar(&o.PreloadDir, "preload-dir", "", "folder of image archives and endpoint definitions (*.json) imported and created at start, once each (default DATA-DIR/preload)")
 	fs.StringVar(&o.DebugListen, "debug-listen", "", "HOST:PORT to serve Go's pprof profiles on (off when empty; keep it on loopback)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
