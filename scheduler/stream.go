@@ -274,6 +274,7 @@ func (s *Scheduler) deliverChunks(ctx context.Context, status store.Status, chun
 	if err := s.store.Commit(ctx, b); err != nil {
 		return StreamView{}, fmt.Errorf("%w: mark chunks delivered: %v", ErrUnavailable, err)
 	}
+	s.store.ReleaseChunks(chunks[0].JobID, chunks)
 	return v, nil
 }
 

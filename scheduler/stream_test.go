@@ -145,9 +145,7 @@ func TestStreamPages(t *testing.T) {
 		}, store.Failed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// On disk: chunks this big go to Badger's value log, which an
-			// in-memory store lacks.
-			h := newHarness(t, func(c *Config) { c.InMemoryStore, c.MinFreeBytes = false, 1 })
+			h := newHarness(t, nil)
 			w := h.worker()
 			id := h.submit(Submission{})
 			h.take(w)
