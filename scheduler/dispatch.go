@@ -315,7 +315,7 @@ func (s *Scheduler) AddChunk(ctx context.Context, endpointID, workerID, jobID st
 	if limit := s.tun().MaxUnreadStream; j.stream.unread+int64(len(output)) > limit {
 		unread := j.stream.unread
 		s.mu.Unlock()
-		return s.overflowChunk(ctx, j, workerID, limit, unread, len(output))
+		return s.overflowChunk(ctx, j, endpointID, jobID, workerID, limit, unread, len(output))
 	}
 	c := store.Chunk{JobID: jobID, Index: j.stream.next, Output: output}
 	j.leaseSeen = s.now()

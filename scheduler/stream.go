@@ -91,7 +91,7 @@ func sizeText(n int64) string {
 
 // overflowChunk fails j, whose worker posted a chunk past the unread cap,
 // tells the worker to stop it, and returns the refusal.
-func (s *Scheduler) overflowChunk(ctx context.Context, j *job, workerID string, limit, unread int64, n int) error {
+func (s *Scheduler) overflowChunk(ctx context.Context, j *job, endpointID, jobID, workerID string, limit, unread int64, n int) error {
 	reason := streamLimitReason(limit)
 	now := s.now()
 	// The worker's hang-up must not leave the job running: the refusal is
@@ -109,19 +109,19 @@ func (s *Scheduler) overflowChunk(ctx context.Context, j *job, workerID string, 
 	}
 	if len(views) == 0 {
 		// Something else ended it meanwhile (a result, a cancel).
-		return s.lateChunk(j.rec.EndpointID, j.rec.ID)
+		return s.lateChunk(endpointID, jobID)
 	}
 	s.mu.Lock()
 	if w := s.workers[workerID]; w != nil {
-		s.signalStopLocked(w, j.rec.ID)
+		s.signalStopLocked(w, jobID)
 	}
-	if ep := s.endpoints[j.rec.EndpointID]; ep != nil {
+	if ep := s.endpoints[endpointID]; ep != nil {
 		ep.stats.streamRejected.overLimit++
 	}
 	s.mu.Unlock()
-	s.log.Warn("job failed: stream output over the unread limit", "job", j.rec.ID, "endpoint", j.rec.EndpointID,
+	s.log.Warn("job failed: stream output over the unread limit", "job", jobID, "endpoint", endpointID,
 		"worker", workerID, "limit_bytes", limit, "unread_bytes", unread)
-	return &StreamLimitError{JobID: j.rec.ID, Limit: limit, Unread: unread, Chunk: n, Reason: reason}
+	return &StreamLimitError{JobID: jobID, Limit: limit, Unread: unread, Chunk: n, Reason: reason}
 }
 
 // lateChunk refuses a chunk for a job that is not live: ended (and
@@ -199,7 +199,7 @@ func (s *Scheduler) Stream(ctx context.Context, endpointID, id string, wait time
 		if j.runState != nil && j.stream.next > j.stream.first {
 			from, to := j.stream.first, j.stream.next
 			s.mu.Unlock()
-			v, err := s.streamPage(ctx, j, status, from, to)
+			v, err := s.streamPage(ctx, j, id, status, from, to)
 			lk.Unlock()
 			return v, err
 		}
@@ -216,11 +216,12 @@ func (s *Scheduler) Stream(ctx context.Context, endpointID, id string, wait time
 	}
 }
 
-// streamPage hands out a page of a live job's chunks in [from, to) and
+// streamPage hands out a page of live job j's chunks in [from, to) and
 // moves its cursor past them. Only the stream lock of the job is held: new
-// chunks land at to and beyond meanwhile.
-func (s *Scheduler) streamPage(ctx context.Context, j *job, status store.Status, from, to uint64) (StreamView, error) {
-	page, _, err := s.store.ChunkPage(j.rec.ID, from, to, limits.StreamPage)
+// chunks land at to and beyond meanwhile, and j's record may change (id is
+// read from the request, not from it).
+func (s *Scheduler) streamPage(ctx context.Context, j *job, id string, status store.Status, from, to uint64) (StreamView, error) {
+	page, _, err := s.store.ChunkPage(id, from, to, limits.StreamPage)
 	if err != nil {
 		return StreamView{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
