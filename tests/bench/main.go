@@ -9,6 +9,10 @@
 //     fsynced writes with the same client concurrency;
 //   - emberd RSS idle and with 100,000 queued jobs.
 //
+// -only stream instead floods job-stream for 30 s (-flood) with the example
+// worker while no client reads, and reports emberd's RSS then and during one
+// /stream read, against another emberd build given as -stream-baseline.
+//
 // Everything runs on loopback; every loop is bounded in count and time.
 package main
 
