@@ -289,37 +289,54 @@ func (s *Scheduler) checkFormerJob(endpointID, jobID string) error {
 	return nil
 }
 
-// AddChunk appends a stream chunk posted by the worker holding the job.
+// AddChunk appends a stream chunk posted by the worker holding the job. The
+// chunk waits on disk until /stream hands it out; memory keeps only the
+// job's stream cursor. A chunk that would take the job's unread bytes past
+// the cap is refused and fails the job (*StreamLimitError); a chunk for a
+// job that has ended is refused (ErrJobEnded). Neither is stored.
 func (s *Scheduler) AddChunk(ctx context.Context, endpointID, workerID, jobID string, output []byte) error {
 	if err := s.disk.Check(Finishing, int64(len(output))); err != nil {
 		return err
 	}
+	// One post per job at a time: a chunk's index is used only once it is
+	// on disk, so /stream never finds a gap or overtakes a write.
+	lk := postLock(jobID)
+	lk.Lock()
+	defer lk.Unlock()
 	s.mu.Lock()
 	j, live := s.jobs[jobID]
 	if !live || j.rec.EndpointID != endpointID || j.finalizing {
 		s.mu.Unlock()
-		return s.checkFormerJob(endpointID, jobID)
+		return s.lateChunk(endpointID, jobID)
 	}
 	if j.worker == nil || j.worker.id != workerID {
+		past := j.runState != nil && contains(j.pastWorkers, workerID)
 		s.mu.Unlock()
+		if past {
+			return s.rejectLate(endpointID, fmt.Errorf("%w: worker %s no longer holds job %s (it was taken back); the chunk was not stored", ErrJobEnded, workerID, jobID))
+		}
 		return fmt.Errorf("%w: worker %s does not hold job %s", ErrForbidden, workerID, jobID)
 	}
-	c := store.Chunk{JobID: jobID, Index: j.nextChunk, Output: output}
-	j.nextChunk++
+	if limit := s.tun().MaxUnreadStream; j.stream.unread+int64(len(output)) > limit {
+		unread := j.stream.unread
+		s.mu.Unlock()
+		return s.overflowChunk(ctx, j, endpointID, jobID, workerID, limit, unread, len(output))
+	}
+	c := store.Chunk{JobID: jobID, Index: j.stream.next, Output: output}
 	j.leaseSeen = s.now()
 	expires := j.rec.Deadline().Add(s.tun().RunRetention)
 	s.mu.Unlock()
 
 	b := s.store.NewBatch()
 	b.PutChunk(c, expires)
-	if err := s.store.Commit(ctx, b); err != nil {
+	// Waited for even when the worker hangs up: the cursor may only count
+	// a chunk that is on disk.
+	if err := s.store.Commit(context.WithoutCancel(ctx), b); err != nil {
 		return persistErr("persist stream chunk", err)
 	}
 	s.mu.Lock()
-	if cur, ok := s.jobs[jobID]; ok && cur == j {
-		j.pending = append(j.pending, c)
-		j.wakeStream()
-	}
+	j.stream.added(c.Index, len(output))
+	j.wakeStream()
 	s.mu.Unlock()
 	return nil
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"sync"
 	"time"
 
 	"github.com/emberhq/ember/scheduler/store"
@@ -320,7 +318,15 @@ func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, 
 	if err := s.store.Commit(ctx, b); err != nil {
 		return JobView{}, persistErr("persist retry", err)
 	}
+	// The earlier run's unread chunks stay readable, ahead of the new run's.
+	span, err := s.store.ChunkSpanOf(id)
+	if err != nil {
+		return JobView{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
 	j := newJob(&rec)
+	if span.Next > 0 {
+		j.runState = &runState{stream: fromSpan(span)}
+	}
 	s.mu.Lock()
 	s.jobs[id] = j
 	ep.push(j, false)
@@ -502,106 +508,6 @@ func (s *Scheduler) Health(endpointID string) (Health, error) {
 	h.Jobs.InProgress = ep.inProgress
 	h.Workers = s.workerCountsLocked(ep)
 	return h, nil
-}
-
-// streamLocks stripe the per-job /stream critical section.
-var streamLocks [64]sync.Mutex
-
-func streamLock(id string) *sync.Mutex {
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	return &streamLocks[h.Sum32()%uint32(len(streamLocks))]
-}
-
-// Stream hands out the chunks not yet delivered. When there are none and the
-// job is still running it holds up to min(wait, StreamHold) for one.
-func (s *Scheduler) Stream(ctx context.Context, endpointID, id string, wait time.Duration) (StreamView, error) {
-	hold := s.cfg.StreamHold
-	if wait > 0 && wait < hold {
-		hold = wait
-	}
-	deadline := time.NewTimer(hold)
-	defer deadline.Stop()
-	for {
-		lk := streamLock(id)
-		lk.Lock()
-		s.mu.Lock()
-		j, live := s.jobs[id]
-		if !live {
-			s.mu.Unlock()
-			v, err := s.streamStored(ctx, endpointID, id)
-			lk.Unlock()
-			return v, err
-		}
-		if j.rec.EndpointID != endpointID {
-			s.mu.Unlock()
-			lk.Unlock()
-			return StreamView{}, fmt.Errorf("%w: job %s", ErrNotFound, id)
-		}
-		status := j.rec.Status
-		if j.runState != nil && len(j.pending) > 0 {
-			chunks := j.pending
-			j.pending = nil
-			s.mu.Unlock()
-			v, err := s.deliverChunks(ctx, status, chunks)
-			if err != nil {
-				// Not handed out: keep them for the next read.
-				s.mu.Lock()
-				if j.runState != nil {
-					j.pending = append(chunks, j.pending...)
-				}
-				s.mu.Unlock()
-			}
-			lk.Unlock()
-			return v, err
-		}
-		ch := j.streamWait()
-		s.mu.Unlock()
-		lk.Unlock()
-		select {
-		case <-ch:
-			continue
-		case <-deadline.C:
-		case <-ctx.Done():
-		}
-		return StreamView{Status: status, Stream: []Chunk{}}, nil
-	}
-}
-
-// streamStored serves /stream for a job that has left memory (terminal):
-// whatever chunks were never read, then an empty stream for as long as the
-// result is retained.
-func (s *Scheduler) streamStored(ctx context.Context, endpointID, id string) (StreamView, error) {
-	r, err := s.store.Job(id, false)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && r.EndpointID != endpointID) {
-		return StreamView{}, fmt.Errorf("%w: job %s", ErrNotFound, id)
-	}
-	if err != nil {
-		return StreamView{}, err
-	}
-	chunks, err := s.store.Chunks(id)
-	if err != nil {
-		return StreamView{}, err
-	}
-	return s.deliverChunks(ctx, r.Status, chunks)
-}
-
-// deliverChunks deletes the chunks durably before handing them out, so a
-// later read never repeats them.
-func (s *Scheduler) deliverChunks(ctx context.Context, status store.Status, chunks []store.Chunk) (StreamView, error) {
-	v := StreamView{Status: status, Stream: make([]Chunk, 0, len(chunks))}
-	if len(chunks) == 0 {
-		return v, nil
-	}
-	b := s.store.NewBatch()
-	for _, c := range chunks {
-		b.DeleteChunk(c.JobID, c.Index)
-		v.Stream = append(v.Stream, Chunk{Output: c.Output})
-	}
-	if err := s.store.Commit(ctx, b); err != nil {
-		return StreamView{}, fmt.Errorf("%w: mark chunks delivered: %v", ErrUnavailable, err)
-	}
-	return v, nil
 }
 
 // storedRecord returns the job's full record: from memory while its first

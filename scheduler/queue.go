@@ -67,9 +67,8 @@ type runState struct {
 	pastWorkers []string
 	leaseSeen   time.Time       // last sign the holding worker still has the job
 	progress    json.RawMessage // latest progress update, shown on /status
-	// Stream chunks that are durable and not yet handed out by /stream.
-	pending   []store.Chunk
-	nextChunk uint64
+	// stream says where the job's unread stream chunks lie on disk (stream.go).
+	stream    streamCursor
 	execTimer *time.Timer
 	// stored is the full record as read when the job was taken; its
 	// payload fields never change, so the result write need not read the

@@ -273,7 +273,7 @@ func (s *Scheduler) checkStopsLocked(w *worker) {
 		if ep := s.endpoints[w.endpoint]; ep != nil {
 			ep.wakeWorker(w.id)
 		}
-		s.log.Warn("worker did not stop a cancelled or timed-out job within the stop grace; killing it",
+		s.log.Warn("worker did not stop a cancelled, timed-out or failed job within the stop grace; killing it",
 			"worker", w.id, "endpoint", w.endpoint, "job", id, "grace", s.tun().StopGrace)
 		w.handle.Kill()
 		return

@@ -48,6 +48,9 @@ type Config struct {
 	StopHold time.Duration
 	// StreamHold caps how long /stream waits for a chunk. Default 5 s.
 	StreamHold time.Duration
+	// MaxUnreadStream caps a job's stream bytes posted and not yet read
+	// by /stream; past it the job fails. Default limits.MaxUnreadStream.
+	MaxUnreadStream int64
 	// PingInterval is RUNPOD_PING_INTERVAL for workers. Default 10 s.
 	PingInterval time.Duration
 	// LeaseGrace is how long a taken job may be missing from a worker's
@@ -138,6 +141,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxStartFailures <= 0 {
 		c.MaxStartFailures = DefaultMaxStartFailures
+	}
+	if c.MaxUnreadStream <= 0 {
+		c.MaxUnreadStream = limits.MaxUnreadStream
 	}
 	if c.WebhookAttempts <= 0 {
 		c.WebhookAttempts = 3
@@ -391,6 +397,9 @@ func (s *Scheduler) recover() error {
 	if err != nil {
 		return fmt.Errorf("recover jobs: %w", err)
 	}
+	if err := s.recoverStreamsLocked(); err != nil {
+		return err
+	}
 	// The queues are built in scan order (job id order); restore arrival order.
 	for _, ep := range s.endpoints {
 		ep.sortQueues()
@@ -501,6 +510,7 @@ type Tunables struct {
 	RunRetention, SyncRetention, WebhookRetryDelay time.Duration
 	StopGrace                                      time.Duration
 	MaxAttempts, MaxStartFailures                  int
+	MaxUnreadStream                                int64
 }
 
 // tun returns the current tunables.
@@ -510,7 +520,8 @@ func (s *Scheduler) tun() *Tunables { return s.tunables.Load() }
 func (s *Scheduler) SetTunables(t Tunables) {
 	c := Config{TakeHold: t.TakeHold, StopHold: t.StopHold, PingInterval: t.PingInterval, LeaseGrace: t.LeaseGrace,
 		RunRetention: t.RunRetention, SyncRetention: t.SyncRetention, WebhookRetryDelay: t.WebhookRetryDelay,
-		StopGrace: t.StopGrace, MaxAttempts: t.MaxAttempts, MaxStartFailures: t.MaxStartFailures}
+		StopGrace: t.StopGrace, MaxAttempts: t.MaxAttempts, MaxStartFailures: t.MaxStartFailures,
+		MaxUnreadStream: t.MaxUnreadStream}
 	c.setDefaults()
 	s.tunables.Store(c.tunables())
 }
@@ -519,5 +530,6 @@ func (s *Scheduler) SetTunables(t Tunables) {
 func (c *Config) tunables() *Tunables {
 	return &Tunables{TakeHold: c.TakeHold, StopHold: c.StopHold, PingInterval: c.PingInterval, LeaseGrace: c.LeaseGrace,
 		RunRetention: c.RunRetention, SyncRetention: c.SyncRetention, WebhookRetryDelay: c.WebhookRetryDelay,
-		StopGrace: c.StopGrace, MaxAttempts: c.MaxAttempts, MaxStartFailures: c.MaxStartFailures}
+		StopGrace: c.StopGrace, MaxAttempts: c.MaxAttempts, MaxStartFailures: c.MaxStartFailures,
+		MaxUnreadStream: c.MaxUnreadStream}
 }

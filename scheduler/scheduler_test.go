@@ -1326,8 +1326,8 @@ func TestStreamChunks(t *testing.T) {
 	if err != nil || v.Status != store.Completed || v.Stream == nil || len(v.Stream) != 0 {
 		t.Fatalf("stream after everything was read: %+v %v", v, err)
 	}
-	if err := h.s.AddChunk(h.ctx, h.ep, "w-stranger", id, []byte(`1`)); err != nil {
-		t.Errorf("chunk for a finished job: %v (want accepted and ignored)", err)
+	if err := h.s.AddChunk(h.ctx, h.ep, "w-stranger", id, []byte(`1`)); !errors.Is(err, ErrJobEnded) {
+		t.Errorf("chunk for a finished job: %v (want ErrJobEnded: refused, not stored)", err)
 	}
 }
 

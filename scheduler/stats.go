@@ -73,6 +73,7 @@ type endpointStats struct {
 	finished                             map[store.Status]int64
 	retried                              int64
 	started, revived, frozen, reclaimed  int64
+	streamRejected                       struct{ late, overLimit int64 }
 }
 
 // EndpointStats is what `ember endpoint stats` and /metrics show for one
@@ -106,6 +107,10 @@ type EndpointStats struct {
 	WorkersRevived   int64 `json:"workersRevived"`
 	WorkersFrozen    int64 `json:"workersFrozen"`
 	WorkersReclaimed int64 `json:"workersReclaimed"`
+	// StreamChunksRejected counts refused job-stream posts by reason:
+	// "late" (the job had ended) and "limit" (past the unread cap; the job
+	// failed).
+	StreamChunksRejected map[string]int64 `json:"streamChunksRejected"`
 }
 
 // Stats returns the metrics of one endpoint, or of all (endpointID ""),
@@ -146,6 +151,8 @@ func (s *Scheduler) statsLocked(ep *endpointState) EndpointStats {
 
 		WorkersStarted: st.started, WorkersRevived: st.revived,
 		WorkersFrozen: st.frozen, WorkersReclaimed: st.reclaimed,
+
+		StreamChunksRejected: map[string]int64{"late": st.streamRejected.late, "limit": st.streamRejected.overLimit},
 	}
 	for _, status := range []store.Status{store.Completed, store.Failed, store.TimedOut, store.Cancelled} {
 		out.Finished[string(status)] = st.finished[status]

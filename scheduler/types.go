@@ -24,6 +24,9 @@ var (
 	// (HTTP 507). The error is an *InsufficientStorageError naming the free
 	// and the needed bytes; nothing was written.
 	ErrInsufficientStorage = store.ErrNoSpace
+	// ErrJobEnded: a worker's post about a job that is no longer running
+	// (a stream chunk after the job ended). Nothing was written.
+	ErrJobEnded = errors.New("job has ended")
 )
 
 // InsufficientStorageError is what ErrInsufficientStorage errors are: the

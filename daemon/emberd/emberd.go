@@ -73,6 +73,9 @@ type Options struct {
 	// write is refused (0: 32); it must be smaller.
 	MinFreeDiskMB int
 	DiskReserveMB int
+	// MaxUnreadStreamMiB caps each job's stream output not yet read by
+	// /stream, in MiB; past it the job fails (0: limits.MaxUnreadStream).
+	MaxUnreadStreamMiB int
 
 	Logger *slog.Logger
 	// Reloads delivers new settings (SIGHUP): the scheduler's tunables are
@@ -336,6 +339,7 @@ func Run(ctx context.Context, o Options) error {
 		MaxStartFailures:  o.MaxStartFailures,
 		MinFreeBytes:      uint64(o.MinFreeDiskMB) << 20,
 		DiskReserveBytes:  uint64(o.DiskReserveMB) << 20,
+		MaxUnreadStream:   int64(o.MaxUnreadStreamMiB) << 20,
 		Logger:            log,
 	})
 	if err != nil {

@@ -11,7 +11,8 @@ import (
 func tunables(o Options) scheduler.Tunables {
 	return scheduler.Tunables{TakeHold: o.TakeHold, StopHold: o.StopHold, PingInterval: o.PingInterval, LeaseGrace: o.LeaseGrace,
 		RunRetention: o.RunRetention, SyncRetention: o.SyncRetention, WebhookRetryDelay: o.WebhookRetryDelay,
-		StopGrace: o.StopGrace, MaxAttempts: o.MaxAttempts, MaxStartFailures: o.MaxStartFailures}
+		StopGrace: o.StopGrace, MaxAttempts: o.MaxAttempts, MaxStartFailures: o.MaxStartFailures,
+		MaxUnreadStream: int64(o.MaxUnreadStreamMiB) << 20}
 }
 
 // restartOnly names the settings that take effect only at the next start,
@@ -46,7 +47,7 @@ func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, lo
 			log.Info("reloaded: scheduler settings applied", "take_hold", n.TakeHold, "stop_hold", n.StopHold, "ping_interval", n.PingInterval,
 				"lease_grace", n.LeaseGrace, "run_retention", n.RunRetention, "sync_retention", n.SyncRetention,
 				"webhook_retry_delay", n.WebhookRetryDelay, "stop_grace", n.StopGrace, "max_attempts", n.MaxAttempts,
-				"max_start_failures", n.MaxStartFailures)
+				"max_start_failures", n.MaxStartFailures, "max_unread_stream_mib", n.MaxUnreadStreamMiB)
 		}
 		for _, r := range restartOnly {
 			if r.get(n) != r.get(cur) {

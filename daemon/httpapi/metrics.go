@@ -49,7 +49,13 @@ var (
 		"Idle workers frozen (FlashBoot) since emberd started.")
 	descWorkersReclaimed = endpointDesc("ember_workers_reclaimed_total",
 		"Frozen or idle workers stopped to give their GPUs to another endpoint, since emberd started.")
+	descStreamRejected = endpointDesc("ember_stream_chunks_rejected_total",
+		"Job-stream posts refused since emberd started, by reason: late (the job had ended) or limit (the job's unread stream was full; the job failed).", "reason")
 )
+
+// streamRejectReasons are the values of ember_stream_chunks_rejected_total's
+// reason label, each exported for every endpoint.
+var streamRejectReasons = []string{"late", "limit"}
 
 // workerStates are the values of ember_workers' state label. Each is
 // exported for every endpoint, zero included, so that a query never has to
@@ -82,6 +88,7 @@ func (c schedulerCollector) Describe(ch chan<- *prometheus.Desc) {
 		descJobsQueued, descJobsInProgress, descJobsFinished, descJobsRetried, descWorkers,
 		descDelay, descExecution, descColdStart, descRevival,
 		descWorkersStarted, descWorkersRevived, descWorkersFrozen, descWorkersReclaimed,
+		descStreamRejected,
 	} {
 		ch <- d
 	}
@@ -127,6 +134,9 @@ func (c schedulerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descWorkersRevived, st.WorkersRevived)
 		counter(descWorkersFrozen, st.WorkersFrozen)
 		counter(descWorkersReclaimed, st.WorkersReclaimed)
+		for _, reason := range withExtraKeys(streamRejectReasons, st.StreamChunksRejected) {
+			counter(descStreamRejected, st.StreamChunksRejected[reason], reason)
+		}
 	}
 }
 

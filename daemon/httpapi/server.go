@@ -259,6 +259,7 @@ func storageErrorBody(msg string, se *scheduler.InsufficientStorageError) map[st
 func schedErrStatus(err error) (int, string) {
 	var fe *scheduler.FieldError
 	var br *badRequest
+	var sl *scheduler.StreamLimitError
 	switch {
 	case errors.As(err, &br):
 		return http.StatusBadRequest, br.msg
@@ -274,6 +275,10 @@ func schedErrStatus(err error) (int, string) {
 		return http.StatusInsufficientStorage, err.Error()
 	case errors.Is(err, scheduler.ErrUnavailable):
 		return http.StatusServiceUnavailable, err.Error()
+	case errors.As(err, &sl):
+		return http.StatusRequestEntityTooLarge, err.Error()
+	case errors.Is(err, scheduler.ErrJobEnded):
+		return http.StatusConflict, err.Error()
 	}
 	return http.StatusInternalServerError, err.Error()
 }

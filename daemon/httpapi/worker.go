@@ -1,10 +1,14 @@
 package httpapi
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/emberhq/ember/scheduler"
 )
 
 type workerOp int
@@ -91,7 +95,7 @@ func (h *Server) serveWorker(w http.ResponseWriter, r *http.Request, ep string, 
 			return
 		}
 		if err := h.s.AddChunk(r.Context(), ep, workerID, pathID(rest[1]), out); err != nil {
-			writeSchedErr(w, err)
+			writeChunkErr(w, err)
 			return
 		}
 		writeJSON(w, map[string]any{})
@@ -176,4 +180,20 @@ func (h *Server) done(w http.ResponseWriter, r *http.Request, ep, workerID, jobI
 		return
 	}
 	writeJSON(w, map[string]any{})
+}
+
+// writeChunkErr answers a refused job-stream post. Past the unread cap the
+// answer also carries the numbers: {"error", "limitBytes", "unreadBytes"}.
+// A 4xx is final for the SDK (it logs it and goes on), which is what a
+// refusal must be: the chunk was not stored and retrying cannot change it.
+func writeChunkErr(w http.ResponseWriter, err error) {
+	var sl *scheduler.StreamLimitError
+	if !errors.As(err, &sl) {
+		writeSchedErr(w, err)
+		return
+	}
+	b, _ := json.Marshal(map[string]any{"error": err.Error(), "limitBytes": sl.Limit, "unreadBytes": sl.Unread})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusRequestEntityTooLarge)
+	w.Write(b)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -59,6 +60,8 @@ type fakeDaemon struct {
 	reqs       []recorded
 	doneStatus func(n int) int // status for the n-th (1-based) final post; nil: 200, <0: drop
 	doneCount  int
+	// streamStatus answers job-stream posts; 0: 200.
+	streamStatus int
 
 	takes chan answer
 	stops chan string // raw JSON bodies for 200 answers on the stop channel
@@ -89,6 +92,11 @@ func (d *fakeDaemon) serve(w http.ResponseWriter, r *http.Request) {
 		d.serveStop(w, r)
 	case "done":
 		serveStatus(w, d.nextDoneStatus(body))
+	case "stream":
+		d.mu.Lock()
+		st := d.streamStatus
+		d.mu.Unlock()
+		serveStatus(w, cmp.Or(st, http.StatusOK))
 	default:
 		w.WriteHeader(http.StatusOK)
 	}

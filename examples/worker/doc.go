@@ -35,6 +35,11 @@
 //	stream          int N   generator job: N chunk posts, chunk i is "chunk i" (from 1),
 //	                        then job-done isStream=true {"output":["chunk 1",...]}
 //	stream_delay_ms int     pause before each chunk (default 0)
+//	stream_flood    object  {"chunks": N, "bytes": B}: a generator flooding job-stream with N
+//	                        chunks, each a string of B bytes (quotes included), back to back;
+//	                        refused posts are logged and the flood goes on (as in the SDK), a
+//	                        stop signal ends it; then job-done isStream=true {"output":[]}.
+//	                        Wins over stream
 //	fail            string  final body {"error": <string>}; in a stream job, after the chunks
 //	raise           string  as if the handler raised RuntimeError: {"error": "<JSON string of
 //	                        {error_type, error_message, error_traceback, hostname, worker_id,

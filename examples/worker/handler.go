@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -30,6 +31,8 @@ type instructions struct {
 	block time.Duration
 	// openai is set for an OpenAI passthrough job (openai_route).
 	openai *openAIRequest
+	// flood is stream_flood: chunks of floodBytes each, posted back to back.
+	flood, floodBytes int
 }
 
 // parseInstructions reads the keys the example handler understands from a job input.
@@ -41,6 +44,9 @@ func parseInstructions(input any) instructions {
 	in.progress = intKey(m, "progress")
 	in.stream = intKey(m, "stream")
 	in.streamDelay = time.Duration(intKey(m, "stream_delay_ms")) * time.Millisecond
+	if f, ok := m["stream_flood"].(map[string]any); ok {
+		in.flood, in.floodBytes = intKey(f, "chunks"), intKey(f, "bytes")
+	}
 	in.allocMB = intKey(m, "alloc_mb")
 	in.block = time.Duration(intKey(m, "block_ms")) * time.Millisecond
 	in.fail, in.hasFail = m["fail"].(string)
@@ -106,6 +112,9 @@ func (h ExampleHandler) Handle(ctx context.Context, job *Job, e Emitter) (Outcom
 	if in.openai != nil {
 		return h.openAI(ctx, in, job, e)
 	}
+	if in.flood > 0 {
+		return h.flood(ctx, in, e)
+	}
 	if in.stream > 0 {
 		return h.generate(ctx, in, e)
 	}
@@ -169,6 +178,21 @@ func (h ExampleHandler) generate(ctx context.Context, in instructions, e Emitter
 		body = map[string]any{"error": in.fail}
 	}
 	return Outcome{Body: withStopPod(body, in.refresh), IsStream: true}, nil
+}
+
+// flood is a generator that yields faster than anyone reads: stream_flood.chunks chunks,
+// each a string of stream_flood.bytes bytes (JSON quotes included), posted back to back.
+// Like the SDK it logs a refused post and goes on; only a stop signal ends it early. The
+// final post is {"output": []}, as from a generator without return_aggregate_stream.
+func (h ExampleHandler) flood(ctx context.Context, in instructions, e Emitter) (Outcome, error) {
+	chunk := strings.Repeat("x", max(in.floodBytes-2, 0))
+	for i := 0; i < in.flood; i++ {
+		if err := ctx.Err(); err != nil {
+			return Outcome{}, err
+		}
+		e.Chunk(ctx, chunk)
+	}
+	return Outcome{Body: map[string]any{"output": []any{}}, IsStream: true}, nil
 }
 
 // finish builds the final result of a plain (non-generator) job.

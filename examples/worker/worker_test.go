@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +79,8 @@ func TestJobResults(t *testing.T) {
 				streamPost("j1", `{"output":"chunk 3"}`),
 				donePost("j1", "true", `{"output":["chunk 1","chunk 2","chunk 3"]}`),
 			}},
+		{"stream flood", `{"id":"j1","input":{"stream_flood":{"chunks":2,"bytes":7},"stream":5}}`,
+			[]post{streamPost("j1", `{"output":"xxxxx"}`), streamPost("j1", `{"output":"xxxxx"}`), donePost("j1", "true", `{"output":[]}`)}},
 		{"stream with fail", `{"id":"j1","input":{"stream":1,"fail":"late"}}`,
 			[]post{streamPost("j1", `{"output":"chunk 1"}`), donePost("j1", "true", `{"error":"late"}`)}},
 		{"stream with refresh_worker", `{"id":"j1","input":{"stream":1,"refresh_worker":true}}`,
@@ -456,6 +460,29 @@ func TestResultRetries(t *testing.T) {
 					t.Errorf("retry %d differs from the first attempt", i)
 				}
 			}
+		})
+	}
+}
+
+// TestStreamRefusedGoesOn: job-stream posts answered 4xx (emberd refuses chunks past a
+// job's unread cap, or after it ended) are not retried and do not stop the generator or
+// the worker, as in the SDK: every chunk is posted once, then the final result, and the
+// worker takes the next job.
+func TestStreamRefusedGoesOn(t *testing.T) {
+	for _, status := range []int{http.StatusRequestEntityTooLarge, http.StatusConflict} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			t.Parallel()
+			d := newFakeDaemon(t)
+			d.mu.Lock()
+			d.streamStatus = status
+			d.mu.Unlock()
+			startWorker(t, d, nil)
+			d.queue(jobAnswer(`{"id":"j1","input":{"stream_flood":{"chunks":3,"bytes":10}}}`), jobAnswer(`{"id":"j2","input":{"output":1}}`))
+			d.waitFor("the next job's result", func() bool { return len(d.jobPosts("j2")) == 1 })
+			checkPosts(t, d.jobPosts("j1"), []post{
+				streamPost("j1", `{"output":"xxxxxxxx"}`), streamPost("j1", `{"output":"xxxxxxxx"}`), streamPost("j1", `{"output":"xxxxxxxx"}`),
+				donePost("j1", "true", `{"output":[]}`),
+			})
 		})
 	}
 }

@@ -78,3 +78,19 @@ const (
 	// (a memtable flush, its new write-ahead log, an L0 compaction).
 	DefaultDiskReserve = 32 << 20
 )
+
+// Streamed output (job-stream posts, read back by /stream).
+const (
+	// MaxUnreadStream is the default cap on a job's unread stream bytes:
+	// chunks a worker has posted that no /stream call has handed out yet.
+	// Unread chunks wait on disk, but a worker that streams faster than its
+	// client reads (or a client that never reads) would fill it; past the
+	// cap the chunk is refused and the job fails, saying so. emberd's
+	// --max-unread-stream-mib changes it.
+	MaxUnreadStream = 64 << 20
+	// StreamPage is the byte budget of one /stream answer: chunks are
+	// handed out in order until the next would pass it, and at least one
+	// is, so a page is at most max(StreamPage, ChunkBody). It matches
+	// RunPod's documented 1 MB per streamed chunk.
+	StreamPage = 1 << 20
+)

@@ -117,6 +117,9 @@ type Chunk struct {
 	JobID  string
 	Index  uint64
 	Output json.RawMessage
+	// at is where a read chunk lies in its job's stream file (-1: kept in
+	// its index record, as earlier versions wrote chunks).
+	at int64
 }
 
 // Delivery is a pending webhook POST in the durable outbox.

@@ -201,6 +201,9 @@ type op struct {
 type Batch struct {
 	s   *Store
 	ops []op
+	// err is a failed file write of a method that returns nothing
+	// (PutChunk); committing the batch returns it and writes nothing.
+	err error
 }
 
 // NewBatch starts an empty batch.
@@ -262,16 +265,6 @@ func chunkKey(jobID string, idx uint64) []byte {
 	k = append(k, jobID...)
 	k = append(k, '/')
 	return binary.BigEndian.AppendUint64(k, idx)
-}
-
-// PutChunk appends a stream chunk.
-func (b *Batch) PutChunk(c Chunk, expiresAt time.Time) {
-	b.ops = append(b.ops, op{kind: opSet, key: chunkKey(c.JobID, c.Index), val: c.Output, expiresAt: expiry(expiresAt)})
-}
-
-// DeleteChunk removes a delivered stream chunk.
-func (b *Batch) DeleteChunk(jobID string, idx uint64) {
-	b.ops = append(b.ops, op{kind: opDelete, key: chunkKey(jobID, idx)})
 }
 
 // PutEndpoint writes an endpoint definition.
@@ -367,6 +360,10 @@ func (s *Store) Commit(ctx context.Context, b *Batch) error {
 // later commit lands after this one.
 func (s *Store) CommitLater(b *Batch) <-chan error {
 	req := &commitReq{ops: b.ops, done: make(chan error, 1)}
+	if b.err != nil {
+		req.done <- b.err
+		return req.done
+	}
 	if len(b.ops) == 0 {
 		req.done <- nil
 		return req.done
@@ -383,6 +380,10 @@ func (s *Store) CommitLater(b *Batch) <-chan error {
 // it. Used for writes whose loss is harmless (a lease record: the job is
 // re-queued either way) or that are made durable later by Flush.
 func (s *Store) CommitAsync(b *Batch) {
+	if b.err != nil {
+		s.log.Error("asynchronous store write dropped", "err", b.err)
+		return
+	}
 	if len(b.ops) == 0 {
 		return
 	}
@@ -670,20 +671,6 @@ func (s *Store) Endpoints() ([]Endpoint, error) {
 	return out, err
 }
 
-// Chunks returns the stored stream chunks of a job in order.
-func (s *Store) Chunks(jobID string) ([]Chunk, error) {
-	var out []Chunk
-	prefix := prefixChunk + jobID + "/"
-	err := s.scan(prefix, func(k []byte, v []byte) error {
-		if len(k) != len(prefix)+8 {
-			return nil
-		}
-		out = append(out, Chunk{JobID: jobID, Index: binary.BigEndian.Uint64(k[len(prefix):]), Output: append(json.RawMessage(nil), v...)})
-		return nil
-	})
-	return out, err
-}
-
 // Deliveries returns every pending webhook delivery.
 func (s *Store) Deliveries() ([]Delivery, error) {
 	var out []Delivery
@@ -766,10 +753,11 @@ func (s *Store) SweepSpill(minAge time.Duration) (int, error) {
 		if err != nil || time.Since(info.ModTime()) < minAge {
 			continue
 		}
-		id := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, ".tmp"), ".in"), ".out")
+		stream := strings.HasSuffix(name, streamSuffix)
+		id := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, ".tmp"), ".in"), ".out"), streamSuffix)
 		j, err := s.Job(id, false)
-		if err == nil && (j.InputRef == name || j.OutputRef == name) {
-			continue
+		if err == nil && (j.InputRef == name || j.OutputRef == name || stream) {
+			continue // a stream file lives as long as its job's record
 		}
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return removed, err

@@ -254,7 +254,7 @@ func TestExpiry(t *testing.T) {
 				if want := map[bool]int{true: 1, false: 0}[tc.live]; n != want {
 					t.Errorf("ScanJobs saw %d records, want %d", n, want)
 				}
-				cs, err := s.Chunks(id)
+				cs, err := allChunks(s, id)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -335,7 +335,7 @@ func TestDurabilityAcrossReopen(t *testing.T) {
 	if err != nil || len(eps) != 1 || eps[0].ID != "ep" || eps[0].WorkersMax != 2 || eps[0].Env["K"] != "V" {
 		t.Errorf("endpoints after reopen: %+v, %v", eps, err)
 	}
-	cs, err := s2.Chunks("small")
+	cs, err := allChunks(s2, "small")
 	if err != nil || len(cs) != 1 || cs[0].Index != 3 || string(cs[0].Output) != `"c3"` {
 		t.Errorf("chunks after reopen: %+v, %v", cs, err)
 	}
@@ -423,7 +423,7 @@ func TestGroupCommitConcurrent(t *testing.T) {
 				if err != nil || j.Seq != uint64(i) {
 					t.Errorf("%s: %+v, %v", id, j, err)
 				}
-				cs, err := s.Chunks(id)
+				cs, err := allChunks(s, id)
 				if err != nil || len(cs) != 1 || string(cs[0].Output) != fmt.Sprint(i) {
 					t.Errorf("%s chunks: %+v, %v", id, cs, err)
 				}
@@ -514,7 +514,7 @@ func TestChunksOrdering(t *testing.T) {
 		b.PutChunk(Chunk{JobID: "job2", Index: 0, Output: json.RawMessage(`"other"`)}, time.Time{})
 		b.PutChunk(Chunk{JobID: "jo", Index: 0, Output: json.RawMessage(`"other"`)}, time.Time{})
 	})
-	cs, err := s.Chunks("job")
+	cs, err := allChunks(s, "job")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -533,7 +533,7 @@ func TestChunksOrdering(t *testing.T) {
 		b.DeleteChunk("job", 0)
 		b.DeleteChunk("job", 256)
 	})
-	cs, _ = s.Chunks("job")
+	cs, _ = allChunks(s, "job")
 	var got []uint64
 	for _, c := range cs {
 		got = append(got, c.Index)
@@ -541,7 +541,7 @@ func TestChunksOrdering(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint([]uint64{1, 2, 9, 10, 255, 300, 65536, 1 << 40}) {
 		t.Errorf("after deletes: %v", got)
 	}
-	if cs, _ := s.Chunks("none"); len(cs) != 0 {
+	if cs, _ := allChunks(s, "none"); len(cs) != 0 {
 		t.Errorf("Chunks(none) = %+v", cs)
 	}
 }

@@ -9,6 +9,10 @@
 //     fsynced writes with the same client concurrency;
 //   - emberd RSS idle and with 100,000 queued jobs.
 //
+// -only stream instead floods job-stream for 30 s (-flood) with the example
+// worker while no client reads, and reports emberd's RSS then and during one
+// /stream read, against another emberd build given as -stream-baseline.
+//
 // Everything runs on loopback; every loop is bounded in count and time.
 package main
 
@@ -44,7 +48,7 @@ var (
 	tputN     = flag.Int("throughput-jobs", 20000, "jobs for the throughput figure")
 	queuedN   = flag.Int("queued-jobs", 100000, "jobs queued for the RSS figure")
 	clients   = flag.Int("clients", 32, "concurrent clients for throughput runs")
-	only      = flag.String("only", "", "run only one part: jobs (the job path, process runtime), containers (runc figures, scaling, FlashBoot) or disk (recovery from a full disk)")
+	only      = flag.String("only", "", "run only one part: jobs (the job path, process runtime), containers (runc figures, scaling, FlashBoot) disk (recovery from a full disk) or stream (a job-stream flood)")
 )
 
 func main() {
@@ -81,6 +85,9 @@ func run() error {
 	}
 	if *only == "disk" {
 		return diskPart(tmp, 5)
+	}
+	if *only == "stream" {
+		return streamPart(tmp)
 	}
 	// ---- baseline ----
 	base, stopBase, err := startBaseline(filepath.Join(tmp, "baseline"))
@@ -365,12 +372,18 @@ func freeAddr() string {
 }
 
 func startEmberd(dir, runtime string) (*daemon, error) {
+	return startEmberdBin(*emberdBin, dir, runtime)
+}
+
+// startEmberdBin starts the emberd binary bin (the stream part also runs a
+// baseline build).
+func startEmberdBin(bin, dir, runtime string) (*daemon, error) {
 	addr := freeAddr()
 	logf, err := os.Create(dir + ".log")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(*emberdBin, "--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", runtime, "--log-level", "warn", "--debug-listen", os.Getenv("BENCH_DEBUG_LISTEN"))
+	cmd := exec.Command(bin, "--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", runtime, "--log-level", "warn", "--debug-listen", os.Getenv("BENCH_DEBUG_LISTEN"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -537,13 +550,16 @@ func (d *daemon) waitIdleWorkers(ep string, n int, timeout time.Duration) error 
 }
 
 // rssMB reads VmRSS of a process.
-func rssMB(pid int) float64 {
+func rssMB(pid int) float64 { return statusMB(pid, "VmRSS:") }
+
+// statusMB reads a kB field of /proc/PID/status in MB.
+func statusMB(pid int, field string) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return -1
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
+		if strings.HasPrefix(line, field) {
 			f := strings.Fields(line)
 			kb, _ := strconv.ParseFloat(f[1], 64)
 			return kb / 1024
