@@ -59,6 +59,9 @@ type Config struct {
 	// MaxUploadBytes caps the body of POST /v1/images:upload (413 above
 	// it). Zero means image.DefaultMaxImageBytes (64 GiB).
 	MaxUploadBytes int64
+	// Connections reports the client connections (daemon/connlimit's
+	// Stats) for GET /healthz; nil leaves them out.
+	Connections func() any
 	// Metrics are collectors served at /metrics besides the built-in ones
 	// (the scheduler's per-endpoint jobs, workers and durations, Go's
 	// runtime, the process). They share one registry, so two collectors
