@@ -9,7 +9,11 @@ import (
 // raiseFileLimit raises the soft limit on open files to the hard limit:
 // every client connection, worker log, pipe and store file is a
 // descriptor, and the usual soft limit (1024) is far below what emberd
-// serves. It returns the limits in force afterwards.
+// serves. Go's runtime does the same at start (and gives child processes,
+// the workers, the original soft limit back); this makes sure of it, and
+// logs both. Setrlimit is called only when the soft limit is still below
+// the hard one, since calling it turns off that restoring for children.
+// It returns the limits in force afterwards.
 func raiseFileLimit(log *slog.Logger) (soft, hard uint64, err error) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
@@ -30,9 +34,10 @@ func raiseFileLimit(log *slog.Logger) (soft, hard uint64, err error) {
 // Client connections (--max-connections, daemon/connlimit).
 const (
 	// maxDefaultConnections caps the default: an idle connection costs
-	// emberd about 10 KiB (its goroutine and buffers), so 16384 of them
-	// stay near 160 MiB.
-	maxDefaultConnections = 16384
+	// emberd about 24 KiB (its goroutine and buffers; 2048 idle ones took
+	// RSS from 29 to 77 MB, make bench -only conns), so 8192 of them stay
+	// near 200 MB.
+	maxDefaultConnections = 8192
 	// minReserve and maxReserve bound the reserve, an eighth of
 	// --max-connections: each worker holds one or two connections (its
 	// job-take long-poll, its pings).

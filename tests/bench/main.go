@@ -44,7 +44,7 @@ var (
 	tputN     = flag.Int("throughput-jobs", 20000, "jobs for the throughput figure")
 	queuedN   = flag.Int("queued-jobs", 100000, "jobs queued for the RSS figure")
 	clients   = flag.Int("clients", 32, "concurrent clients for throughput runs")
-	only      = flag.String("only", "", "run only one part: jobs (the job path, process runtime) or containers (runc figures, scaling, FlashBoot)")
+	only      = flag.String("only", "", "run only one part: jobs (the job path, process runtime), containers (runc figures, scaling, FlashBoot) or conns (idle connections against --max-connections)")
 )
 
 func main() {
@@ -78,6 +78,9 @@ func run() error {
 
 	if *only == "containers" {
 		return containerPart(tmp)
+	}
+	if *only == "conns" {
+		return connsPart(tmp)
 	}
 	// ---- baseline ----
 	base, stopBase, err := startBaseline(filepath.Join(tmp, "baseline"))
