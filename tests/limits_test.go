@@ -322,8 +322,10 @@ func TestConnectionCap(t *testing.T) {
 
 	// A worker, busy with a job for a while.
 	ep := d.CreateEndpoint("cap", map[string]any{"workersMax": 1, "scalerType": "REQUEST_COUNT", "scalerValue": 1})
-	busy := d.Submit(ep, map[string]any{"input": map[string]any{"sleep_ms": 15000}})
-	d.WaitStatus(ep, busy, 30*time.Second, "IN_PROGRESS")
+	busy := d.Submit(ep, map[string]any{"input": map[string]any{"sleep_ms": 10000}})
+	if st := d.WaitStatus(ep, busy, time.Minute, "IN_PROGRESS"); st["status"] != "IN_PROGRESS" {
+		t.Fatalf("busy job: %v, want IN_PROGRESS", st)
+	}
 
 	// 200 idle keep-alive connections without a key: the oldest idle are
 	// closed as new ones come.
@@ -361,8 +363,8 @@ func TestConnectionCap(t *testing.T) {
 			t.Fatalf("long-poll %d: %v", i, err)
 		}
 		conns = append(conns, c)
-		c.SetDeadline(time.Now().Add(40 * time.Second))
-		fmt.Fprintf(c, "GET /v2/%s/status-sync/%s?wait=30000 HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n", ep, busy, d.Key)
+		c.SetDeadline(time.Now().Add(150 * time.Second))
+		fmt.Fprintf(c, "GET /v2/%s/status-sync/%s?wait=120000 HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n", ep, busy, d.Key)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -387,10 +389,11 @@ func TestConnectionCap(t *testing.T) {
 	if code := rawGet(t, d, "/v2/"+ep+"/health", d.Key); code != http.StatusServiceUnavailable {
 		t.Errorf("client request with every slot held: %d, want 503", code)
 	}
-	// The busy job finishes: its worker's job-done gets through, and the
-	// held long-polls answer COMPLETED.
+	// The busy job finishes while every slot is held: its worker's
+	// job-done gets through, and the held long-polls answer COMPLETED.
 	wg.Wait()
 	close(results)
+	other := ""
 	for r := range results {
 		mu.Lock()
 		switch {
@@ -399,12 +402,12 @@ func TestConnectionCap(t *testing.T) {
 		case strings.HasPrefix(r, "503 "):
 			refused++
 		default:
-			t.Errorf("long-poll answered %.300s", r)
+			other = r
 		}
 		mu.Unlock()
 	}
 	if held == 0 || held+refused != capN+8 {
-		t.Errorf("long-polls: %d answered COMPLETED, %d refused 503", held, refused)
+		t.Errorf("long-polls: %d answered COMPLETED, %d refused 503, others like %.300s", held, refused, other)
 	}
 	t.Logf("%d idle connections, then %d long-polls with --max-connections %d: %d held to COMPLETED, %d answered 503; stats %+v", idle, capN+8, capN, held, refused, live.Connections)
 }

@@ -34,9 +34,9 @@ func raiseFileLimit(log *slog.Logger) (soft, hard uint64, err error) {
 // Client connections (--max-connections, daemon/connlimit).
 const (
 	// maxDefaultConnections caps the default: an idle connection costs
-	// emberd about 24 KiB (its goroutine and buffers; 2048 idle ones took
-	// RSS from 29 to 77 MB, make bench -only conns), so 8192 of them stay
-	// near 200 MB.
+	// emberd about 20 KiB (its goroutine and buffers; 8192 idle ones took
+	// RSS from 29 to 190 MB in go run ./tests/bench -only conns), so the
+	// cap keeps them near 200 MB.
 	maxDefaultConnections = 8192
 	// minReserve and maxReserve bound the reserve, an eighth of
 	// --max-connections: each worker holds one or two connections (its
