@@ -11,10 +11,12 @@ import (
 // request on purpose (long-polls, waits, streams) push their own
 // connection's deadlines out with http.ResponseController, so that a
 // slow or stalled client elsewhere cannot hold a connection for long
-// while the long-polls keep working. The read deadline matters during a
-// hold too: net/http keeps reading the connection in the background to
-// notice a client that went away, and a read deadline passing there
-// cancels the request.
+// while the long-polls keep working. What would cut a long-poll is the
+// write deadline, set when its headers were read: its answer could not be
+// written. The read deadline covers the body only (net/http clears it
+// once the body is read, when it starts watching the connection for a
+// client that goes away), so it is pushed out only for a request with a
+// body, such as a runsync.
 const (
 	// ReadHeaderTimeout bounds the request line and headers.
 	ReadHeaderTimeout = 10 * time.Second
@@ -54,10 +56,11 @@ const (
 	holdForever
 )
 
-// extendDeadlines pushes the connection's read and write deadlines out for
-// a route that holds its request. Connections that cannot set deadlines
-// (none in emberd; test recorders) are left alone.
-func extendDeadlines(w http.ResponseWriter, h holdKind) {
+// extendDeadlines pushes the connection's write deadline, and its read
+// deadline when r has a body still to come, out for a route that holds
+// its request. Connections that cannot set deadlines (none in emberd;
+// test recorders) are left alone.
+func extendDeadlines(w http.ResponseWriter, r *http.Request, h holdKind) {
 	var until time.Time // zero: no deadline
 	switch h {
 	case holdNone:
@@ -68,6 +71,8 @@ func extendDeadlines(w http.ResponseWriter, h holdKind) {
 		until = time.Now().Add(waitHold + holdSlack)
 	}
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(until)
+	if r.Body != nil && r.Body != http.NoBody {
+		_ = rc.SetReadDeadline(until)
+	}
 	_ = rc.SetWriteDeadline(until)
 }

@@ -105,7 +105,7 @@ func New(cfg Config) *Server {
 func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	segs := splitPath(r.URL.Path)
 	rt := classify(r.Method, segs)
-	extendDeadlines(w, rt.hold)
+	extendDeadlines(w, r, rt.hold)
 	if rt.limit <= limits.SmallBody && !limitBody(w, r, rt) {
 		return
 	}
