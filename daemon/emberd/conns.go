@@ -9,11 +9,12 @@ import (
 // raiseFileLimit raises the soft limit on open files to the hard limit:
 // every client connection, worker log, pipe and store file is a
 // descriptor, and the usual soft limit (1024) is far below what emberd
-// serves. Go's runtime does the same at start (and gives child processes,
-// the workers, the original soft limit back); this makes sure of it, and
-// logs both. Setrlimit is called only when the soft limit is still below
-// the hard one, since calling it turns off that restoring for children.
-// It returns the limits in force afterwards.
+// serves. Go's runtime already raises it to one below the hard limit at
+// start and gives child processes the original back; raising it the rest
+// of the way turns that restoring off, which changes nothing for
+// container workers (their limit is set in their spec: the hard limit,
+// oci/bundle) and gives process-runtime workers the same. It returns the
+// limits in force afterwards.
 func raiseFileLimit(log *slog.Logger) (soft, hard uint64, err error) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
@@ -27,7 +28,7 @@ func raiseFileLimit(log *slog.Logger) (soft, hard uint64, err error) {
 			return before, rl.Max, nil
 		}
 	}
-	log.Info("open-files limit", "soft", rl.Cur, "hard", rl.Max, "soft_at_start", before)
+	log.Info("open-files limit", "soft", rl.Cur, "hard", rl.Max, "soft_before", before)
 	return rl.Cur, rl.Max, nil
 }
 
