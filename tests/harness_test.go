@@ -88,6 +88,9 @@ type DaemonOptions struct {
 	// ListenPID runs emberd as `sh -c 'LISTEN_PID=$$ exec emberd ...'`:
 	// socket activation needs LISTEN_PID to be emberd's own pid.
 	ListenPID bool
+	// OpenFilesSoft, when set, starts emberd with that soft limit on open
+	// files (ulimit -Sn), below the hard limit it should raise it to.
+	OpenFilesSoft uint64
 	// Addr and GRPC preset the addresses (--listen, --grpc-listen), e.g.
 	// those of sockets passed in ExtraFiles; empty: free ports.
 	Addr, GRPC string
@@ -159,8 +162,15 @@ func (d *Daemon) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.opts.ListenPID {
-		d.cmd = exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`, emberdBin}, args...)...)
+	if d.opts.ListenPID || d.opts.OpenFilesSoft > 0 {
+		script := `exec "$0" "$@"`
+		if d.opts.ListenPID {
+			script = `LISTEN_PID=$$; export LISTEN_PID; ` + script
+		}
+		if d.opts.OpenFilesSoft > 0 {
+			script = fmt.Sprintf("ulimit -Sn %d && ", d.opts.OpenFilesSoft) + script
+		}
+		d.cmd = exec.Command("/bin/sh", append([]string{"-c", script, emberdBin}, args...)...)
 	} else {
 		d.cmd = exec.Command(emberdBin, args...)
 	}

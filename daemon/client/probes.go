@@ -11,6 +11,32 @@ type Liveness struct {
 	Status string `json:"status"`
 	// UptimeSeconds is how long the daemon has been up.
 	UptimeSeconds int64 `json:"uptimeSeconds"`
+	// OpenFiles is the daemon's limit on open files, which it raises to
+	// the hard limit at start; nil from a daemon that does not say.
+	OpenFiles *FileLimits `json:"openFiles,omitempty"`
+	// Connections counts client connections against --max-connections;
+	// nil from a daemon that does not say.
+	Connections *ConnStats `json:"connections,omitempty"`
+}
+
+// FileLimits is a process's limit on open files (RLIMIT_NOFILE).
+type FileLimits struct {
+	Soft uint64 `json:"soft"`
+	Hard uint64 `json:"hard"`
+}
+
+// ConnStats counts the daemon's client connections: Open now, the cap Max
+// (--max-connections) and Reserve more held for the worker API and the
+// probes; Evicted (idle ones closed to make room), Refused (closed at
+// accept) and Rejected (requests answered 503 on a reserve connection)
+// since start.
+type ConnStats struct {
+	Open     int   `json:"open"`
+	Max      int   `json:"max"`
+	Reserve  int   `json:"reserve"`
+	Evicted  int64 `json:"evicted"`
+	Refused  int64 `json:"refused"`
+	Rejected int64 `json:"rejected"`
 }
 
 // Healthz asks whether the daemon serves HTTP (no key needed).

@@ -25,8 +25,10 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/emberhq/ember/daemon/connlimit"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/httpapi"
 	apikeys "github.com/emberhq/ember/daemon/keys"
@@ -76,6 +78,10 @@ type Options struct {
 	// MaxUnreadStreamMiB caps each job's stream output not yet read by
 	// /stream, in MiB; past it the job fails (0: limits.MaxUnreadStream).
 	MaxUnreadStreamMiB int
+	// MaxConnections caps concurrent client connections (REST and gRPC
+	// together); past it a reserve keeps the worker API and the probes
+	// reachable (daemon/connlimit). 0 sizes it from the open-files limit.
+	MaxConnections int
 
 	Logger *slog.Logger
 	// Reloads delivers new settings (SIGHUP): the scheduler's tunables are
@@ -277,6 +283,16 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
+	softFiles, _, err := raiseFileLimit(log)
+	if err != nil {
+		return err
+	}
+	maxConns, reserve := connectionLimits(o.MaxConnections, softFiles)
+	if uint64(maxConns+reserve) >= softFiles {
+		log.Warn("--max-connections plus its reserve reaches the open-files limit: emberd may run out of descriptors before it refuses connections", "max_connections", maxConns, "reserve", reserve, "open_files", softFiles)
+	}
+	conns := connlimit.New(maxConns, reserve)
+	log.Info("client connections", "max", maxConns, "reserve", reserve)
 	keyFile := o.APIKeyFile
 	if keyFile == "" {
 		keyFile = filepath.Join(o.DataDir, "api.key")
@@ -304,13 +320,29 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer httpLn.Close()
 	defer grpcLn.Close()
+	// Addresses are read from the raw listeners; the wrapped ones count.
+	httpAddr, grpcAddr := httpLn.Addr(), grpcLn.Addr()
+	httpLn, grpcLn = conns.HTTPListener(httpLn), conns.Listener(grpcLn)
 
 	// The server exists before the scheduler so that workers on network
 	// "none" can be served in their namespace from the first start; the
 	// handler is set once the scheduler it calls exists.
 	lazy := &lazyHandler{ready: make(chan struct{})}
-	hs := &http.Server{Handler: lazy, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	base := workerBase(httpLn.Addr())
+	// Timeouts: httpapi's deadlines.go says why these, and how the
+	// long-polls get longer ones. The worker API served in workers'
+	// network namespaces (netnsServer) uses this server too; its
+	// connections are not the limiter's and are ignored by its hooks.
+	hs := &http.Server{
+		Handler:           conns.Handler(lazy, httpapi.ReservedRoute),
+		ReadHeaderTimeout: httpapi.ReadHeaderTimeout,
+		ReadTimeout:       httpapi.ReadTimeout,
+		WriteTimeout:      httpapi.WriteTimeout,
+		IdleTimeout:       httpapi.IdleTimeout,
+		ConnState:         conns.ConnState,
+		ConnContext:       conns.ConnContext,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	base := workerBase(httpAddr)
 	// Served from here on: while the store waits for disk space below,
 	// /healthz answers and /readyz says why it is not ready.
 	errc := make(chan error, 2)
@@ -359,7 +391,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	servers := &grpcapi.Servers{S: sched}
-	gs := grpc.NewServer(grpc.UnaryInterceptor(grpcapi.AuthInterceptor(keys, keyStore.Valid)))
+	gs := grpc.NewServer(
+		// Per-method sizes (a job is 10 MiB, as on /run) are checked by
+		// SizeInterceptor; the transport refuses anything above the
+		// largest of them.
+		grpc.MaxRecvMsgSize(grpcapi.MaxRecvMsgSize),
+		grpc.ChainUnaryInterceptor(grpcapi.AuthInterceptor(keys, keyStore.Valid), grpcapi.SizeInterceptor()),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: httpapi.IdleTimeout}),
+	)
 	servers.Register(gs)
 	images := &grpcapi.ImageServer{Store: wr.images, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
 	if wr.images != nil {
@@ -383,7 +422,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, KeyStore: keyStore, Gateway: gw, OpenAPI: openapi.JSON,
 		Logger: log, Images: wr.images, GPUStats: wr.gpuStats, Started: started, Ready: lazy.readiness,
-		Metrics: []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
+		Connections: func() any { return conns.Stats() },
+		Metrics:     []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
 	lazy.disk = sched.DiskReady
 	lazy.set(handler)
 
@@ -399,9 +439,9 @@ func Run(ctx context.Context, o Options) error {
 		defer ds.Close()
 	}
 	go func() { errc <- gs.Serve(grpcLn) }()
-	log.Info("emberd ready", "listen", httpLn.Addr().String(), "grpc", grpcLn.Addr().String(), "data_dir", o.DataDir, "runtime", wr.rt.Name(), "api_key_file", keyFile)
+	log.Info("emberd ready", "listen", httpAddr.String(), "grpc", grpcAddr.String(), "data_dir", o.DataDir, "runtime", wr.rt.Name(), "api_key_file", keyFile)
 	if o.Ready != nil {
-		o.Ready(httpLn.Addr().String(), grpcLn.Addr().String())
+		o.Ready(httpAddr.String(), grpcAddr.String())
 	}
 	// READY=1, STATUS= and watchdog pings when run by systemd.
 	sd := startSystemd(log, sched)

@@ -3,6 +3,7 @@ package emberd
 import (
 	"context"
 	"log/slog"
+	"strconv"
 
 	"github.com/emberhq/ember/scheduler"
 )
@@ -28,6 +29,7 @@ var restartOnly = []struct {
 	{"api-key-file", func(o Options) string { return o.APIKeyFile }},
 	{"debug-listen", func(o Options) string { return o.DebugListen }},
 	{"preload-dir", func(o Options) string { return o.PreloadDir }},
+	{"max-connections", func(o Options) string { return strconv.Itoa(o.MaxConnections) }},
 }
 
 // applyReloads applies each new set of settings from o.Reloads until ctx
@@ -56,8 +58,8 @@ func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, lo
 		}
 		// What needs a restart stays as it runs, so it is reported again
 		// at each reload until then.
-		n.DataDir, n.Listen, n.GRPCListen, n.Runtime, n.APIKeyFile, n.DebugListen, n.PreloadDir =
-			cur.DataDir, cur.Listen, cur.GRPCListen, cur.Runtime, cur.APIKeyFile, cur.DebugListen, cur.PreloadDir
+		n.DataDir, n.Listen, n.GRPCListen, n.Runtime, n.APIKeyFile, n.DebugListen, n.PreloadDir, n.MaxConnections =
+			cur.DataDir, cur.Listen, cur.GRPCListen, cur.Runtime, cur.APIKeyFile, cur.DebugListen, cur.PreloadDir, cur.MaxConnections
 		cur = n
 	}
 }

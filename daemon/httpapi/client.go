@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/limits"
 )
 
 // serveClient handles RunPod's client operations under /v2/{ep}/.
@@ -121,17 +122,17 @@ func (h *Server) run(w http.ResponseWriter, r *http.Request, ep string, sync boo
 		writeSchedErr(w, err)
 		return
 	}
-	limit, name := int64(maxRunBody), "/run"
+	limit, name := int64(limits.RunBody), "POST /v2/{endpoint}/run"
 	if sync {
-		limit, name = maxSyncBody, "/runsync"
+		limit, name = limits.RunSyncBody, "POST /v2/{endpoint}/runsync"
 	}
-	body, tooBig, err := readBody(r, limit)
+	body, tooBig, size, err := readBody(w, r, limit)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "read request body: "+err.Error())
 		return
 	}
 	if tooBig {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds the %d MiB (%d bytes) limit of %s", limit>>20, limit, name))
+		writeTooLarge(w, name, limit, size)
 		return
 	}
 	sub, err := decodeSubmission(body, r.URL.Query())

@@ -10,17 +10,12 @@ import (
 	"strings"
 
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/limits"
 )
 
-// Body limits (spec 1.2). RunPod documents "10 MB" and "20 MB"; runpodctl
-// checks mebibytes, and the larger reading refuses nothing RunPod accepts.
-const (
-	maxRunBody    = 10 << 20
-	maxSyncBody   = 20 << 20
-	maxResultBody = 20 << 20
-	maxChunkBody  = 20 << 20
-	maxWebhookLen = 2048
-)
+// maxWebhookLen caps a webhook URL. The body limits (spec 1.2) are in
+// scheduler/limits, shared with every transport.
+const maxWebhookLen = 2048
 
 // badRequest is a decoding failure: 400 with a message naming the field.
 type badRequest struct{ msg string }
@@ -275,5 +270,5 @@ func oversizeResult(size int64) scheduler.Result {
 	if size > 0 {
 		what = fmt.Sprintf("%d bytes, over", size)
 	}
-	return scheduler.Result{HasError: true, Error: fmt.Sprintf("result rejected: the worker posted %s the %d MiB result limit; return large outputs through s3Config or /runpod-volume", what, maxResultBody>>20)}
+	return scheduler.Result{HasError: true, Error: fmt.Sprintf("result rejected: the worker posted %s the %d MiB result limit; return large outputs through s3Config or /runpod-volume", what, limits.ResultBody>>20)}
 }

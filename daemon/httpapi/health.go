@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/emberhq/ember/scheduler"
@@ -14,7 +15,8 @@ import (
 // balancers and orchestrators are set up without one; the answers hold no
 // data):
 //
-//	GET /healthz  liveness: 200 {"status":"ok","uptimeSeconds":N} while the process serves HTTP
+//	GET /healthz  liveness: 200 {"status":"ok","uptimeSeconds":N,"openFiles":{"soft":S,"hard":H},
+//	              "connections":{"open":N,"max":M,"reserve":R,...}} while the process serves HTTP
 //	GET /readyz   readiness: 200 {"status":"ready"} once the scheduler is open and has
 //	              recovered, 503 {"status":"unavailable","error":REASON} otherwise
 //	              (with "freeBytes" and "neededBytes" when the data disk is too full)
@@ -29,10 +31,20 @@ func (h *Server) serveHealth(w http.ResponseWriter, r *http.Request, probe strin
 	w.Header().Set("Cache-Control", "no-store")
 	if probe == "healthz" {
 		up := math.Floor(time.Since(h.started).Seconds())
-		writeJSON(w, struct {
-			Status        string `json:"status"`
-			UptimeSeconds int64  `json:"uptimeSeconds"`
-		}{"ok", int64(max(up, 0))})
+		live := struct {
+			Status        string     `json:"status"`
+			UptimeSeconds int64      `json:"uptimeSeconds"`
+			OpenFiles     *openFiles `json:"openFiles,omitempty"`
+			Connections   any        `json:"connections,omitempty"`
+		}{Status: "ok", UptimeSeconds: int64(max(up, 0))}
+		var rl syscall.Rlimit
+		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
+			live.OpenFiles = &openFiles{Soft: rl.Cur, Hard: rl.Max}
+		}
+		if h.cfg.Connections != nil {
+			live.Connections = h.cfg.Connections()
+		}
+		writeJSON(w, live)
 		return
 	}
 	var err error
@@ -49,6 +61,13 @@ func (h *Server) serveHealth(w http.ResponseWriter, r *http.Request, probe strin
 		return
 	}
 	writeJSON(w, map[string]string{"status": "ready"})
+}
+
+// openFiles is the process's limit on open files (RLIMIT_NOFILE), which
+// emberd raises to the hard limit at start.
+type openFiles struct {
+	Soft uint64 `json:"soft"`
+	Hard uint64 `json:"hard"`
 }
 
 // writeJSONStatus is writeJSON with another status code.

@@ -2,10 +2,12 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -16,6 +18,9 @@ func TestHealthProbes(t *testing.T) {
 		Keys:    func() []string { return []string{"k"} },
 		Logger:  slog.New(slog.DiscardHandler),
 		Started: time.Now().Add(-90 * time.Second),
+		Connections: func() any {
+			return map[string]int{"open": 3, "max": 64, "reserve": 16}
+		},
 		Ready: func() error {
 			if p := notReady.Load(); p != nil {
 				return *p
@@ -25,8 +30,14 @@ func TestHealthProbes(t *testing.T) {
 	}))
 	defer srv.Close()
 
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	files := fmt.Sprintf(`"openFiles":{"soft":%d,"hard":%d}`, rl.Cur, rl.Max)
+	conns := `"connections":{"max":64,"open":3,"reserve":16}`
 	code, body := call(t, srv, "GET", "/healthz", "", "")
-	if code != 200 || (body != `{"status":"ok","uptimeSeconds":90}` && body != `{"status":"ok","uptimeSeconds":91}`) {
+	if code != 200 || (body != `{"status":"ok","uptimeSeconds":90,`+files+`,`+conns+`}` && body != `{"status":"ok","uptimeSeconds":91,`+files+`,`+conns+`}`) {
 		t.Errorf("healthz: %d %s", code, body)
 	}
 	if code, body := call(t, srv, "GET", "//readyz", "", ""); code != 200 || body != `{"status":"ready"}` {
@@ -55,7 +66,12 @@ func TestReadyNilFunc(t *testing.T) {
 	if code, body := call(t, srv, "GET", "/readyz", "", ""); code != 200 || body != `{"status":"ready"}` {
 		t.Errorf("readyz: %d %s", code, body)
 	}
-	if code, body := call(t, srv, "GET", "/healthz", "", ""); code != 200 || body != `{"status":"ok","uptimeSeconds":0}` {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`{"status":"ok","uptimeSeconds":0,"openFiles":{"soft":%d,"hard":%d}}`, rl.Cur, rl.Max)
+	if code, body := call(t, srv, "GET", "/healthz", "", ""); code != 200 || body != want {
 		t.Errorf("healthz: %d %s", code, body)
 	}
 }

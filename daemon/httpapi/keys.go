@@ -10,6 +10,7 @@ import (
 
 	"github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/limits"
 )
 
 // KeyStore holds the named admin keys (package keys; *keys.Store
@@ -23,9 +24,6 @@ type KeyStore interface {
 	List() []keys.Key
 	Revoke(id string) (keys.Key, error)
 }
-
-// maxKeyBody bounds a POST /v1/keys body: {"name"} and nothing more.
-const maxKeyBody = 4 << 10
 
 // keyJSON is a key on the wire; Key (the secret) is set only in the answer
 // to its creation.
@@ -101,7 +99,7 @@ func (h *Server) createKey(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	body, tooBig, err := readBody(r, maxKeyBody)
+	body, tooBig, _, err := readBody(w, r, limits.KeyBody)
 	switch {
 	case err != nil:
 		writeError(w, http.StatusBadRequest, "read request body: "+err.Error())

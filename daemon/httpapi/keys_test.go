@@ -106,7 +106,7 @@ func TestKeysRoutes(t *testing.T) {
 		{"POST", "/v1/keys", `{"name":1}`, 400, "want {\"name\":\"NAME\"}"},
 		{"POST", "/v1/keys", `not json`, 400, "want {\"name\":\"NAME\"}"},
 		{"POST", "/v1/keys", `{"name":"a"}{"name":"b"}`, 400, "one JSON object"},
-		{"POST", "/v1/keys", `{"name":"` + strings.Repeat("x", 5000) + `"}`, 413, "over 4 KiB"},
+		{"POST", "/v1/keys", `{"name":"` + strings.Repeat("x", 5000) + `"}`, 413, "4 KiB (4096 bytes) limit of POST /v1/keys"},
 		{"PUT", "/v1/keys", `{}`, 405, "use GET or POST"},
 		{"GET", "/v1/keys/" + created.ID, "", 405, "use DELETE"},
 		{"DELETE", "/v1/keys/k-000000000000", "", 404, "cannot be revoked through the API"},

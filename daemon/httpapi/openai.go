@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -88,13 +89,13 @@ func (h *Server) serveOpenAI(w http.ResponseWriter, r *http.Request, ep string, 
 		writeOpenAISchedErr(w, err)
 		return
 	}
-	body, tooBig, err := readBody(r, maxRunBody)
+	body, tooBig, _, err := readBody(w, r, limits.RunBody)
 	if err != nil {
 		writeOpenAIError(w, http.StatusBadRequest, "read request body: "+err.Error())
 		return
 	}
 	if tooBig {
-		writeOpenAIError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds the %d MiB (%d bytes) limit", maxRunBody>>20, maxRunBody))
+		writeOpenAIError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds the %d MiB (%d bytes) limit", limits.RunBody>>20, limits.RunBody))
 		return
 	}
 	input, stream, err := openAIInput(route, body)

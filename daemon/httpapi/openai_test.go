@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -166,7 +167,7 @@ func TestOpenAINonStreaming(t *testing.T) {
 
 func TestOpenAIRequestErrors(t *testing.T) {
 	e := newWorkersEnv(t)
-	big := `{"x":"` + strings.Repeat("a", maxRunBody) + `"}`
+	big := `{"x":"` + strings.Repeat("a", limits.RunBody) + `"}`
 	cases := []struct {
 		name, path, body, auth, ep string
 		code                       int

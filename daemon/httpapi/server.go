@@ -17,7 +17,6 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/limits"
 )
 
 // Config configures the HTTP surface.
@@ -59,6 +59,9 @@ type Config struct {
 	// MaxUploadBytes caps the body of POST /v1/images:upload (413 above
 	// it). Zero means image.DefaultMaxImageBytes (64 GiB).
 	MaxUploadBytes int64
+	// Connections reports the client connections (daemon/connlimit's
+	// Stats) for GET /healthz; nil leaves them out.
+	Connections func() any
 	// Metrics are collectors served at /metrics besides the built-in ones
 	// (the scheduler's per-endpoint jobs, workers and durations, Go's
 	// runtime, the process). They share one registry, so two collectors
@@ -93,8 +96,19 @@ func New(cfg Config) *Server {
 // ServeHTTP routes on the cleaned path. Go's ServeMux would answer a
 // non-canonical path ("//run", from a base URL with a trailing slash) with
 // a 301, which breaks POSTs; here empty segments are simply dropped.
+//
+// Every body has a limit (classify, bodylimit.go): small ones are read
+// here, before the key is checked; the large ones (job submissions,
+// endpoints, results and stream chunks) after it. Routes that hold their
+// request (long-polls) push the connection's deadlines out first
+// (deadlines.go).
 func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	segs := splitPath(r.URL.Path)
+	rt := classify(r.Method, segs)
+	extendDeadlines(w, r, rt.hold)
+	if rt.limit <= limits.SmallBody && !limitBody(w, r, rt) {
+		return
+	}
 	switch {
 	case len(segs) == 1 && segs[0] == "openapi.json":
 		w.Header().Set("Content-Type", "application/json")
@@ -148,6 +162,9 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case len(segs) >= 1 && segs[0] == "v1" && h.cfg.Gateway != nil:
 		if !h.adminOK(r) {
 			writeError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (or the bare key)")
+			return
+		}
+		if !limitBody(w, r, rt) {
 			return
 		}
 		r2 := r.Clone(r.Context())
@@ -283,20 +300,32 @@ func schedErrStatus(err error) (int, string) {
 	return http.StatusInternalServerError, err.Error()
 }
 
-// readBody reads at most limit bytes; tooBig reports a larger body without
-// reading all of it.
-func readBody(r *http.Request, limit int64) (body []byte, tooBig bool, err error) {
-	if r.ContentLength > limit {
-		return nil, true, nil
+// readBody reads a body of at most limit bytes (readLimited); tooBig
+// reports a larger one, which has been drained as far as the bound allows,
+// and size is then its size when known, else -1.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte, tooBig bool, size int64, err error) {
+	b, n, err := readLimited(w, r, limit)
+	if errors.Is(err, errBodyTooLarge) {
+		return nil, true, n, nil
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, false, err
+	return b, false, n, err
+}
+
+// ReservedRoute reports the routes a connection accepted past
+// --max-connections may still serve (daemon/connlimit): the worker API
+// (/v2/{endpoint}/job-take and the rest), so that workers keep their jobs
+// moving when clients hold every connection, and the probes /healthz and
+// /readyz.
+func ReservedRoute(r *http.Request) bool {
+	segs := splitPath(r.URL.Path)
+	switch {
+	case len(segs) == 1:
+		return segs[0] == "healthz" || segs[0] == "readyz"
+	case len(segs) >= 3 && segs[0] == "v2":
+		_, ok := workerOps[segs[2]]
+		return ok
 	}
-	if int64(len(b)) > limit {
-		return nil, true, nil
-	}
-	return b, false, nil
+	return false
 }
 
 // waitParam reads ?wait= in ms, clamped to [min, max]; def when absent or

@@ -3,12 +3,12 @@ package httpapi
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/limits"
 )
 
 type workerOp int
@@ -80,13 +80,13 @@ func (h *Server) serveWorker(w http.ResponseWriter, r *http.Request, ep string, 
 	case opDone:
 		h.done(w, r, ep, workerID, pathID(rest[1]))
 	case opStream:
-		body, tooBig, err := readBody(r, maxChunkBody)
+		body, tooBig, size, err := readBody(w, r, limits.ChunkBody)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "read stream body: "+err.Error())
 			return
 		}
 		if tooBig {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("stream chunk exceeds the %d MiB limit", maxChunkBody>>20))
+			writeTooLarge(w, "POST /v2/{endpoint}/job-stream", limits.ChunkBody, size)
 			return
 		}
 		out, err := parseChunk(body)
@@ -156,13 +156,13 @@ func writeFlushed(w http.ResponseWriter, v any) bool {
 // result limit do not vanish (a 4xx would make the SDK drop the result and
 // leave the job stuck): the job fails with a reason instead.
 func (h *Server) done(w http.ResponseWriter, r *http.Request, ep, workerID, jobID string) {
-	body, tooBig, err := readBody(r, maxResultBody)
+	body, tooBig, size, err := readBody(w, r, limits.ResultBody)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "read result body: "+err.Error())
 		return
 	}
 	if tooBig {
-		res := oversizeResult(r.ContentLength)
+		res := oversizeResult(size)
 		if err := h.s.Done(r.Context(), ep, workerID, jobID, res); err != nil {
 			writeSchedErr(w, err)
 			return

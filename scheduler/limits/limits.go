@@ -94,3 +94,29 @@ const (
 	// RunPod's documented 1 MB per streamed chunk.
 	StreamPage = 1 << 20
 )
+
+// Small request bodies: the routes that take a few fields or none.
+const (
+	// KeyBody caps POST /v1/keys: {"name"} and nothing more.
+	KeyBody = 4 << 10
+	// SmallBody caps the body of every other request: the RunPod status,
+	// cancel, retry and purge routes (some SDKs POST them with a small
+	// body), the worker job-take, job-stop and ping, the /v1 routes that
+	// are not endpoint or job submissions, the probes and /metrics.
+	SmallBody = 64 << 10
+)
+
+// DrainSlack is how far past its limit an oversized body is still read,
+// and thrown away, before the 413 is sent; see DrainBound.
+const DrainSlack = 1 << 20
+
+// DrainBound is how many bytes of an oversized body are read and thrown
+// away before the 413 is answered: the limit again, and at least
+// DrainSlack past it. A client that writes its whole body before it reads
+// (Python's urllib and requests do) then reads the 413 instead of
+// "connection reset by peer", which is what it sees when a server closes
+// a socket with unread data in it. A body longer than this (by its
+// Content-Length, or as it arrives) is answered 413 at once and the
+// connection is closed: reading on would let a client make emberd read
+// without end.
+func DrainBound(limit int64) int64 { return limit + max(limit, DrainSlack) }

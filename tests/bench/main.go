@@ -48,7 +48,7 @@ var (
 	tputN     = flag.Int("throughput-jobs", 20000, "jobs for the throughput figure")
 	queuedN   = flag.Int("queued-jobs", 100000, "jobs queued for the RSS figure")
 	clients   = flag.Int("clients", 32, "concurrent clients for throughput runs")
-	only      = flag.String("only", "", "run only one part: jobs (the job path, process runtime), containers (runc figures, scaling, FlashBoot) disk (recovery from a full disk) or stream (a job-stream flood)")
+	only      = flag.String("only", "", "run only one part: jobs (the job path, process runtime), containers (runc figures, scaling, FlashBoot), disk (recovery from a full disk), stream (a job-stream flood) or conns (idle connections against --max-connections)")
 )
 
 func main() {
@@ -88,6 +88,9 @@ func run() error {
 	}
 	if *only == "stream" {
 		return streamPart(tmp)
+	}
+	if *only == "conns" {
+		return connsPart(tmp)
 	}
 	// ---- baseline ----
 	base, stopBase, err := startBaseline(filepath.Join(tmp, "baseline"))

@@ -58,7 +58,7 @@ func sendError(w http.ResponseWriter, code int, msg string) {
 }
 
 func (fd *fakeDaemon) healthz(w http.ResponseWriter, _ *http.Request) {
-	send(w, 200, `{"status":"ok","uptimeSeconds":273784}`)
+	send(w, 200, `{"status":"ok","uptimeSeconds":273784,"openFiles":{"soft":1048576,"hard":1048576},"connections":{"open":12,"max":16384,"reserve":1024,"evicted":0,"refused":0,"rejected":0}}`)
 }
 
 func (fd *fakeDaemon) readyz(w http.ResponseWriter, _ *http.Request) {

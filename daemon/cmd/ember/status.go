@@ -30,6 +30,10 @@ type daemonStatus struct {
 	// (RunPod's "ready", always equal to "idle", is left out).
 	Workers map[string]int `json:"workers"`
 	GPUs    statusGPUs     `json:"gpus"`
+	// OpenFiles and Connections come from /healthz; absent from a daemon
+	// that does not report them.
+	OpenFiles   *client.FileLimits `json:"openFiles,omitempty"`
+	Connections *client.ConnStats  `json:"connections,omitempty"`
 }
 
 type statusJobs struct {
@@ -96,6 +100,7 @@ For a job's status use "ember job status ENDPOINT JOB".`,
 				}
 				if l, err := c.Healthz(ctx); err == nil {
 					st.UptimeSeconds = &l.UptimeSeconds
+					st.OpenFiles, st.Connections = l.OpenFiles, l.Connections
 				} else if !client.IsNotFound(err) {
 					return err
 				}
@@ -190,6 +195,19 @@ func writeDaemonStatus(w io.Writer, st *daemonStatus) error {
 		}
 	}
 	fmt.Fprintf(tw, "GPUs:\t%s\n", gpus)
+	files := "-"
+	if f := st.OpenFiles; f != nil {
+		files = fmt.Sprintf("limit %d (hard limit %d)", f.Soft, f.Hard)
+	}
+	fmt.Fprintf(tw, "Open files:\t%s\n", files)
+	conns := "-"
+	if c := st.Connections; c != nil {
+		conns = fmt.Sprintf("%d open of %d (+%d for workers and probes)", c.Open, c.Max, c.Reserve)
+		if c.Evicted+c.Refused+c.Rejected > 0 {
+			conns += fmt.Sprintf("; %d idle closed, %d refused, %d answered 503", c.Evicted, c.Refused, c.Rejected)
+		}
+	}
+	fmt.Fprintf(tw, "Connections:\t%s\n", conns)
 	return tw.Flush()
 }
 

@@ -123,6 +123,7 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.IntVar(&o.MinFreeDiskMB, "min-free-disk-mb", limits.DefaultMinFreeDisk>>20, "free space (MiB) on the data disk below which new work (jobs, endpoints, keys, images) is refused with 507")
 	fs.IntVar(&o.DiskReserveMB, "disk-reserve-mb", limits.DefaultDiskReserve>>20, "free space (MiB) on the data disk below which every write is refused, so the store never faults on a full disk; at most --min-free-disk-mb")
 	fs.IntVar(&o.MaxUnreadStreamMiB, "max-unread-stream-mib", limits.MaxUnreadStream>>20, "MiB of a job's stream output that may wait unread by /stream; a chunk past it is refused and the job fails")
+	fs.IntVar(&o.MaxConnections, "max-connections", 0, "cap on concurrent client connections, REST and gRPC together; idle ones are closed first past it, and an eighth more (16 to 1024) are held for the worker API and /healthz, /readyz (default half the open-files limit, at most 8192)")
 	fs.StringVar(&o.PreloadDir, "preload-dir", "", "folder of image archives and endpoint definitions (*.json) imported and created at start, once each (default DATA-DIR/preload)")
 	fs.StringVar(&o.DebugListen, "debug-listen", "", "HOST:PORT to serve Go's pprof profiles on (off when empty; keep it on loopback)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
