@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -341,6 +343,56 @@ func TestEmberManPage(t *testing.T) {
 	}
 }
 
+// builtPackages is the folder packages builds into once per test binary,
+// removed by TestMain.
+var builtPackages struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// packages builds the .deb and .rpm of versions 1.0.0 and 1.0.1 with
+// `make package` (the same binaries under two versions, for an upgrade),
+// once for all the tests that install them, and returns their folder.
+func packages(t *testing.T) string {
+	t.Helper()
+	builtPackages.once.Do(func() {
+		dir, err := os.MkdirTemp("", "ember-packages-")
+		if err != nil {
+			builtPackages.err = err
+			return
+		}
+		builtPackages.dir = dir
+		// A nested make must not inherit the jobserver of a make running go test.
+		var env []string
+		for _, kv := range os.Environ() {
+			if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" {
+				env = append(env, kv)
+			}
+		}
+		for _, v := range []string{"1.0.0", "1.0.1"} {
+			cmd := exec.Command("make", "-C", root, "-s", "package", "PKG_DIR="+dir, "PKG_VERSION="+v)
+			cmd.Env = env
+			if out, err := cmd.CombinedOutput(); err != nil {
+				builtPackages.err = fmt.Errorf("make package PKG_VERSION=%s: %w\n%s", v, err, out)
+				return
+			}
+		}
+	})
+	if builtPackages.err != nil {
+		t.Fatal(builtPackages.err)
+	}
+	return builtPackages.dir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtPackages.dir != "" {
+		os.RemoveAll(builtPackages.dir)
+	}
+	os.Exit(code)
+}
+
 // TestPackages builds the .deb and .rpm with `make package`, checks the
 // .rpm with rpm queries and takes the .deb through install, upgrade, remove
 // and purge on this machine.
@@ -357,19 +409,7 @@ func TestPackages(t *testing.T) {
 		}
 	}
 
-	dist := t.TempDir()
-	// A nested make must not inherit the jobserver of a make running go test.
-	var env []string
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" {
-			env = append(env, kv)
-		}
-	}
-	// The same binaries (bin/, reused when up to date) under two package
-	// versions, for an upgrade.
-	for _, v := range []string{"1.0.0", "1.0.1"} {
-		run(t, env, "make", "-C", root, "-s", "package", "PKG_DIR="+dist, "PKG_VERSION="+v)
-	}
+	dist := packages(t)
 	deb := func(v string) string { return filepath.Join(dist, "ember_"+v+"_amd64.deb") }
 	rpm := filepath.Join(dist, "ember-1.0.0.x86_64.rpm")
 	for _, p := range []string{deb("1.0.0"), deb("1.0.1"), rpm} {
@@ -423,8 +463,8 @@ func checkRPM(t *testing.T, rpm string) {
 			t.Errorf("rpm -qp --scripts lacks %q", s)
 		}
 	}
-	if got := q("-R"); !regexp.MustCompile(`(?m)^libseccomp\s*$`).MatchString(got) {
-		t.Errorf("rpm -qpR: %q, want libseccomp", got)
+	if got := q("-R"); !regexp.MustCompile(`(?m)^libseccomp\s*$`).MatchString(got) || !regexp.MustCompile(`(?m)^util-linux\s*$`).MatchString(got) {
+		t.Errorf("rpm -qpR: %q, want libseccomp and util-linux (kill, for ExecReload)", got)
 	}
 	run(t, nil, "rpm", "--dbpath", t.TempDir(), "-K", rpm)
 }
