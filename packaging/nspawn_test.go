@@ -136,7 +136,7 @@ func bookwormRootfs(t *testing.T, extra []string) (dir string, cached bool) {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include="+strings.Join(pkgs, ","), rootfsSuite, tmp, mirror)
 	cmd.WaitDelay = 10 * time.Second
@@ -151,6 +151,13 @@ func bookwormRootfs(t *testing.T, extra []string) (dir string, cached bool) {
 		rootfsSuite, time.Since(start).Round(time.Second), strings.Join(pkgs, ","), mirror, dir)
 	if err := os.Rename(tmp, dir); err != nil {
 		t.Fatal(err)
+	}
+	// Older builds (another package list or mirror) are not used again.
+	old, _ := filepath.Glob(filepath.Join(rootfsCache, "rootfs-"+rootfsSuite+"-*"))
+	for _, o := range old {
+		if o != dir {
+			os.RemoveAll(o)
+		}
 	}
 	return dir, false
 }
