@@ -35,8 +35,10 @@ build-deps:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
 
 # The packaging tests query the .rpm with rpm and check the unit with
-# systemd-analyze (package systemd); they build the packages with nfpm.
-TEST_APT_PKGS := rpm
+# systemd-analyze (package systemd); they build the packages with nfpm, and
+# boot a Debian rootfs (debootstrap) under systemd-nspawn (systemd-container)
+# to run the .deb under a real systemd.
+TEST_APT_PKGS := rpm debootstrap systemd-container
 deps: build-deps nfpm
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; fi

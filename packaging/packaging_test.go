@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -80,7 +82,9 @@ func TestUnit(t *testing.T) {
 		"[Unit]Documentation":       "man:emberd(8) https://github.com/emberhq/ember",
 		"[Service]Type":             "notify",
 		"[Service]NotifyAccess":     "main",
-		"[Service]ExecStart":        "/usr/bin/emberd --config /etc/ember/ember.toml",
+		"[Service]ExecStart":        "/usr/bin/emberd --config /etc/ember/ember.toml $EMBERD_OPTS",
+		"[Service]EnvironmentFile":  "-/etc/default/ember",
+		"[Service]OOMScoreAdjust":   "-500",
 		"[Service]ExecReload":       "/bin/kill -HUP $MAINPID",
 		"[Service]WatchdogSec":      "30s",
 		"[Service]Restart":          "on-failure",
@@ -212,208 +216,6 @@ func verify(t *testing.T, units []string, args ...string) {
 	}
 }
 
-// scriptEnv is a root for the maintainer scripts (DPKG_ROOT) with a fake
-// systemctl that logs its arguments.
-type scriptEnv struct {
-	root, log string
-	env       []string
-}
-
-func newScriptEnv(t *testing.T, systemd bool) *scriptEnv {
-	t.Helper()
-	dir := t.TempDir()
-	e := &scriptEnv{root: filepath.Join(dir, "root"), log: filepath.Join(dir, "systemctl.log")}
-	bin := filepath.Join(dir, "bin")
-	for _, d := range []string{e.root, bin} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fake := "#!/bin/sh\necho \"$*\" >>" + e.log + "\n"
-	if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte(fake), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if systemd {
-		if err := os.MkdirAll(filepath.Join(e.root, "run/systemd/system"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e.env = append(os.Environ(), "DPKG_ROOT="+e.root, "PATH="+bin+":"+os.Getenv("PATH"))
-	return e
-}
-
-// script runs a maintainer script and returns the systemctl calls it made.
-func (e *scriptEnv) script(t *testing.T, name string, args ...string) []string {
-	t.Helper()
-	os.Remove(e.log)
-	run(t, e.env, "sh", append([]string{filepath.Join(root, "packaging", "scripts", name+".sh")}, args...)...)
-	b, err := os.ReadFile(e.log)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-}
-
-func (e *scriptEnv) path(p string) string { return filepath.Join(e.root, p) }
-
-var keyPattern = regexp.MustCompile(`^[0-9a-f]{64}\n$`)
-
-// checkMode fails unless path exists with this type and permission bits.
-func checkMode(t *testing.T, path string, want fs.FileMode) {
-	t.Helper()
-	fi, err := os.Lstat(path)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	if got := fi.Mode() & (fs.ModeType | fs.ModePerm); got != want {
-		t.Errorf("%s: mode %v, want %v", path, got, want)
-	}
-}
-
-// TestMaintainerScripts runs the scripts as dpkg and rpm call them, in a
-// scratch root (DPKG_ROOT) with a fake systemctl: what they create, keep and
-// delete, and which systemctl commands they run with and without systemd.
-func TestMaintainerScripts(t *testing.T) {
-	for _, name := range []string{"postinstall", "preremove", "postremove"} {
-		p := filepath.Join(root, "packaging", "scripts", name+".sh")
-		if !strings.HasPrefix(readFile(t, p), "#!/bin/sh\n") {
-			t.Errorf("%s: not a #!/bin/sh script", p)
-		}
-		for _, sh := range []string{"sh", "dash", "bash"} {
-			if _, err := exec.LookPath(sh); err == nil {
-				args := []string{"-n", p}
-				if sh == "bash" {
-					args = []string{"--posix", "-n", p}
-				}
-				run(t, nil, sh, args...)
-			}
-		}
-	}
-
-	type step struct {
-		script string
-		args   []string
-		calls  []string // with systemd running
-	}
-	install := []string{"daemon-reload", "enable emberd.service", "start emberd.service"}
-	upgrade := []string{"daemon-reload", "try-restart emberd.service"}
-	for _, tc := range []struct {
-		name             string
-		install, upgrade step
-		remove, upRemove []step // erase, and the old package's scripts in an upgrade
-		purge            *step
-	}{
-		{
-			name:     "deb",
-			install:  step{"postinstall", []string{"configure", ""}, install},
-			upgrade:  step{"postinstall", []string{"configure", "1.0.0"}, upgrade},
-			upRemove: []step{{"preremove", []string{"upgrade", "1.0.1"}, nil}, {"postremove", []string{"upgrade", "1.0.1"}, nil}},
-			remove:   []step{{"preremove", []string{"remove"}, []string{"stop emberd.socket emberd.service"}}, {"postremove", []string{"remove"}, []string{"daemon-reload"}}},
-			purge:    &step{"postremove", []string{"purge"}, []string{"daemon-reload"}},
-		},
-		{
-			name:     "rpm",
-			install:  step{"postinstall", []string{"1"}, install},
-			upgrade:  step{"postinstall", []string{"2"}, upgrade},
-			upRemove: []step{{"preremove", []string{"1"}, nil}, {"postremove", []string{"1"}, nil}},
-			remove:   []step{{"preremove", []string{"0"}, []string{"disable --now emberd.socket emberd.service"}}, {"postremove", []string{"0"}, []string{"daemon-reload"}}},
-		},
-	} {
-		for _, systemd := range []bool{true, false} {
-			name := tc.name + "/no-systemd"
-			if systemd {
-				name = tc.name + "/systemd"
-			}
-			t.Run(name, func(t *testing.T) {
-				e := newScriptEnv(t, systemd)
-				do := func(s step) {
-					t.Helper()
-					want := s.calls
-					if !systemd {
-						want = nil
-					}
-					if got := e.script(t, s.script, s.args...); !slices.Equal(got, want) {
-						t.Errorf("%s %q: systemctl calls %q, want %q", s.script, s.args, got, want)
-					}
-				}
-				data, key := e.path("var/lib/ember"), e.path("var/lib/ember/api.key")
-
-				do(tc.install)
-				checkMode(t, data, fs.ModeDir|0o750)
-				checkMode(t, key, 0o600)
-				first := readFile(t, key)
-				if !keyPattern.MatchString(first) {
-					t.Errorf("api.key %q is not 64 hex digits and a newline", first)
-				}
-
-				// An upgrade keeps everything in the data directory.
-				job := filepath.Join(data, "queued-job")
-				if err := os.WriteFile(job, []byte("job"), 0o600); err != nil {
-					t.Fatal(err)
-				}
-				do(tc.upgrade)
-				for _, s := range tc.upRemove {
-					do(s)
-				}
-				if readFile(t, key) != first || readFile(t, job) != "job" {
-					t.Error("the upgrade changed the data directory")
-				}
-
-				// A missing key is created again, an existing one kept.
-				os.Remove(key)
-				do(tc.upgrade)
-				if k := readFile(t, key); !keyPattern.MatchString(k) || k == first {
-					t.Errorf("new key %q", k)
-				}
-
-				if err := os.MkdirAll(e.path("etc/ember"), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(e.path("etc/ember/ember.toml"), []byte("max-attempts = 5\n"), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				wants := e.path("etc/systemd/system/multi-user.target.wants")
-				if err := os.MkdirAll(wants, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink("/lib/systemd/system/emberd.service", filepath.Join(wants, "emberd.service")); err != nil {
-					t.Fatal(err)
-				}
-				for _, s := range tc.remove {
-					do(s)
-				}
-				if readFile(t, job) != "job" || readFile(t, e.path("etc/ember/ember.toml")) != "max-attempts = 5\n" {
-					t.Error("removal lost data or configuration")
-				}
-				if tc.purge == nil {
-					return
-				}
-				do(*tc.purge)
-				for _, p := range []string{data, e.path("etc/ember"), filepath.Join(wants, "emberd.service")} {
-					if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
-						t.Errorf("after purge %s: %v", p, err)
-					}
-				}
-			})
-		}
-	}
-
-	// An unknown argument is ignored rather than failing the transaction.
-	e := newScriptEnv(t, true)
-	for _, name := range []string{"postinstall", "preremove", "postremove"} {
-		if calls := e.script(t, name, "something-new"); len(calls) != 0 {
-			t.Errorf("%s something-new: %q", name, calls)
-		}
-	}
-	if calls := e.script(t, "postinstall", "abort-remove"); !slices.Equal(calls, []string{"daemon-reload", "start emberd.service"}) {
-		t.Errorf("postinstall abort-remove: %q", calls)
-	}
-}
-
 // command is one ember command from its --help: its path below ember and
 // its own flags (long names, and shorthands as "-x").
 type command struct {
@@ -541,6 +343,56 @@ func TestEmberManPage(t *testing.T) {
 	}
 }
 
+// builtPackages is the folder packages builds into once per test binary,
+// removed by TestMain.
+var builtPackages struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// packages builds the .deb and .rpm of versions 1.0.0 and 1.0.1 with
+// `make package` (the same binaries under two versions, for an upgrade),
+// once for all the tests that install them, and returns their folder.
+func packages(t *testing.T) string {
+	t.Helper()
+	builtPackages.once.Do(func() {
+		dir, err := os.MkdirTemp("", "ember-packages-")
+		if err != nil {
+			builtPackages.err = err
+			return
+		}
+		builtPackages.dir = dir
+		// A nested make must not inherit the jobserver of a make running go test.
+		var env []string
+		for _, kv := range os.Environ() {
+			if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" {
+				env = append(env, kv)
+			}
+		}
+		for _, v := range []string{"1.0.0", "1.0.1"} {
+			cmd := exec.Command("make", "-C", root, "-s", "package", "PKG_DIR="+dir, "PKG_VERSION="+v)
+			cmd.Env = env
+			if out, err := cmd.CombinedOutput(); err != nil {
+				builtPackages.err = fmt.Errorf("make package PKG_VERSION=%s: %w\n%s", v, err, out)
+				return
+			}
+		}
+	})
+	if builtPackages.err != nil {
+		t.Fatal(builtPackages.err)
+	}
+	return builtPackages.dir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtPackages.dir != "" {
+		os.RemoveAll(builtPackages.dir)
+	}
+	os.Exit(code)
+}
+
 // TestPackages builds the .deb and .rpm with `make package`, checks the
 // .rpm with rpm queries and takes the .deb through install, upgrade, remove
 // and purge on this machine.
@@ -557,19 +409,7 @@ func TestPackages(t *testing.T) {
 		}
 	}
 
-	dist := t.TempDir()
-	// A nested make must not inherit the jobserver of a make running go test.
-	var env []string
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" {
-			env = append(env, kv)
-		}
-	}
-	// The same binaries (bin/, reused when up to date) under two package
-	// versions, for an upgrade.
-	for _, v := range []string{"1.0.0", "1.0.1"} {
-		run(t, env, "make", "-C", root, "-s", "package", "PKG_DIR="+dist, "PKG_VERSION="+v)
-	}
+	dist := packages(t)
 	deb := func(v string) string { return filepath.Join(dist, "ember_"+v+"_amd64.deb") }
 	rpm := filepath.Join(dist, "ember-1.0.0.x86_64.rpm")
 	for _, p := range []string{deb("1.0.0"), deb("1.0.1"), rpm} {
@@ -591,6 +431,7 @@ func checkRPM(t *testing.T, rpm string) {
 	}
 	files := strings.Fields(q("-l"))
 	want := []string{
+		"/etc/default/ember",
 		"/etc/ember",
 		"/etc/ember/ember.toml",
 		"/usr/bin/ember",
@@ -607,23 +448,23 @@ func checkRPM(t *testing.T, rpm string) {
 	if !slices.Equal(files, want) {
 		t.Errorf("rpm -qpl:\n got %q\nwant %q", files, want)
 	}
-	if got := strings.Fields(q("--configfiles")); !slices.Equal(got, []string{"/etc/ember/ember.toml"}) {
+	if got := strings.Fields(q("--configfiles")); !slices.Equal(got, []string{"/etc/default/ember", "/etc/ember/ember.toml"}) {
 		t.Errorf("rpm -qp --configfiles: %q", got)
 	}
 	// %config(noreplace): flag bit 16 (RPMFILE_NOREPLACE) on top of config (1).
-	if got := q("--qf", `[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms}\n]`); !strings.Contains(got, "/etc/ember/ember.toml cn -rw-r--r--") ||
+	if got := q("--qf", `[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms}\n]`); !strings.Contains(got, "/etc/ember/ember.toml cn -rw-r--r--") || !strings.Contains(got, "/etc/default/ember cn -rw-r--r--") ||
 		!strings.Contains(got, "/var/lib/ember  drwxr-x---") || !strings.Contains(got, "/usr/bin/emberd  -rwxr-xr-x") ||
 		!strings.Contains(got, "/usr/lib/systemd/system/emberd.socket  -rw-r--r--") {
 		t.Errorf("rpm file flags and modes:\n%s", got)
 	}
 	scripts := q("--scripts")
-	for _, s := range []string{"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "systemctl try-restart emberd.service", "systemctl disable --now emberd.socket emberd.service", "rm -rf \"$root/var/lib/ember\""} {
+	for _, s := range []string{"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "invoke try-restart", "systemctl --no-reload preset emberd.service", "deb-systemd-invoke", "systemctl disable --now emberd.socket emberd.service", "rm -rf \"$root/var/lib/ember\""} {
 		if !strings.Contains(scripts, s) {
 			t.Errorf("rpm -qp --scripts lacks %q", s)
 		}
 	}
-	if got := q("-R"); !regexp.MustCompile(`(?m)^libseccomp\s*$`).MatchString(got) {
-		t.Errorf("rpm -qpR: %q, want libseccomp", got)
+	if got := q("-R"); !regexp.MustCompile(`(?m)^libseccomp\s*$`).MatchString(got) || !regexp.MustCompile(`(?m)^util-linux\s*$`).MatchString(got) {
+		t.Errorf("rpm -qpR: %q, want libseccomp and util-linux (kill, for ExecReload)", got)
 	}
 	run(t, nil, "rpm", "--dbpath", t.TempDir(), "-K", rpm)
 }
@@ -660,13 +501,16 @@ func emberdRunning() bool {
 	return false
 }
 
+// enableLink is what enabling emberd.service makes.
+const enableLink = "/etc/systemd/system/multi-user.target.wants/emberd.service"
+
 func checkDeb(t *testing.T, v1, v2 string) {
 	// Never touch an installation that is not this test's: an installed
 	// package, data or configuration would be replaced or purged below.
 	if s := dpkgStatus(); s != "" && !strings.HasSuffix(s, "not-installed") {
 		t.Skipf("package ember is on this machine (%s): not installing over it", s)
 	}
-	for _, p := range []string{"/usr/bin/emberd", "/usr/bin/ember", "/var/lib/ember", "/etc/ember"} {
+	for _, p := range []string{"/usr/bin/emberd", "/usr/bin/ember", "/var/lib/ember", "/etc/ember", "/etc/default/ember", enableLink} {
 		if _, err := os.Lstat(p); err == nil {
 			t.Skipf("%s exists: not installing the package over it (and purging it afterwards)", p)
 		}
@@ -693,6 +537,8 @@ func checkDeb(t *testing.T, v1, v2 string) {
 		// Created by this test only (checked above).
 		os.RemoveAll("/var/lib/ember")
 		os.RemoveAll("/etc/ember")
+		os.Remove("/etc/default/ember")
+		os.Remove(enableLink)
 	})
 	if _, err := os.Stat("/run/systemd/system"); err == nil {
 		t.Log("systemd runs this machine: the package will start emberd.service")
@@ -709,6 +555,7 @@ func checkDeb(t *testing.T, v1, v2 string) {
 		"/var/lib/ember/api.key":                          0o600,
 		"/etc/ember":                                      fs.ModeDir | 0o755,
 		"/etc/ember/ember.toml":                           0o644,
+		"/etc/default/ember":                              0o644,
 		"/lib/systemd/system/emberd.service":              0o644,
 		"/lib/systemd/system/emberd.socket":               0o644,
 		"/usr/share/bash-completion/completions/ember":    0o644,
@@ -727,7 +574,8 @@ func checkDeb(t *testing.T, v1, v2 string) {
 		t.Error("/etc/ember/ember.toml is not packaging/ember.toml")
 	}
 	conffiles := run(t, nil, "dpkg-query", "-W", "-f=${Conffiles}", "ember")
-	if !regexp.MustCompile(`(?m)^ /etc/ember/ember.toml [0-9a-f]{32}$`).MatchString(conffiles) {
+	if !regexp.MustCompile(`(?m)^ /etc/ember/ember.toml [0-9a-f]{32}$`).MatchString(conffiles) ||
+		!regexp.MustCompile(`(?m)^ /etc/default/ember [0-9a-f]{32}$`).MatchString(conffiles) {
 		t.Errorf("conffiles: %q", conffiles)
 	}
 	if out := run(t, nil, "/usr/bin/emberd", "--version"); !strings.HasPrefix(out, "emberd ") {
@@ -746,6 +594,13 @@ func checkDeb(t *testing.T, v1, v2 string) {
 		}
 		verify(t, []string{"/lib/systemd/system/emberd.service"}, man)
 		verify(t, []string{"/lib/systemd/system/emberd.socket", "/lib/systemd/system/emberd.service"}, man)
+	}
+	// Enabled as Debian enables services, also where systemd does not run
+	// (an image being built): by deb-systemd-helper, where it is.
+	if _, err := exec.LookPath("deb-systemd-helper"); err == nil {
+		if target, err := os.Readlink(enableLink); err != nil || target != "/lib/systemd/system/emberd.service" {
+			t.Errorf("enable link %s: %q, %v", enableLink, target, err)
+		}
 	}
 	// The socket unit is opt-in: installed, never enabled (nor started).
 	if _, err := os.Lstat("/etc/systemd/system/sockets.target.wants/emberd.socket"); !errors.Is(err, fs.ErrNotExist) {
@@ -790,15 +645,21 @@ func checkDeb(t *testing.T, v1, v2 string) {
 	if readFile(t, "/var/lib/ember/api.key") != key || readFile(t, "/var/lib/ember/queued-job") != "job" || readFile(t, "/etc/ember/ember.toml") != edited {
 		t.Error("dpkg -r lost data or configuration")
 	}
+	if _, err := os.Stat("/etc/default/ember"); err != nil {
+		t.Errorf("after dpkg -r, /etc/default/ember (a conffile): %v", err)
+	}
 
 	// Purge: data and configuration go too.
 	dpkg(t, "-P", "ember")
 	if s := dpkgStatus(); s != "" && !strings.HasSuffix(s, "not-installed") {
 		t.Errorf("status after dpkg -P: %q", s)
 	}
-	for _, p := range []string{"/var/lib/ember", "/etc/ember"} {
+	for _, p := range []string{"/var/lib/ember", "/etc/ember", "/etc/default/ember", enableLink} {
 		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("after dpkg -P, %s: %v", p, err)
 		}
+	}
+	if left, _ := filepath.Glob("/var/lib/systemd/deb-systemd-helper-*/*emberd*"); len(left) > 0 {
+		t.Errorf("after dpkg -P, deb-systemd-helper state left: %q", left)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/oci/bundle"
 )
 
 // Runtime starts host processes.
@@ -60,6 +61,17 @@ func (*Runtime) Start(ctx context.Context, spec oci.Spec) (oci.Worker, error) {
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", spec.Command[0], err)
+	}
+	// Workers, not emberd, are what the OOM killer should take: a worker
+	// would otherwise inherit emberd's score (OOMScoreAdjust=-500 in its
+	// unit). Set just after exec, so a child the worker forks in the first
+	// instant keeps emberd's; the runc runtime sets it before exec.
+	adj := strconv.Itoa(bundle.DefaultOOMScoreAdj)
+	if err := os.WriteFile("/proc/"+strconv.Itoa(cmd.Process.Pid)+"/oom_score_adj", []byte(adj), 0); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		logf.Close()
+		return nil, fmt.Errorf("set the worker's oom_score_adj to %s: %w", adj, err)
 	}
 	w := &worker{cmd: cmd, done: make(chan struct{})}
 	go func() {

@@ -6,12 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/oci/bundle"
 )
 
 // start runs a shell script as a worker; its output is the log.
@@ -202,4 +204,31 @@ func TestSigPending(t *testing.T) {
 	if sigPending([]byte("SigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n"), syscall.SIGSTOP) {
 		t.Error("SIGSTOP seen in empty masks")
 	}
+}
+
+// TestOOMScoreAdj: a worker gets the workers' oom_score_adj, whatever
+// emberd's own is (its unit lowers it), and so do the children it forks
+// once started (one forked in the first instant keeps emberd's: the score is
+// set just after exec).
+func TestOOMScoreAdj(t *testing.T) {
+	w, log := start(t, `sleep 0.5; sleep 30 & echo child $!; wait`)
+	waitFor(t, 5*time.Second, "the child's pid in the log", logHas(log, "child "))
+	for _, pid := range []string{strconv.Itoa(w.PID()), strings.Fields(strings.SplitAfter(readLog(t, log), "child ")[1])[0]} {
+		b, err := os.ReadFile("/proc/" + pid + "/oom_score_adj")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.TrimSpace(string(b)), strconv.Itoa(bundle.DefaultOOMScoreAdj); got != want {
+			t.Errorf("pid %s: oom_score_adj %s, want %s", pid, got, want)
+		}
+	}
+}
+
+func readLog(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -7,8 +7,9 @@
 #        or more on an upgrade)
 #
 # Removal keeps the data (/var/lib/ember: queued jobs, images, the admin key)
-# and the configuration (/etc/ember). Only a deb purge (dpkg -P, apt purge)
-# deletes both. An rpm erase never deletes them (rpm has no purge): remove
+# and the configuration (/etc/ember; dpkg and rpm keep the conffile
+# /etc/default/ember themselves). Only a deb purge (dpkg -P, apt purge)
+# deletes both (and dpkg the conffiles). An rpm erase never deletes them (rpm has no purge): remove
 # them by hand with rm -rf /var/lib/ember /etc/ember.
 set -e
 
@@ -24,7 +25,13 @@ if [ "$1" = purge ]; then
 		rm -rf "$root/var/lib/ember"
 	fi
 	rm -rf "$root/etc/ember"
-	# What `systemctl enable` made; the unit file itself is already gone.
+	# What deb-systemd-helper enable recorded and made (it honours
+	# DPKG_ROOT), then what `systemctl enable` made; the unit file itself is
+	# already gone.
+	if command -v deb-systemd-helper >/dev/null 2>&1; then
+		deb-systemd-helper purge emberd.service >/dev/null || true
+		deb-systemd-helper unmask emberd.service >/dev/null || true
+	fi
 	rm -f "$root/etc/systemd/system/multi-user.target.wants/emberd.service"
 	rm -f "$root/etc/systemd/system/sockets.target.wants/emberd.socket"
 fi
