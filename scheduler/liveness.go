@@ -48,9 +48,10 @@ func (s *Scheduler) lockProbe() *lockProbe {
 // before ctx ends, with ErrUnavailable once the scheduler is closed, and
 // with the store's error when the read fails. Cheap: meant for a watchdog.
 func (s *Scheduler) Check(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+	// No early return on an ended ctx: a deadline that passed before the
+	// call (a loaded machine, a short watchdog budget) still means the lock
+	// was not had in time, and the answer must say ErrWedged, as it does
+	// for one that passes while waiting.
 	p := s.lockProbe()
 	select {
 	case <-p.done:
