@@ -233,7 +233,7 @@ func TestContainerScaling(t *testing.T) {
 			}
 			return true
 		})
-		if !strings.Contains(d.Log(), "did not stop a cancelled or timed-out job") {
+		if !strings.Contains(d.Log(), "did not stop a cancelled, timed-out or failed job") {
 			t.Errorf("emberd did not log why it killed the worker")
 		}
 		next := d.JSON("POST", "/v2/"+ep+"/runsync?wait=60000", map[string]any{"input": map[string]any{"output": "after"}}, 200)
