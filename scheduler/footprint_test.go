@@ -114,3 +114,21 @@ func TestQueuedJobHoldsNoRecord(t *testing.T) {
 	defer s.Close()
 	check("after recovery", s)
 }
+
+// TestJobIDsTimeOrdered: job ids sort in the order they were made, so new
+// job records land at the end of the store's key space (see newJobID).
+func TestJobIDsTimeOrdered(t *testing.T) {
+	for _, sync := range []bool{false, true} {
+		prev := newJobID(sync)
+		for i := 0; i < 10000; i++ {
+			id := newJobID(sync)
+			if id <= prev {
+				t.Fatalf("sync=%v: id %s made after %s sorts before it", sync, id, prev)
+			}
+			if want := 36 + len("-e1"); sync && len(id) != len("sync-")+want || !sync && len(id) != want {
+				t.Fatalf("sync=%v: id %q is not a UUID with a region tag", sync, id)
+			}
+			prev = id
+		}
+	}
+}
