@@ -16,12 +16,12 @@ func (h ttlHeap) Less(a, b int) bool {
 }
 func (h ttlHeap) Swap(a, b int) {
 	h[a], h[b] = h[b], h[a]
-	h[a].ttlIdx = a
-	h[b].ttlIdx = b
+	h[a].ttlIdx = int32(a)
+	h[b].ttlIdx = int32(b)
 }
 func (h *ttlHeap) Push(x any) {
 	j := x.(*job)
-	j.ttlIdx = len(*h)
+	j.ttlIdx = int32(len(*h))
 	*h = append(*h, j)
 }
 func (h *ttlHeap) Pop() any {
@@ -48,8 +48,8 @@ func (s *Scheduler) armTTLLocked(j *job) {
 
 // disarmTTLLocked forgets the job's deadline (it ended).
 func (s *Scheduler) disarmTTLLocked(j *job) {
-	if j.ttlIdx >= 0 && j.ttlIdx < len(s.ttls) && s.ttls[j.ttlIdx] == j {
-		heap.Remove(&s.ttls, j.ttlIdx)
+	if i := int(j.ttlIdx); i >= 0 && i < len(s.ttls) && s.ttls[i] == j {
+		heap.Remove(&s.ttls, i)
 	}
 }
 

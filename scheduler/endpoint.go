@@ -446,8 +446,14 @@ func newEndpointID() string {
 	return string(b[:])
 }
 
+// newJobID makes a job id: a UUID, then "-e1" (RunPod's ids end in a
+// region tag). The UUID is version 7, time-ordered: job records are keyed
+// by id, so new records land at the end of the key space instead of all
+// over it, and Badger's compactions rewrite only the newest tables instead
+// of the whole level below at every flush (its table builders live on the
+// Go heap: with random ids they held tens of MB during a /run burst).
 func newJobID(sync bool) string {
-	id := uuid.NewString() + "-e1"
+	id := uuid.Must(uuid.NewV7()).String() + "-e1"
 	if sync {
 		return "sync-" + id
 	}

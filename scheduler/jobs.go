@@ -30,7 +30,7 @@ func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submissio
 	s.seq++
 	rec := store.Job{
 		ID:                 newJobID(sub.Sync),
-		EndpointID:         endpointID,
+		EndpointID:         ep.def.ID, // shared by every job of the endpoint, not a copy per request
 		Status:             store.InQueue,
 		Seq:                s.seq,
 		Input:              sub.Input,
@@ -70,9 +70,7 @@ func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submissio
 	j := newJob(&rec)
 	j.unsaved = &rec
 	s.mu.Lock()
-	s.jobs[rec.ID] = j
-	ep.push(j, false)
-	s.armTTLLocked(j)
+	s.admitLocked(ep, j)
 	s.jobArrivedLocked(ep)
 	s.scaleLocked(ep)
 	s.mu.Unlock()
@@ -90,6 +88,16 @@ func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submissio
 		return JobView{}, persistErr("persist job", err)
 	}
 	return JobView{ID: rec.ID, EndpointID: endpointID, Status: store.InQueue}, nil
+}
+
+// admitLocked makes a new queued job live: indexed by id, takeable from its
+// endpoint's ready queue and in the TTL heap. Submit and recovery both come
+// through here, so what a queued job costs in memory is decided in one place
+// (TestQueuedJobFootprint bounds it).
+func (s *Scheduler) admitLocked(ep *endpointState, j *job) {
+	s.jobs[j.rec.ID] = j
+	ep.push(j, false)
+	s.armTTLLocked(j)
 }
 
 // abandon withdraws a job whose record could not be written: it was never

@@ -350,6 +350,9 @@ func (s *Scheduler) recover() error {
 			orphans = append(orphans, r.ID)
 			return nil
 		}
+		// One copy of the endpoint id for all its jobs instead of one
+		// decoded per record.
+		r.EndpointID = ep.def.ID
 		if w := adopted[r.WorkerID]; r.Status == store.InProgress && w != nil {
 			// Its worker outlived the daemon and was taken back: the job
 			// goes on there (its pings and result still count).
@@ -388,10 +391,7 @@ func (s *Scheduler) recover() error {
 		} else {
 			queued++
 		}
-		j := newJob(r)
-		s.jobs[j.rec.ID] = j
-		ep.push(j, false)
-		s.armTTLLocked(j)
+		s.admitLocked(ep, newJob(r))
 		return nil
 	})
 	if err != nil {

@@ -162,6 +162,17 @@ func run() error {
 		return err
 	}
 	rssQueued := rssMB(d.cmd.Process.Pid)
+	anonQueued, fileQueued := rssSplitMB(d.cmd.Process.Pid)
+	if dl := os.Getenv("BENCH_DEBUG_LISTEN"); dl != "" {
+		// The heap behind the RSS figure, for digging.
+		if resp, err := http.Get("http://" + dl + "/debug/pprof/heap"); err == nil {
+			if f, err := os.Create("emberd-heap.pprof"); err == nil {
+				io.Copy(f, resp.Body)
+				f.Close()
+			}
+			resp.Body.Close()
+		}
+	}
 	// Start to READY with those jobs in the store, against an empty store.
 	d.stop()
 	readyFull, err := timeToReady(filepath.Join(tmp, "ember"), 3)
@@ -174,15 +185,6 @@ func run() error {
 	}
 	if d, err = startEmberd(filepath.Join(tmp, "ember"), "process"); err != nil {
 		return err
-	}
-	if dl := os.Getenv("BENCH_DEBUG_LISTEN"); dl != "" {
-		if resp, err := http.Get("http://" + dl + "/debug/pprof/heap"); err == nil {
-			if f, err := os.Create("emberd-heap.pprof"); err == nil {
-				io.Copy(f, resp.Body)
-				f.Close()
-			}
-			resp.Body.Close()
-		}
 	}
 
 	fmt.Printf("%-52s %12s %12s %8s\n", "figure", "ember", "baseline", "ratio")
@@ -202,6 +204,7 @@ func run() error {
 	fmt.Printf("%-52s %12s\n", "  emberd CPU per job", fmt.Sprintf("%.0f us", cpu8))
 	fmt.Printf("%-52s %12s\n", "emberd RSS idle (8 workers up)", fmt.Sprintf("%.1f MB", rssIdle))
 	fmt.Printf("%-52s %12s\n", fmt.Sprintf("emberd RSS with %d queued jobs", *queuedN), fmt.Sprintf("%.1f MB", rssQueued))
+	fmt.Printf("%-52s %12s\n", "  anonymous (Go heap) / file (binary, Badger)", fmt.Sprintf("%.0f / %.0f MB", anonQueued, fileQueued))
 	row(fmt.Sprintf("start to READY=1, %d jobs queued (baseline: none)", *queuedN), ms(readyFull), ms(readyEmpty), "ms")
 	fmt.Println("\nThe round trip includes the client, both HTTP hops of the worker (take, job-done) and the")
 	fmt.Println("example worker's handler (an immediate return); it is an upper bound on Ember's added latency.")
@@ -569,6 +572,29 @@ func statusMB(pid int, field string) float64 {
 		}
 	}
 	return -1
+}
+
+// rssSplitMB reads RssAnon and RssFile of a process: the Go heap against
+// mapped files (emberd's binary, Badger's tables).
+func rssSplitMB(pid int) (anon, file float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1, -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "RssAnon:":
+			anon = kb / 1024
+		case "RssFile:":
+			file = kb / 1024
+		}
+	}
+	return anon, file
 }
 
 func numCPU() int {
