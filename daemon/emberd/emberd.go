@@ -454,6 +454,14 @@ func Run(ctx context.Context, o Options) error {
 	}()
 	defer func() { stopReloads(); <-reloadsDone }()
 
+	restCtx, stopRest := context.WithCancel(ctx)
+	rested := make(chan struct{})
+	go func() {
+		defer close(rested)
+		returnAtRest(restCtx, log)
+	}()
+	defer func() { stopRest(); <-rested }()
+
 	// Preload runs after READY: image archives can be many gigabytes, and
 	// the API is usable meanwhile.
 	preloadDir := o.PreloadDir
