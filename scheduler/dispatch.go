@@ -489,17 +489,24 @@ func (s *Scheduler) writeRequeueLocked(j *job) {
 	s.store.CommitAsync(b)
 }
 
-// failLost fails a job whose worker was lost too often.
-func (s *Scheduler) failLost(j *job, reason string) {
-	now := s.now()
-	_, err := s.finalize(s.ctx, []*job{j}, "failure", func(r *store.Job) {
+// failedAt is the finalize mutation that fails a job with reason at now;
+// a job that had started also gets its execution time. Every failure
+// decided by the scheduler (not posted by a worker) goes through it.
+func failedAt(reason string, now time.Time) func(*store.Job) {
+	return func(r *store.Job) {
 		r.Status = store.Failed
 		r.Error = reason
 		r.FinishedAt = now.UnixMilli()
 		if r.StartedAt > 0 {
 			r.ExecutionMs = msSince(r.StartedAt, now)
 		}
-	})
+	}
+}
+
+// failLost fails a job whose worker was lost too often.
+func (s *Scheduler) failLost(j *job, reason string) {
+	now := s.now()
+	_, err := s.finalize(s.ctx, []*job{j}, "failure", failedAt(reason, now))
 	if err != nil {
 		s.log.Error("fail lost job", "job", j.rec.ID, "err", err)
 	}

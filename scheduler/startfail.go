@@ -3,8 +3,6 @@ package scheduler
 import (
 	"fmt"
 	"time"
-
-	"github.com/emberhq/ember/scheduler/store"
 )
 
 // Endpoints that cannot start. A worker that fails to start (a program
@@ -59,11 +57,7 @@ func (s *Scheduler) startFailedLocked(ep *endpointState, reason string) {
 // whose failure could not be written go back to the head of the queue.
 func (s *Scheduler) failUnstartable(jobs []*job, msg string) {
 	now := s.now()
-	_, err := s.finalize(s.ctx, jobs, "start failure", func(r *store.Job) {
-		r.Status = store.Failed
-		r.Error = msg
-		r.FinishedAt = now.UnixMilli()
-	})
+	_, err := s.finalize(s.ctx, jobs, "start failure", failedAt(msg, now))
 	if err == nil {
 		return
 	}

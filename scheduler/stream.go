@@ -96,14 +96,7 @@ func (s *Scheduler) overflowChunk(ctx context.Context, j *job, endpointID, jobID
 	now := s.now()
 	// The worker's hang-up must not leave the job running: the refusal is
 	// decided, so it is written whatever happens to the request.
-	views, err := s.finalize(context.WithoutCancel(ctx), []*job{j}, "stream limit failure", func(r *store.Job) {
-		r.Status = store.Failed
-		r.Error = reason
-		r.FinishedAt = now.UnixMilli()
-		if r.StartedAt > 0 {
-			r.ExecutionMs = msSince(r.StartedAt, now)
-		}
-	})
+	views, err := s.finalize(context.WithoutCancel(ctx), []*job{j}, "stream limit failure", failedAt(reason, now))
 	if err != nil {
 		return err
 	}
