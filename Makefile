@@ -116,8 +116,12 @@ fuzz:
 # Performance figures with same-run baselines (see README).
 bench: build
 	$(GO) run -tags $(TAGS) ./tests/bench -emberd bin/emberd -worker bin/example-worker
+	$(GO) run -tags $(TAGS) ./tests/bench -emberd bin/emberd -worker bin/example-worker -only stream
+	$(GO) run -tags $(TAGS) ./tests/bench -emberd bin/emberd -worker bin/example-worker -only conns
 	@echo "# autoscaler decision, 50 endpoints sharing 8 GPUs (all held, jobs queued everywhere)"
 	$(GO) test -run '^$$' -bench ScaleDecision -benchtime 200000x ./scheduler/
+	@echo "# durable store commits of 500 B jobs, with the disk-space rules and without (same run, alternating)"
+	$(GO) test -run '^$$' -bench CommitJob -benchtime 6000x ./scheduler/store/
 
 # Long crash/soak loops are kept out of `make test`.
 soak: build
