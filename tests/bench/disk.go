@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -117,10 +118,39 @@ func (d *daemon) freeAndWait(filler, ep string) (time.Duration, error) {
 		return 0, err
 	}
 	for time.Since(start) < 30*time.Second {
-		if code, err := d.runStatus(ep); err == nil && code == http.StatusOK {
+		code, err := d.runStatus(ep)
+		if err == nil && code == http.StatusOK {
 			return time.Since(start), nil
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			// Nothing listens: emberd is gone (a zombie still answers
+			// kill 0, so its log says it).
+			return 0, fmt.Errorf("emberd died while the disk was full: %s", d.fatalLine(filepath.Dir(filler)))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	return 0, errors.New("/run did not answer 200 within 30 s of freeing the disk")
+}
+
+// fatalLine returns the lines of emberd's log (DIR/data.log) that say why
+// it died: the Go runtime's fatal error and the first frame outside it.
+func (d *daemon) fatalLine(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, "data.log"))
+	if err != nil {
+		return "its log is unreadable: " + err.Error()
+	}
+	var out []string
+	lines := strings.Split(string(b), "\n")
+	for _, l := range lines {
+		if strings.HasPrefix(l, "fatal error") || strings.HasPrefix(l, "[signal") {
+			out = append(out, l)
+		}
+		if strings.HasPrefix(l, "github.com/dgraph-io/") && len(out) > 0 && len(out) < 4 {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return "no fatal error in its log"
+	}
+	return strings.Join(out, " | ")
 }
