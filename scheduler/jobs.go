@@ -133,7 +133,7 @@ func (s *Scheduler) RunSync(ctx context.Context, endpointID string, sub Submissi
 	}
 	if !v.Status.Terminal() {
 		if err := s.store.Flush(ctx); err != nil {
-			return JobView{}, fmt.Errorf("%w: persist job: %v", ErrUnavailable, err)
+			return JobView{}, persistErr("persist job", err)
 		}
 	}
 	return v, nil

@@ -266,7 +266,7 @@ func (s *Scheduler) deliverChunks(ctx context.Context, status store.Status, chun
 		v.Stream = append(v.Stream, Chunk{Output: c.Output})
 	}
 	if err := s.store.Commit(ctx, b); err != nil {
-		return StreamView{}, fmt.Errorf("%w: mark chunks delivered: %v", ErrUnavailable, err)
+		return StreamView{}, persistErr("mark chunks delivered", err)
 	}
 	s.store.ReleaseChunks(chunks[0].JobID, chunks)
 	return v, nil
