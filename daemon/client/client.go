@@ -10,6 +10,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -36,6 +38,17 @@ type Client struct {
 	hc           *http.Client
 	userAgent    string
 	pollInterval time.Duration
+
+	// tls holds the TLS options; see tls.go.
+	tls tlsOptions
+
+	// mu guards what the client learns as it goes: the scheme of an
+	// address given without one (resolved on the first request when
+	// tls.scheme is SchemeAuto) and the last connection's TLS state.
+	mu       sync.Mutex
+	resolved bool
+	answered bool
+	conn     *tls.ConnectionState
 }
 
 // Option configures a Client.
@@ -63,15 +76,37 @@ func WithPollInterval(d time.Duration) Option {
 }
 
 // New returns a client for the daemon at addr, which is either HOST:PORT
-// (plain HTTP, as emberd serves by default) or a full http:// or https://
-// URL. apiKey is sent as a Bearer token when it is not empty.
+// or a full http:// or https:// URL. HOST:PORT means plain HTTP, as emberd
+// serves by default, unless WithSchemeless says otherwise. apiKey is sent as
+// a Bearer token when it is not empty.
 func New(addr, apiKey string, opts ...Option) (*Client, error) {
 	if addr == "" {
 		addr = DefaultAddr
 	}
+	c := &Client{
+		apiKey:       apiKey,
+		hc:           defaultHTTPClient(),
+		userAgent:    "ember-client",
+		pollInterval: 250 * time.Millisecond,
+		resolved:     true,
+	}
+	for _, o := range opts {
+		o(c)
+	}
 	raw := addr
 	if !strings.Contains(raw, "://") {
-		raw = "http://" + raw
+		switch c.tls.scheme {
+		case SchemeHTTPS:
+			raw = "https://" + raw
+		case SchemeAuto:
+			// Try TLS first: a handshake sends nothing secret, and a
+			// daemon that answers it in plain HTTP is told apart on the
+			// first request (resolveScheme).
+			raw = "https://" + raw
+			c.resolved = false
+		default:
+			raw = "http://" + raw
+		}
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -85,15 +120,9 @@ func New(addr, apiKey string, opts ...Option) (*Client, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawQuery, u.Fragment = "", ""
-	c := &Client{
-		base:         u,
-		apiKey:       apiKey,
-		hc:           defaultHTTPClient(),
-		userAgent:    "ember-client",
-		pollInterval: 250 * time.Millisecond,
-	}
-	for _, o := range opts {
-		o(c)
+	c.base = u
+	if err := c.setupTLS(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -107,8 +136,14 @@ func defaultHTTPClient() *http.Client {
 	return &http.Client{Transport: t}
 }
 
-// BaseURL returns the daemon's base URL, for messages.
-func (c *Client) BaseURL() string { return c.base.String() }
+// BaseURL returns the daemon's base URL, for messages. For an address given
+// without a scheme under SchemeAuto it is https:// until the first request
+// has found out which scheme the daemon speaks.
+func (c *Client) BaseURL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.base.String()
+}
 
 // APIError is a non-2xx answer from the daemon.
 type APIError struct {
@@ -122,6 +157,16 @@ type APIError struct {
 	Message string
 	// Method and Path identify the request, for debugging.
 	Method, Path string
+	// Reason is the daemon's machine-readable cause of a 401 or 429
+	// ("missing_key", "wrong_key", "expired", "rate", "concurrency");
+	// empty when the body did not carry one.
+	Reason string
+	// KeyID names the key refused (401 and 403), when the daemon knows it.
+	KeyID string
+	// NeededScope is the scope a 403 says the route needs.
+	NeededScope string
+	// ExpiresAt is when an expired key expired (RFC 3339).
+	ExpiresAt string
 }
 
 func (e *APIError) Error() string {
@@ -134,9 +179,10 @@ func (e *APIError) Error() string {
 // gRPC codes that grpc-gateway puts in /v1 error bodies and that callers
 // branch on. Spelled out here to avoid importing grpc for two constants.
 const (
-	grpcInvalidArgument = 3
-	grpcNotFound        = 5
-	grpcUnauthenticated = 16
+	grpcInvalidArgument  = 3
+	grpcNotFound         = 5
+	grpcPermissionDenied = 7
+	grpcUnauthenticated  = 16
 )
 
 // IsNotFound reports whether err is the daemon saying the object does not
@@ -150,6 +196,13 @@ func IsNotFound(err error) bool {
 func IsUnauthorized(err error) bool {
 	var ae *APIError
 	return errors.As(err, &ae) && (ae.StatusCode == http.StatusUnauthorized || ae.Code == grpcUnauthenticated)
+}
+
+// IsForbidden reports whether err is the daemon refusing a valid key that
+// lacks the scope or endpoint a route needs.
+func IsForbidden(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && (ae.StatusCode == http.StatusForbidden || ae.Code == grpcPermissionDenied)
 }
 
 // isBadRequest reports whether err is the daemon rejecting an argument, which
@@ -182,11 +235,16 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 // send is do with the request body given as a reader of size bytes (-1:
 // unknown, sent chunked) and its content type; body nil sends none.
 func (c *Client) send(ctx context.Context, method, path string, query url.Values, body io.Reader, contentType string, size int64, out any) ([]byte, error) {
+	if err := c.resolveScheme(ctx); err != nil {
+		return nil, err
+	}
 	// path arrives escaped (IDs go through url.PathEscape), so it is joined
 	// to the escaped base path; Path is derived from it, and RawPath keeps an
 	// escaped "/" inside an ID from turning into a path separator.
+	c.mu.Lock()
 	u := *c.base
-	u.RawPath = c.base.EscapedPath() + path
+	c.mu.Unlock()
+	u.RawPath = u.EscapedPath() + path
 	p, err := url.PathUnescape(u.RawPath)
 	if err != nil {
 		return nil, fmt.Errorf("building %s %s request: %w", method, path, err)
@@ -216,15 +274,22 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		// *url.Error already names the method and URL; wrapping it again
-		// would only repeat them.
-		return nil, err
+		// would only repeat them. TLS failures get a message saying what
+		// to do about them.
+		return nil, c.explainTLS(u.Host, err)
 	}
 	defer resp.Body.Close()
+	c.mu.Lock()
+	c.conn, c.answered = resp.TLS, true
+	c.mu.Unlock()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s %s response: %w", method, path, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		if resp.TLS == nil && isPlainToTLSAnswer(resp.StatusCode, data) {
+			return nil, &SchemeError{URL: u.Scheme + "://" + u.Host, ServesTLS: true}
+		}
 		return nil, parseAPIError(method, path, resp.StatusCode, data)
 	}
 	if out != nil {
@@ -244,12 +309,17 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 func parseAPIError(method, path string, status int, body []byte) *APIError {
 	ae := &APIError{StatusCode: status, Method: method, Path: path}
 	var shape struct {
-		Error   json.RawMessage `json:"error"`
-		Code    int             `json:"code"`
-		Message string          `json:"message"`
+		Error       json.RawMessage `json:"error"`
+		Code        int             `json:"code"`
+		Message     string          `json:"message"`
+		Reason      string          `json:"reason"`
+		KeyID       string          `json:"keyId"`
+		NeededScope string          `json:"neededScope"`
+		ExpiresAt   string          `json:"expiresAt"`
 	}
 	if err := json.Unmarshal(body, &shape); err == nil {
 		ae.Code = shape.Code
+		ae.Reason, ae.KeyID, ae.NeededScope, ae.ExpiresAt = shape.Reason, shape.KeyID, shape.NeededScope, shape.ExpiresAt
 		switch {
 		case shape.Message != "":
 			ae.Message = shape.Message

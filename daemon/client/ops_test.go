@@ -120,12 +120,13 @@ func TestFollowStream(t *testing.T) {
 
 func TestKeysGPUsProbesStop(t *testing.T) {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/keys", reply(200, `{"id":"k-1","name":"ci","key":"ember_s3cret","createdAt":"2025-06-03T09:00:00Z"}`))
+	mux.HandleFunc("POST /v1/keys", reply(200, `{"id":"k-1","name":"ci","key":"ember_s3cret","scope":"invoke","endpoints":["ep-1"],"createdAt":"2025-06-03T09:00:00Z","expiresAt":"2025-07-03T09:00:00Z"}`))
 	mux.HandleFunc("GET /v1/keys", reply(200, `{"keys":[]}`))
+	mux.HandleFunc("POST /v1/keys:rotate-admin", reply(200, `{"key":"ember_new_admin","file":"/var/lib/ember/api.key"}`))
 	mux.HandleFunc("DELETE /v1/keys/k-1", reply(200, `{"id":"k-1","name":"ci","createdAt":"2025-06-03T09:00:00Z"}`))
 	mux.HandleFunc("DELETE /v1/keys/k-2", reply(404, `{"error":"no API key with id \"k-2\""}`))
 	mux.HandleFunc("GET /v1/gpus", reply(200, `{"gpus":[{"index":0,"uuid":"GPU-a","name":"H100","memoryTotalBytes":85899345920,"worker":"w-1","endpointId":"ep-1","utilizationPercent":0,"memoryUsedBytes":1024,"temperatureC":40},{"index":1,"uuid":"GPU-b","name":"H100","memoryTotalBytes":85899345920,"unhealthy":"XID 79"}]}`))
-	mux.HandleFunc("GET /healthz", reply(200, `{"status":"ok","uptimeSeconds":3725}`))
+	mux.HandleFunc("GET /healthz", reply(200, `{"status":"ok","uptimeSeconds":3725,"tls":{"enabled":true,"mode":"auto","caFingerprint":"ab12","certNotAfter":"2026-01-01T00:00:00Z"},"insecureListen":true}`))
 	mux.HandleFunc("GET /readyz", reply(503, `{"error":"recovering","status":"unavailable"}`))
 	mux.HandleFunc("POST /v1/workers/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if r.PathValue("id") != "w-1:stop" {
@@ -134,12 +135,26 @@ func TestKeysGPUsProbesStop(t *testing.T) {
 		}
 		reply(200, `{"id":"w-1","endpointId":"ep-1","state":"draining","jobs":["j-1"]}`)(w, r)
 	})
-	c, _ := serve(t, "k", mux)
+	c, rec := serve(t, "k", mux)
 	ctx := context.Background()
 
-	k, err := c.CreateKey(ctx, "ci")
-	if err != nil || k.ID != "k-1" || k.Key != "ember_s3cret" || k.Name != "ci" || !json.Valid(k.Raw) {
+	k, err := c.CreateKey(ctx, KeySpec{Name: "ci", Scope: ScopeInvoke, Endpoints: []string{"echo"}, ExpiresIn: "30d"})
+	if err != nil || k.ID != "k-1" || k.Key != "ember_s3cret" || k.Name != "ci" || k.Scope != "invoke" ||
+		!reflect.DeepEqual(k.Endpoints, []string{"ep-1"}) || k.ExpiresAt != "2025-07-03T09:00:00Z" || !json.Valid(k.Raw) {
 		t.Errorf("CreateKey = %+v, %v", k, err)
+	}
+	if got, want := rec.requests()[0].Body, `{"name":"ci","scope":"invoke","endpoints":["echo"],"expiresIn":"30d"}`; got != want {
+		t.Errorf("CreateKey sent %s, want %s", got, want)
+	}
+	if _, err := c.CreateKey(ctx, KeySpec{Name: "r", Scope: ScopeRead}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rec.requests()[1].Body, `{"name":"r","scope":"read"}`; got != want {
+		t.Errorf("CreateKey sent %s, want %s", got, want)
+	}
+	rk, err := c.RotateAdminKey(ctx)
+	if err != nil || rk.Key != "ember_new_admin" || rk.File != "/var/lib/ember/api.key" {
+		t.Errorf("RotateAdminKey = %+v, %v", rk, err)
 	}
 	ks, err := c.ListKeys(ctx)
 	if err != nil || ks == nil || len(ks) != 0 {
@@ -157,7 +172,8 @@ func TestKeysGPUsProbesStop(t *testing.T) {
 		t.Errorf("ListGPUs = %+v, %v", gs, err)
 	}
 	l, err := c.Healthz(ctx)
-	if err != nil || l.Status != "ok" || l.UptimeSeconds != 3725 {
+	if err != nil || l.Status != "ok" || l.UptimeSeconds != 3725 || !l.InsecureListen ||
+		l.TLS == nil || *l.TLS != (ServerTLS{Enabled: true, Mode: "auto", CAFingerprint: "ab12", CertNotAfter: "2026-01-01T00:00:00Z"}) {
 		t.Errorf("Healthz = %+v, %v", l, err)
 	}
 	var nr *NotReadyError

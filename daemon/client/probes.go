@@ -17,6 +17,24 @@ type Liveness struct {
 	// Connections counts client connections against --max-connections;
 	// nil from a daemon that does not say.
 	Connections *ConnStats `json:"connections,omitempty"`
+	// TLS is the daemon's TLS setup; nil from a daemon that does not say.
+	TLS *ServerTLS `json:"tls,omitempty"`
+	// InsecureListen is true when the daemon was started with
+	// --insecure-listen: it listens beyond loopback without TLS.
+	InsecureListen bool `json:"insecureListen"`
+}
+
+// ServerTLS is the daemon's TLS setup as /healthz reports it.
+type ServerTLS struct {
+	Enabled bool `json:"enabled"`
+	// Mode is "off", "auto" (emberd's own CA under DATA-DIR/tls) or
+	// "files" (--tls-cert and --tls-key).
+	Mode string `json:"mode"`
+	// CAFingerprint is the SHA-256 of the CA certificate (auto) or of the
+	// last certificate of the served chain (files), 64 lowercase hex.
+	CAFingerprint string `json:"caFingerprint,omitempty"`
+	// CertNotAfter is when the served certificate expires (RFC 3339).
+	CertNotAfter string `json:"certNotAfter,omitempty"`
 }
 
 // FileLimits is a process's limit on open files (RLIMIT_NOFILE).
