@@ -1,9 +1,11 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -36,6 +38,11 @@ type fakeDaemon struct {
 	gpus     []string            // GET /v1/gpus entries
 	keys     []fakeKey
 	notReady string // /readyz answers 503 with it when set
+
+	// tls_test.go: the admin key (rotate-admin changes it) and the TLS
+	// fields /healthz reports.
+	adminKey   string
+	healthzTLS string
 }
 
 type fakeRequest struct {
@@ -54,7 +61,15 @@ var seedEndpoints = []string{
 
 func newFakeDaemon(t *testing.T, endpoints ...string) *fakeDaemon {
 	t.Helper()
-	fd := &fakeDaemon{jobs: map[string][]string{}, inUse: map[string]string{}, streams: map[string][]string{}, gpus: seedGPUs}
+	return startFakeDaemon(t, nil, endpoints...)
+}
+
+// startFakeDaemon starts the fake on plain HTTP, or on TLS with cert when
+// it is not nil.
+func startFakeDaemon(t *testing.T, cert *tls.Certificate, endpoints ...string) *fakeDaemon {
+	t.Helper()
+	fd := &fakeDaemon{jobs: map[string][]string{}, inUse: map[string]string{}, streams: map[string][]string{}, gpus: seedGPUs,
+		adminKey: testKey, healthzTLS: plainHealthzTLS}
 	for _, img := range seedImages {
 		fd.images = append(fd.images, json.RawMessage(img))
 	}
@@ -83,6 +98,7 @@ func newFakeDaemon(t *testing.T, endpoints ...string) *fakeDaemon {
 	mux.HandleFunc("GET /v1/keys", fd.listKeys)
 	mux.HandleFunc("POST /v1/keys", fd.createKey)
 	mux.HandleFunc("DELETE /v1/keys/{id}", fd.revokeKey)
+	mux.HandleFunc("POST /v1/keys:rotate-admin", fd.rotateAdmin)
 	mux.HandleFunc("GET /healthz", fd.healthz)
 	mux.HandleFunc("GET /readyz", fd.readyz)
 	mux.HandleFunc("POST /v2/{ep}/runsync", fd.runsync)
@@ -93,9 +109,16 @@ func newFakeDaemon(t *testing.T, endpoints ...string) *fakeDaemon {
 	mux.HandleFunc("POST /v2/{ep}/retry/{job}", fd.retry)
 	mux.HandleFunc("POST /v2/{ep}/purge-queue", fd.purge)
 	mux.HandleFunc("GET /v2/{ep}/health", fd.endpointHealth)
-	srv := httptest.NewServer(fd.authAndRecord(mux))
+	srv := httptest.NewUnstartedServer(fd.authAndRecord(mux))
+	if cert != nil {
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what tests try
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
-	fd.addr = strings.TrimPrefix(srv.URL, "http://")
+	fd.addr = srv.Listener.Addr().String()
 	return fd
 }
 
@@ -116,7 +139,7 @@ func (fd *fakeDaemon) authAndRecord(next http.Handler) http.Handler {
 		fd.mu.Unlock()
 		r.Body = io.NopCloser(strings.NewReader(string(body)))
 		probe := r.URL.Path == "/healthz" || r.URL.Path == "/readyz" // no key, as emberd
-		if auth != "Bearer "+testKey && !probe && !fd.validKey(strings.TrimPrefix(auth, "Bearer ")) {
+		if !probe && !fd.validKey(strings.TrimPrefix(auth, "Bearer ")) {
 			if strings.HasPrefix(r.URL.Path, "/v2/") {
 				send(w, 401, `{"error":"invalid API key"}`)
 			} else {

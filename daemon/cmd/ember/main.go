@@ -31,6 +31,10 @@ var version = "dev"
 // defaultKeyFile is where emberd writes its admin key on first start.
 const defaultKeyFile = "/var/lib/ember/api.key"
 
+// defaultCAFile is where `emberd --tls auto` writes its CA certificate
+// (DATA-DIR/tls/ca.pem, next to defaultKeyFile).
+const defaultCAFile = "/var/lib/ember/tls/ca.pem"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
@@ -65,6 +69,19 @@ type app struct {
 	// the right place to fix.
 	keyFromEnv bool
 
+	// caFile and fingerprint verify a daemon that serves TLS
+	// (--ca-file, --tls-fingerprint). caFileSet and fingerprintSet record
+	// whether they were given (flag or environment): only then does an
+	// address without a scheme mean https://, and an unreadable CA file
+	// is an error rather than skipped.
+	caFile, fingerprint       string
+	caFileSet, fingerprintSet bool
+	// defaultCAFile is the --ca-file default; tests point it elsewhere so
+	// that a CA file on the machine running them does not change them.
+	defaultCAFile string
+	// cl is the last client made, for messages naming the daemon's URL.
+	cl *client.Client
+
 	// pollInterval is the client's minimum gap between job polls; tests
 	// lower it.
 	pollInterval time.Duration
@@ -83,8 +100,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) strin
 		stdout:       stdout,
 		stderr:       stderr,
 		getenv:       getenv,
-		pollInterval: 250 * time.Millisecond,
-		now:          time.Now,
+		pollInterval:  250 * time.Millisecond,
+		now:           time.Now,
+		defaultCAFile: defaultCAFile,
 	}
 	if f, ok := stderr.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
@@ -118,11 +136,22 @@ The daemon's address comes from --addr or EMBER_ADDR (default ` + client.Default
 The admin key is read from --api-key-file (default ` + defaultKeyFile + `);
 EMBER_API_KEY, when set, is used instead of the default file.
 
+TLS: an https:// address is verified with the CA in --ca-file
+(EMBER_CA_FILE; default ` + defaultCAFile + `, used when readable), or by
+--tls-fingerprint SHA256 (EMBER_TLS_FINGERPRINT), which pins the CA's (or
+the server's) certificate and replaces CA and host name checks, for reaching
+emberd from another machine by any address. An address without a scheme
+means https:// when --ca-file or --tls-fingerprint (or their variables) is
+given; otherwise, when the default CA file is readable, TLS if the daemon
+speaks it and plain HTTP if not; otherwise plain HTTP.
+
 Every command prints tables for people, or the daemon's JSON with --json.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
 			a.keyFileSet = cmd.Flags().Changed("api-key-file")
+			a.caFileSet = cmd.Flags().Changed("ca-file") || a.getenv("EMBER_CA_FILE") != ""
+			a.fingerprintSet = a.fingerprint != ""
 		},
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
@@ -134,8 +163,14 @@ Every command prints tables for people, or the daemon's JSON with --json.`,
 		addr = client.DefaultAddr
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.addr, "addr", addr, "emberd address, HOST:PORT (env EMBER_ADDR)")
+	caFile := a.getenv("EMBER_CA_FILE")
+	if caFile == "" {
+		caFile = a.defaultCAFile
+	}
+	pf.StringVar(&a.addr, "addr", addr, "emberd address, HOST:PORT or an http:// or https:// URL (env EMBER_ADDR)")
 	pf.StringVar(&a.keyFile, "api-key-file", defaultKeyFile, "file holding the admin API key (env EMBER_API_KEY overrides the default file)")
+	pf.StringVar(&a.caFile, "ca-file", caFile, "PEM file of the CA that signed emberd's TLS certificate, DATA-DIR/tls/ca.pem (env EMBER_CA_FILE; the default is used when readable)")
+	pf.StringVar(&a.fingerprint, "tls-fingerprint", a.getenv("EMBER_TLS_FINGERPRINT"), "pin emberd's TLS certificate or its CA by SHA-256 fingerprint, instead of --ca-file and host name checks (env EMBER_TLS_FINGERPRINT)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print the daemon's JSON instead of tables")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print no progress (upload bar, job states) on stderr")
 	pf.DurationVar(&a.timeout, "timeout", 0, "give up after this long, e.g. 30s or 5m (0: no limit)")
@@ -268,13 +303,67 @@ func notFoundHint(err error, hint string) error {
 }
 
 func (a *app) newClient(key string) (*client.Client, error) {
-	c, err := client.New(a.addr, key,
-		client.WithUserAgent("ember/"+cliVersion()),
-		client.WithPollInterval(a.pollInterval))
+	opts := []client.Option{
+		client.WithUserAgent("ember/" + cliVersion()),
+		client.WithPollInterval(a.pollInterval),
+	}
+	tlsOpts, err := a.tlsOptions()
 	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(a.addr, key, append(opts, tlsOpts...)...)
+	if err != nil {
+		return nil, err
+	}
+	a.cl = c
+	return c, nil
+}
+
+// tlsOptions turns --ca-file and --tls-fingerprint into client options,
+// including what an address without a scheme means (see the root's help).
+func (a *app) tlsOptions() ([]client.Option, error) {
+	if _, err := client.New(a.addr, ""); err != nil {
 		return nil, fmt.Errorf("--addr: %w", err)
 	}
-	return c, nil
+	explicit := a.caFileSet || a.fingerprintSet
+	if explicit && strings.HasPrefix(strings.ToLower(a.addr), "http://") {
+		return nil, fmt.Errorf("--addr %s is plain HTTP, but --ca-file or --tls-fingerprint (or EMBER_CA_FILE, EMBER_TLS_FINGERPRINT) asks for TLS: use https://%s, or drop them",
+			a.addr, a.addr[len("http://"):])
+	}
+	var opts []client.Option
+	if a.fingerprintSet {
+		if _, err := client.ParseFingerprint(a.fingerprint); err != nil {
+			return nil, fmt.Errorf("--tls-fingerprint: %w", err)
+		}
+		opts = append(opts, client.WithFingerprint(a.fingerprint))
+	}
+	caFile := a.caFileSet
+	if f, err := os.Open(a.caFile); err == nil {
+		// The default file is used only when it is there and readable:
+		// a daemon without --tls auto has none.
+		f.Close()
+		caFile = true
+	} else if a.caFileSet {
+		reason := err
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			reason = pe.Err
+		}
+		return nil, &hintError{
+			msg: fmt.Sprintf("cannot read CA file %s (--ca-file or EMBER_CA_FILE): %v; copy DATA-DIR/tls/ca.pem from the daemon's machine, or pin the daemon with --tls-fingerprint", a.caFile, reason),
+			err: err,
+		}
+	}
+	if caFile {
+		opts = append(opts, client.WithCAFile(a.caFile))
+	}
+	switch {
+	case explicit:
+		opts = append(opts, client.WithSchemeless(client.SchemeHTTPS))
+	case caFile:
+		opts = append(opts, client.WithSchemeless(client.SchemeAuto))
+	}
+	return opts, nil
 }
 
 // hintError replaces a low-level error's text with advice while keeping the
@@ -312,6 +401,17 @@ func (a *app) explain(err error) error {
 		case a.keyFileSet:
 			which = "the API key in " + a.keyFile
 		}
+		var ae *client.APIError
+		if errors.As(err, &ae) && ae.Reason == "expired" {
+			id := ""
+			if ae.KeyID != "" {
+				id = " (" + ae.KeyID + ")"
+			}
+			return &hintError{
+				msg: fmt.Sprintf("the daemon refused %s%s: it expired at %s; ask an admin for a new one (ember key create NAME --scope ... --expires ...)", which, id, formatTime(ae.ExpiresAt)),
+				err: err,
+			}
+		}
 		return &hintError{
 			msg: fmt.Sprintf("the daemon refused %s: the admin key is in %s (readable by root), pass it with --api-key-file or EMBER_API_KEY", which, defaultKeyFile),
 			err: err,
@@ -326,6 +426,9 @@ func (a *app) explain(err error) error {
 
 // baseURL is the daemon's address as a URL, for messages.
 func (a *app) baseURL() string {
+	if a.cl != nil {
+		return a.cl.BaseURL()
+	}
 	if c, err := client.New(a.addr, ""); err == nil {
 		return c.BaseURL()
 	}

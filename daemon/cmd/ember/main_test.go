@@ -28,6 +28,9 @@ type invocation struct {
 	args  []string
 	env   map[string]string // replaces the default test environment
 	stdin string
+	// defaultCAFile replaces the --ca-file default; by default a file
+	// that does not exist, so that the machine's own does not count.
+	defaultCAFile string
 }
 
 // runEmber runs ember in-process. By default it points at addr with the
@@ -41,6 +44,10 @@ func runEmber(t *testing.T, addr string, inv invocation) result {
 	var stdout, stderr bytes.Buffer
 	a := newApp(strings.NewReader(inv.stdin), &stdout, &stderr, func(k string) string { return env[k] })
 	a.pollInterval = time.Millisecond
+	a.defaultCAFile = inv.defaultCAFile
+	if a.defaultCAFile == "" {
+		a.defaultCAFile = filepath.Join(t.TempDir(), "no-ca.pem")
+	}
 	a.now = func() time.Time { return testClock } // uploads take no time
 	code := a.execute(context.Background(), inv.args)
 	return result{stdout.String(), stderr.String(), code}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emberhq/ember/daemon/client"
 )
@@ -29,20 +30,57 @@ var seedHealth = map[string]string{
 
 const zeroHealth = `{"jobs":{"completed":0,"failed":0,"inProgress":0,"inQueue":0,"retried":0},"workers":{"idle":0,"initializing":0,"ready":0,"running":0,"throttled":0,"unhealthy":0}}`
 
-type fakeKey struct{ id, name, createdAt, secret string }
-
-func (k fakeKey) json(withSecret bool) string {
-	if withSecret {
-		return fmt.Sprintf(`{"id":%q,"name":%q,"key":%q,"createdAt":%q}`, k.id, k.name, k.secret, k.createdAt)
-	}
-	return fmt.Sprintf(`{"id":%q,"name":%q,"createdAt":%q}`, k.id, k.name, k.createdAt)
+// fakeKey is a named key as the fake daemon keeps it.
+type fakeKey struct {
+	id, name, createdAt, secret string
+	scope                       string
+	endpoints                   []string // ids
+	expiresAt, lastUsedAt       string
 }
 
-var seedKey = fakeKey{"k-1a2b3c4d5e6f", "grafana", "2025-06-01T12:00:00Z", "ember_grafana_secret"}
+// json is the key as the daemon answers: the create answer (withSecret),
+// or a listed or revoked key.
+func (k fakeKey) json(withSecret bool) string {
+	eps := k.endpoints
+	if eps == nil {
+		eps = []string{}
+	}
+	var v any
+	if withSecret {
+		v = struct {
+			ID        string   `json:"id"`
+			Name      string   `json:"name"`
+			Key       string   `json:"key"`
+			Scope     string   `json:"scope"`
+			Endpoints []string `json:"endpoints"`
+			CreatedAt string   `json:"createdAt"`
+			ExpiresAt string   `json:"expiresAt"`
+		}{k.id, k.name, k.secret, k.scope, eps, k.createdAt, k.expiresAt}
+	} else {
+		v = struct {
+			ID         string   `json:"id"`
+			Name       string   `json:"name"`
+			Scope      string   `json:"scope"`
+			Endpoints  []string `json:"endpoints"`
+			CreatedAt  string   `json:"createdAt"`
+			ExpiresAt  string   `json:"expiresAt"`
+			LastUsedAt string   `json:"lastUsedAt"`
+		}{k.id, k.name, k.scope, eps, k.createdAt, k.expiresAt, k.lastUsedAt}
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
 
+var seedKey = fakeKey{id: "k-1a2b3c4d5e6f", name: "grafana", createdAt: "2025-06-01T12:00:00Z", secret: "ember_grafana_secret",
+	scope: "read", lastUsedAt: "2025-06-03T08:59:12Z"}
+
+// validKey says whether secret is the admin key or a named key's.
 func (fd *fakeDaemon) validKey(secret string) bool {
 	fd.mu.Lock()
 	defer fd.mu.Unlock()
+	if secret != "" && secret == fd.adminKey {
+		return true
+	}
 	for _, k := range fd.keys {
 		if secret != "" && k.secret == secret {
 			return true
@@ -57,8 +95,13 @@ func sendError(w http.ResponseWriter, code int, msg string) {
 	send(w, code, string(b))
 }
 
+// plainHealthzTLS is what /healthz reports of a daemon without TLS.
+const plainHealthzTLS = `"tls":{"enabled":false,"mode":"off"},"insecureListen":false`
+
 func (fd *fakeDaemon) healthz(w http.ResponseWriter, _ *http.Request) {
-	send(w, 200, `{"status":"ok","uptimeSeconds":273784,"openFiles":{"soft":1048576,"hard":1048576},"connections":{"open":12,"max":16384,"reserve":1024,"evicted":0,"refused":0,"rejected":0}}`)
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	send(w, 200, `{"status":"ok","uptimeSeconds":273784,"openFiles":{"soft":1048576,"hard":1048576},"connections":{"open":12,"max":16384,"reserve":1024,"evicted":0,"refused":0,"rejected":0},`+fd.healthzTLS+`}`)
 }
 
 func (fd *fakeDaemon) readyz(w http.ResponseWriter, _ *http.Request) {
@@ -88,16 +131,62 @@ func (fd *fakeDaemon) listKeys(w http.ResponseWriter, _ *http.Request) {
 	send(w, 200, `{"keys":[`+strings.Join(out, ",")+`]}`)
 }
 
+// createKey checks a request as the key API contract says: scope
+// required, endpoints (IDs or names, resolved to IDs) only with invoke,
+// expiresIn as Nd or a Go duration. Keys are made at testClock.
 func (fd *fakeDaemon) createKey(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Name *string `json:"name"`
+		Name      *string  `json:"name"`
+		Scope     string   `json:"scope"`
+		Endpoints []string `json:"endpoints"`
+		ExpiresIn string   `json:"expiresIn"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Name == nil || *req.Name == "" {
 		send(w, 400, `{"error":"name: required (1 to 63 characters)"}`)
 		return
 	}
+	switch req.Scope {
+	case "admin", "invoke", "read":
+	case "":
+		send(w, 400, `{"error":"scope: required: admin, invoke or read"}`)
+		return
+	default:
+		sendError(w, 400, fmt.Sprintf("scope: %q: want admin, invoke or read", req.Scope))
+		return
+	}
+	if len(req.Endpoints) > 0 && req.Scope != "invoke" {
+		send(w, 400, `{"error":"endpoints: only an invoke key is limited to endpoints"}`)
+		return
+	}
 	fd.mu.Lock()
 	defer fd.mu.Unlock()
+	var ids []string
+	for _, ref := range req.Endpoints {
+		id := ""
+		for _, raw := range fd.endpoints {
+			var e client.Endpoint
+			if json.Unmarshal(raw, &e) == nil && (e.ID == ref || e.Name == ref) {
+				id = e.ID
+			}
+		}
+		if id == "" {
+			sendError(w, 400, fmt.Sprintf("endpoints: no endpoint %q", ref))
+			return
+		}
+		ids = append(ids, id)
+	}
+	expiresAt := ""
+	if req.ExpiresIn != "" {
+		d, err := time.ParseDuration(strings.Replace(req.ExpiresIn, "d", "h", 1))
+		if strings.HasSuffix(req.ExpiresIn, "d") {
+			d *= 24
+		}
+		if err != nil || d <= 0 {
+			sendError(w, 400, fmt.Sprintf("expiresIn: %q: want a duration such as 30d, 12h or 90m", req.ExpiresIn))
+			return
+		}
+		expiresAt = testClock.Add(d).Format(time.RFC3339)
+	}
 	for _, k := range fd.keys {
 		if k.name == *req.Name {
 			sendError(w, 409, fmt.Sprintf("API key name already in use: %q (key %s); revoke it first or pick another name", k.name, k.id))
@@ -105,9 +194,20 @@ func (fd *fakeDaemon) createKey(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	fd.nextID++
-	k := fakeKey{fmt.Sprintf("k-00000000000%d", fd.nextID), *req.Name, "2025-06-03T09:00:00Z", fmt.Sprintf("ember_new_secret_%d", fd.nextID)}
+	k := fakeKey{id: fmt.Sprintf("k-00000000000%d", fd.nextID), name: *req.Name, createdAt: testClock.Format(time.RFC3339),
+		secret: fmt.Sprintf("ember_new_secret_%d", fd.nextID), scope: req.Scope, endpoints: ids, expiresAt: expiresAt}
 	fd.keys = append(fd.keys, k)
 	send(w, 200, k.json(true))
+}
+
+// rotatedAdminKey is the admin key after rotate-admin.
+const rotatedAdminKey = "ember_rotated_admin_key_0123456789"
+
+func (fd *fakeDaemon) rotateAdmin(w http.ResponseWriter, _ *http.Request) {
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	fd.adminKey = rotatedAdminKey
+	send(w, 200, `{"key":"`+rotatedAdminKey+`","file":"/var/lib/ember/api.key"}`)
 }
 
 func (fd *fakeDaemon) revokeKey(w http.ResponseWriter, r *http.Request) {
@@ -287,13 +387,27 @@ func TestOpsGolden(t *testing.T) {
 		{"gpu_list_json", nil, []string{"gpus", "ls", "--json"}},
 		{"gpu_list_empty", func(fd *fakeDaemon) { fd.gpus = nil }, []string{"gpu", "list"}},
 		{"gpu_list_empty_json", func(fd *fakeDaemon) { fd.gpus = nil }, []string{"gpu", "list", "--json"}},
-		{"key_create", nil, []string{"key", "create", "ci"}},
-		{"key_create_json", nil, []string{"key", "create", "ci runner", "--json"}},
-		{"key_create_empty_name", nil, []string{"key", "create", ""}},
-		{"key_create_taken", func(fd *fakeDaemon) { fd.keys = []fakeKey{seedKey} }, []string{"key", "create", "grafana"}},
+		{"key_create", nil, []string{"key", "create", "ci", "--scope", "admin"}},
+		{"key_create_json", nil, []string{"key", "create", "ci runner", "--scope", "read", "--json"}},
+		{"key_create_invoke", nil, []string{"key", "create", "app", "--scope", "invoke", "--endpoint", "echo", "--endpoint", "ep-b2", "--expires", "30d"}},
+		{"key_create_invoke_json", nil, []string{"key", "create", "app", "--scope", "invoke", "--endpoint", "echo,sdxl", "--expires", "12h", "--json"}},
+		{"key_create_invoke_all_json", nil, []string{"key", "create", "app", "--scope", "invoke", "--json"}},
+		{"key_create_no_scope", nil, []string{"key", "create", "ci"}},
+		{"key_create_bad_scope", nil, []string{"key", "create", "ci", "--scope", "root"}},
+		{"key_create_endpoint_not_invoke", nil, []string{"key", "create", "ci", "--scope", "read", "--endpoint", "echo"}},
+		{"key_create_bad_expires", nil, []string{"key", "create", "ci", "--scope", "read", "--expires", "30 days"}},
+		{"key_create_unknown_endpoint", nil, []string{"key", "create", "ci", "--scope", "invoke", "--endpoint", "nope"}},
+		{"key_create_empty_name", nil, []string{"key", "create", "", "--scope", "admin"}},
+		{"key_create_taken", func(fd *fakeDaemon) { fd.keys = []fakeKey{seedKey} }, []string{"key", "create", "grafana", "--scope", "read"}},
 		{"key_create_no_name", nil, []string{"key", "create"}},
+		{"key_rotate_admin", nil, []string{"key", "rotate-admin"}},
+		{"key_rotate_admin_json", nil, []string{"key", "rotate-admin", "--json"}},
 		{"key_list", func(fd *fakeDaemon) {
-			fd.keys = []fakeKey{seedKey, {"k-9f8e7d6c5b4a", "ci\trunner", "2025-06-02T08:30:00Z", "s"}}
+			fd.keys = []fakeKey{seedKey,
+				{id: "k-9f8e7d6c5b4a", name: "ci\trunner", createdAt: "2025-06-02T08:30:00Z", secret: "s", scope: "admin", expiresAt: "2025-07-02T08:30:00Z"},
+				{id: "k-5e5e5e5e5e5e", name: "app", createdAt: "2025-06-02T09:00:00Z", secret: "s2", scope: "invoke", endpoints: []string{"ep-a1", "ep-b2"}, lastUsedAt: "2025-06-03T08:00:00Z"},
+				{id: "k-7d7d7d7d7d7d", name: "demo", createdAt: "2025-05-01T09:00:00Z", secret: "s3", scope: "invoke", expiresAt: "2025-06-01T09:00:00Z"},
+			}
 		}, []string{"key", "list"}},
 		{"key_list_json", func(fd *fakeDaemon) { fd.keys = []fakeKey{seedKey} }, []string{"keys", "ls", "--json"}},
 		{"key_list_empty", nil, []string{"key", "list"}},
@@ -306,6 +420,9 @@ func TestOpsGolden(t *testing.T) {
 		{"status_not_ready", func(fd *fakeDaemon) { fd.notReady = "disk nearly full: 0.8 GiB free of 100 GiB (need 1 GiB)" }, []string{"status"}},
 		{"status_not_ready_json", func(fd *fakeDaemon) { fd.notReady = "recovering the job store" }, []string{"status", "--json"}},
 		{"status_empty", func(fd *fakeDaemon) { fd.endpoints, fd.gpus = nil, nil }, []string{"status"}},
+		{"status_insecure_listen", func(fd *fakeDaemon) { fd.healthzTLS = `"tls":{"enabled":false,"mode":"off"},"insecureListen":true` }, []string{"status"}},
+		{"status_insecure_listen_json", func(fd *fakeDaemon) { fd.healthzTLS = `"tls":{"enabled":false,"mode":"off"},"insecureListen":true` }, []string{"status", "--json"}},
+		{"status_older_daemon", func(fd *fakeDaemon) { fd.healthzTLS = `"x":0` }, []string{"status"}},
 		{"status_empty_json", func(fd *fakeDaemon) { fd.endpoints, fd.gpus = nil, nil }, []string{"status", "--json"}},
 	}
 	for _, tt := range tests {
@@ -324,7 +441,7 @@ func TestOpsGolden(t *testing.T) {
 // TestCreatedKeyWorks: the key "ember key create" prints is accepted.
 func TestCreatedKeyWorks(t *testing.T) {
 	fd := newFakeDaemon(t, seedEndpoints...)
-	r := runEmber(t, fd.addr, invocation{args: []string{"key", "create", "ci", "--json"}})
+	r := runEmber(t, fd.addr, invocation{args: []string{"key", "create", "ci", "--scope", "admin", "--json"}})
 	if r.code != 0 {
 		t.Fatalf("create: %+v", r)
 	}
@@ -350,7 +467,8 @@ func TestOpsRequests(t *testing.T) {
 		{"job", "purge", "ep-a1"},
 		{"job", "stream", "ep-a1", "job-7"},
 		{"worker", "stop", "w-3f2a9c1b7e04"},
-		{"key", "create", "ci"},
+		{"key", "create", "ci", "--scope", "admin"},
+		{"key", "create", "app", "--scope", "invoke", "--endpoint", "echo", "--expires", "30d"},
 		{"key", "revoke", "k-000000000001"},
 		{"gpu", "list"},
 	} {
@@ -378,7 +496,8 @@ func TestOpsRequests(t *testing.T) {
 		"GET /v2/ep-a1/stream/job-7",
 		"GET /v2/ep-a1/status/job-7",
 		"POST /v1/workers/w-3f2a9c1b7e04:stop",
-		`POST /v1/keys {"name":"ci"}`,
+		`POST /v1/keys {"name":"ci","scope":"admin"}`,
+		`POST /v1/keys {"name":"app","scope":"invoke","endpoints":["echo"],"expiresIn":"30d"}`,
 		"DELETE /v1/keys/k-000000000001",
 		"GET /v1/gpus",
 	}

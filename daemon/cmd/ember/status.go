@@ -18,6 +18,14 @@ import (
 type daemonStatus struct {
 	Addr    string `json:"addr"`
 	Version string `json:"version"`
+	// Connection is how ember reached the daemon: plain HTTP or TLS, and
+	// the certificates' fingerprints.
+	Connection *client.Connection `json:"connection,omitempty"`
+	// TLS and InsecureListen are the daemon's own account (/healthz): its
+	// TLS mode and CA fingerprint, and whether it listens beyond loopback
+	// without TLS. TLS is absent from a daemon that does not report it.
+	TLS            *client.ServerTLS `json:"tls,omitempty"`
+	InsecureListen bool              `json:"insecureListen"`
 	// UptimeSeconds is absent from a daemon that predates /healthz.
 	UptimeSeconds *int64 `json:"uptimeSeconds,omitempty"`
 	Ready         bool   `json:"ready"`
@@ -86,6 +94,8 @@ For a job's status use "ember job status ENDPOINT JOB".`,
 				rctx, rcancel := context.WithTimeout(ctx, healthTimeout)
 				err := c.Readyz(rctx)
 				rcancel()
+				st.Addr = c.BaseURL() // an address without a scheme is resolved now
+				st.Connection = c.Connection()
 				var nr *client.NotReadyError
 				switch {
 				case err == nil:
@@ -101,6 +111,7 @@ For a job's status use "ember job status ENDPOINT JOB".`,
 				if l, err := c.Healthz(ctx); err == nil {
 					st.UptimeSeconds = &l.UptimeSeconds
 					st.OpenFiles, st.Connections = l.OpenFiles, l.Connections
+					st.TLS, st.InsecureListen = l.TLS, l.InsecureListen
 				} else if !client.IsNotFound(err) {
 					return err
 				}
@@ -173,6 +184,11 @@ func (a *app) printDaemonStatus(st *daemonStatus) error {
 func writeDaemonStatus(w io.Writer, st *daemonStatus) error {
 	tw := newTable(w)
 	fmt.Fprintf(tw, "Daemon:\t%s at %s\n", cell(st.Version), st.Addr)
+	fmt.Fprintf(tw, "Connection:\t%s\n", connectionCell(st.Connection))
+	fmt.Fprintf(tw, "TLS:\t%s\n", serverTLSCell(st.TLS))
+	if st.InsecureListen {
+		fmt.Fprintf(tw, "Warning:\t%s\n", insecureListenWarning)
+	}
 	uptime := "-"
 	if st.UptimeSeconds != nil {
 		uptime = formatUptime(time.Duration(*st.UptimeSeconds) * time.Second)
@@ -209,6 +225,52 @@ func writeDaemonStatus(w io.Writer, st *daemonStatus) error {
 	}
 	fmt.Fprintf(tw, "Connections:\t%s\n", conns)
 	return tw.Flush()
+}
+
+// insecureListenWarning is what status says of a daemon started with
+// --insecure-listen.
+const insecureListenWarning = "emberd listens beyond loopback without TLS (--insecure-listen): keys and job data cross the network in cleartext; restart it with --tls auto or --tls-cert/--tls-key"
+
+// connectionCell says how ember reached the daemon.
+func connectionCell(c *client.Connection) string {
+	switch {
+	case c == nil:
+		return "-"
+	case !c.TLS:
+		return "plain HTTP (not encrypted)"
+	}
+	s := cell(c.Version)
+	if c.CAFingerprint != "" {
+		s += ", CA sha256 " + c.CAFingerprint
+	}
+	switch {
+	case c.VerifiedBy == "pin":
+		s += ", pinned with --tls-fingerprint"
+	case strings.HasPrefix(c.VerifiedBy, "ca-file "):
+		s += ", verified with " + cell(strings.TrimPrefix(c.VerifiedBy, "ca-file "))
+	case c.VerifiedBy != "":
+		s += ", verified with the " + cell(c.VerifiedBy)
+	}
+	return s
+}
+
+// serverTLSCell is the daemon's TLS setup: "off", or its mode and CA
+// fingerprint ("auto, CA sha256 <hex>") and the certificate's expiry.
+func serverTLSCell(t *client.ServerTLS) string {
+	switch {
+	case t == nil:
+		return "-"
+	case !t.Enabled:
+		return "off"
+	}
+	s := cell(t.Mode)
+	if t.CAFingerprint != "" {
+		s += ", CA sha256 " + t.CAFingerprint
+	}
+	if t.CertNotAfter != "" {
+		s += ", certificate valid until " + formatTime(t.CertNotAfter)
+	}
+	return s
 }
 
 // countsCell lists the non-zero counts in order, then any other key
