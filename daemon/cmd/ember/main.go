@@ -96,10 +96,10 @@ type app struct {
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *app {
 	a := &app{
-		stdin:        stdin,
-		stdout:       stdout,
-		stderr:       stderr,
-		getenv:       getenv,
+		stdin:         stdin,
+		stdout:        stdout,
+		stderr:        stderr,
+		getenv:        getenv,
 		pollInterval:  250 * time.Millisecond,
 		now:           time.Now,
 		defaultCAFile: defaultCAFile,
