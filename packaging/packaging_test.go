@@ -267,7 +267,7 @@ func commands(t *testing.T, ember string, path []string) []command {
 func manSections(page string) map[string]string {
 	m := map[string]string{}
 	key := ""
-	word := regexp.MustCompile(`^[a-z]+$`)
+	word := regexp.MustCompile(`^[a-z]+(\\-[a-z]+)*$`) // "rotate\-admin" too
 	for line := range strings.SplitSeq(page, "\n") {
 		switch {
 		case strings.HasPrefix(line, ".SH "):
@@ -278,7 +278,7 @@ func manSections(page string) map[string]string {
 				if !word.MatchString(w) {
 					break
 				}
-				words = append(words, w)
+				words = append(words, strings.ReplaceAll(w, `\-`, "-"))
 			}
 			key = strings.Join(words, " ")
 		}

@@ -139,6 +139,12 @@ func (fd *fakeDaemon) authAndRecord(next http.Handler) http.Handler {
 		fd.mu.Unlock()
 		r.Body = io.NopCloser(strings.NewReader(string(body)))
 		probe := r.URL.Path == "/healthz" || r.URL.Path == "/readyz" // no key, as emberd
+		if k := fd.expiredKey(strings.TrimPrefix(auth, "Bearer ")); k != nil && !probe {
+			b, _ := json.Marshal(map[string]string{"error": fmt.Sprintf("API key %s (%s) expired at %s", k.id, k.name, k.expiresAt),
+				"reason": "expired", "expiresAt": k.expiresAt, "keyId": k.id})
+			send(w, 401, string(b))
+			return
+		}
 		if !probe && !fd.validKey(strings.TrimPrefix(auth, "Bearer ")) {
 			if strings.HasPrefix(r.URL.Path, "/v2/") {
 				send(w, 401, `{"error":"invalid API key"}`)

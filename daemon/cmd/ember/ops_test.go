@@ -89,6 +89,19 @@ func (fd *fakeDaemon) validKey(secret string) bool {
 	return false
 }
 
+// expiredKey returns the named key whose secret this is when it expired
+// before testClock.
+func (fd *fakeDaemon) expiredKey(secret string) *fakeKey {
+	fd.mu.Lock()
+	defer fd.mu.Unlock()
+	for _, k := range fd.keys {
+		if secret != "" && k.secret == secret && k.expiresAt != "" && k.expiresAt <= testClock.Format(time.RFC3339) {
+			return &k
+		}
+	}
+	return nil
+}
+
 // sendError answers {"error": msg}, as emberd's plain routes do.
 func sendError(w http.ResponseWriter, code int, msg string) {
 	b, _ := json.Marshal(map[string]string{"error": msg})
