@@ -67,7 +67,9 @@ func (a *app) statusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show the daemon's health: readiness, endpoints, queues, workers, GPUs",
-		Long: `Show how the daemon is doing: its version and uptime, whether it is
+		Long: `Show how the daemon is doing: its version and uptime, whether the
+connection is TLS and to which CA fingerprint, the daemon's own TLS mode (and
+a warning when it listens beyond loopback without TLS), whether it is
 ready (/readyz), how many endpoints it has, their queues and workers summed
 (from each endpoint's /health), and its GPUs used and free. Exits with
 status 1 when the daemon is not ready.
