@@ -31,7 +31,7 @@ type testCA struct {
 	file string // ca.pem
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func newTestCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -63,7 +63,7 @@ func newTestCA(t *testing.T, name string) *testCA {
 
 // leaf makes a server certificate signed by the CA for the given SANs,
 // served with the CA after it, as emberd serves server.pem.
-func (ca *testCA) leaf(t *testing.T, dnsNames []string, ips ...net.IP) tls.Certificate {
+func (ca *testCA) leaf(t testing.TB, dnsNames []string, ips ...net.IP) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -88,7 +88,7 @@ func (ca *testCA) leaf(t *testing.T, dnsNames []string, ips ...net.IP) tls.Certi
 
 // serveTLS starts a loopback TLS server with cert that records requests
 // and answers /healthz.
-func serveTLS(t *testing.T, cert tls.Certificate) (*httptest.Server, *recorder) {
+func serveTLS(t testing.TB, cert tls.Certificate) (*httptest.Server, *recorder) {
 	t.Helper()
 	rec := &recorder{}
 	mux := http.NewServeMux()
