@@ -169,7 +169,7 @@ Every command prints tables for people, or the daemon's JSON with --json.`,
 	}
 	pf.StringVar(&a.addr, "addr", addr, "emberd address, HOST:PORT or an http:// or https:// URL (env EMBER_ADDR)")
 	pf.StringVar(&a.keyFile, "api-key-file", defaultKeyFile, "file holding the admin API key (env EMBER_API_KEY overrides the default file)")
-	pf.StringVar(&a.caFile, "ca-file", caFile, "PEM file of the CA that signed emberd's TLS certificate, DATA-DIR/tls/ca.pem (env EMBER_CA_FILE; the default is used when readable)")
+	pf.StringVar(&a.caFile, "ca-file", caFile, "PEM file of the CA that signed emberd's TLS certificate, DATA-DIR/tls/ca.pem (env EMBER_CA_FILE; the default is used when readable; empty: the system's CAs)")
 	pf.StringVar(&a.fingerprint, "tls-fingerprint", a.getenv("EMBER_TLS_FINGERPRINT"), "pin emberd's TLS certificate or its CA by SHA-256 fingerprint, instead of --ca-file and host name checks (env EMBER_TLS_FINGERPRINT)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print the daemon's JSON instead of tables")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print no progress (upload bar, job states) on stderr")
@@ -337,21 +337,26 @@ func (a *app) tlsOptions() ([]client.Option, error) {
 		}
 		opts = append(opts, client.WithFingerprint(a.fingerprint))
 	}
-	caFile := a.caFileSet
-	if f, err := os.Open(a.caFile); err == nil {
-		// The default file is used only when it is there and readable:
-		// a daemon without --tls auto has none.
-		f.Close()
-		caFile = true
-	} else if a.caFileSet {
-		reason := err
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			reason = pe.Err
-		}
-		return nil, &hintError{
-			msg: fmt.Sprintf("cannot read CA file %s (--ca-file or EMBER_CA_FILE): %v; copy DATA-DIR/tls/ca.pem from the daemon's machine, or pin the daemon with --tls-fingerprint", a.caFile, reason),
-			err: err,
+	// The default file is used only when it is there and readable: a
+	// daemon without --tls auto has none. An empty --ca-file leaves the
+	// system's CAs.
+	caFile := false
+	if a.caFile != "" {
+		f, err := os.Open(a.caFile)
+		switch {
+		case err == nil:
+			f.Close()
+			caFile = true
+		case a.caFileSet:
+			reason := err
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				reason = pe.Err
+			}
+			return nil, &hintError{
+				msg: fmt.Sprintf("cannot read CA file %s (--ca-file or EMBER_CA_FILE): %v; copy DATA-DIR/tls/ca.pem from the daemon's machine, or pin the daemon with --tls-fingerprint", a.caFile, reason),
+				err: err,
+			}
 		}
 	}
 	if caFile {

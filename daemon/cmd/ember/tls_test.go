@@ -153,6 +153,8 @@ func TestTLSFlags(t *testing.T) {
 			wantErr: "ember: --addr http://%s is plain HTTP, but --ca-file or --tls-fingerprint (or EMBER_CA_FILE, EMBER_TLS_FINGERPRINT) asks for TLS: use https://%[1]s, or drop them\n"},
 		{name: "plain HTTP to TLS", fd: tlsFD,
 			wantErr: "ember: the daemon at http://%s serves TLS: use https://%[1]s (--addr or EMBER_ADDR)\n"},
+		{name: "empty ca flag: the system's CAs", fd: tlsFD, defaultCA: ca.file, args: []string{"--ca-file", ""},
+			wantPrefix: "ember: the server's certificate is not signed by a CA this machine trusts (x509: "},
 		{name: "https url, no CA", fd: tlsFD, addr: "https://" + tlsFD.addr,
 			wantPrefix: "ember: the server's certificate is not signed by a CA this machine trusts (x509: "},
 		{name: "TLS to plain HTTP", fd: plainFD, args: []string{"--ca-file", ca.file},
