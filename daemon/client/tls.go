@@ -259,7 +259,13 @@ func (c *Client) explainTLS(host string, err error) error {
 	reason := cve.Err
 	pinHint := "pin it with --tls-fingerprint (the CA fingerprint emberd logs at start)"
 	var hn x509.HostnameError
+	var inv x509.CertificateInvalidError
 	switch {
+	case errors.As(reason, &inv) && inv.Reason == x509.Expired:
+		return &TLSError{
+			msg: fmt.Sprintf("the server's certificate is expired or not yet valid (%v); check the clocks, and renew it (emberd --tls auto renews its own before expiry)", reason),
+			err: err,
+		}
 	case errors.As(reason, &hn):
 		return &TLSError{
 			msg: fmt.Sprintf("the server's certificate is not valid for %s (%v); connect by a name or address in the certificate, or %s", hn.Host, reason, pinHint),

@@ -65,6 +65,12 @@ func newTestCA(t testing.TB, name string) *testCA {
 // served with the CA after it, as emberd serves server.pem.
 func (ca *testCA) leaf(t testing.TB, dnsNames []string, ips ...net.IP) tls.Certificate {
 	t.Helper()
+	return ca.leafUntil(t, time.Now().Add(24*time.Hour), dnsNames, ips...)
+}
+
+// leafUntil is leaf with a certificate valid until notAfter.
+func (ca *testCA) leafUntil(t testing.TB, notAfter time.Time, dnsNames []string, ips ...net.IP) tls.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -72,8 +78,8 @@ func (ca *testCA) leaf(t testing.TB, dnsNames []string, ips ...net.IP) tls.Certi
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "emberd"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotBefore:    time.Now().Add(-48 * time.Hour),
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     dnsNames,
@@ -185,6 +191,16 @@ func TestTLSHostnameMismatch(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "the server's certificate is not valid for 127.0.0.1 (x509: ") ||
 		!strings.Contains(err.Error(), "--tls-fingerprint") {
 		t.Errorf("host name mismatch: %v", err)
+	}
+}
+
+func TestTLSExpiredCertificate(t *testing.T) {
+	ca := newTestCA(t, "ember test CA")
+	srv, _ := serveTLS(t, ca.leafUntil(t, time.Now().Add(-time.Hour), nil, net.IPv4(127, 0, 0, 1)))
+	c, _ := New("https://"+hostPort(srv), "k", WithCAFile(ca.file))
+	_, err := c.Healthz(context.Background())
+	if err == nil || !strings.HasPrefix(err.Error(), "the server's certificate is expired or not yet valid (x509: certificate has expired") {
+		t.Errorf("expired certificate: %v", err)
 	}
 }
 
