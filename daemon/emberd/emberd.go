@@ -349,7 +349,7 @@ func Run(ctx context.Context, o Options) error {
 	defer grpcLn.Close()
 	// Addresses are read from the raw listeners; the wrapped ones count.
 	httpAddr, grpcAddr := httpLn.Addr(), grpcLn.Addr()
-	if err := listenPolicy(httpAddr, grpcAddr, certs != nil, o.InsecureListen); err != nil {
+	if err := listenPolicy(httpAddr, grpcAddr, o.Listen, o.GRPCListen, certs != nil, o.InsecureListen); err != nil {
 		return err
 	}
 	httpLn, grpcLn = conns.HTTPListener(httpLn), conns.Listener(grpcLn)

@@ -23,17 +23,18 @@ func exposed(a net.Addr) bool {
 
 // listenPolicy refuses to serve plain HTTP or gRPC beyond loopback (API
 // keys and job data would cross the network in cleartext) unless TLS is
-// on or --insecure-listen allows it.
-func listenPolicy(httpAddr, grpcAddr net.Addr, tlsOn, insecure bool) error {
+// on or --insecure-listen allows it. listen and grpcListen are the flags'
+// values, named in the message (a wildcard address reads [::] once open).
+func listenPolicy(httpAddr, grpcAddr net.Addr, listen, grpcListen string, tlsOn, insecure bool) error {
 	if tlsOn || insecure {
 		return nil
 	}
 	var bad []string
 	if exposed(httpAddr) {
-		bad = append(bad, "the REST API on "+httpAddr.String()+" (--listen, or the socket systemd passed)")
+		bad = append(bad, fmt.Sprintf("the REST API on %s (--listen %s, or the socket systemd passed)", httpAddr, listen))
 	}
 	if exposed(grpcAddr) {
-		bad = append(bad, "the gRPC API on "+grpcAddr.String()+" (--grpc-listen, or the socket systemd passed)")
+		bad = append(bad, fmt.Sprintf("the gRPC API on %s (--grpc-listen %s, or the socket systemd passed)", grpcAddr, grpcListen))
 	}
 	if len(bad) == 0 {
 		return nil

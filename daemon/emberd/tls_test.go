@@ -29,11 +29,11 @@ func TestListenPolicy(t *testing.T) {
 		{"unix socket gRPC", lo, unix, false, false, ""},
 		{"wildcard REST", tcp("0.0.0.0:7080"), lo, false, false, "the REST API on 0.0.0.0:7080"},
 		{"wildcard v6 gRPC", lo, tcp("[::]:7081"), false, false, "the gRPC API on [::]:7081"},
-		{"LAN address", tcp("192.168.1.5:7080"), tcp("192.168.1.5:7081"), false, false, "the REST API on 192.168.1.5:7080 (--listen, or the socket systemd passed) and the gRPC API on 192.168.1.5:7081"},
+		{"LAN address", tcp("192.168.1.5:7080"), tcp("192.168.1.5:7081"), false, false, "the REST API on 192.168.1.5:7080 (--listen L, or the socket systemd passed) and the gRPC API on 192.168.1.5:7081 (--grpc-listen G"},
 		{"wildcard with TLS", tcp("0.0.0.0:7080"), tcp("[::]:7081"), true, false, ""},
 		{"wildcard with --insecure-listen", tcp("0.0.0.0:7080"), tcp("[::]:7081"), false, true, ""},
 	} {
-		err := listenPolicy(tc.http, tc.grpc, tc.tlsOn, tc.insecure)
+		err := listenPolicy(tc.http, tc.grpc, "L", "G", tc.tlsOn, tc.insecure)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: refused: %v", tc.name, err)
