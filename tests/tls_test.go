@@ -392,3 +392,23 @@ func TestRunpodSDKCompatTLS(t *testing.T) {
 	d := StartDaemonWith(t, DaemonOptions{HTTPS: true}, "--tls", "auto")
 	runCompatScript(t, node, d, "NODE_EXTRA_CA_CERTS="+filepath.Join(d.DataDir, "tls", "ca.pem"))
 }
+
+// TestTLSContainerWorkers: with TLS on, container workers on the host
+// network and on network "none" (served inside their own namespace) reach
+// the plain-HTTP worker API and complete their jobs.
+func TestTLSContainerWorkers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("container workers need root (CI runs as root)")
+	}
+	_, ociDir := workerImages(t)
+	d := StartDaemonWith(t, DaemonOptions{HTTPS: true}, "--tls", "auto", "--runtime", "runc")
+	d.JSON("POST", "/v1/images:import", map[string]any{"path": ociDir, "name": "ember/worker:tls"}, 200)
+	for _, network := range []string{"host", "none"} {
+		ep := d.JSON("POST", "/v1/endpoints", map[string]any{"name": "tls-" + network, "image": "ember/worker:tls", "gpuCount": 0,
+			"workersMax": 1, "idleTimeout": 2, "network": network}, 200)["id"].(string)
+		res := d.JSON("POST", "/v2/"+ep+"/runsync?wait=60000", map[string]any{"input": map[string]any{"msg": "tls " + network}}, 200)
+		if res["status"] != "COMPLETED" {
+			t.Errorf("network %s: runsync answered %v\n%s", network, res, d.Log())
+		}
+	}
+}
