@@ -27,6 +27,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -369,6 +370,35 @@ func TestListenPolicy(t *testing.T) {
 				t.Errorf("%s %s: the message does not say %q:\n%s", tc.flag, tc.addr, want, out)
 			}
 		}
+	}
+
+	// A socket passed by systemd is held to the same rule.
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ln.(*net.TCPListener).File()
+	ln.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`, emberdBin,
+		"--data-dir", t.TempDir(), "--runtime", "process", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0")
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !slices.Contains(systemdVars, k) {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "LISTEN_FDS=1")
+	cmd.ExtraFiles = []*os.File{f}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "refusing to serve the REST API on [::]:") ||
+		!strings.Contains(string(out), "or the socket systemd passed") {
+		t.Errorf("a socket-activated wildcard socket without TLS: %v, want exit status 1 and the refusal\n%s", err, out)
 	}
 
 	d := StartDaemon(t, "--insecure-listen")
