@@ -167,6 +167,7 @@ func New(o Options) (*Manager, error) {
 		if len(s.cert.Certificate) == 1 {
 			m.log.Info("TLS: --tls-cert holds the server certificate alone: the fingerprint shown is the server certificate's and changes with it; append the issuing CA's certificate to pin a stable one")
 		}
+		m.check() // warns now if it expires soon
 	case ModeAuto:
 		if err := m.startAuto(); err != nil {
 			return nil, err

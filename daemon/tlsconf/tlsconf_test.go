@@ -340,6 +340,9 @@ func TestFilesReload(t *testing.T) {
 	if !bytes.Equal(servedCert(t, m).Certificate[0], first) {
 		t.Fatal("not serving --tls-cert")
 	}
+	if !strings.Contains(log.String(), "expires soon") {
+		t.Errorf("no warning for a certificate with 12 h left:\n%s", log.String())
+	}
 	if st := m.Status(); st.Mode != ModeFiles || st.Fingerprint != Fingerprint(ca.cert.Raw) {
 		t.Errorf("Status() = %+v, want the fingerprint of the chain's last certificate (the CA)", st)
 	}
