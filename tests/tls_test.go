@@ -187,7 +187,7 @@ func TestTLSAuto(t *testing.T) {
 	for name, creds := range map[string]grpc.DialOption{
 		"plaintext":     grpc.WithTransportCredentials(insecure.NewCredentials()),
 		"another CA":    grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: other})),
-		"TLS 1.1 only ": grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})),
+		"TLS 1.1 only": grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})),
 	} {
 		bad, err := grpc.NewClient(d.GRPC, creds)
 		if err != nil {
