@@ -185,8 +185,8 @@ func TestTLSAuto(t *testing.T) {
 		t.Errorf("gRPC ListEndpoints over TLS: %v", err)
 	}
 	for name, creds := range map[string]grpc.DialOption{
-		"plaintext":     grpc.WithTransportCredentials(insecure.NewCredentials()),
-		"another CA":    grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: other})),
+		"plaintext":    grpc.WithTransportCredentials(insecure.NewCredentials()),
+		"another CA":   grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: other})),
 		"TLS 1.1 only": grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})),
 	} {
 		bad, err := grpc.NewClient(d.GRPC, creds)
