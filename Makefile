@@ -118,6 +118,7 @@ bench: build
 	$(GO) run -tags $(TAGS) ./tests/bench -emberd bin/emberd -worker bin/example-worker
 	$(GO) run -tags $(TAGS) ./tests/bench -emberd bin/emberd -worker bin/example-worker -only stream
 	$(GO) run -tags $(TAGS) ./tests/bench -emberd bin/emberd -worker bin/example-worker -only conns
+	$(GO) run -tags $(TAGS) ./tests/bench -emberd bin/emberd -worker bin/example-worker -only tls
 	@echo "# autoscaler decision, 50 endpoints sharing 8 GPUs (all held, jobs queued everywhere)"
 	$(GO) test -run '^$$' -bench ScaleDecision -benchtime 200000x ./scheduler/
 	@echo "# durable store commits of 500 B jobs, with the disk-space rules and without (same run, alternating)"

@@ -17,6 +17,15 @@ import (
 // 1.1.2) against a real emberd whose endpoint runs the example worker. The
 // script's cases and what they check are described in compat/README.md.
 func TestRunpodSDKCompat(t *testing.T) {
+	node := compatNode(t)
+	d := StartDaemon(t)
+	runCompatScript(t, node, d)
+}
+
+// compatNode returns node's path once tests/compat/node_modules holds the
+// SDK (installing it with npm ci if needed), or skips t.
+func compatNode(t *testing.T) string {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Skip("node is not installed: the runpod-sdk compatibility test needs Node.js 18 or later (`make deps` installs it)")
@@ -39,7 +48,13 @@ func TestRunpodSDKCompat(t *testing.T) {
 		}
 	}
 
-	d := StartDaemon(t)
+	return node
+}
+
+// runCompatScript runs compat/runpod_sdk.mjs against d (d.URL's scheme:
+// http or https) with extra environment, failing t on any failed case.
+func runCompatScript(t *testing.T, node string, d *Daemon, env ...string) {
+	t.Helper()
 	ep := d.CreateEndpoint("compat", map[string]any{"workersMax": 3})
 
 	const scriptLimit = 120 // seconds, the script's own overall limit
@@ -52,10 +67,11 @@ func TestRunpodSDKCompat(t *testing.T) {
 		"EMBER_ENDPOINT_ID="+ep,
 		"EMBER_COMPAT_TIMEOUT_S="+strconv.Itoa(scriptLimit),
 	)
+	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 5 * time.Second
-	err = cmd.Run()
+	err := cmd.Run()
 	t.Logf("runpod_sdk.mjs output:\n%s", stdout.String())
 	if err != nil {
 		var ee *exec.ExitError

@@ -2,6 +2,8 @@ package tests
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -64,8 +66,11 @@ func TestMain(m *testing.M) {
 
 // Daemon is a real emberd process on loopback.
 type Daemon struct {
-	t       testing.TB
-	URL     string // http://127.0.0.1:PORT
+	t   testing.TB
+	URL string // http://127.0.0.1:PORT (https:// with DaemonOptions.HTTPS)
+	// Client sends Do's requests (http.DefaultClient when nil). With
+	// HTTPS it trusts DATA-DIR/tls/ca.pem when emberd made one.
+	Client  *http.Client
 	Addr    string
 	GRPC    string
 	Key     string
@@ -101,6 +106,10 @@ type DaemonOptions struct {
 	// StartProbe is the path polled until it answers 200 before a start
 	// counts as done; empty: /openapi.json (the API is being served).
 	StartProbe string
+	// HTTPS: emberd serves TLS (the test passes --tls auto or
+	// --tls-cert/--tls-key); the start probe does not verify the
+	// certificate, which the test itself checks.
+	HTTPS bool
 }
 
 // systemdVars are the variables through which systemd talks to a service;
@@ -156,6 +165,11 @@ func (d *Daemon) start() {
 		d.GRPC = freePort(t)
 	}
 	d.URL = "http://" + d.Addr
+	probeClient := http.DefaultClient
+	if d.opts.HTTPS {
+		d.URL = "https://" + d.Addr
+		probeClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	}
 	args := append([]string{"--data-dir", d.DataDir, "--listen", d.Addr, "--grpc-listen", d.GRPC, "--runtime", "process"}, d.Args...)
 	d.logPath = filepath.Join(d.logDir, fmt.Sprintf("emberd-%d.log", time.Now().UnixNano()))
 	logf, err := os.Create(d.logPath)
@@ -200,7 +214,7 @@ func (d *Daemon) start() {
 			if probe == "" {
 				probe = "/openapi.json"
 			}
-			if resp, err := http.Get(d.URL + probe); err == nil {
+			if resp, err := probeClient.Get(d.URL + probe); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == 200 {
 					break
@@ -222,6 +236,13 @@ func (d *Daemon) start() {
 		t.Fatal(err)
 	}
 	d.Key = strings.TrimSpace(string(b))
+	if d.opts.HTTPS {
+		if pem, err := os.ReadFile(filepath.Join(d.DataDir, "tls", "ca.pem")); err == nil {
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(pem)
+			d.Client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		}
+	}
 }
 
 // Log returns what emberd has logged so far (for failure messages).
@@ -298,7 +319,11 @@ func (d *Daemon) DoKey(method, path string, body any, auth string) (int, []byte)
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := d.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		d.t.Fatalf("%s %s: %v", method, path, err)
 	}

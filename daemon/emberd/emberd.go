@@ -25,6 +25,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -32,6 +33,7 @@ import (
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/httpapi"
 	apikeys "github.com/emberhq/ember/daemon/keys"
+	"github.com/emberhq/ember/daemon/tlsconf"
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/oci/gpu"
 	"github.com/emberhq/ember/oci/image"
@@ -57,6 +59,13 @@ type Options struct {
 	// PreloadDir holds image archives and endpoint definitions to import
 	// and create at start (default DATA-DIR/preload); see preload.go.
 	PreloadDir string
+	// TLS is "off" or "auto" (--tls); TLSCert and TLSKey are PEM files to
+	// serve instead (--tls-cert, --tls-key, re-read on SIGHUP). See
+	// daemon/tlsconf.
+	TLS, TLSCert, TLSKey string
+	// InsecureListen allows plain HTTP and gRPC on addresses other than
+	// loopback, which are otherwise refused without TLS (tls.go).
+	InsecureListen bool
 
 	TakeHold          time.Duration
 	StopHold          time.Duration
@@ -303,6 +312,24 @@ func Run(ctx context.Context, o Options) error {
 	}
 	keys := func() []string { return []string{key} }
 	started := time.Now()
+	tlsMode, err := tlsconf.SelectMode(o.TLS, o.TLSCert, o.TLSKey)
+	if err != nil {
+		return err
+	}
+	var certs *tlsconf.Manager // nil: TLS off
+	if tlsMode != tlsconf.ModeOff {
+		certs, err = tlsconf.New(tlsconf.Options{Mode: tlsMode, CertFile: o.TLSCert, KeyFile: o.TLSKey, Dir: filepath.Join(o.DataDir, "tls"), Logger: log})
+		if err != nil {
+			return err
+		}
+	}
+	if o.InsecureListen {
+		if certs == nil {
+			log.Warn("--insecure-listen: plain HTTP and gRPC are allowed on addresses other than loopback; API keys and job data cross the network in cleartext (use --tls auto or --tls-cert/--tls-key)")
+		} else {
+			log.Warn("--insecure-listen is set but has no effect: TLS is on", "tls", tlsMode)
+		}
+	}
 	keyStore, err := apikeys.Open(filepath.Join(o.DataDir, apikeys.FileName))
 	if err != nil {
 		return err
@@ -322,12 +349,15 @@ func Run(ctx context.Context, o Options) error {
 	defer grpcLn.Close()
 	// Addresses are read from the raw listeners; the wrapped ones count.
 	httpAddr, grpcAddr := httpLn.Addr(), grpcLn.Addr()
+	if err := listenPolicy(httpAddr, grpcAddr, o.Listen, o.GRPCListen, certs != nil, o.InsecureListen); err != nil {
+		return err
+	}
 	httpLn, grpcLn = conns.HTTPListener(httpLn), conns.Listener(grpcLn)
 
 	// The server exists before the scheduler so that workers on network
 	// "none" can be served in their namespace from the first start; the
 	// handler is set once the scheduler it calls exists.
-	lazy := &lazyHandler{ready: make(chan struct{})}
+	lazy := &lazyHandler{ready: make(chan struct{}), tls: tlsStatus(certs), insecure: o.InsecureListen && certs == nil}
 	// Timeouts: httpapi's deadlines.go says why these, and how the
 	// long-polls get longer ones. The worker API served in workers'
 	// network namespaces (netnsServer) uses this server too; its
@@ -345,10 +375,34 @@ func Run(ctx context.Context, o Options) error {
 	base := workerBase(httpAddr)
 	// Served from here on: while the store waits for disk space below,
 	// /healthz answers and /readyz says why it is not ready.
-	errc := make(chan error, 2)
-	go func() { errc <- hs.Serve(httpLn) }()
+	errc := make(chan error, 3)
+	workerSrv := hs // serves the worker API, also in workers' namespaces
+	if certs != nil {
+		// HTTP/1.1 only, as without TLS: the connection limiter counts,
+		// reserves and closes idle connections one request stream each,
+		// and the long-polls' deadlines (httpapi's deadlines.go) are per
+		// connection.
+		hs.TLSConfig = certs.TLSConfig()
+		hs.Protocols = new(http.Protocols)
+		hs.Protocols.SetHTTP1(true)
+		hs.ConnState = func(c net.Conn, st http.ConnState) { conns.ConnState(plainConn(c), st) }
+		hs.ConnContext = func(ctx context.Context, c net.Conn) context.Context { return conns.ConnContext(ctx, plainConn(c)) }
+		// Workers get plain HTTP on a loopback port of their own (tls.go
+		// says why).
+		wln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("worker API listener on loopback: %w", err)
+		}
+		defer wln.Close()
+		workerSrv = workerServer(lazy, hs)
+		base = workerBase(wln.Addr())
+		go func() { errc <- workerSrv.Serve(wln) }()
+		go func() { errc <- hs.ServeTLS(httpLn, "", "") }()
+	} else {
+		go func() { errc <- hs.Serve(httpLn) }()
+	}
 	sched, err := openScheduler(ctx, lazy, log, scheduler.Config{
-		ServeInNetns:      netnsServer(hs, strings.TrimPrefix(base, "http://")),
+		ServeInNetns:      netnsServer(workerSrv, strings.TrimPrefix(base, "http://")),
 		DataDir:           o.DataDir,
 		Runtime:           wr.rt,
 		Adopt:             wr.adopt,
@@ -391,14 +445,18 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	servers := &grpcapi.Servers{S: sched}
-	gs := grpc.NewServer(
+	grpcOpts := []grpc.ServerOption{
 		// Per-method sizes (a job is 10 MiB, as on /run) are checked by
 		// SizeInterceptor; the transport refuses anything above the
 		// largest of them.
 		grpc.MaxRecvMsgSize(grpcapi.MaxRecvMsgSize),
 		grpc.ChainUnaryInterceptor(grpcapi.AuthInterceptor(keys, keyStore.Valid), grpcapi.SizeInterceptor()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: httpapi.IdleTimeout}),
-	)
+	}
+	if certs != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(certs.TLSConfig())))
+	}
+	gs := grpc.NewServer(grpcOpts...)
 	servers.Register(gs)
 	images := &grpcapi.ImageServer{Store: wr.images, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
 	if wr.images != nil {
@@ -422,8 +480,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, KeyStore: keyStore, Gateway: gw, OpenAPI: openapi.JSON,
 		Logger: log, Images: wr.images, GPUStats: wr.gpuStats, Started: started, Ready: lazy.readiness,
-		Connections: func() any { return conns.Stats() },
-		Metrics:     []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
+		Connections:    func() any { return conns.Stats() },
+		TLS:            tlsStatus(certs),
+		InsecureListen: o.InsecureListen && certs == nil,
+		Metrics:        []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
 	lazy.disk = sched.DiskReady
 	lazy.set(handler)
 
@@ -439,7 +499,7 @@ func Run(ctx context.Context, o Options) error {
 		defer ds.Close()
 	}
 	go func() { errc <- gs.Serve(grpcLn) }()
-	log.Info("emberd ready", "listen", httpAddr.String(), "grpc", grpcAddr.String(), "data_dir", o.DataDir, "runtime", wr.rt.Name(), "api_key_file", keyFile)
+	log.Info("emberd ready", "listen", httpAddr.String(), "grpc", grpcAddr.String(), "tls", tlsMode, "worker_api", base, "data_dir", o.DataDir, "runtime", wr.rt.Name(), "api_key_file", keyFile)
 	if o.Ready != nil {
 		o.Ready(httpAddr.String(), grpcAddr.String())
 	}
@@ -450,9 +510,10 @@ func Run(ctx context.Context, o Options) error {
 	reloadsDone := make(chan struct{})
 	go func() {
 		defer close(reloadsDone)
-		applyReloads(reloadCtx, o, sched, log)
+		applyReloads(reloadCtx, o, sched, certs, log)
 	}()
 	defer func() { stopReloads(); <-reloadsDone }()
+	defer runTLS(ctx, certs)()
 
 	restCtx, stopRest := context.WithCancel(ctx)
 	rested := make(chan struct{})
@@ -503,6 +564,11 @@ func Run(ctx context.Context, o Options) error {
 	if err := hs.Shutdown(sctx); err != nil {
 		hs.Close()
 	}
+	if workerSrv != hs {
+		if err := workerSrv.Shutdown(sctx); err != nil {
+			workerSrv.Close()
+		}
+	}
 	gs.Stop()
 	log.Info("emberd stopped")
 	return runErr
@@ -530,6 +596,9 @@ type lazyHandler struct {
 	diskWait atomic.Pointer[scheduler.InsufficientStorageError]
 	// disk is the scheduler's free-space readiness (nil until it is open).
 	disk func() error
+	// tls and insecure are shown by /healthz, as httpapi shows them.
+	tls      func() httpapi.TLSStatus
+	insecure bool
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -564,8 +633,7 @@ func (l *lazyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch strings.Trim(r.URL.Path, "/") {
 	case "healthz":
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`{"status":"ok"}`))
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "tls": l.tls(), "insecureListen": l.insecure})
 		return
 	case "readyz":
 		body := map[string]any{"status": "starting", "error": "recovering the job queue"}

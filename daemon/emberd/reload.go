@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strconv"
 
+	"github.com/emberhq/ember/daemon/tlsconf"
 	"github.com/emberhq/ember/scheduler"
 )
 
@@ -30,12 +31,18 @@ var restartOnly = []struct {
 	{"debug-listen", func(o Options) string { return o.DebugListen }},
 	{"preload-dir", func(o Options) string { return o.PreloadDir }},
 	{"max-connections", func(o Options) string { return strconv.Itoa(o.MaxConnections) }},
+	{"tls", func(o Options) string { return o.TLS }},
+	{"tls-cert", func(o Options) string { return o.TLSCert }},
+	{"tls-key", func(o Options) string { return o.TLSKey }},
+	{"insecure-listen", func(o Options) string { return strconv.FormatBool(o.InsecureListen) }},
 }
 
 // applyReloads applies each new set of settings from o.Reloads until ctx
 // ends: the tunables at once, and a warning for every changed setting that
-// needs a restart.
-func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, log *slog.Logger) {
+// needs a restart. Each reload also re-reads the TLS certificate files
+// (--tls-cert, --tls-key; certs is nil when TLS is off): a new pair is
+// served from the next handshake, a bad one is refused and logged.
+func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, certs *tlsconf.Manager, log *slog.Logger) {
 	cur := o
 	for {
 		var n Options
@@ -43,6 +50,9 @@ func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, lo
 		case <-ctx.Done():
 			return
 		case n = <-o.Reloads:
+		}
+		if certs != nil {
+			certs.Reload() // logs the outcome
 		}
 		if tunables(n) != tunables(cur) {
 			sched.SetTunables(tunables(n))
@@ -60,6 +70,7 @@ func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, lo
 		// at each reload until then.
 		n.DataDir, n.Listen, n.GRPCListen, n.Runtime, n.APIKeyFile, n.DebugListen, n.PreloadDir, n.MaxConnections =
 			cur.DataDir, cur.Listen, cur.GRPCListen, cur.Runtime, cur.APIKeyFile, cur.DebugListen, cur.PreloadDir, cur.MaxConnections
+		n.TLS, n.TLSCert, n.TLSKey, n.InsecureListen = cur.TLS, cur.TLSCert, cur.TLSKey, cur.InsecureListen
 		cur = n
 	}
 }

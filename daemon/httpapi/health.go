@@ -16,7 +16,9 @@ import (
 // data):
 //
 //	GET /healthz  liveness: 200 {"status":"ok","uptimeSeconds":N,"openFiles":{"soft":S,"hard":H},
-//	              "connections":{"open":N,"max":M,"reserve":R,...}} while the process serves HTTP
+//	              "connections":{"open":N,"max":M,"reserve":R,...},
+//	              "tls":{"enabled":B,"mode":"off|auto|files","caFingerprint":HEX,"certNotAfter":RFC3339},
+//	              "insecureListen":B} while the process serves HTTP
 //	GET /readyz   readiness: 200 {"status":"ready"} once the scheduler is open and has
 //	              recovered, 503 {"status":"unavailable","error":REASON} otherwise
 //	              (with "freeBytes" and "neededBytes" when the data disk is too full)
@@ -36,7 +38,12 @@ func (h *Server) serveHealth(w http.ResponseWriter, r *http.Request, probe strin
 			UptimeSeconds int64      `json:"uptimeSeconds"`
 			OpenFiles     *openFiles `json:"openFiles,omitempty"`
 			Connections   any        `json:"connections,omitempty"`
-		}{Status: "ok", UptimeSeconds: int64(max(up, 0))}
+			TLS           TLSStatus  `json:"tls"`
+			Insecure      bool       `json:"insecureListen"`
+		}{Status: "ok", UptimeSeconds: int64(max(up, 0)), TLS: TLSStatus{Mode: "off"}, Insecure: h.cfg.InsecureListen}
+		if h.cfg.TLS != nil {
+			live.TLS = h.cfg.TLS()
+		}
 		var rl syscall.Rlimit
 		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
 			live.OpenFiles = &openFiles{Soft: rl.Cur, Hard: rl.Max}
@@ -61,6 +68,19 @@ func (h *Server) serveHealth(w http.ResponseWriter, r *http.Request, probe strin
 		return
 	}
 	writeJSON(w, map[string]string{"status": "ready"})
+}
+
+// TLSStatus is the "tls" object of GET /healthz: whether the REST and
+// gRPC listeners serve TLS, from where (--tls auto, or --tls-cert files),
+// the SHA-256 fingerprint a client may pin (of the CA under auto, of the
+// served chain's last certificate under files; 64 lowercase hex digits)
+// and when the served certificate expires (RFC 3339). Both strings are
+// empty when TLS is off.
+type TLSStatus struct {
+	Enabled       bool   `json:"enabled"`
+	Mode          string `json:"mode"`
+	CAFingerprint string `json:"caFingerprint"`
+	CertNotAfter  string `json:"certNotAfter"`
 }
 
 // openFiles is the process's limit on open files (RLIMIT_NOFILE), which

@@ -62,6 +62,12 @@ type Config struct {
 	// Connections reports the client connections (daemon/connlimit's
 	// Stats) for GET /healthz; nil leaves them out.
 	Connections func() any
+	// TLS reports the listeners' TLS for GET /healthz (health.go); nil
+	// means TLS is off.
+	TLS func() TLSStatus
+	// InsecureListen is shown in GET /healthz: emberd serves plain HTTP
+	// beyond loopback because --insecure-listen allows it.
+	InsecureListen bool
 	// Metrics are collectors served at /metrics besides the built-in ones
 	// (the scheduler's per-endpoint jobs, workers and durations, Go's
 	// runtime, the process). They share one registry, so two collectors
@@ -326,6 +332,18 @@ func ReservedRoute(r *http.Request) bool {
 		return ok
 	}
 	return false
+}
+
+// WorkerRoute reports the worker API's routes (/v2/{endpoint}/job-take
+// and the rest of workerOps): all that emberd's loopback worker listener
+// serves when the client listener speaks TLS.
+func WorkerRoute(r *http.Request) bool {
+	segs := splitPath(r.URL.Path)
+	if len(segs) < 3 || segs[0] != "v2" {
+		return false
+	}
+	_, ok := workerOps[segs[2]]
+	return ok
 }
 
 // waitParam reads ?wait= in ms, clamped to [min, max]; def when absent or

@@ -9,6 +9,9 @@
 //     fsynced writes with the same client concurrency;
 //   - emberd RSS idle and with 100,000 queued jobs.
 //
+// -only tls times /runsync over plain HTTP and HTTPS (keep-alive and a new
+// connection per request) and the bare TLS handshake (tls.go).
+//
 // -only stream instead floods job-stream for 30 s (-flood) with the example
 // worker while no client reads, and reports emberd's RSS then and during one
 // /stream read, against another emberd build given as -stream-baseline.
@@ -48,7 +51,7 @@ var (
 	tputN     = flag.Int("throughput-jobs", 20000, "jobs for the throughput figure")
 	queuedN   = flag.Int("queued-jobs", 100000, "jobs queued for the RSS figure")
 	clients   = flag.Int("clients", 32, "concurrent clients for throughput runs")
-	only      = flag.String("only", "", "run only one part: jobs (the job path, process runtime), containers (runc figures, scaling, FlashBoot), disk (recovery from a full disk), stream (a job-stream flood) or conns (idle connections against --max-connections)")
+	only      = flag.String("only", "", "run only one part: jobs (the job path, process runtime), containers (runc figures, scaling, FlashBoot), disk (recovery from a full disk), stream (a job-stream flood), conns (idle connections against --max-connections) or tls (/runsync over plain HTTP and HTTPS)")
 )
 
 func main() {
@@ -91,6 +94,9 @@ func run() error {
 	}
 	if *only == "conns" {
 		return connsPart(tmp)
+	}
+	if *only == "tls" {
+		return tlsPart(tmp)
 	}
 	// ---- baseline ----
 	base, stopBase, err := startBaseline(filepath.Join(tmp, "baseline"))
@@ -389,14 +395,15 @@ func startEmberd(dir, runtime string) (*daemon, error) {
 }
 
 // startEmberdBin starts the emberd binary bin (the stream part also runs a
-// baseline build).
-func startEmberdBin(bin, dir, runtime string) (*daemon, error) {
+// baseline build) with extra flags.
+func startEmberdBin(bin, dir, runtime string, extra ...string) (*daemon, error) {
 	addr := freeAddr()
 	logf, err := os.Create(dir + ".log")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", runtime, "--log-level", "warn", "--debug-listen", os.Getenv("BENCH_DEBUG_LISTEN"))
+	args := append([]string{"--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", runtime, "--log-level", "warn", "--debug-listen", os.Getenv("BENCH_DEBUG_LISTEN")}, extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	"github.com/emberhq/ember/daemon/config"
 	"github.com/emberhq/ember/daemon/emberd"
 	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/tlsconf"
 	"github.com/emberhq/ember/oci/runc"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
@@ -109,6 +110,10 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:7080", "HOST:PORT for the REST API (RunPod client API, /v1 gateway) and the worker API")
 	fs.StringVar(&o.GRPCListen, "grpc-listen", "127.0.0.1:7081", "HOST:PORT for the gRPC API")
 	fs.StringVar(&o.Runtime, "runtime", "runc", "worker runtime: runc (OCI containers from imported images, with GPUs) or process (the endpoint's command as a plain host process, for development)")
+	fs.StringVar(&o.TLS, "tls", "off", "TLS on the REST and gRPC listeners: off, or auto (emberd makes its own CA and a server certificate under DATA-DIR/tls, renews it, and logs the CA's fingerprint); for your own certificate give --tls-cert and --tls-key instead")
+	fs.StringVar(&o.TLSCert, "tls-cert", "", "PEM file of the server certificate chain (server certificate first) to serve on the REST and gRPC listeners, with --tls-key; re-read on SIGHUP")
+	fs.StringVar(&o.TLSKey, "tls-key", "", "PEM file of the --tls-cert certificate's private key; re-read on SIGHUP")
+	fs.BoolVar(&o.InsecureListen, "insecure-listen", false, "allow --listen and --grpc-listen on addresses other than loopback without TLS (refused otherwise): API keys and job data then cross the network in cleartext")
 	fs.StringVar(&o.APIKeyFile, "api-key-file", "", "file holding the admin API key; created (mode 0600) with a new random key if missing (default DATA-DIR/api.key)")
 	fs.DurationVar(&o.TakeHold, "take-hold", 20*time.Second, "how long an empty job-take long-poll is held before 204 (under the SDK's 90 s)")
 	fs.DurationVar(&o.StopHold, "stop-hold", 20*time.Second, "how long an empty job-stop long-poll is held before 204 (under the SDK's 90 s)")
@@ -136,6 +141,9 @@ func newFlagSet(s *settings) *flag.FlagSet {
 func checkSettings(o emberd.Options) error {
 	if o.MaxStartFailures < 1 {
 		return fmt.Errorf("--max-start-failures %d: must be at least 1", o.MaxStartFailures)
+	}
+	if _, err := tlsconf.SelectMode(o.TLS, o.TLSCert, o.TLSKey); err != nil {
+		return err
 	}
 	return nil
 }

@@ -157,6 +157,20 @@ func TestRunConfig(t *testing.T) {
 		t.Errorf("max-start-failures 0: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tls", "on"}, `emberd: --tls "on": must be off or auto (for your own certificate give --tls-cert and --tls-key)`},
+		{[]string{"--tls-cert", "c.pem"}, "emberd: --tls-cert needs --tls-key: give the certificate's private key file too"},
+		{[]string{"--tls", "auto", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, "emberd: --tls auto and --tls-cert/--tls-key exclude each other"},
+	} {
+		stdout, stderr = capture(t, func() { code = run(append(tc.args, "--version")) })
+		if code != 2 || !strings.HasPrefix(stderr, tc.want) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2 and %q", tc.args, code, stdout, stderr, tc.want)
+		}
+	}
+
 	stdout, stderr = capture(t, func() { code = run([]string{"--config", filepath.Join(t.TempDir(), "none.toml"), "--version"}) })
 	if code != 2 || !strings.HasPrefix(stderr, "emberd: open ") || !strings.HasSuffix(stderr, "none.toml: no such file or directory\n") {
 		t.Errorf("missing file: exit %d, stdout %q, stderr %q", code, stdout, stderr)
