@@ -7,7 +7,11 @@ package tests
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +27,8 @@ import (
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 )
 
 // emberServices are the services reflection must list and describe.
@@ -215,4 +221,110 @@ func TestGRPCStdReflectionNeedsKey(t *testing.T) {
 			t.Errorf("reflection with %s: got %v, want UNAUTHENTICATED", name, err)
 		}
 	}
+}
+
+// watchFor reads a Watch stream until it says want; the stream's context
+// bounds the wait.
+func watchFor(t *testing.T, d *Daemon, w healthpb.Health_WatchClient, want healthpb.HealthCheckResponse_ServingStatus, what string) {
+	t.Helper()
+	for {
+		r, err := w.Recv()
+		if err != nil {
+			t.Fatalf("%s: Watch ended (%v) before %v\n%s", what, err, want, d.Log())
+		}
+		if r.Status == want {
+			return
+		}
+	}
+}
+
+// TestGRPCStdHealthDisk: grpc.health.v1 follows the data disk as /readyz
+// does. Running, a disk below --min-free-disk-mb makes every service
+// NOT_SERVING and freeing it SERVING again. Started on a disk too full to
+// open the store (after a crash), gRPC is served at once: health says
+// NOT_SERVING, ember.v1 calls are refused UNAVAILABLE instead of hanging,
+// and both recover when space returns, without a restart.
+func TestGRPCStdHealthDisk(t *testing.T) {
+	t.Parallel()
+	mnt := mountTmpfs(t, diskFSSize)
+	data := filepath.Join(mnt, "data")
+	filler := filepath.Join(mnt, "filler")
+	d := StartDaemonWith(t, DaemonOptions{DataDir: data},
+		"--min-free-disk-mb", fmt.Sprint(diskMinFreeMB), "--disk-reserve-mb", fmt.Sprint(diskReserveMB))
+	cc := grpcConn(t, d)
+	hc := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: "ember.v1.JobService"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watchFor(t, d, w, healthpb.HealthCheckResponse_SERVING, "at start")
+	fill(t, filler, (diskMinFreeMB+diskReserveMB)/2<<20)
+	watchFor(t, d, w, healthpb.HealthCheckResponse_NOT_SERVING, "below --min-free-disk-mb")
+	r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || r.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("Check below --min-free-disk-mb: %v %v, want NOT_SERVING", r, err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	watchFor(t, d, w, healthpb.HealthCheckResponse_SERVING, "space freed")
+
+	// A start that waits for disk space to open the store: a crash on a
+	// full disk, and the store's reserve file used up by an earlier such
+	// start, leave no room to open it (as in TestDiskFull).
+	d.opts.StartProbe = "/healthz"
+	for i := 0; ; i++ {
+		d.Kill9()
+		fill(t, filler, 0)
+		d.Restart()
+		if storeWaits(t, d) {
+			break
+		}
+		if i == 2 {
+			t.Fatalf("three starts on a full disk opened the store\n%s", d.Log())
+		}
+	}
+	cc = grpcConn(t, d)
+	hc = healthpb.NewHealthClient(cc)
+	r, err = hc.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || r.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("Check while the store waits for space: %v %v, want NOT_SERVING\n%s", r, err, d.Log())
+	}
+	auth := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+d.Key)
+	_, err = emberv1.NewEndpointServiceClient(cc).ListEndpoints(auth, &emberv1.ListEndpointsRequest{})
+	grpcCode(t, "ListEndpoints while the store waits for space", err, codes.Unavailable)
+	w, err = hc.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watchFor(t, d, w, healthpb.HealthCheckResponse_NOT_SERVING, "while the store waits for space")
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	watchFor(t, d, w, healthpb.HealthCheckResponse_SERVING, "space freed after a start on a full disk")
+	if _, err := emberv1.NewEndpointServiceClient(cc).ListEndpoints(auth, &emberv1.ListEndpointsRequest{}); err != nil {
+		t.Fatalf("ListEndpoints once the store is open: %v", err)
+	}
+}
+
+// storeWaits reports whether emberd, just started, waits for disk space to
+// open its store (/readyz names the bytes while it starts) rather than
+// having opened it.
+func storeWaits(t *testing.T, d *Daemon) bool {
+	t.Helper()
+	for range 100 { // bounded: 10 s
+		code, body := d.Do("GET", "/readyz", nil)
+		switch {
+		case code == 503 && strings.Contains(string(body), `"starting"`) && strings.Contains(string(body), "neededBytes"):
+			return true
+		case code == 200 || (code == 503 && !strings.Contains(string(body), `"starting"`)):
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("/readyz still says the store is starting after 10 s\n%s", d.Log())
+	return false
 }

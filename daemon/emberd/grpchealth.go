@@ -73,6 +73,7 @@ func (h *grpcHealth) update() {
 	if h.known && serving == h.serving {
 		return
 	}
+	wasServing := h.known && h.serving
 	h.known, h.serving = true, serving
 	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if serving {
@@ -81,10 +82,14 @@ func (h *grpcHealth) update() {
 	for _, s := range grpcHealthServices {
 		h.srv.SetServingStatus(s, st)
 	}
-	if serving {
+	switch {
+	case serving:
 		h.log.Info("grpc health: serving")
-	} else {
+	case wasServing:
+		// Lost readiness while running: the disk is below its reserve.
 		h.log.Warn("grpc health: not serving", "reason", err)
+	default:
+		h.log.Info("grpc health: not serving", "reason", err)
 	}
 }
 
