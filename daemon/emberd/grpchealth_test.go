@@ -151,3 +151,23 @@ func TestWaitReady(t *testing.T) {
 		t.Fatalf("once open: %v, want nil", err)
 	}
 }
+
+// BenchmarkGRPCHealthUpdate is the cost of one tick of the health
+// goroutine (once a second): readiness as emberd reads it, with the data
+// disk's guard. Baseline: the guard's readiness alone, same run.
+func BenchmarkGRPCHealthUpdate(b *testing.B) {
+	guard := scheduler.NewDiskGuard(b.TempDir(), 1, 1)
+	lazy := &lazyHandler{ready: make(chan struct{}), disk: guard.Ready}
+	lazy.set(nil)
+	b.Run("baseline-disk-ready", func(b *testing.B) {
+		for b.Loop() {
+			_ = guard.Ready()
+		}
+	})
+	b.Run("update", func(b *testing.B) {
+		h := newGRPCHealth(lazy.state, slog.New(slog.DiscardHandler))
+		for b.Loop() {
+			h.update()
+		}
+	})
+}
