@@ -199,6 +199,9 @@ func TestGRPCStdReflection(t *testing.T) {
 		t.Errorf("v1alpha lists %d services, want at least %d", n, len(emberServices)+1)
 	}
 	sa.CloseSend()
+	if strings.Contains(d.Log(), d.Key) {
+		t.Error("emberd logged the API key")
+	}
 }
 
 // TestGRPCStdReflectionNeedsKey: reflection describes the whole API, so it
