@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/emberhq/ember/daemon/connlimit"
@@ -373,9 +374,44 @@ func Run(ctx context.Context, o Options) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	base := workerBase(httpAddr)
+
+	// gRPC is served from the start too, so that grpc.health.v1 says
+	// NOT_SERVING while the store waits for disk space; the ember.v1 calls
+	// are held by the gate until the scheduler is open (grpchealth.go).
+	var sched *scheduler.Scheduler
+	servers := &grpcapi.Servers{}
+	grpcOpts := []grpc.ServerOption{
+		// Per-method sizes (a job is 10 MiB, as on /run) are checked by
+		// SizeInterceptor; the transport refuses anything above the
+		// largest of them.
+		grpc.MaxRecvMsgSize(grpcapi.MaxRecvMsgSize),
+		grpc.ChainUnaryInterceptor(grpcapi.AuthInterceptor(keys, keyStore.Valid), grpcapi.SizeInterceptor(), lazy.unaryGate()),
+		grpc.ChainStreamInterceptor(lazy.streamGate()),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: httpapi.IdleTimeout}),
+	}
+	if certs != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(certs.TLSConfig())))
+	}
+	gs := grpc.NewServer(grpcOpts...)
+	servers.Register(gs)
+	images := &grpcapi.ImageServer{Store: wr.images, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
+	images.Register(gs)
+	// The standard health service (no key, like /healthz) and server
+	// reflection (v1 and v1alpha, for grpcurl).
+	gh := newGRPCHealth(lazy.state, log)
+	gh.register(gs)
+	reflection.Register(gs)
+	healthCtx, stopHealth := context.WithCancel(ctx)
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		gh.run(healthCtx, grpcHealthInterval)
+	}()
+	defer func() { stopHealth(); <-healthDone }()
+
 	// Served from here on: while the store waits for disk space below,
 	// /healthz answers and /readyz says why it is not ready.
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	workerSrv := hs // serves the worker API, also in workers' namespaces
 	if certs != nil {
 		// HTTP/1.1 only, as without TLS: the connection limiter counts,
@@ -401,7 +437,9 @@ func Run(ctx context.Context, o Options) error {
 	} else {
 		go func() { errc <- hs.Serve(httpLn) }()
 	}
-	sched, err := openScheduler(ctx, lazy, log, scheduler.Config{
+	go func() { errc <- gs.Serve(grpcLn) }()
+	defer gs.Stop()
+	sched, err = openScheduler(ctx, lazy, log, scheduler.Config{
 		ServeInNetns:      netnsServer(workerSrv, strings.TrimPrefix(base, "http://")),
 		DataDir:           o.DataDir,
 		Runtime:           wr.rt,
@@ -444,25 +482,12 @@ func Run(ctx context.Context, o Options) error {
 		defer func() { stopWatch(); <-watched }()
 	}
 
-	servers := &grpcapi.Servers{S: sched}
-	grpcOpts := []grpc.ServerOption{
-		// Per-method sizes (a job is 10 MiB, as on /run) are checked by
-		// SizeInterceptor; the transport refuses anything above the
-		// largest of them.
-		grpc.MaxRecvMsgSize(grpcapi.MaxRecvMsgSize),
-		grpc.ChainUnaryInterceptor(grpcapi.AuthInterceptor(keys, keyStore.Valid), grpcapi.SizeInterceptor()),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: httpapi.IdleTimeout}),
-	}
-	if certs != nil {
-		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(certs.TLSConfig())))
-	}
-	gs := grpc.NewServer(grpcOpts...)
-	servers.Register(gs)
-	images := &grpcapi.ImageServer{Store: wr.images, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
+	// The gRPC services get the scheduler now; the gate (lazy.unaryGate)
+	// held their calls until lazy.set below.
+	servers.S = sched
 	if wr.images != nil {
 		images.InUse = grpcapi.EndpointsUsingImage(sched, wr.images)
 	}
-	images.Register(gs)
 
 	gw := runtime.NewServeMux(runtime.WithErrorHandler(grpcapi.GatewayErrorHandler), runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
@@ -486,6 +511,7 @@ func Run(ctx context.Context, o Options) error {
 		Metrics:        []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
 	lazy.disk = sched.DiskReady
 	lazy.set(handler)
+	gh.update()
 
 	if o.DebugListen != "" {
 		dl, err := net.Listen("tcp", o.DebugListen)
@@ -498,7 +524,6 @@ func Run(ctx context.Context, o Options) error {
 		go ds.Serve(dl)
 		defer ds.Close()
 	}
-	go func() { errc <- gs.Serve(grpcLn) }()
 	log.Info("emberd ready", "listen", httpAddr.String(), "grpc", grpcAddr.String(), "tls", tlsMode, "worker_api", base, "data_dir", o.DataDir, "runtime", wr.rt.Name(), "api_key_file", keyFile)
 	if o.Ready != nil {
 		o.Ready(httpAddr.String(), grpcAddr.String())
@@ -553,6 +578,7 @@ func Run(ctx context.Context, o Options) error {
 	// STOPPING=1 first, then the drain below.
 	sd.stopping("draining workers")
 	lazy.stopping.Store(true)
+	gh.shutdown()
 	stopPreload()
 	<-preloaded
 	log.Info("emberd stopping: draining workers")
