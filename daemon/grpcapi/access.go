@@ -187,11 +187,11 @@ func Authorize(c auth.Caller, need Need, what, endpoint string) *Refusal {
 		return &Refusal{Code: http.StatusForbidden, Reason: auth.ReasonScope, KeyID: c.KeyID, NeededScope: want[0],
 			Message: fmt.Sprintf("key %s (%s) has scope %s; %s needs scope %s", c.KeyID, c.Name, c.Scope, what, strings.Join(names, " or "))}
 	}
-	// Only an invoke key carries an endpoint list; needRead and needAdmin keys
+	// Only an invoke key carries an endpoint list; read and admin keys
 	// reach every endpoint.
 	if c.Scope == auth.Invoke && need.EndpointField != "" && !c.AllowsEndpoint(endpoint) {
 		return &Refusal{Code: http.StatusForbidden, Reason: auth.ReasonEndpoint, KeyID: c.KeyID, NeededScope: auth.Invoke,
-			Message: fmt.Sprintf("key %s (%s) does not list endpoint %s; it may needInvoke only %s", c.KeyID, c.Name, endpoint, strings.Join(c.Endpoints, ", "))}
+			Message: fmt.Sprintf("key %s (%s) does not list endpoint %s; it may invoke only %s", c.KeyID, c.Name, endpoint, strings.Join(c.Endpoints, ", "))}
 	}
 	return nil
 }
@@ -258,7 +258,7 @@ func endpointOf(req any, field string) string {
 }
 
 // UnaryAuth is the unary interceptor that authenticates every call but the
-// needPublic ones (MethodNeed) with the "authorization" metadata, authorizes it
+// public ones (MethodNeed) with the "authorization" metadata, authorizes it
 // by the method's scope and endpoint, and puts the caller in the context
 // (auth.WithCaller). Refusals are Unauthenticated or PermissionDenied with
 // the REST refusal's text.
@@ -272,7 +272,7 @@ func UnaryAuth(lookup Lookup) grpc.UnaryServerInterceptor {
 	}
 }
 
-// StreamAuth is UnaryAuth for streams. A stream's endpoint (for an needInvoke
+// StreamAuth is UnaryAuth for streams. A stream's endpoint (for an invoke
 // key that lists endpoints) is checked on each message the client sends.
 func StreamAuth(lookup Lookup) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
