@@ -279,3 +279,34 @@ func (rt *route) endpointOf(segs []string) string {
 	}
 	return segs[rt.epSeg]
 }
+
+// RouteInfo describes a route of the table: what end-to-end tests walk,
+// so that they follow the table rather than a copy of it.
+type RouteInfo struct {
+	// Methods the route answers; nil for any.
+	Methods []string
+	// Pattern as in the table: "/v2/{endpoint}/run",
+	// "/v1/workers/{id}:stop", "/v1/images/{ref...}".
+	Pattern string
+	// Access is "public", "worker" (a worker's token) or "key".
+	Access string
+	// Scopes are those that may call a "key" route (admin always may).
+	Scopes []auth.Scope
+	// Endpoint says the route is on the endpoint in its {endpoint} or
+	// {endpoint_id} segment, which an invoke key must list (if it lists
+	// any).
+	Endpoint bool
+	// RPC is the gRPC method a /v1 gateway route calls.
+	RPC string
+}
+
+// Routes lists the route table.
+func Routes() []RouteInfo {
+	out := make([]RouteInfo, len(routes))
+	for i, rt := range routes {
+		a := map[access]string{accessPublic: "public", accessWorker: "worker", accessKey: "key"}[rt.access]
+		out[i] = RouteInfo{Methods: slices.Clone(rt.methods), Pattern: rt.pattern, Access: a,
+			Scopes: slices.Clone(rt.need.Scopes), Endpoint: rt.epSeg >= 0, RPC: rt.rpc}
+	}
+	return out
+}
