@@ -75,8 +75,8 @@ func TestMethodTable(t *testing.T) {
 		}
 	}
 	for m, want := range map[string]bool{
-		"/grpc.health.v1.Health/Check":                                  true,
-		"/grpc.health.v1.Health/Watch":                                  true,
+		"/grpc.health.v1.Health/Check":                                   true,
+		"/grpc.health.v1.Health/Watch":                                   true,
 		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      false,
 		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": false,
 	} {

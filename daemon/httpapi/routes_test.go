@@ -220,7 +220,9 @@ func TestRouteScopesPerKey(t *testing.T) {
 			}
 			return public(rt, unauthorized)
 		}},
-		{"admin", adminSecret, func(rt route) int { return public(rt, map[bool]int{true: unauthorized, false: allowed}[rt.access == accessWorker]) }},
+		{"admin", adminSecret, func(rt route) int {
+			return public(rt, map[bool]int{true: unauthorized, false: allowed}[rt.access == accessWorker])
+		}},
 		{"read", readSecret, func(rt route) int {
 			switch {
 			case rt.access != accessKey:
