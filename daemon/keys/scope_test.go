@@ -240,3 +240,41 @@ func hexSHA(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
 }
+
+// BenchmarkLookup: a request's key lookup (hash, map, expiry, last use)
+// against its floor, the SHA-256 of the secret alone, in the same run.
+func BenchmarkLookup(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), FileName))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var secret string
+	for i := range 50 {
+		_, sec, err := s.Create(Spec{Name: "key" + string(rune('A'+i)), Scope: auth.Invoke, ExpiresIn: time.Hour})
+		if err != nil {
+			b.Fatal(err)
+		}
+		secret = sec
+	}
+	b.Run("sha256 only", func(b *testing.B) {
+		for b.Loop() {
+			sha256.Sum256([]byte(secret))
+		}
+	})
+	b.Run("Lookup", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.Lookup(secret); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Lookup parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := s.Lookup(secret); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
