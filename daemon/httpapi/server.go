@@ -36,12 +36,14 @@ import (
 // Config configures the HTTP surface.
 type Config struct {
 	Scheduler *scheduler.Scheduler
-	// Keys returns the accepted admin keys. It is called per request so a
-	// key change takes effect without a restart.
+	// Keys returns admin keys accepted besides KeyStore's (compared in
+	// constant time); it is called per request. emberd leaves it nil: its
+	// bootstrap key is the key store's.
 	Keys func() []string
-	// KeyStore holds the named admin keys: adminOK accepts its keys too,
-	// and /v1/keys creates, lists and revokes them (keys.go). Nil: only
-	// Keys are accepted and /v1/keys answers 404.
+	// KeyStore holds the API keys: the bootstrap admin key and the named
+	// keys with their scopes (keys.go). ServeHTTP looks every presented
+	// key up in it, and /v1/keys creates, lists and revokes them. Nil:
+	// only Keys are accepted, as admin, and /v1/keys answers 404.
 	KeyStore KeyStore
 	// GPUStats reads a GPU's live utilisation, memory and temperature for
 	// GET /v1/gpus (gpus.go); nil leaves those fields out.
