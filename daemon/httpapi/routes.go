@@ -262,16 +262,6 @@ func findRoute(method string, segs []string) (*route, []string) {
 	return nil, allow
 }
 
-// classify returns the route of a request, or for a path that matches none
-// a route with the small body limit (it is answered 404 or 405 without its
-// body being used).
-func classify(method string, segs []string) route {
-	if rt, _ := findRoute(method, segs); rt != nil {
-		return *rt
-	}
-	return route{limit: limits.SmallBody, epSeg: -1}
-}
-
 // endpointOf is the endpoint id a request to rt names ("" for none).
 func (rt *route) endpointOf(segs []string) string {
 	if rt.epSeg < 0 || rt.epSeg >= len(segs) {
