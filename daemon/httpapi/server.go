@@ -7,6 +7,11 @@
 // /healthz, /readyz), the OpenAPI document, and the Prometheus metrics
 // (GET /metrics).
 //
+// Every route is a row of one table (routes.go) that gives its body limit,
+// how long it may hold, and who may call it: no one in particular, a
+// worker with its token, or a key of a given scope (the /v1 gateway routes
+// take their gRPC method's scope from grpcapi).
+//
 // RunPod's wire quirks live here on purpose: GET and POST on status and
 // stream, success always HTTP 200 with single-line JSON, keys raw or
 // Bearer, "//" in paths, form-labelled JSON bodies from workers, and 204
