@@ -97,7 +97,7 @@ func TestBodyLimits(t *testing.T) {
 	}{
 		{"/run", "/v2/" + ep + "/run", "POST /v2/{endpoint}/run", limits.RunBody},
 		{"/runsync", "/v2/" + ep + "/runsync?wait=1000", "POST /v2/{endpoint}/runsync", limits.RunSyncBody},
-		{"/v1 jobs", "/v1/endpoints/" + ep + "/jobs", "POST /v1/endpoints/{id}/jobs", limits.RunBody},
+		{"/v1 jobs", "/v1/endpoints/" + ep + "/jobs", "POST /v1/endpoints/{endpoint_id}/jobs", limits.RunBody},
 	} {
 		code, out := d.DoKey("POST", c.path, jobBody(t, c.limit), key)
 		if code != 200 || !bytes.Contains(out, []byte(`"id"`)) {

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -102,14 +103,27 @@ type Options struct {
 	Ready func(httpAddr, grpcAddr string)
 }
 
-// LoadOrCreateKey reads the admin key from path, creating the file (0600)
-// with a new random key when it does not exist.
+// LoadOrCreateKey reads the admin key from path, creating the file (0600,
+// synced) with a new random key when it does not exist. An existing file
+// must be readable by its owner only and hold a key of at least
+// keys.MinAdminKeyLen characters: emberd refuses to start otherwise, and
+// the error says how to fix it. Errors never quote the key.
 func LoadOrCreateKey(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return "", fmt.Errorf("API key file: %w", err)
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			return "", fmt.Errorf("API key file %s has mode %#o: group or others can read or change the admin key; run `chmod 600 %s` and start emberd again", path, perm, path)
+		}
 		k := strings.TrimSpace(string(b))
 		if k == "" {
-			return "", fmt.Errorf("API key file %s is empty", path)
+			return "", fmt.Errorf("API key file %s is empty: delete it to have a new key made at the next start, or write a key of at least %d characters", path, apikeys.MinAdminKeyLen)
+		}
+		if n := utf8.RuneCountInString(k); n < apikeys.MinAdminKeyLen {
+			return "", fmt.Errorf("API key file %s holds a key of %d characters, under the %d emberd accepts: delete the file to have a new one made at the next start, or write a longer key", path, n, apikeys.MinAdminKeyLen)
 		}
 		return k, nil
 	}
@@ -130,10 +144,14 @@ func LoadOrCreateKey(path string) (string, error) {
 	}
 	if _, err := f.WriteString(key + "\n"); err != nil {
 		f.Close()
-		return "", fmt.Errorf("write API key file: %w", err)
+		return "", fmt.Errorf("write API key file %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return "", fmt.Errorf("sync API key file %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("write API key file: %w", err)
+		return "", fmt.Errorf("write API key file %s: %w", path, err)
 	}
 	return key, nil
 }
@@ -311,7 +329,6 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	keys := func() []string { return []string{key} }
 	started := time.Now()
 	tlsMode, err := tlsconf.SelectMode(o.TLS, o.TLSCert, o.TLSKey)
 	if err != nil {
@@ -335,6 +352,17 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// The bootstrap key is the store's too: one lookup for every key, and
+	// POST /v1/keys:rotate-admin can replace it in the file and in memory.
+	keyStore.SetAdmin(key, keyFile)
+	// Last-use times are written once a minute and when emberd stops.
+	keysCtx, stopKeys := context.WithCancel(context.WithoutCancel(ctx))
+	keysDone := make(chan struct{})
+	go func() {
+		defer close(keysDone)
+		keyStore.Run(keysCtx, func(err error) { log.Warn("API keys: writing last-use times", "err", err) })
+	}()
+	defer func() { stopKeys(); <-keysDone }()
 	wr, err := newRuntime(ctx, o, log)
 	if err != nil {
 		return err
@@ -385,8 +413,12 @@ func Run(ctx context.Context, o Options) error {
 		// SizeInterceptor; the transport refuses anything above the
 		// largest of them.
 		grpc.MaxRecvMsgSize(grpcapi.MaxRecvMsgSize),
-		grpc.ChainUnaryInterceptor(grpcapi.AuthInterceptor(keys, keyStore.Valid), grpcapi.SizeInterceptor(), lazy.unaryGate()),
-		grpc.ChainStreamInterceptor(lazy.streamGate()),
+		// Every call is authenticated and authorized by its method's
+		// scope (grpcapi's method table, which the /v1 gateway routes
+		// share), and carries its caller; then held by the gate until
+		// the scheduler is open.
+		grpc.ChainUnaryInterceptor(grpcapi.UnaryAuth(keyStore.Lookup), grpcapi.SizeInterceptor(), lazy.unaryGate()),
+		grpc.ChainStreamInterceptor(grpcapi.StreamAuth(keyStore.Lookup), lazy.streamGate()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: httpapi.IdleTimeout}),
 	}
 	if certs != nil {
@@ -503,7 +535,7 @@ func Run(ctx context.Context, o Options) error {
 	); err != nil {
 		return fmt.Errorf("register gateway: %w", err)
 	}
-	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, KeyStore: keyStore, Gateway: gw, OpenAPI: openapi.JSON,
+	handler := httpapi.New(httpapi.Config{Scheduler: sched, KeyStore: keyStore, Gateway: gw, OpenAPI: openapi.JSON,
 		Logger: log, Images: wr.images, GPUStats: wr.gpuStats, Started: started, Ready: lazy.readiness,
 		Connections:    func() any { return conns.Stats() },
 		TLS:            tlsStatus(certs),

@@ -4,15 +4,12 @@ package grpcapi
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -39,34 +36,6 @@ func (sv *Servers) Register(g *grpc.Server) {
 	emberv1.RegisterEndpointServiceServer(g, sv)
 	emberv1.RegisterJobServiceServer(g, sv)
 	emberv1.RegisterHealthServiceServer(g, sv)
-}
-
-// AuthInterceptor requires an API key in the "authorization" metadata
-// (Bearer or bare), except for the health check: one of keys (the
-// bootstrap admin key), or one that valid accepts (named keys; nil: none).
-func AuthInterceptor(keys func() []string, valid func(string) bool) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if strings.HasSuffix(info.FullMethod, "/Check") {
-			return handler(ctx, req)
-		}
-		md, _ := metadata.FromIncomingContext(ctx)
-		got := ""
-		if v := md.Get("authorization"); len(v) > 0 {
-			got = strings.TrimSpace(v[0])
-			if len(got) > 7 && strings.EqualFold(got[:7], "bearer ") {
-				got = strings.TrimSpace(got[7:])
-			}
-		}
-		for _, k := range keys() {
-			if got != "" && k != "" && subtle.ConstantTimeCompare([]byte(got), []byte(k)) == 1 {
-				return handler(ctx, req)
-			}
-		}
-		if got != "" && valid != nil && valid(got) {
-			return handler(ctx, req)
-		}
-		return nil, status.Error(codes.Unauthenticated, "missing or wrong API key in the \"authorization\" metadata")
-	}
 }
 
 // toStatus maps scheduler errors to gRPC codes (the gateway maps those to

@@ -68,6 +68,16 @@ func TestReadLimited(t *testing.T) {
 	}
 }
 
+// classify returns the route of a request, or for a path that matches none
+// a route with the small body limit (it is answered 404 or 405 without its
+// body being used).
+func classify(method string, segs []string) route {
+	if rt, _ := findRoute(method, segs); rt != nil {
+		return *rt
+	}
+	return route{limit: limits.SmallBody, epSeg: -1}
+}
+
 func TestClassify(t *testing.T) {
 	for _, tc := range []struct {
 		method, path string

@@ -9,6 +9,9 @@ import (
 	"github.com/emberhq/ember/scheduler/limits"
 )
 
+// clientNeedsID are the client operations that take a job id.
+var clientNeedsID = map[string]bool{"status": true, "status-sync": true, "stream": true, "cancel": true, "retry": true}
+
 // serveClient handles RunPod's client operations under /v2/{ep}/.
 func (h *Server) serveClient(w http.ResponseWriter, r *http.Request, ep string, rest []string) {
 	op := rest[0]
@@ -16,7 +19,7 @@ func (h *Server) serveClient(w http.ResponseWriter, r *http.Request, ep string, 
 	if len(rest) == 2 {
 		id = rest[1]
 	}
-	needID := map[string]bool{"status": true, "status-sync": true, "stream": true, "cancel": true, "retry": true}
+	needID := clientNeedsID
 	if needID[op] && id == "" {
 		writeError(w, http.StatusNotFound, "missing job id: /v2/"+ep+"/"+op+"/{job_id}")
 		return

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/emberhq/ember/daemon/auth"
 	"github.com/emberhq/ember/daemon/keys"
 )
 
@@ -62,7 +63,7 @@ func TestKeysRoutes(t *testing.T) {
 		t.Fatalf("empty list: %d %s", code, body)
 	}
 
-	code, body = call(t, srv, "POST", "/v1/keys", admin, `{"name":"ci"}`)
+	code, body = call(t, srv, "POST", "/v1/keys", admin, `{"name":"ci","scope":"admin"}`)
 	if code != 200 {
 		t.Fatalf("create: %d %s", code, body)
 	}
@@ -88,7 +89,7 @@ func TestKeysRoutes(t *testing.T) {
 	}
 	code, body = call(t, srv, "GET", "/v1/keys", admin, "")
 	if code != 200 || strings.Contains(body, created.Key) || strings.Contains(body, `"key"`) ||
-		!strings.Contains(body, `"id":"`+created.ID+`","name":"ci","createdAt":"`+created.CreatedAt+`"`) {
+		!strings.Contains(body, `"id":"`+created.ID+`","name":"ci","scope":"admin","endpoints":[],"createdAt":"`+created.CreatedAt+`","expiresAt":"","lastUsedAt":"20`) {
 		t.Errorf("list: %d %s", code, body)
 	}
 
@@ -98,16 +99,25 @@ func TestKeysRoutes(t *testing.T) {
 		err                string
 	}{
 		{"POST", "/v1/keys", `{}`, 400, "name: required (1 to 63 characters)"},
-		{"POST", "/v1/keys", `{"name":""}`, 400, "name: required (1 to 63 characters)"},
-		{"POST", "/v1/keys", `{"name":"` + strings.Repeat("x", 64) + `"}`, 400, "name: 64 characters; at most 63"},
-		{"POST", "/v1/keys", `{"name":"a\nb"}`, 400, "name: control or non-printable character"},
-		{"POST", "/v1/keys", `{"name":"ci"}`, 409, "API key name already in use"},
-		{"POST", "/v1/keys", `{"name":"x","scope":"all"}`, 400, `unknown field "scope"`},
-		{"POST", "/v1/keys", `{"name":1}`, 400, "want {\"name\":\"NAME\"}"},
-		{"POST", "/v1/keys", `not json`, 400, "want {\"name\":\"NAME\"}"},
+		{"POST", "/v1/keys", `{"name":"","scope":"read"}`, 400, "name: required (1 to 63 characters)"},
+		{"POST", "/v1/keys", `{"name":"` + strings.Repeat("x", 64) + `","scope":"read"}`, 400, "name: 64 characters; at most 63"},
+		{"POST", "/v1/keys", `{"name":"a\nb","scope":"read"}`, 400, "name: control or non-printable character"},
+		{"POST", "/v1/keys", `{"name":"ci","scope":"read"}`, 409, "API key name already in use"},
+		{"POST", "/v1/keys", `{"name":"x"}`, 400, "scope: required: admin, invoke or read"},
+		{"POST", "/v1/keys", `{"name":"x","scope":""}`, 400, "scope: required: admin, invoke or read"},
+		{"POST", "/v1/keys", `{"name":"x","scope":"all"}`, 400, `scope: "all": want admin, invoke or read`},
+		{"POST", "/v1/keys", `{"name":"x","scope":"read","endpoints":["e"]}`, 400, "endpoints: only an invoke key lists endpoints"},
+		{"POST", "/v1/keys", `{"name":"x","scope":"invoke","endpoints":["nope"]}`, 400, `endpoints: no endpoint has the id or name "nope"`},
+		{"POST", "/v1/keys", `{"name":"x","scope":"read","expiresIn":"30s"}`, 400, `expiresIn: "30s" is out of range: at least 1m, at most 3650d`},
+		{"POST", "/v1/keys", `{"name":"x","scope":"read","expiresIn":"3651d"}`, 400, `expiresIn: "3651d" is out of range`},
+		{"POST", "/v1/keys", `{"name":"x","scope":"read","expiresIn":"soon"}`, 400, `expiresIn: "soon": want a duration such as "30d"`},
+		{"POST", "/v1/keys", `{"name":"x","scope":"read","expiresIn":"-1h"}`, 400, `expiresIn: "-1h": want a duration`},
+		{"POST", "/v1/keys", `{"name":"x","scope":"read","extra":1}`, 400, `unknown field "extra"`},
+		{"POST", "/v1/keys", `{"name":1}`, 400, "want {\"name\":\"NAME\""},
+		{"POST", "/v1/keys", `not json`, 400, "want {\"name\":\"NAME\""},
 		{"POST", "/v1/keys", `{"name":"a"}{"name":"b"}`, 400, "one JSON object"},
 		{"POST", "/v1/keys", `{"name":"` + strings.Repeat("x", 5000) + `"}`, 413, "4 KiB (4096 bytes) limit of POST /v1/keys"},
-		{"PUT", "/v1/keys", `{}`, 405, "use GET or POST"},
+		{"PUT", "/v1/keys", `{}`, 405, "use GET or HEAD or POST"},
 		{"GET", "/v1/keys/" + created.ID, "", 405, "use DELETE"},
 		{"DELETE", "/v1/keys/k-000000000000", "", 404, "cannot be revoked through the API"},
 		{"DELETE", "/v1/keys/a/b", "", 404, "no such route"},
@@ -141,7 +151,7 @@ func TestKeysAuth(t *testing.T) {
 			{"GET", "/v1/keys"}, {"POST", "/v1/keys"}, {"DELETE", "/v1/keys/k-1"}, {"GET", "/v1/gpus"},
 		} {
 			code, body := call(t, srv, route.method, route.path, auth, `{"name":"x"}`)
-			if code != 401 || !strings.Contains(body, "missing or wrong API key") {
+			if code != 401 || !strings.Contains(body, `send \"authorization: Bearer KEY\"`) || strings.Contains(body, bootstrapKey) {
 				t.Errorf("%s %s with %q: %d %s", route.method, route.path, auth, code, body)
 			}
 		}
@@ -165,7 +175,7 @@ func TestAdminOKStoreOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, secret, err := ks.Create("only")
+	_, secret, err := ks.Create(keys.Spec{Name: "only", Scope: auth.Read})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,12 @@ import (
 // scrape GETs /metrics without a key, as Prometheus does, and parses it.
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get(url + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, url+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+workersKey)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +208,7 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// TestMetricsRoute: no key needed (a key does no harm), GET and HEAD only,
+// TestMetricsRoute: a key needed (read or wider), GET and HEAD only,
 // the extra collectors of Config.Metrics are served, and a deleted endpoint
 // disappears.
 func TestMetricsRoute(t *testing.T) {
@@ -226,8 +231,11 @@ func TestMetricsRoute(t *testing.T) {
 	if code, body := e.getAll(t, "/metrics", workersKey); code != 200 || !strings.Contains(body, "ember_jobs_queued{") {
 		t.Errorf("with a key: %d %.200s", code, body)
 	}
-	if code, body := e.getAll(t, "//metrics", ""); code != 200 {
+	if code, body := e.getAll(t, "//metrics", workersKey); code != 200 {
 		t.Errorf("//metrics: %d %.200s", code, body)
+	}
+	if code, body := e.getAll(t, "/metrics", ""); code != 401 || !strings.Contains(body, `"reason":"missing_key"`) {
+		t.Errorf("without a key: %d %.200s", code, body)
 	}
 	resp, err := http.Post(srv.URL+"/metrics", "text/plain", nil)
 	if err != nil {

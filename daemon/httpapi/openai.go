@@ -76,10 +76,6 @@ const openAIWaitStep = time.Minute
 // type is invalid_request_error (4xx), authentication_error (401) or
 // server_error (5xx). rest is the path after "openai".
 func (h *Server) serveOpenAI(w http.ResponseWriter, r *http.Request, ep string, rest []string) {
-	if !h.adminOK(r) {
-		writeOpenAIError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (the Ember admin key)")
-		return
-	}
 	if len(rest) < 2 || rest[0] != "v1" {
 		writeOpenAIError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path+"; OpenAI routes live under /v2/"+ep+"/openai/v1/ (for example /v2/"+ep+"/openai/v1/chat/completions)")
 		return

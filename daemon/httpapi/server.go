@@ -7,6 +7,11 @@
 // /healthz, /readyz), the OpenAPI document, and the Prometheus metrics
 // (GET /metrics).
 //
+// Every route is a row of one table (routes.go) that gives its body limit,
+// how long it may hold, and who may call it: no one in particular, a
+// worker with its token, or a key of a given scope (the /v1 gateway routes
+// take their gRPC method's scope from grpcapi).
+//
 // RunPod's wire quirks live here on purpose: GET and POST on status and
 // stream, success always HTTP 200 with single-line JSON, keys raw or
 // Bearer, "//" in paths, form-labelled JSON bodies from workers, and 204
@@ -19,11 +24,15 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/emberhq/ember/daemon/auth"
+	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
@@ -32,12 +41,14 @@ import (
 // Config configures the HTTP surface.
 type Config struct {
 	Scheduler *scheduler.Scheduler
-	// Keys returns the accepted admin keys. It is called per request so a
-	// key change takes effect without a restart.
+	// Keys returns admin keys accepted besides KeyStore's (compared in
+	// constant time); it is called per request. emberd leaves it nil: its
+	// bootstrap key is the key store's.
 	Keys func() []string
-	// KeyStore holds the named admin keys: adminOK accepts its keys too,
-	// and /v1/keys creates, lists and revokes them (keys.go). Nil: only
-	// Keys are accepted and /v1/keys answers 404.
+	// KeyStore holds the API keys: the bootstrap admin key and the named
+	// keys with their scopes (keys.go). ServeHTTP looks every presented
+	// key up in it, and /v1/keys creates, lists and revokes them. Nil:
+	// only Keys are accepted, as admin, and /v1/keys answers 404.
 	KeyStore KeyStore
 	// GPUStats reads a GPU's live utilisation, memory and temperature for
 	// GET /v1/gpus (gpus.go); nil leaves those fields out.
@@ -103,82 +114,172 @@ func New(cfg Config) *Server {
 // non-canonical path ("//run", from a base URL with a trailing slash) with
 // a 301, which breaks POSTs; here empty segments are simply dropped.
 //
-// Every body has a limit (classify, bodylimit.go): small ones are read
-// here, before the key is checked; the large ones (job submissions,
-// endpoints, results and stream chunks) after it. Routes that hold their
-// request (long-polls) push the connection's deadlines out first
-// (deadlines.go).
+// Every request goes through the route table (routes.go), which gives its
+// body limit, its hold and who may call it. Small bodies are read here,
+// before the key is checked; the large ones (job submissions, endpoints,
+// results and stream chunks) after it. Routes that hold their request
+// (long-polls) push the connection's deadlines out first (deadlines.go).
+// A request with a key carries its caller (auth.WithCaller) from here on.
 func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	segs := splitPath(r.URL.Path)
-	rt := classify(r.Method, segs)
-	extendDeadlines(w, r, rt.hold)
-	if rt.limit <= limits.SmallBody && !limitBody(w, r, rt) {
+	rt, allow := findRoute(r.Method, segs)
+	if rt == nil {
+		h.noRoute(w, r, segs, allow)
 		return
 	}
-	switch {
-	case len(segs) == 1 && segs[0] == "openapi.json":
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(h.cfg.OpenAPI)
-	case len(segs) == 1 && segs[0] == "metrics":
-		// No API key: Prometheus scrapers are usually set up without
-		// one, and the default listener is loopback. The metrics are
-		// endpoint ids, names, counts and durations: no job data and
-		// no keys. Workers reach this listener too (host network, or
-		// the worker API served in a network "none" namespace), so
-		// they can read them as well.
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			writeError(w, http.StatusMethodNotAllowed, "method not allowed: "+r.Method+" /metrics takes GET")
-			return
-		}
-		h.metrics.ServeHTTP(w, r)
-	case len(segs) == 1 && (segs[0] == "healthz" || segs[0] == "readyz"):
-		// No API key: probes are set up without one (health.go).
-		h.serveHealth(w, r, segs[0])
-	case len(segs) >= 2 && segs[0] == "v1" && (segs[1] == "keys" || segs[1] == "gpus"):
-		// Named API keys (keys.go) and the GPUs with their holders and
-		// live readings (gpus.go): plain routes, not in the gateway.
-		if !h.adminOK(r) {
-			writeError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (or the bare key)")
-			return
-		}
-		if segs[1] == "keys" {
-			h.serveKeys(w, r, segs[2:])
-		} else {
-			h.serveGPUs(w, r, segs[2:])
-		}
-	case len(segs) == 2 && segs[0] == "v1" && segs[1] == "images:upload":
-		// Served here rather than by the gateway: the body is a raw
-		// archive, streamed to disk, not a protobuf message.
-		if !h.adminOK(r) {
-			writeError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (or the bare key)")
-			return
-		}
-		h.serveImageUpload(w, r)
-	case len(segs) >= 2 && segs[0] == "v1" && segs[1] == "workers":
-		// Workers and their logs (text, streamed) come from the scheduler
-		// and the log files, not from the gateway.
-		if !h.adminOK(r) {
-			writeError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (or the bare key)")
-			return
-		}
-		h.serveWorkers(w, r, segs[2:])
-	case len(segs) >= 2 && segs[0] == "v2":
-		h.serveV2(w, r, segs[1], segs[2:])
-	case len(segs) >= 1 && segs[0] == "v1" && h.cfg.Gateway != nil:
-		if !h.adminOK(r) {
-			writeError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (or the bare key)")
-			return
-		}
-		if !limitBody(w, r, rt) {
-			return
-		}
-		r2 := r.Clone(r.Context())
-		r2.URL.Path = "/" + strings.Join(segs, "/")
-		h.cfg.Gateway.ServeHTTP(w, r2)
-	default:
-		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
+	extendDeadlines(w, r, rt.hold)
+	if rt.limit <= limits.SmallBody && !limitBody(w, r, *rt) {
+		return
 	}
+	if rt.access == accessKey {
+		c, ref := grpcapi.Authenticate(h.lookup, presentedKey(r))
+		if ref == nil {
+			ref = grpcapi.Authorize(c, rt.need, rt.name, rt.endpointOf(segs))
+		}
+		if ref != nil {
+			ref.Count()
+			writeRefusal(w, rt, ref)
+			return
+		}
+		r = r.WithContext(auth.WithCaller(r.Context(), c))
+	}
+	// The gateway's large bodies (endpoints, jobs) are read once the key
+	// is known to be good; the other large-body handlers read their own.
+	if rt.rpc != "" && !limitBody(w, r, *rt) {
+		return
+	}
+	// The caller is known and allowed here: a per-request admission check
+	// (rate limits, by auth.FromContext's key and the route's endpoint)
+	// belongs between this line and the handler.
+	rt.serve(h, w, r, segs)
+}
+
+// noRoute answers a path in no route (404) or a method the path does not
+// take (405, with Allow). Neither needs a key: the routes are public in
+// /openapi.json.
+func (h *Server) noRoute(w http.ResponseWriter, r *http.Request, segs []string, allow []string) {
+	if len(allow) > 0 {
+		allow = slices.Compact(slices.Sorted(slices.Values(allow)))
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path+"; use "+strings.Join(allow, " or "))
+		return
+	}
+	if len(segs) == 3 && segs[0] == "v2" && clientNeedsID[segs[2]] {
+		writeError(w, http.StatusNotFound, "missing job id: /v2/"+segs[1]+"/"+segs[2]+"/{job_id}")
+		return
+	}
+	if len(segs) == 2 && segs[0] == "v2" {
+		writeError(w, http.StatusNotFound, "no operation given after the endpoint id")
+		return
+	}
+	writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
+}
+
+// writeRefusal answers a 401 or 403: {"error","reason"} with "keyId",
+// "neededScope" and "expiresAt" when they apply; in OpenAI's error shape on
+// the OpenAI routes, with the same fields beside it.
+func writeRefusal(w http.ResponseWriter, rt *route, ref *grpcapi.Refusal) {
+	body := map[string]any{"error": ref.Message, "reason": ref.Reason}
+	if rt.openAI {
+		typ := "authentication_error"
+		if ref.Code == http.StatusForbidden {
+			typ = "permission_error"
+		}
+		body["error"] = map[string]any{"message": ref.Message, "type": typ, "code": ref.Code}
+	}
+	if ref.KeyID != "" {
+		body["keyId"] = ref.KeyID
+	}
+	if ref.NeededScope != "" {
+		body["neededScope"] = ref.NeededScope
+	}
+	if !ref.ExpiresAt.IsZero() {
+		body["expiresAt"] = ref.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	if ref.Code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="emberd"`)
+	}
+	writeJSONStatus(w, ref.Code, body)
+}
+
+// lookup finds the caller of a secret: a key of KeyStore (the bootstrap
+// key and the named keys), else one of Config.Keys (admin keys given
+// directly, compared in constant time).
+func (h *Server) lookup(secret string) (auth.Caller, error) {
+	if h.cfg.KeyStore != nil {
+		c, err := h.cfg.KeyStore.Lookup(secret)
+		if !errors.Is(err, keys.ErrWrong) {
+			return c, err
+		}
+	}
+	if secret != "" && h.cfg.Keys != nil {
+		ok := false
+		for _, want := range h.cfg.Keys() {
+			if want != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(want)) == 1 {
+				ok = true
+			}
+		}
+		if ok {
+			return keys.AdminCaller(), nil
+		}
+	}
+	if secret == "" {
+		return auth.Caller{}, keys.ErrMissing
+	}
+	return auth.Caller{}, keys.ErrWrong
+}
+
+func serveProbe(h *Server, w http.ResponseWriter, r *http.Request, segs []string) {
+	// No API key: probes are set up without one (health.go).
+	h.serveHealth(w, r, segs[0])
+}
+
+func (h *Server) serveOpenAPI(w http.ResponseWriter, r *http.Request, _ []string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(h.cfg.OpenAPI)
+}
+
+// serveMetrics serves the Prometheus metrics to a read key: they name the
+// endpoints and count their work (no job data, no keys, no tokens), which
+// is for the operators, not for every process on the network.
+func (h *Server) serveMetrics(w http.ResponseWriter, r *http.Request, _ []string) {
+	h.metrics.ServeHTTP(w, r)
+}
+
+// serveKeyRoutes: named API keys and the admin key's rotation (keys.go).
+func (h *Server) serveKeyRoutes(w http.ResponseWriter, r *http.Request, segs []string) {
+	if segs[1] == "keys:rotate-admin" {
+		h.rotateAdmin(w, r)
+		return
+	}
+	h.serveKeys(w, r, segs[2:])
+}
+
+// serveGPURoutes: the GPUs with their holders and live readings (gpus.go).
+func (h *Server) serveGPURoutes(w http.ResponseWriter, r *http.Request, segs []string) {
+	h.serveGPUs(w, r, segs[2:])
+}
+
+func (h *Server) serveUpload(w http.ResponseWriter, r *http.Request, _ []string) {
+	h.serveImageUpload(w, r)
+}
+
+// serveWorkerRoutes: workers and their logs (text, streamed) come from the
+// scheduler and the log files, not from the gateway.
+func (h *Server) serveWorkerRoutes(w http.ResponseWriter, r *http.Request, segs []string) {
+	h.serveWorkers(w, r, segs[2:])
+}
+
+// serveGateway hands a /v1 route to the grpc-gateway, which calls the gRPC
+// servers in-process with this request's context (and so its caller).
+func (h *Server) serveGateway(w http.ResponseWriter, r *http.Request, segs []string) {
+	if h.cfg.Gateway == nil {
+		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
+		return
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = "/" + strings.Join(segs, "/")
+	h.cfg.Gateway.ServeHTTP(w, r2)
 }
 
 func splitPath(p string) []string {
@@ -202,27 +303,11 @@ func presentedKey(r *http.Request) string {
 	return v
 }
 
-func (h *Server) adminOK(r *http.Request) bool {
-	k := presentedKey(r)
-	if k == "" {
-		return false
-	}
-	ok := false
-	if h.cfg.Keys != nil {
-		for _, want := range h.cfg.Keys() {
-			if want != "" && subtle.ConstantTimeCompare([]byte(k), []byte(want)) == 1 {
-				ok = true
-			}
-		}
-	}
-	return ok || (h.cfg.KeyStore != nil && h.cfg.KeyStore.Valid(k))
-}
-
-func (h *Server) serveV2(w http.ResponseWriter, r *http.Request, ep string, rest []string) {
-	if len(rest) == 0 {
-		writeError(w, http.StatusNotFound, "no operation given after the endpoint id")
-		return
-	}
+// serveV2 serves RunPod's routes under /v2/{endpoint}/: the worker API
+// (the worker's token is checked there), the OpenAI routes and the client
+// routes (the key was checked by ServeHTTP).
+func (h *Server) serveV2(w http.ResponseWriter, r *http.Request, segs []string) {
+	ep, rest := segs[1], segs[2:]
 	if op, ok := workerOps[rest[0]]; ok {
 		h.serveWorker(w, r, ep, op, rest[1:])
 		return
@@ -230,10 +315,6 @@ func (h *Server) serveV2(w http.ResponseWriter, r *http.Request, ep string, rest
 	if rest[0] == "openai" {
 		// OpenAI's error shape, 401 included (openai.go).
 		h.serveOpenAI(w, r, ep, rest[1:])
-		return
-	}
-	if !h.adminOK(r) {
-		writeError(w, http.StatusUnauthorized, "missing or wrong API key: send \"Authorization: Bearer KEY\" (or the bare key)")
 		return
 	}
 	h.serveClient(w, r, ep, rest)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/emberhq/ember/daemon/auth"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
 )
@@ -53,7 +54,10 @@ func (h *Server) serveWorker(w http.ResponseWriter, r *http.Request, ep string, 
 	}
 	workerID := pathID(rest[0])
 	if err := h.s.AuthWorker(ep, workerID, presentedKey(r)); err != nil {
-		writeError(w, http.StatusUnauthorized, err.Error())
+		// The scheduler's text names the worker and the endpoint, never
+		// the token presented.
+		auth.CountRefused(http.StatusUnauthorized, auth.ReasonWorkerToken)
+		writeJSONStatus(w, http.StatusUnauthorized, map[string]string{"error": err.Error(), "reason": auth.ReasonWorkerToken})
 		return
 	}
 	q := r.URL.Query()

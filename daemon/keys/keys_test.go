@@ -5,10 +5,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emberhq/ember/daemon/auth"
 )
 
 func openTemp(t *testing.T) (*Store, string) {
@@ -20,6 +23,16 @@ func openTemp(t *testing.T) (*Store, string) {
 	}
 	s.now = func() time.Time { return time.Date(2025, 6, 3, 9, 0, 0, 123, time.UTC) }
 	return s, path
+}
+
+// unused returns ks without their last-use times (which Lookup sets).
+func unused(ks ...Key) []Key {
+	out := make([]Key, len(ks))
+	for i, k := range ks {
+		k.LastUsedAt = time.Time{}
+		out[i] = k
+	}
+	return out
 }
 
 func TestCheckName(t *testing.T) {
@@ -57,7 +70,7 @@ func TestCreateListRevoke(t *testing.T) {
 	if s.Valid("anything") || s.Valid("") {
 		t.Fatal("empty store accepts a key")
 	}
-	ci, ciSecret, err := s.Create("ci")
+	ci, ciSecret, err := s.Create(Spec{Name: "ci", Scope: auth.Admin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +80,7 @@ func TestCreateListRevoke(t *testing.T) {
 	if !strings.HasPrefix(ciSecret, SecretPrefix) || len(ciSecret) != len(SecretPrefix)+64 {
 		t.Errorf("secret %q", ciSecret)
 	}
-	graf, grafSecret, err := s.Create("grafana")
+	graf, grafSecret, err := s.Create(Spec{Name: "grafana", Scope: auth.Admin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,13 +106,13 @@ func TestCreateListRevoke(t *testing.T) {
 		}
 	}
 
-	if got := s.List(); len(got) != 2 || got[0] != ci || got[1] != graf {
+	if got := s.List(); len(got) != 2 || !reflect.DeepEqual(unused(got...), []Key{ci, graf}) {
 		t.Errorf("List = %+v", got)
 	}
-	if _, _, err := s.Create("ci"); !errors.Is(err, ErrExists) {
+	if _, _, err := s.Create(Spec{Name: "ci", Scope: auth.Admin}); !errors.Is(err, ErrExists) {
 		t.Errorf("second key named ci: %v, want ErrExists", err)
 	}
-	if _, _, err := s.Create(""); err == nil {
+	if _, _, err := s.Create(Spec{Name: "", Scope: auth.Admin}); err == nil {
 		t.Error("empty name accepted")
 	}
 
@@ -123,7 +136,7 @@ func TestCreateListRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s2.List(); len(got) != 2 || got[0] != ci || got[1] != graf {
+	if got := s2.List(); len(got) != 2 || !reflect.DeepEqual(unused(got...), []Key{ci, graf}) {
 		t.Errorf("reopened List = %+v", got)
 	}
 	if !s2.Valid(ciSecret) || !s2.Valid(grafSecret) {
@@ -131,7 +144,7 @@ func TestCreateListRevoke(t *testing.T) {
 	}
 
 	got, err := s2.Revoke(ci.ID)
-	if err != nil || got != ci {
+	if err != nil || !reflect.DeepEqual(unused(got)[0], ci) {
 		t.Fatalf("Revoke = %+v, %v", got, err)
 	}
 	if s2.Valid(ciSecret) || !s2.Valid(grafSecret) {
@@ -143,11 +156,11 @@ func TestCreateListRevoke(t *testing.T) {
 	if _, err := s2.Get(ci.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get revoked: %v", err)
 	}
-	if k, err := s2.Get(graf.ID); err != nil || k != graf {
+	if k, err := s2.Get(graf.ID); err != nil || !reflect.DeepEqual(unused(k)[0], graf) {
 		t.Errorf("Get = %+v, %v", k, err)
 	}
 	// The name is free again.
-	if _, _, err := s2.Create("ci"); err != nil {
+	if _, _, err := s2.Create(Spec{Name: "ci", Scope: auth.Admin}); err != nil {
 		t.Errorf("re-create ci: %v", err)
 	}
 	s3, err := Open(path)
@@ -168,7 +181,8 @@ func TestOpenErrors(t *testing.T) {
 		{"good", good, ""},
 		{"empty list", `{"version":1,"keys":[]}`, ""},
 		{"not json", `{`, "is not a key file"},
-		{"future version", `{"version":2,"keys":[]}`, "version 2"},
+		{"future version", `{"version":3,"keys":[]}`, "version 3"},
+		{"bad scope", `{"version":2,"keys":[{"id":"k-1","name":"a","scope":"root","sha256":"` + strings.Repeat("ab", 32) + `"}]}`, "want admin, invoke or read"},
 		{"bad hash", strings.Replace(good, strings.Repeat("ab", 32), "xyz", 1), "malformed sha256"},
 		{"short hash", strings.Replace(good, strings.Repeat("ab", 32), "abab", 1), "malformed sha256"},
 		{"no id", strings.Replace(good, `"k-1"`, `""`, 1), "empty or repeated key id"},
@@ -196,14 +210,14 @@ func TestOpenErrors(t *testing.T) {
 		t.Errorf("Open created the file: %v", err)
 	}
 	// Its directory does not exist: Create fails and changes nothing.
-	if _, _, err := s.Create("x"); err == nil || len(s.List()) != 0 {
+	if _, _, err := s.Create(Spec{Name: "x", Scope: auth.Admin}); err == nil || len(s.List()) != 0 {
 		t.Errorf("Create without a directory: %v, %d keys", err, len(s.List()))
 	}
 }
 
 func TestFileFormat(t *testing.T) {
 	s, path := openTemp(t)
-	k, secret, err := s.Create("ci")
+	k, secret, err := s.Create(Spec{Name: "ci", Scope: auth.Admin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,10 +229,10 @@ func TestFileFormat(t *testing.T) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		t.Fatal(err)
 	}
-	if f.Version != 1 || len(f.Keys) != 1 {
+	if f.Version != 2 || len(f.Keys) != 1 {
 		t.Fatalf("file: %s", b)
 	}
-	want := map[string]any{"id": k.ID, "name": "ci", "createdAt": "2025-06-03T09:00:00Z",
+	want := map[string]any{"id": k.ID, "name": "ci", "scope": "admin", "createdAt": "2025-06-03T09:00:00Z",
 		"sha256": "" /* checked below */}
 	for field := range want {
 		if _, ok := f.Keys[0][field]; !ok {
@@ -250,7 +264,7 @@ func TestConcurrent(t *testing.T) {
 	secrets := make([]string, 16)
 	for i := range secrets {
 		wg.Go(func() {
-			_, secret, err := s.Create("k" + string(rune('a'+i)))
+			_, secret, err := s.Create(Spec{Name: "k" + string(rune('a'+i)), Scope: auth.Invoke})
 			if err != nil {
 				t.Error(err)
 			}
@@ -285,7 +299,7 @@ func BenchmarkValid(b *testing.B) {
 	}
 	var secret string
 	for i := range 50 {
-		_, sec, err := s.Create("key" + string(rune('A'+i)))
+		_, sec, err := s.Create(Spec{Name: "key" + string(rune('A'+i)), Scope: auth.Read})
 		if err != nil {
 			b.Fatal(err)
 		}

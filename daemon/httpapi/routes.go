@@ -1,0 +1,302 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/emberhq/ember/daemon/auth"
+	"github.com/emberhq/ember/daemon/grpcapi"
+	emberv1 "github.com/emberhq/ember/proto/ember/v1"
+	"github.com/emberhq/ember/scheduler/limits"
+)
+
+// access is who may call a route. The zero value is no access at all: a
+// route added to the table without saying who may call it makes
+// checkRoutes fail (and the package's every test with it).
+type access uint8
+
+const (
+	accessUnset  access = iota
+	accessPublic        // no key: the probes, the OpenAPI document
+	accessWorker        // a worker's own token, checked by the worker API against its endpoint and worker id
+	accessKey           // an API key whose scope is in route.need (or, with rpc, the method's)
+)
+
+// route is a row of the route table: everything the HTTP surface knows of
+// a request before serving it. ServeHTTP takes from it the body limit
+// (scheduler/limits, the one table for every transport), how long the
+// request may legitimately take (deadlines.go), and who may call it.
+type route struct {
+	// methods the route answers; nil for any (the handler checks).
+	methods []string
+	// pattern is the path: literal segments, "{name}" for one segment,
+	// "{name}:verb" for one segment ending in ":verb", and a last
+	// "{name...}" for the rest of the path (one or more segments).
+	pattern string
+	// name is the route in messages: "POST /v2/{endpoint}/run".
+	name string
+	// limit caps the body. Routes with a limit above limits.SmallBody read
+	// their body after their key is checked (an unauthenticated client
+	// cannot make emberd buffer megabytes); the rest are read up front.
+	limit int64
+	// streamed marks the image upload: its body goes to disk under its own
+	// limit (Config.MaxUploadBytes) and is never buffered.
+	streamed bool
+	// hold is how long the handler may wait before it answers (long-polls),
+	// pushed onto the connection's deadlines; holdForever clears them.
+	hold holdKind
+	// access says who may call the route; need, for accessKey, which
+	// scopes (and whether an invoke key's endpoint list applies).
+	access access
+	need   grpcapi.Need
+	// rpc is the gRPC method a /v1 gateway route calls; its need comes
+	// from grpcapi.MethodNeed, the table gRPC itself uses.
+	rpc string
+	// openAI routes answer errors in OpenAI's shape.
+	openAI bool
+	// serve handles the request once it is allowed.
+	serve func(h *Server, w http.ResponseWriter, r *http.Request, segs []string)
+
+	segs  []string // pattern, split
+	epSeg int      // index of the endpoint id segment; -1 for none
+}
+
+var (
+	get        = []string{http.MethodGet, http.MethodHead}
+	post       = []string{http.MethodPost}
+	getPost    = []string{http.MethodGet, http.MethodPost, http.MethodHead}
+	needRead   = grpcapi.Need{Scopes: []auth.Scope{auth.Read}}
+	needAdmin  = grpcapi.Need{Scopes: []auth.Scope{auth.Admin}}
+	needInvoke = grpcapi.Need{Scopes: []auth.Scope{auth.Invoke}, EndpointField: "endpoint"}
+	// needHealth: an endpoint's health is for monitoring (read) and for
+	// the SDKs' clients (invoke).
+	needHealth = grpcapi.Need{Scopes: []auth.Scope{auth.Read, auth.Invoke}, EndpointField: "endpoint"}
+)
+
+// routeTable is every route of the HTTP surface, and the one place that
+// says who may call each. Scopes:
+//   - public: /healthz, /readyz (probes are set up without keys),
+//     /openapi.json (the API's shape is no secret), /v1/health (the
+//     gateway twin of the public gRPC health check);
+//   - worker: the worker API, with the worker's own token;
+//   - invoke: RunPod's client routes of an endpoint (run, runsync, status,
+//     status-sync, stream, cancel, retry, health), the OpenAI routes, and
+//     the /v1 job routes; the job reads are invoke, not read, since they
+//     carry the job's input and output;
+//   - read: /metrics, GPUs, workers and their logs, endpoint and image
+//     metadata and stats, an endpoint's health;
+//   - admin: the rest: endpoints and images changed, keys, a worker
+//     stopped, and purge-queue (it throws away every client's queued
+//     work, so it is not an invoke key's to do).
+var routeTable = []route{
+	{methods: get, pattern: "/healthz", access: accessPublic, serve: serveProbe},
+	{methods: get, pattern: "/readyz", access: accessPublic, serve: serveProbe},
+	{methods: get, pattern: "/openapi.json", access: accessPublic, serve: (*Server).serveOpenAPI},
+	{methods: get, pattern: "/metrics", access: accessKey, need: needRead, serve: (*Server).serveMetrics},
+
+	// RunPod's worker API (worker.go): the handler checks the token.
+	{pattern: "/v2/{endpoint}/job-take/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/job-take-batch/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/job-stop/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/job-done/{worker}/{job}", limit: limits.ResultBody, access: accessWorker, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/job-stream/{worker}/{job}", limit: limits.ChunkBody, access: accessWorker, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/ping/{worker}", access: accessWorker, serve: (*Server).serveV2},
+
+	// RunPod's client API (client.go).
+	{methods: post, pattern: "/v2/{endpoint}/run", limit: limits.RunBody, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: post, pattern: "/v2/{endpoint}/runsync", limit: limits.RunSyncBody, hold: holdWait, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: getPost, pattern: "/v2/{endpoint}/status/{job}", access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: getPost, pattern: "/v2/{endpoint}/status-sync/{job}", hold: holdWait, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: getPost, pattern: "/v2/{endpoint}/stream/{job}", hold: holdWait, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: getPost, pattern: "/v2/{endpoint}/cancel/{job}", access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: post, pattern: "/v2/{endpoint}/retry/{job}", access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: getPost, pattern: "/v2/{endpoint}/health", access: accessKey, need: needHealth, serve: (*Server).serveV2},
+	{methods: post, pattern: "/v2/{endpoint}/purge-queue", hold: holdWait, access: accessKey, need: needAdmin, serve: (*Server).serveV2},
+	// Held until the job ends, or streamed as it runs (openai.go).
+	{pattern: "/v2/{endpoint}/openai/{route...}", limit: limits.RunBody, hold: holdForever, access: accessKey, need: needInvoke, openAI: true, serve: (*Server).serveV2},
+
+	// Plain /v1 routes, not in the gateway.
+	{methods: get, pattern: "/v1/keys", access: accessKey, need: needAdmin, serve: (*Server).serveKeyRoutes},
+	{methods: post, pattern: "/v1/keys", limit: limits.KeyBody, access: accessKey, need: needAdmin, serve: (*Server).serveKeyRoutes},
+	{methods: []string{http.MethodDelete}, pattern: "/v1/keys/{id}", access: accessKey, need: needAdmin, serve: (*Server).serveKeyRoutes},
+	{methods: post, pattern: "/v1/keys:rotate-admin", access: accessKey, need: needAdmin, serve: (*Server).serveKeyRoutes},
+	{methods: get, pattern: "/v1/gpus", access: accessKey, need: needRead, serve: (*Server).serveGPURoutes},
+	// The body is a raw archive, streamed to disk (images.go).
+	{methods: post, pattern: "/v1/images:upload", streamed: true, hold: holdForever, access: accessKey, need: needAdmin, serve: (*Server).serveUpload},
+	{methods: get, pattern: "/v1/workers", access: accessKey, need: needRead, serve: (*Server).serveWorkerRoutes},
+	// logs?follow=1 streams until the client goes away.
+	{methods: get, pattern: "/v1/workers/{id}/logs", hold: holdForever, access: accessKey, need: needRead, serve: (*Server).serveWorkerRoutes},
+	// :stop waits for the worker to drain.
+	{methods: post, pattern: "/v1/workers/{id}:stop", hold: holdWait, access: accessKey, need: needAdmin, serve: (*Server).serveWorkerRoutes},
+
+	// The gateway (proto/ember/v1's google.api.http rules): each route's
+	// need is its gRPC method's.
+	{methods: post, pattern: "/v1/endpoints", limit: limits.EndpointBody, rpc: emberv1.EndpointService_CreateEndpoint_FullMethodName},
+	{methods: get, pattern: "/v1/endpoints", rpc: emberv1.EndpointService_ListEndpoints_FullMethodName},
+	{methods: get, pattern: "/v1/endpoints/{id}", rpc: emberv1.EndpointService_GetEndpoint_FullMethodName},
+	{methods: []string{http.MethodPatch}, pattern: "/v1/endpoints/{id}", limit: limits.EndpointBody, rpc: emberv1.EndpointService_UpdateEndpoint_FullMethodName},
+	{methods: get, pattern: "/v1/endpoints/{id}/stats", rpc: emberv1.EndpointService_GetEndpointStats_FullMethodName},
+	{methods: []string{http.MethodDelete}, pattern: "/v1/endpoints/{id}", rpc: emberv1.EndpointService_DeleteEndpoint_FullMethodName},
+	{methods: post, pattern: "/v1/endpoints/{endpoint_id}/jobs", limit: limits.RunBody, rpc: emberv1.JobService_Run_FullMethodName},
+	{methods: post, pattern: "/v1/endpoints/{endpoint_id}/jobs:sync", limit: limits.RunSyncBody, hold: holdWait, rpc: emberv1.JobService_RunSync_FullMethodName},
+	// Job reads with a wait, streams, purges: held like their /v2 twins.
+	{methods: get, pattern: "/v1/endpoints/{endpoint_id}/jobs/{id}", hold: holdWait, rpc: emberv1.JobService_GetJob_FullMethodName},
+	{methods: get, pattern: "/v1/endpoints/{endpoint_id}/jobs/{id}/stream", hold: holdWait, rpc: emberv1.JobService_StreamJob_FullMethodName},
+	{methods: post, pattern: "/v1/endpoints/{endpoint_id}/jobs/{id}:cancel", hold: holdWait, rpc: emberv1.JobService_CancelJob_FullMethodName},
+	{methods: post, pattern: "/v1/endpoints/{endpoint_id}/jobs/{id}:retry", hold: holdWait, rpc: emberv1.JobService_RetryJob_FullMethodName},
+	{methods: post, pattern: "/v1/endpoints/{endpoint_id}/queue:purge", hold: holdWait, rpc: emberv1.JobService_PurgeQueue_FullMethodName},
+	{methods: get, pattern: "/v1/endpoints/{endpoint_id}/health", rpc: emberv1.JobService_GetEndpointHealth_FullMethodName},
+	{methods: get, pattern: "/v1/health", rpc: emberv1.HealthService_Check_FullMethodName},
+	// An import or a pull of many gigabytes takes minutes.
+	{methods: post, pattern: "/v1/images:import", hold: holdForever, rpc: emberv1.ImageService_ImportImage_FullMethodName},
+	{methods: post, pattern: "/v1/images:pull", hold: holdForever, rpc: emberv1.ImageService_PullImage_FullMethodName},
+	{methods: get, pattern: "/v1/images", rpc: emberv1.ImageService_ListImages_FullMethodName},
+	{methods: get, pattern: "/v1/images/{ref...}", rpc: emberv1.ImageService_GetImage_FullMethodName},
+	{methods: []string{http.MethodDelete}, pattern: "/v1/images/{ref...}", rpc: emberv1.ImageService_DeleteImage_FullMethodName},
+}
+
+// routes is routeTable, checked and completed at start: a route without a
+// scope stops the program (and fails every test of the package).
+var routes []route
+
+func init() {
+	var err error
+	if routes, err = checkRoutes(routeTable); err != nil {
+		panic(err)
+	}
+}
+
+// checkRoutes completes the table (names, split patterns, the gateway
+// routes' needs and serve, the endpoint segment) and refuses a route
+// without access, without scopes, with an rpc that has no scope, or
+// without a handler.
+func checkRoutes(table []route) ([]route, error) {
+	out := slices.Clone(table)
+	for i := range out {
+		rt := &out[i]
+		rt.segs = splitPath(rt.pattern)
+		m := "*"
+		if len(rt.methods) > 0 {
+			m = rt.methods[0]
+		}
+		rt.name = m + " " + rt.pattern
+		if rt.limit == 0 && !rt.streamed {
+			rt.limit = limits.SmallBody
+		}
+		if rt.rpc != "" {
+			need, ok := grpcapi.MethodNeed(rt.rpc)
+			if !ok {
+				return nil, fmt.Errorf("route %s: gRPC method %s has no scope in grpcapi's table", rt.name, rt.rpc)
+			}
+			rt.need, rt.serve = need, (*Server).serveGateway
+			rt.access = accessKey
+			if need.Public {
+				rt.access = accessPublic
+			}
+		}
+		switch {
+		case rt.access == accessUnset:
+			return nil, fmt.Errorf("route %s has no scope: say public, worker or the key scopes it needs", rt.name)
+		case rt.access == accessKey && len(rt.need.Scopes) == 0:
+			return nil, fmt.Errorf("route %s needs a key but names no scope", rt.name)
+		case rt.serve == nil:
+			return nil, fmt.Errorf("route %s has no handler", rt.name)
+		}
+		rt.epSeg = -1
+		if f := rt.need.EndpointField; f != "" {
+			rt.epSeg = slices.Index(rt.segs, "{"+f+"}")
+			if rt.epSeg < 0 {
+				return nil, fmt.Errorf("route %s: its need names endpoint field %s, not in the path", rt.name, f)
+			}
+		}
+	}
+	return out, nil
+}
+
+// matchSegs reports whether segs (a cleaned path) match pattern.
+func matchSegs(pattern, segs []string) bool {
+	for i, p := range pattern {
+		if strings.HasPrefix(p, "{") && strings.HasSuffix(p, "...}") {
+			return i < len(segs)
+		}
+		if i >= len(segs) {
+			return false
+		}
+		s := segs[i]
+		switch {
+		case !strings.HasPrefix(p, "{"):
+			if s != p {
+				return false
+			}
+		case strings.HasSuffix(p, "}"):
+			if s == "" {
+				return false
+			}
+		default:
+			// "{id}:verb"
+			_, verb, _ := strings.Cut(p, "}")
+			if len(s) <= len(verb) || !strings.HasSuffix(s, verb) {
+				return false
+			}
+		}
+	}
+	return len(pattern) == len(segs)
+}
+
+// findRoute returns the route for method and segs; when none matches, nil
+// and the methods the path takes (none: no such path).
+func findRoute(method string, segs []string) (*route, []string) {
+	var allow []string
+	for i := range routes {
+		rt := &routes[i]
+		if !matchSegs(rt.segs, segs) {
+			continue
+		}
+		if rt.methods == nil || slices.Contains(rt.methods, method) {
+			return rt, nil
+		}
+		allow = append(allow, rt.methods...)
+	}
+	return nil, allow
+}
+
+// endpointOf is the endpoint id a request to rt names ("" for none).
+func (rt *route) endpointOf(segs []string) string {
+	if rt.epSeg < 0 || rt.epSeg >= len(segs) {
+		return ""
+	}
+	return segs[rt.epSeg]
+}
+
+// RouteInfo describes a route of the table: what end-to-end tests walk,
+// so that they follow the table rather than a copy of it.
+type RouteInfo struct {
+	// Methods the route answers; nil for any.
+	Methods []string
+	// Pattern as in the table: "/v2/{endpoint}/run",
+	// "/v1/workers/{id}:stop", "/v1/images/{ref...}".
+	Pattern string
+	// Access is "public", "worker" (a worker's token) or "key".
+	Access string
+	// Scopes are those that may call a "key" route (admin always may).
+	Scopes []auth.Scope
+	// Endpoint says the route is on the endpoint in its {endpoint} or
+	// {endpoint_id} segment, which an invoke key must list (if it lists
+	// any).
+	Endpoint bool
+	// RPC is the gRPC method a /v1 gateway route calls.
+	RPC string
+}
+
+// Routes lists the route table.
+func Routes() []RouteInfo {
+	out := make([]RouteInfo, len(routes))
+	for i, rt := range routes {
+		a := map[access]string{accessPublic: "public", accessWorker: "worker", accessKey: "key"}[rt.access]
+		out[i] = RouteInfo{Methods: slices.Clone(rt.methods), Pattern: rt.pattern, Access: a,
+			Scopes: slices.Clone(rt.need.Scopes), Endpoint: rt.epSeg >= 0, RPC: rt.rpc}
+	}
+	return out
+}
