@@ -33,7 +33,7 @@ var handServedRoutes = []struct {
 	{docRoute: docRoute{"get", "/healthz"}, public: true},
 	{docRoute: docRoute{"get", "/readyz"}, public: true},
 	{docRoute: docRoute{"get", "/openapi.json"}, public: true},
-	{docRoute: docRoute{"get", "/metrics"}, public: true},
+	{docRoute: docRoute{"get", "/metrics"}},
 
 	{docRoute: docRoute{"post", "/v2/{endpoint}/run"}},
 	{docRoute: docRoute{"post", "/v2/{endpoint}/runsync"}},
@@ -69,6 +69,92 @@ var handServedRoutes = []struct {
 	{docRoute: docRoute{"get", "/v1/workers/{id}/logs"}},
 	{docRoute: docRoute{"post", "/v1/workers/{id}:stop"}},
 	{docRoute: docRoute{"post", "/v1/images:upload"}},
+}
+
+// anyVar matches a path variable, for comparing templates whose variables
+// are named differently ({job} in the route table, {id} in the document).
+var anyVar = regexp.MustCompile(`\{[^}]*\}`)
+
+// TestHandServedRoutesMatchRouteTable: handServedRoutes is the route
+// table's hand-served part (the routes without a gRPC method) in the
+// document's naming: the same methods, paths and access, so a route added
+// to the table without a document entry fails here. The OpenAI route takes
+// any path below /openai/; the document names its three usual ones.
+func TestHandServedRoutesMatchRouteTable(t *testing.T) {
+	norm := func(path string) string { return anyVar.ReplaceAllString(path, "{}") }
+	type key struct{ method, path string }
+	listed := map[key]string{} // -> access
+	for _, r := range handServedRoutes {
+		access := "key"
+		switch {
+		case r.public:
+			access = "public"
+		case r.worker:
+			access = "worker"
+		}
+		listed[key{r.method, norm(r.path)}] = access
+	}
+	seen := map[key]bool{}
+	for _, rt := range Routes() {
+		if rt.RPC != "" {
+			continue
+		}
+		if strings.Contains(rt.Pattern, "/openai/") {
+			n := 0
+			for k, access := range listed {
+				if strings.HasPrefix(k.path, "/v2/{}/openai/") {
+					n++
+					seen[k] = true
+					if access != rt.Access {
+						t.Errorf("%s %s: listed as %s, the route table says %s", k.method, k.path, access, rt.Access)
+					}
+				}
+			}
+			if n == 0 {
+				t.Errorf("route %s has no entry in handServedRoutes", rt.Pattern)
+			}
+			continue
+		}
+		methods := rt.Methods
+		if methods == nil {
+			// Worker routes answer any method; the document names the
+			// one the worker SDK sends.
+			found := false
+			for k := range listed {
+				if k.path == norm(rt.Pattern) {
+					found, seen[k] = true, true
+					if listed[k] != rt.Access {
+						t.Errorf("%s %s: listed as %s, the route table says %s", k.method, rt.Pattern, listed[k], rt.Access)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("route %s has no entry in handServedRoutes", rt.Pattern)
+			}
+			continue
+		}
+		for _, m := range methods {
+			m = strings.ToLower(m)
+			if m == "head" {
+				continue
+			}
+			k := key{m, norm(rt.Pattern)}
+			access, ok := listed[k]
+			if !ok {
+				t.Errorf("route %s %s has no entry in handServedRoutes", m, rt.Pattern)
+				continue
+			}
+			seen[k] = true
+			if access != rt.Access {
+				t.Errorf("%s %s: listed as %s, the route table says %s", m, rt.Pattern, access, rt.Access)
+			}
+		}
+	}
+	for k := range listed {
+		if !seen[k] {
+			t.Errorf("handServedRoutes lists %s %s, which the route table does not serve", k.method, k.path)
+		}
+	}
 }
 
 // TestHandServedRoutesCoverWorkerOps: every worker operation ServeHTTP
@@ -276,6 +362,10 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 			}
 			if _, ok := op.Responses["401"]; !ok {
 				t.Errorf("%s has no 401 response", r.docRoute)
+			}
+		default:
+			if op.Security != nil {
+				t.Errorf("%s needs an API key: want the global security, got %v", r.docRoute, *op.Security)
 			}
 		}
 	}
