@@ -456,3 +456,45 @@ func TestOpenAPIKeyShapes(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAPIGatewayAccess: a /v1 gateway route needs no key in the
+// document exactly when the route table (from grpcapi's method table) makes
+// it public.
+func TestOpenAPIGatewayAccess(t *testing.T) {
+	doc := loadDoc(t)
+	norm := func(path string) string { return anyVar.ReplaceAllString(path, "{}") }
+	byNorm := map[string]string{} // normalised path -> document path
+	for path := range doc.Paths {
+		byNorm[norm(path)] = path
+	}
+	n := 0
+	for _, rt := range Routes() {
+		if rt.RPC == "" {
+			continue
+		}
+		for _, m := range rt.Methods {
+			m = strings.ToLower(m)
+			if m == "head" {
+				continue
+			}
+			path, ok := byNorm[norm(rt.Pattern)]
+			if !ok {
+				t.Errorf("gateway route %s %s is not in the document", m, rt.Pattern)
+				continue
+			}
+			op, ok := docOp(t, doc, docRoute{m, path})
+			if !ok {
+				t.Errorf("gateway route %s %s is not in the document", m, path)
+				continue
+			}
+			n++
+			public := op.Security != nil && len(*op.Security) == 0
+			if public != (rt.Access == "public") {
+				t.Errorf("%s %s: the document says public=%v, the route table says %s", m, path, public, rt.Access)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no gateway routes in the route table")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 //go:embed ember.swagger.json
@@ -80,6 +81,23 @@ func Merge(gen, over []byte) ([]byte, error) {
 		return nil, err
 	}
 	paths, _ := g["paths"].(map[string]any)
+	// Generated operations that need no key (the gateway's twin of the
+	// gRPC health check) get "security: []": the overlay names them in
+	// x-ember-public as "METHOD /path".
+	if pub, ok := o["x-ember-public"].([]any); ok {
+		for _, v := range pub {
+			s, _ := v.(string)
+			m, path, ok := strings.Cut(s, " ")
+			op, found := map[string]any(nil), false
+			if item, isObj := paths[path].(map[string]any); ok && isObj {
+				op, found = item[strings.ToLower(m)].(map[string]any)
+			}
+			if !found {
+				return nil, fmt.Errorf("overlay: x-ember-public: %q is not an operation of the generated document", s)
+			}
+			op["security"] = []any{}
+		}
+	}
 	for path, item := range paths {
 		ops, ok := item.(map[string]any)
 		if !ok {
