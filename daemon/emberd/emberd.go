@@ -31,6 +31,7 @@ import (
 	"github.com/emberhq/ember/daemon/connlimit"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/httpapi"
+	"github.com/emberhq/ember/daemon/ratelimit"
 	apikeys "github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/oci/gpu"
@@ -82,6 +83,10 @@ type Options struct {
 	// together); past it a reserve keeps the worker API and the probes
 	// reachable (daemon/connlimit). 0 sizes it from the open-files limit.
 	MaxConnections int
+	// RateLimits are the rate limits of RunPod's client operations, as
+	// ratelimit.Parse reads them: "" for RunPod's defaults, "off", or
+	// overrides such as "run=5/10s:2". Reloadable.
+	RateLimits string
 
 	Logger *slog.Logger
 	// Reloads delivers new settings (SIGHUP): the scheduler's tunables are
@@ -291,6 +296,12 @@ func Run(ctx context.Context, o Options) error {
 	if uint64(maxConns+reserve) >= softFiles {
 		log.Warn("--max-connections plus its reserve reaches the open-files limit: emberd may run out of descriptors before it refuses connections", "max_connections", maxConns, "reserve", reserve, "open_files", softFiles)
 	}
+	rateLimits, err := ratelimit.Parse(o.RateLimits)
+	if err != nil {
+		return fmt.Errorf("--%w", err)
+	}
+	limiter := ratelimit.New(rateLimits)
+	log.Info("rate limits per key and endpoint", "limits", rateLimits.String())
 	conns := connlimit.New(maxConns, reserve)
 	log.Info("client connections", "max", maxConns, "reserve", reserve)
 	keyFile := o.APIKeyFile
@@ -396,7 +407,7 @@ func Run(ctx context.Context, o Options) error {
 		// SizeInterceptor; the transport refuses anything above the
 		// largest of them.
 		grpc.MaxRecvMsgSize(grpcapi.MaxRecvMsgSize),
-		grpc.ChainUnaryInterceptor(grpcapi.AuthInterceptor(keys, keyStore.Valid), grpcapi.SizeInterceptor()),
+		grpc.ChainUnaryInterceptor(grpcapi.AuthInterceptor(keys, keyStore.Valid), grpcapi.RateLimitInterceptor(limiter), grpcapi.SizeInterceptor()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: httpapi.IdleTimeout}),
 	)
 	servers.Register(gs)
@@ -422,7 +433,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, KeyStore: keyStore, Gateway: gw, OpenAPI: openapi.JSON,
 		Logger: log, Images: wr.images, GPUStats: wr.gpuStats, Started: started, Ready: lazy.readiness,
-		Connections: func() any { return conns.Stats() },
+		Connections: func() any { return conns.Stats() }, RateLimiter: limiter,
 		Metrics:     []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
 	lazy.disk = sched.DiskReady
 	lazy.set(handler)
@@ -450,7 +461,7 @@ func Run(ctx context.Context, o Options) error {
 	reloadsDone := make(chan struct{})
 	go func() {
 		defer close(reloadsDone)
-		applyReloads(reloadCtx, o, sched, log)
+		applyReloads(reloadCtx, o, sched, limiter, log)
 	}()
 	defer func() { stopReloads(); <-reloadsDone }()
 

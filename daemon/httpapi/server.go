@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/emberhq/ember/daemon/ratelimit"
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
@@ -67,6 +68,9 @@ type Config struct {
 	// runtime, the process). They share one registry, so two collectors
 	// exporting the same metric make New panic.
 	Metrics []prometheus.Collector
+	// RateLimiter limits RunPod's client operations, their /v1 twins and
+	// the OpenAI route per key and endpoint (ratelimit.go); nil: no limits.
+	RateLimiter *ratelimit.Limiter
 }
 
 // Server routes requests.
@@ -109,6 +113,13 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt.limit <= limits.SmallBody && !limitBody(w, r, rt) {
 		return
 	}
+	// The rate limiter's one call: it needs the caller, so it belongs
+	// after authentication (ratelimit.go).
+	release, ok := h.limitRate(w, r, segs)
+	if !ok {
+		return
+	}
+	defer release()
 	switch {
 	case len(segs) == 1 && segs[0] == "openapi.json":
 		w.Header().Set("Content-Type", "application/json")
