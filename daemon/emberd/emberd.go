@@ -31,8 +31,8 @@ import (
 	"github.com/emberhq/ember/daemon/connlimit"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/httpapi"
-	"github.com/emberhq/ember/daemon/ratelimit"
 	apikeys "github.com/emberhq/ember/daemon/keys"
+	"github.com/emberhq/ember/daemon/ratelimit"
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/oci/gpu"
 	"github.com/emberhq/ember/oci/image"
@@ -401,7 +401,7 @@ func Run(ctx context.Context, o Options) error {
 		defer func() { stopWatch(); <-watched }()
 	}
 
-	servers := &grpcapi.Servers{S: sched}
+	servers := &grpcapi.Servers{S: sched, Log: log}
 	gs := grpc.NewServer(
 		// Per-method sizes (a job is 10 MiB, as on /run) are checked by
 		// SizeInterceptor; the transport refuses anything above the
@@ -411,7 +411,7 @@ func Run(ctx context.Context, o Options) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: httpapi.IdleTimeout}),
 	)
 	servers.Register(gs)
-	images := &grpcapi.ImageServer{Store: wr.images, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
+	images := &grpcapi.ImageServer{Store: wr.images, Log: log, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
 	if wr.images != nil {
 		images.InUse = grpcapi.EndpointsUsingImage(sched, wr.images)
 	}
@@ -434,7 +434,7 @@ func Run(ctx context.Context, o Options) error {
 	handler := httpapi.New(httpapi.Config{Scheduler: sched, Keys: keys, KeyStore: keyStore, Gateway: gw, OpenAPI: openapi.JSON,
 		Logger: log, Images: wr.images, GPUStats: wr.gpuStats, Started: started, Ready: lazy.readiness,
 		Connections: func() any { return conns.Stats() }, RateLimiter: limiter,
-		Metrics:     []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
+		Metrics: []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
 	lazy.disk = sched.DiskReady
 	lazy.set(handler)
 
