@@ -388,13 +388,7 @@ func (l *Limiter) Allow(key, endpoint string, op Op) (release func(), refused *R
 }
 
 func (l *Limiter) shardOf(k bucketKey) int {
-	var h maphash.Hash
-	h.SetSeed(l.seed)
-	h.WriteString(k.key)
-	h.WriteByte(0)
-	h.WriteString(k.endpoint)
-	h.WriteByte(byte(k.op))
-	return int(h.Sum64() % numShards)
+	return int(maphash.Comparable(l.seed, k) % numShards)
 }
 
 func ratePerNs(lim Limit) float64 {

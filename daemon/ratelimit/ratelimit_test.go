@@ -277,3 +277,51 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkAllow is the limiter's cost per request (Allow and release) on
+// a rate-and-concurrency operation, against a limiter that limits nothing
+// (same run): one caller and endpoint serially, and many callers in
+// parallel across the shards.
+func BenchmarkAllow(b *testing.B) {
+	big := Limits{}
+	big[Status] = Limit{Rate: 1_000_000_000, Per: Window, Concurrent: 1_000_000}
+	for _, bc := range []struct {
+		name string
+		l    Limits
+	}{{"limits=off", Limits{}}, {"limits=on", big}} {
+		b.Run(bc.name+"/serial", func(b *testing.B) {
+			l := New(bc.l)
+			b.ReportAllocs()
+			for b.Loop() {
+				release, ref := l.Allow("k-1", "8f3k2mz9q1xw0a", Status)
+				if ref != nil {
+					b.Fatal(ref)
+				}
+				release()
+			}
+		})
+		b.Run(bc.name+"/parallel", func(b *testing.B) {
+			l := New(bc.l)
+			keys := make([]string, 64)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("k-%d", i)
+			}
+			var next sync.Mutex
+			n := 0
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				next.Lock()
+				key := keys[n%len(keys)]
+				n++
+				next.Unlock()
+				for pb.Next() {
+					release, ref := l.Allow(key, "8f3k2mz9q1xw0a", Status)
+					if ref != nil {
+						b.Fatal(ref)
+					}
+					release()
+				}
+			})
+		})
+	}
+}
