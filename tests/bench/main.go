@@ -396,7 +396,10 @@ func startEmberdBin(bin, dir, runtime string) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", runtime, "--log-level", "warn", "--debug-listen", os.Getenv("BENCH_DEBUG_LISTEN"))
+	// --rate-limits off: the figures are emberd's own throughput; RunPod's
+	// per-key limits (1000 /run per 10 s) would cap them at the limit.
+	cmd := exec.Command(bin, "--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", runtime, "--log-level", "warn", "--debug-listen", os.Getenv("BENCH_DEBUG_LISTEN"),
+		"--rate-limits", "off")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, err
