@@ -91,7 +91,7 @@ func TestRateLimits(t *testing.T) {
 	// Another endpoint has its own budget.
 	d.Submit(b, job)
 
-	code, metrics := d.DoKey("GET", "/metrics", nil, "")
+	code, metrics := d.Do("GET", "/metrics", nil)
 	if code != 200 || !strings.Contains(string(metrics), `ember_requests_refused_total{code="429",reason="rate"} 3`+"\n") {
 		t.Errorf("/metrics: %d, refused lines:\n%s", code, grepLines(string(metrics), "ember_requests_refused_total"))
 	}

@@ -71,13 +71,9 @@ func rateOp(segs []string) (ep string, op ratelimit.Op, ok bool) {
 
 // limitRate applies Config.RateLimiter to the request. It must run once the
 // caller is known: it keys the request's budget on the caller's key id in
-// r's context. It returns release, to be called when the request ends, and
-// true; or, over a limit, answers 429 with Retry-After and returns false.
-//
-// Until every transport puts the caller in the context, a request without
-// one is limited only when it carries a valid key (as "unauthenticated"),
-// so that a request with no key or a wrong one is still answered 401 by its
-// route and spends nobody's budget.
+// r's context (rateKey). It returns release, to be called when the request
+// ends, and true; or, over a limit, answers 429 with Retry-After and
+// returns false.
 func (h *Server) limitRate(w http.ResponseWriter, r *http.Request, segs []string) (release func(), ok bool) {
 	l := h.cfg.RateLimiter
 	if l == nil {
@@ -87,10 +83,8 @@ func (h *Server) limitRate(w http.ResponseWriter, r *http.Request, segs []string
 	if !limited {
 		return noRelease, true
 	}
-	key := anonymousKey
-	if c, ok := auth.FromContext(r.Context()); ok {
-		key = c.KeyID
-	} else if !h.adminOK(r) {
+	key, known := h.rateKey(r)
+	if !known {
 		return noRelease, true
 	}
 	release, refused := l.Allow(key, ep, op)
@@ -100,6 +94,21 @@ func (h *Server) limitRate(w http.ResponseWriter, r *http.Request, segs []string
 	auth.CountRefused(http.StatusTooManyRequests, refused.Reason)
 	writeRateRefusal(w, refused, op == ratelimit.OpenAI)
 	return nil, false
+}
+
+// rateKey is the key id r's budget is kept under, and whether r is limited
+// at all: the caller's key id from r's context. A request without a caller
+// (authentication on this branch is still done per route, after the
+// limiter) is limited only when it carries a valid key, as
+// "unauthenticated", so that one with no key or a wrong one is still
+// answered 401 by its route and spends nobody's budget. Once
+// authentication puts the caller in the context before limitRate runs,
+// this fallback is `return "", false`.
+func (h *Server) rateKey(r *http.Request) (string, bool) {
+	if c, ok := auth.FromContext(r.Context()); ok {
+		return c.KeyID, true
+	}
+	return anonymousKey, h.adminOK(r)
 }
 
 func noRelease() {}
