@@ -360,7 +360,8 @@ func (l *Limiter) Allow(key, endpoint string, op Op) (release func(), refused *R
 			return nil, &Refusal{Reason: auth.ReasonRate, RetryAfter: wait, Op: op, Limit: lim}
 		}
 	} else {
-		b.last = now // only for the eviction order
+		// No rate: the bucket stays full, should a reload bring one.
+		b.tokens, b.last = math.Inf(1), now
 	}
 	if lim.Concurrent > 0 && b.inflight >= lim.Concurrent {
 		s.mu.Unlock()

@@ -249,6 +249,20 @@ func TestSetLimits(t *testing.T) {
 	if _, ref := l.Allow("k", "ep", Cancel); ref != nil {
 		t.Errorf("off: %v", ref)
 	}
+	// A bucket kept without a rate is full when a reload brings one.
+	l.SetLimits(mustParse(t, "cancel=-:5"))
+	release, _ := l.Allow("k", "ep", Cancel)
+	release()
+	l.SetLimits(mustParse(t, "cancel=3/10s:5"))
+	for i := range 4 {
+		release, ref := l.Allow("k", "ep", Cancel)
+		if (ref == nil) != (i < 3) {
+			t.Fatalf("request %d after a rate was set: %v", i+1, ref)
+		}
+		if ref == nil {
+			release()
+		}
+	}
 }
 
 // TestConcurrentUse runs under -race: slots taken and released from many
