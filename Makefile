@@ -123,6 +123,9 @@ bench: build
 	$(GO) test -run '^$$' -bench ScaleDecision -benchtime 200000x ./scheduler/
 	@echo "# durable store commits of 500 B jobs, with the disk-space rules and without (same run, alternating)"
 	$(GO) test -run '^$$' -bench CommitJob -benchtime 6000x ./scheduler/store/
+	@echo "# rate limiter per request: Allow+release against no limits, and GET /v2/{ep}/status/{id} through the handler without and with the limiter (same run)"
+	$(GO) test -run '^$$' -bench Allow -benchtime 1000000x ./daemon/ratelimit/
+	$(GO) test -run '^$$' -bench StatusPath -benchtime 100000x -count 3 ./daemon/httpapi/
 
 # Long crash/soak loops are kept out of `make test`.
 soak: build

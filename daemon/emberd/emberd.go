@@ -36,6 +36,7 @@ import (
 	"github.com/emberhq/ember/daemon/httpapi"
 	apikeys "github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/daemon/tlsconf"
+	"github.com/emberhq/ember/daemon/ratelimit"
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/oci/gpu"
 	"github.com/emberhq/ember/oci/image"
@@ -93,6 +94,10 @@ type Options struct {
 	// together); past it a reserve keeps the worker API and the probes
 	// reachable (daemon/connlimit). 0 sizes it from the open-files limit.
 	MaxConnections int
+	// RateLimits are the rate limits of RunPod's client operations, as
+	// ratelimit.Parse reads them: "" for RunPod's defaults, "off", or
+	// overrides such as "run=5/10s:2". Reloadable.
+	RateLimits string
 
 	Logger *slog.Logger
 	// Reloads delivers new settings (SIGHUP): the scheduler's tunables are
@@ -319,6 +324,12 @@ func Run(ctx context.Context, o Options) error {
 	if uint64(maxConns+reserve) >= softFiles {
 		log.Warn("--max-connections plus its reserve reaches the open-files limit: emberd may run out of descriptors before it refuses connections", "max_connections", maxConns, "reserve", reserve, "open_files", softFiles)
 	}
+	rateLimits, err := ratelimit.Parse(o.RateLimits)
+	if err != nil {
+		return fmt.Errorf("--%w", err)
+	}
+	limiter := ratelimit.New(rateLimits)
+	log.Info("rate limits per key and endpoint", "limits", rateLimits.String())
 	conns := connlimit.New(maxConns, reserve)
 	log.Info("client connections", "max", maxConns, "reserve", reserve)
 	keyFile := o.APIKeyFile
@@ -407,7 +418,7 @@ func Run(ctx context.Context, o Options) error {
 	// NOT_SERVING while the store waits for disk space; the ember.v1 calls
 	// are held by the gate until the scheduler is open (grpchealth.go).
 	var sched *scheduler.Scheduler
-	servers := &grpcapi.Servers{}
+	servers := &grpcapi.Servers{Log: log}
 	grpcOpts := []grpc.ServerOption{
 		// Per-method sizes (a job is 10 MiB, as on /run) are checked by
 		// SizeInterceptor; the transport refuses anything above the
@@ -417,7 +428,7 @@ func Run(ctx context.Context, o Options) error {
 		// scope (grpcapi's method table, which the /v1 gateway routes
 		// share), and carries its caller; then held by the gate until
 		// the scheduler is open.
-		grpc.ChainUnaryInterceptor(grpcapi.UnaryAuth(keyStore.Lookup), grpcapi.SizeInterceptor(), lazy.unaryGate()),
+		grpc.ChainUnaryInterceptor(grpcapi.UnaryAuth(keyStore.Lookup), grpcapi.RateLimitInterceptor(limiter), grpcapi.SizeInterceptor(), lazy.unaryGate()),
 		grpc.ChainStreamInterceptor(grpcapi.StreamAuth(keyStore.Lookup), lazy.streamGate()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: httpapi.IdleTimeout}),
 	}
@@ -426,7 +437,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	gs := grpc.NewServer(grpcOpts...)
 	servers.Register(gs)
-	images := &grpcapi.ImageServer{Store: wr.images, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
+	images := &grpcapi.ImageServer{Store: wr.images, Log: log, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
 	images.Register(gs)
 	// The standard health service (no key, like /healthz) and server
 	// reflection (v1 and v1alpha, for grpcurl).
@@ -538,6 +549,7 @@ func Run(ctx context.Context, o Options) error {
 	handler := httpapi.New(httpapi.Config{Scheduler: sched, KeyStore: keyStore, Gateway: gw, OpenAPI: openapi.JSON,
 		Logger: log, Images: wr.images, GPUStats: wr.gpuStats, Started: started, Ready: lazy.readiness,
 		Connections:    func() any { return conns.Stats() },
+		RateLimiter:    limiter,
 		TLS:            tlsStatus(certs),
 		InsecureListen: o.InsecureListen && certs == nil,
 		Metrics:        []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
@@ -567,7 +579,7 @@ func Run(ctx context.Context, o Options) error {
 	reloadsDone := make(chan struct{})
 	go func() {
 		defer close(reloadsDone)
-		applyReloads(reloadCtx, o, sched, certs, log)
+		applyReloads(reloadCtx, o, sched, certs, limiter, log)
 	}()
 	defer func() { stopReloads(); <-reloadsDone }()
 	defer runTLS(ctx, certs)()

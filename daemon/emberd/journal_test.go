@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/emberhq/ember/daemon/audit"
+	"github.com/emberhq/ember/daemon/auth"
 )
 
 func TestJournalFieldName(t *testing.T) {
@@ -251,5 +254,32 @@ func TestNewLoggerStderr(t *testing.T) {
 	}
 	if l.Enabled(context.Background(), slog.LevelInfo) || !l.Enabled(context.Background(), slog.LevelWarn) {
 		t.Error("NewLogger ignores its level")
+	}
+}
+
+// TestJournalAudit: an audit line (daemon/audit) becomes journal fields
+// that `journalctl -u emberd AUDIT=true KEY_ID=...` selects on.
+func TestJournalAudit(t *testing.T) {
+	var got []sent
+	send := func(msg string, pri journal.Priority, vars map[string]string) error {
+		got = append(got, sent{msg, pri, vars})
+		return nil
+	}
+	log := slog.New(newJournalHandler(slog.LevelInfo, send, slog.DiscardHandler))
+	ctx := auth.WithCaller(context.Background(), auth.Caller{KeyID: "k-7f3a", Name: "ci bot", Scope: auth.Admin})
+	audit.Record(ctx, log, audit.EndpointDelete, "ep1", errors.New("endpoint ep1 has 2 queued jobs"), slog.String("endpoint", "ep1"), slog.String("name", "sd"))
+	if len(got) != 1 {
+		t.Fatalf("sent %d entries", len(got))
+	}
+	e := got[0]
+	want := map[string]string{"AUDIT": "true", "ACTION": "endpoint.delete", "OBJECT": "ep1", "KEY_ID": "k-7f3a", "KEY_NAME": "ci bot",
+		"KEY_SCOPE": "admin", "OUTCOME": "error", "ERR": "endpoint ep1 has 2 queued jobs", "ENDPOINT": "ep1", "NAME": "sd"}
+	for k, v := range want {
+		if e.vars[k] != v {
+			t.Errorf("%s = %q, want %q", k, e.vars[k], v)
+		}
+	}
+	if e.pri != journal.PriWarning || !strings.HasPrefix(e.msg, "audit audit=true action=endpoint.delete object=ep1 key_id=k-7f3a key_name=\"ci bot\"") {
+		t.Errorf("entry: %d %q", e.pri, e.msg)
 	}
 }

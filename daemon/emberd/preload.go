@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/emberhq/ember/daemon/auth"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/oci/image"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
@@ -162,7 +163,8 @@ func preloadEndpoint(ctx context.Context, path string, servers *grpcapi.Servers)
 	if err := protojson.Unmarshal(b, &ep); err != nil {
 		return "", fmt.Errorf("%s is not an endpoint definition (the body of POST /v1/endpoints): %v", path, err)
 	}
-	created, err := servers.CreateEndpoint(ctx, &emberv1.CreateEndpointRequest{Endpoint: &ep})
+	// The audit trail names the preload folder as the actor.
+	created, err := servers.CreateEndpoint(auth.WithCaller(ctx, auth.Caller{KeyID: "preload", Name: "preload", Scope: auth.Admin}), &emberv1.CreateEndpointRequest{Endpoint: &ep})
 	if status.Code(err) == codes.AlreadyExists || (err != nil && strings.Contains(err.Error(), "already exists")) {
 		return "", nil
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/emberhq/ember/daemon/tlsconf"
+	"github.com/emberhq/ember/daemon/ratelimit"
 	"github.com/emberhq/ember/scheduler"
 )
 
@@ -38,11 +39,12 @@ var restartOnly = []struct {
 }
 
 // applyReloads applies each new set of settings from o.Reloads until ctx
-// ends: the tunables at once, and a warning for every changed setting that
-// needs a restart. Each reload also re-reads the TLS certificate files
-// (--tls-cert, --tls-key; certs is nil when TLS is off): a new pair is
-// served from the next handshake, a bad one is refused and logged.
-func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, certs *tlsconf.Manager, log *slog.Logger) {
+// ends: the tunables and the rate limits at once, and a warning for every
+// changed setting that needs a restart. Each reload also re-reads the TLS
+// certificate files (--tls-cert, --tls-key; certs is nil when TLS is off):
+// a new pair is served from the next handshake, a bad one is refused and
+// logged.
+func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, certs *tlsconf.Manager, limiter *ratelimit.Limiter, log *slog.Logger) {
 	cur := o
 	for {
 		var n Options
@@ -60,6 +62,16 @@ func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, ce
 				"lease_grace", n.LeaseGrace, "run_retention", n.RunRetention, "sync_retention", n.SyncRetention,
 				"webhook_retry_delay", n.WebhookRetryDelay, "stop_grace", n.StopGrace, "max_attempts", n.MaxAttempts,
 				"max_start_failures", n.MaxStartFailures, "max_unread_stream_mib", n.MaxUnreadStreamMiB)
+		}
+		if n.RateLimits != cur.RateLimits {
+			// main checked the value before sending it.
+			if l, err := ratelimit.Parse(n.RateLimits); err != nil {
+				log.Error("reload: rate-limits refused, the running ones stay", "err", err)
+				n.RateLimits = cur.RateLimits
+			} else {
+				limiter.SetLimits(l)
+				log.Info("reloaded: rate limits applied", "limits", l.String())
+			}
 		}
 		for _, r := range restartOnly {
 			if r.get(n) != r.get(cur) {

@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/emberhq/ember/daemon/audit"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/store"
@@ -29,6 +32,9 @@ type Servers struct {
 	emberv1.UnimplementedJobServiceServer
 	emberv1.UnimplementedHealthServiceServer
 	S *scheduler.Scheduler
+	// Log receives the audit trail of endpoint changes and purges
+	// (daemon/audit); nil: slog.Default().
+	Log *slog.Logger
 }
 
 // Register adds the services to a gRPC server.
@@ -208,8 +214,11 @@ func (sv *Servers) CreateEndpoint(ctx context.Context, req *emberv1.CreateEndpoi
 	}
 	e, err := sv.S.CreateEndpoint(ctx, specFrom(req.Endpoint, nil))
 	if err != nil {
+		// No id yet: the object is the name asked for.
+		audit.Record(ctx, sv.Log, audit.EndpointCreate, req.Endpoint.GetName(), err, slog.String("name", req.Endpoint.GetName()))
 		return nil, toStatus(err)
 	}
+	audit.Record(ctx, sv.Log, audit.EndpointCreate, e.ID, nil, slog.String("endpoint", e.ID), slog.String("name", e.Name))
 	return EndpointProto(e), nil
 }
 
@@ -245,6 +254,11 @@ func (sv *Servers) UpdateEndpoint(ctx context.Context, req *emberv1.UpdateEndpoi
 		}
 	}
 	e, err := sv.S.UpdateEndpoint(ctx, req.GetId(), specFrom(req.GetEndpoint(), mask))
+	attrs := []slog.Attr{slog.String("endpoint", req.GetId()), slog.String("name", e.Name)}
+	if mask != nil {
+		attrs = append(attrs, slog.String("fields", strings.Join(mask, ",")))
+	}
+	audit.Record(ctx, sv.Log, audit.EndpointUpdate, req.GetId(), err, attrs...)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -285,7 +299,13 @@ func StatsProto(st scheduler.EndpointStats) *emberv1.EndpointStats {
 
 // DeleteEndpoint implements EndpointService.
 func (sv *Servers) DeleteEndpoint(ctx context.Context, req *emberv1.DeleteEndpointRequest) (*emberv1.DeleteEndpointResponse, error) {
-	if err := sv.S.DeleteEndpoint(ctx, req.GetId()); err != nil {
+	name := ""
+	if e, err := sv.S.Endpoint(req.GetId()); err == nil {
+		name = e.Name
+	}
+	err := sv.S.DeleteEndpoint(ctx, req.GetId())
+	audit.Record(ctx, sv.Log, audit.EndpointDelete, req.GetId(), err, slog.String("endpoint", req.GetId()), slog.String("name", name))
+	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &emberv1.DeleteEndpointResponse{}, nil
@@ -444,6 +464,7 @@ func (sv *Servers) RetryJob(ctx context.Context, req *emberv1.RetryJobRequest) (
 // PurgeQueue implements JobService.
 func (sv *Servers) PurgeQueue(ctx context.Context, req *emberv1.PurgeQueueRequest) (*emberv1.PurgeQueueResponse, error) {
 	n, err := sv.S.Purge(ctx, req.GetEndpointId())
+	audit.Record(ctx, sv.Log, audit.QueuePurge, req.GetEndpointId(), err, slog.String("endpoint", req.GetEndpointId()), slog.Int("removed", n))
 	if err != nil {
 		return nil, toStatus(err)
 	}

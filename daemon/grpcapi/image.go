@@ -1,10 +1,12 @@
 package grpcapi
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/emberhq/ember/daemon/audit"
 	"github.com/emberhq/ember/oci/image"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/scheduler/store"
@@ -47,6 +50,24 @@ type ImageServer struct {
 	// when the data disk is too full (Scheduler.CheckDisk for new work):
 	// a full disk is RESOURCE_EXHAUSTED, 507 on /v1.
 	DiskCheck func(size int64) error
+	// Log receives the audit trail of imports, pulls and removals
+	// (daemon/audit); nil: slog.Default().
+	Log *slog.Logger
+}
+
+// auditImage records an image action: object is the image's first name
+// (else its manifest digest) once it is known, else ref as asked for.
+func (sv *ImageServer) auditImage(ctx context.Context, action, ref string, img *emberv1.Image, err error, attrs ...slog.Attr) {
+	object := ref
+	if img != nil {
+		if len(img.GetNames()) > 0 {
+			object = img.GetNames()[0]
+		} else if img.GetDigest() != "" {
+			object = img.GetDigest()
+		}
+		attrs = append(attrs, slog.String("image_id", img.GetId()), slog.String("digest", img.GetDigest()))
+	}
+	audit.Record(ctx, sv.Log, action, object, err, attrs...)
 }
 
 // checkDisk applies DiskCheck.
@@ -176,7 +197,10 @@ func IsServerFault(err error) bool {
 }
 
 // ImportImage implements ImageService.
-func (sv *ImageServer) ImportImage(ctx context.Context, req *emberv1.ImportImageRequest) (*emberv1.Image, error) {
+func (sv *ImageServer) ImportImage(ctx context.Context, req *emberv1.ImportImageRequest) (out *emberv1.Image, err error) {
+	defer func() {
+		sv.auditImage(ctx, audit.ImageImport, cmp.Or(req.GetName(), req.GetPath()), out, err, slog.String("source", "path"), slog.String("path", req.GetPath()))
+	}()
 	st, err := sv.store()
 	if err != nil {
 		return nil, err
@@ -204,7 +228,9 @@ func (sv *ImageServer) ImportImage(ctx context.Context, req *emberv1.ImportImage
 
 // PullImage implements ImageService: Store.Pull, errors mapped by
 // ImageStatus (an unknown repository or tag is NOT_FOUND).
-func (sv *ImageServer) PullImage(ctx context.Context, req *emberv1.PullImageRequest) (*emberv1.Image, error) {
+func (sv *ImageServer) PullImage(ctx context.Context, req *emberv1.PullImageRequest) (out *emberv1.Image, err error) {
+	// The registry password is never logged.
+	defer func() { sv.auditImage(ctx, audit.ImagePull, req.GetRef(), out, err, slog.String("ref", req.GetRef())) }()
 	st, err := sv.store()
 	if err != nil {
 		return nil, err
@@ -262,7 +288,10 @@ const removeAttempts = 3
 
 // DeleteImage implements ImageService: Remove, then GC. GC waits for an
 // import in progress to finish.
-func (sv *ImageServer) DeleteImage(ctx context.Context, req *emberv1.DeleteImageRequest) (*emberv1.DeleteImageResponse, error) {
+func (sv *ImageServer) DeleteImage(ctx context.Context, req *emberv1.DeleteImageRequest) (out *emberv1.DeleteImageResponse, err error) {
+	defer func() {
+		sv.auditImage(ctx, audit.ImageRemove, req.GetRef(), nil, err, slog.Int("layers_removed", int(out.GetLayersRemoved())), slog.Int64("bytes_freed", out.GetBytesFreed()))
+	}()
 	st, err := sv.store()
 	if err != nil {
 		return nil, err

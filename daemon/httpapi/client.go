@@ -2,9 +2,11 @@ package httpapi
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/emberhq/ember/daemon/audit"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
 )
@@ -76,6 +78,7 @@ func (h *Server) serveClient(w http.ResponseWriter, r *http.Request, ep string, 
 	case "purge-queue":
 		if requireMethod(w, r, http.MethodPost) {
 			n, err := h.s.Purge(r.Context(), ep)
+			audit.Record(r.Context(), h.log, audit.QueuePurge, ep, err, slog.String("endpoint", ep), slog.Int("removed", n))
 			if err != nil {
 				writeSchedErr(w, err)
 				return

@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/emberhq/ember/daemon/audit"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/scheduler"
@@ -96,9 +99,12 @@ func (h *Server) serveImageUpload(w http.ResponseWriter, r *http.Request) {
 		msg := strings.ReplaceAll(err.Error(), src, uploadLabel)
 		msg = strings.ReplaceAll(msg, f.Name(), uploadLabel)
 		h.log.Warn("image upload refused", "name", name, "bytes", n, "err", msg)
+		audit.Record(r.Context(), h.log, audit.ImageImport, cmp.Or(name, uploadLabel), errors.New(msg), slog.String("source", "upload"))
 		writeError(w, uploadStatus(err), msg)
 		return
 	}
+	audit.Record(r.Context(), h.log, audit.ImageImport, imageObject(img), nil, slog.String("source", "upload"),
+		slog.String("image_id", img.ID), slog.String("digest", img.Digest))
 	h.log.Info("image imported", "names", img.Names, "id", img.ID, "upload_bytes", n, "size", img.Size, "duration", time.Since(start).Round(time.Millisecond))
 	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(grpcapi.ImageProto(st, img))
 	if err != nil {
@@ -159,4 +165,13 @@ func formatBytes(n int64) string {
 	s := fmt.Sprintf("%.1f", v)
 	s = strings.TrimSuffix(s, ".0")
 	return s + " " + string("KMGTPE"[exp]) + "iB"
+}
+
+// imageObject names an image in the audit trail: its first name, else its
+// manifest digest.
+func imageObject(img image.Image) string {
+	if len(img.Names) > 0 {
+		return img.Names[0]
+	}
+	return img.Digest
 }

@@ -7,11 +7,13 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/emberhq/ember/daemon/auth"
 	"github.com/emberhq/ember/scheduler"
 )
 
@@ -152,6 +154,13 @@ func withExtraKeys[V any](known []string, m map[string]V) []string {
 	return out
 }
 
+// refusalReasons are the reasons of ember_requests_refused_total by code.
+var refusalReasons = map[int][]string{
+	http.StatusUnauthorized:    {auth.ReasonMissingKey, auth.ReasonWrongKey, auth.ReasonExpired, auth.ReasonWorkerToken},
+	http.StatusForbidden:       {auth.ReasonScope, auth.ReasonEndpoint},
+	http.StatusTooManyRequests: {auth.ReasonRate, auth.ReasonConcurrency},
+}
+
 // metricsHandler serves GET /metrics in the Prometheus text format from a
 // registry of its own (not prometheus.DefaultRegisterer, so that nothing a
 // library registers globally leaks in): the scheduler's collector, Go's
@@ -167,6 +176,14 @@ func metricsHandler(s *scheduler.Scheduler, extra []prometheus.Collector, log *s
 	if s != nil {
 		reg.MustRegister(NewSchedulerCollector(s))
 	}
+	// Refusals (401, 403, 429) by code and reason, every pair shown from
+	// the start, zero included.
+	for code, reasons := range refusalReasons {
+		for _, reason := range reasons {
+			auth.Refused.WithLabelValues(strconv.Itoa(code), reason)
+		}
+	}
+	reg.MustRegister(auth.Refused)
 	for _, c := range extra {
 		reg.MustRegister(c)
 	}

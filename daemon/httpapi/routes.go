@@ -8,6 +8,7 @@ import (
 
 	"github.com/emberhq/ember/daemon/auth"
 	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/ratelimit"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/scheduler/limits"
 )
@@ -56,12 +57,22 @@ type route struct {
 	rpc string
 	// openAI routes answer errors in OpenAI's shape.
 	openAI bool
+	// rate is the rate-limited operation the route counts as (RunPod's
+	// table, spec 1.8; ratelimit.go), nil for a route with no budget. A
+	// gateway route takes its method's (grpcapi.MethodRateOp).
+	rate *ratelimit.Op
 	// serve handles the request once it is allowed.
 	serve func(h *Server, w http.ResponseWriter, r *http.Request, segs []string)
 
 	segs  []string // pattern, split
 	epSeg int      // index of the endpoint id segment; -1 for none
+	// rateSeg is the index of the endpoint id segment a rate-limited
+	// route's budget is kept under.
+	rateSeg int
 }
+
+// rated is a route's rate-limited operation.
+func rated(op ratelimit.Op) *ratelimit.Op { return &op }
 
 var (
 	get        = []string{http.MethodGet, http.MethodHead}
@@ -105,17 +116,17 @@ var routeTable = []route{
 	{pattern: "/v2/{endpoint}/ping/{worker}", access: accessWorker, serve: (*Server).serveV2},
 
 	// RunPod's client API (client.go).
-	{methods: post, pattern: "/v2/{endpoint}/run", limit: limits.RunBody, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
-	{methods: post, pattern: "/v2/{endpoint}/runsync", limit: limits.RunSyncBody, hold: holdWait, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
-	{methods: getPost, pattern: "/v2/{endpoint}/status/{job}", access: accessKey, need: needInvoke, serve: (*Server).serveV2},
-	{methods: getPost, pattern: "/v2/{endpoint}/status-sync/{job}", hold: holdWait, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
-	{methods: getPost, pattern: "/v2/{endpoint}/stream/{job}", hold: holdWait, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
-	{methods: getPost, pattern: "/v2/{endpoint}/cancel/{job}", access: accessKey, need: needInvoke, serve: (*Server).serveV2},
-	{methods: post, pattern: "/v2/{endpoint}/retry/{job}", access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: post, pattern: "/v2/{endpoint}/run", rate: rated(ratelimit.Run), limit: limits.RunBody, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: post, pattern: "/v2/{endpoint}/runsync", rate: rated(ratelimit.RunSync), limit: limits.RunSyncBody, hold: holdWait, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: getPost, pattern: "/v2/{endpoint}/status/{job}", rate: rated(ratelimit.Status), access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: getPost, pattern: "/v2/{endpoint}/status-sync/{job}", rate: rated(ratelimit.Status), hold: holdWait, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: getPost, pattern: "/v2/{endpoint}/stream/{job}", rate: rated(ratelimit.Stream), hold: holdWait, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: getPost, pattern: "/v2/{endpoint}/cancel/{job}", rate: rated(ratelimit.Cancel), access: accessKey, need: needInvoke, serve: (*Server).serveV2},
+	{methods: post, pattern: "/v2/{endpoint}/retry/{job}", rate: rated(ratelimit.Run), access: accessKey, need: needInvoke, serve: (*Server).serveV2},
 	{methods: getPost, pattern: "/v2/{endpoint}/health", access: accessKey, need: needHealth, serve: (*Server).serveV2},
-	{methods: post, pattern: "/v2/{endpoint}/purge-queue", hold: holdWait, access: accessKey, need: needAdmin, serve: (*Server).serveV2},
+	{methods: post, pattern: "/v2/{endpoint}/purge-queue", rate: rated(ratelimit.PurgeQueue), hold: holdWait, access: accessKey, need: needAdmin, serve: (*Server).serveV2},
 	// Held until the job ends, or streamed as it runs (openai.go).
-	{pattern: "/v2/{endpoint}/openai/{route...}", limit: limits.RunBody, hold: holdForever, access: accessKey, need: needInvoke, openAI: true, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/openai/{route...}", rate: rated(ratelimit.OpenAI), limit: limits.RunBody, hold: holdForever, access: accessKey, need: needInvoke, openAI: true, serve: (*Server).serveV2},
 
 	// Plain /v1 routes, not in the gateway.
 	{methods: get, pattern: "/v1/keys", access: accessKey, need: needAdmin, serve: (*Server).serveKeyRoutes},
@@ -191,6 +202,9 @@ func checkRoutes(table []route) ([]route, error) {
 				return nil, fmt.Errorf("route %s: gRPC method %s has no scope in grpcapi's table", rt.name, rt.rpc)
 			}
 			rt.need, rt.serve = need, (*Server).serveGateway
+			if op, ok := grpcapi.MethodRateOp(rt.rpc); ok {
+				rt.rate = &op
+			}
 			rt.access = accessKey
 			if need.Public {
 				rt.access = accessPublic
@@ -203,6 +217,12 @@ func checkRoutes(table []route) ([]route, error) {
 			return nil, fmt.Errorf("route %s needs a key but names no scope", rt.name)
 		case rt.serve == nil:
 			return nil, fmt.Errorf("route %s has no handler", rt.name)
+		}
+		if rt.rate != nil {
+			rt.rateSeg = slices.IndexFunc(rt.segs, func(seg string) bool { return seg == "{endpoint}" || seg == "{endpoint_id}" })
+			if rt.rateSeg < 0 {
+				return nil, fmt.Errorf("route %s is rate-limited but has no {endpoint} segment", rt.name)
+			}
 		}
 		rt.epSeg = -1
 		if f := rt.need.EndpointField; f != "" {

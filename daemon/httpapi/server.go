@@ -33,6 +33,7 @@ import (
 	"github.com/emberhq/ember/daemon/auth"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/keys"
+	"github.com/emberhq/ember/daemon/ratelimit"
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
@@ -84,6 +85,9 @@ type Config struct {
 	// runtime, the process). They share one registry, so two collectors
 	// exporting the same metric make New panic.
 	Metrics []prometheus.Collector
+	// RateLimiter limits RunPod's client operations, their /v1 twins and
+	// the OpenAI route per key and endpoint (ratelimit.go); nil: no limits.
+	RateLimiter *ratelimit.Limiter
 }
 
 // Server routes requests.
@@ -148,9 +152,13 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt.rpc != "" && !limitBody(w, r, *rt) {
 		return
 	}
-	// The caller is known and allowed here: a per-request admission check
-	// (rate limits, by auth.FromContext's key and the route's endpoint)
-	// belongs between this line and the handler.
+	// The caller is known and allowed here: the rate limits are kept by
+	// its key and the route's endpoint (ratelimit.go).
+	release, ok := h.limitRate(w, r, segs)
+	if !ok {
+		return
+	}
+	defer release()
 	rt.serve(h, w, r, segs)
 }
 

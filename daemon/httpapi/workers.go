@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/emberhq/ember/daemon/audit"
 	"github.com/emberhq/ember/scheduler"
 )
 
@@ -70,10 +72,13 @@ func (h *Server) stopWorker(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	if !validWorkerID(id) {
+		audit.Record(r.Context(), h.log, audit.WorkerStop, id, scheduler.ErrNotFound, slog.String("worker", id))
 		writeError(w, http.StatusNotFound, "worker "+strconv.Quote(id)+" not found")
 		return
 	}
-	if err := h.s.StopWorker(id); err != nil {
+	err := h.s.StopWorker(id)
+	audit.Record(r.Context(), h.log, audit.WorkerStop, id, err, slog.String("worker", id))
+	if err != nil {
 		if errors.Is(err, scheduler.ErrNotFound) {
 			writeError(w, http.StatusNotFound, "worker "+id+" not found (or no longer running)")
 			return
@@ -81,7 +86,6 @@ func (h *Server) stopWorker(w http.ResponseWriter, r *http.Request, id string) {
 		writeSchedErr(w, err)
 		return
 	}
-	h.log.Info("worker stop requested", "worker", id)
 	for _, info := range h.s.Workers("") {
 		if info.ID == id {
 			writeJSON(w, info)

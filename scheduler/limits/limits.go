@@ -120,3 +120,16 @@ const DrainSlack = 1 << 20
 // connection is closed: reading on would let a client make emberd read
 // without end.
 func DrainBound(limit int64) int64 { return limit + max(limit, DrainSlack) }
+
+// Rate limiter (daemon/ratelimit).
+const (
+	// RateBuckets caps the (key, endpoint, operation) buckets the rate
+	// limiter tracks at once, about 150 bytes each: 64 Ki of them is about
+	// 10 MiB, whatever endpoint ids clients send.
+	RateBuckets = 64 << 10
+	// RateEndpointID is the longest endpoint id the rate limiter keys a
+	// bucket on; longer ones (no endpoint has one: ids are 14 characters)
+	// share one bucket per key and operation, so a client cannot make the
+	// limiter hold long strings.
+	RateEndpointID = 64
+)

@@ -52,7 +52,7 @@ func connsRun(dir, name, bin string) error {
 	defer logf.Close()
 	// dash's ulimit -n sets the soft and the hard limit.
 	cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, *connsFiles), bin,
-		"--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", "process", "--log-level", "warn")
+		"--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", "process", "--log-level", "warn", "--rate-limits", "off")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return err

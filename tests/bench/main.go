@@ -390,8 +390,11 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-func startEmberd(dir, runtime string) (*daemon, error) {
-	return startEmberdBin(*emberdBin, dir, runtime)
+// startEmberd starts the emberd under test with --rate-limits off: the
+// figures are emberd's own throughput, and RunPod's per-key limits (1000
+// /run per 10 s) would cap them at the limit.
+func startEmberd(dir, runtime string, extra ...string) (*daemon, error) {
+	return startEmberdBin(*emberdBin, dir, runtime, append([]string{"--rate-limits", "off"}, extra...)...)
 }
 
 // startEmberdBin starts the emberd binary bin (the stream part also runs a

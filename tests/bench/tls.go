@@ -31,7 +31,7 @@ func tlsPart(tmp string) error {
 		return err
 	}
 	defer plain.stop()
-	secure, err := startEmberdBin(*emberdBin, filepath.Join(tmp, "tls"), "process", "--tls", "auto")
+	secure, err := startEmberd(filepath.Join(tmp, "tls"), "process", "--tls", "auto")
 	if err != nil {
 		return err
 	}

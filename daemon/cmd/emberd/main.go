@@ -19,6 +19,7 @@ import (
 	"github.com/emberhq/ember/daemon/emberd"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/tlsconf"
+	"github.com/emberhq/ember/daemon/ratelimit"
 	"github.com/emberhq/ember/oci/runc"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
@@ -129,6 +130,7 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.IntVar(&o.DiskReserveMB, "disk-reserve-mb", limits.DefaultDiskReserve>>20, "free space (MiB) on the data disk below which every write is refused, so the store never faults on a full disk; at most --min-free-disk-mb")
 	fs.IntVar(&o.MaxUnreadStreamMiB, "max-unread-stream-mib", limits.MaxUnreadStream>>20, "MiB of a job's stream output that may wait unread by /stream; a chunk past it is refused and the job fails")
 	fs.IntVar(&o.MaxConnections, "max-connections", 0, "cap on concurrent client connections, REST and gRPC together; idle ones are closed first past it, and an eighth more (16 to 1024) are held for the worker API and /healthz, /readyz (default half the open-files limit, at most 8192)")
+	fs.StringVar(&o.RateLimits, "rate-limits", "", "rate limits per key, endpoint and operation (runsync, run, status, stream, cancel, purge-queue, openai): off, or comma-separated OP=N/DURATION[:CONCURRENT] or OP=off overriding RunPod's defaults, e.g. run=500/10s:100 (default RunPod's: run=1000/10s:200, runsync, status, stream and openai 2000/10s:400, cancel=100/10s:20, purge-queue=2/10s); reloaded on SIGHUP")
 	fs.StringVar(&o.PreloadDir, "preload-dir", "", "folder of image archives and endpoint definitions (*.json) imported and created at start, once each (default DATA-DIR/preload)")
 	fs.StringVar(&o.DebugListen, "debug-listen", "", "HOST:PORT to serve Go's pprof profiles on (off when empty; keep it on loopback)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -144,6 +146,9 @@ func checkSettings(o emberd.Options) error {
 	}
 	if _, err := tlsconf.SelectMode(o.TLS, o.TLSCert, o.TLSKey); err != nil {
 		return err
+	}
+	if _, err := ratelimit.Parse(o.RateLimits); err != nil {
+		return fmt.Errorf("--%w", err)
 	}
 	return nil
 }

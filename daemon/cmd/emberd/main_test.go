@@ -352,3 +352,25 @@ func TestManPage(t *testing.T) {
 		t.Errorf("emberd.8 documents --%s, which emberd does not have", name)
 	}
 }
+
+// TestCheckRateLimits: a bad --rate-limits is refused at start (and at a
+// reload) with the flag's name and what is wrong.
+func TestCheckRateLimits(t *testing.T) {
+	for _, tc := range []struct{ value, want string }{
+		{"", ""},
+		{"off", ""},
+		{"run=5/10s:2,cancel=off", ""},
+		{"run=5", `--rate-limits: run=5: the rate must be N/DURATION`},
+		{"requests=1/10s", `--rate-limits: operation "requests": want one of`},
+	} {
+		var s settings
+		fs := newFlagSet(&s)
+		if err := fs.Parse([]string{"--rate-limits", tc.value}); err != nil {
+			t.Fatal(err)
+		}
+		err := checkSettings(s.opts)
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), tc.want)) {
+			t.Errorf("--rate-limits %q: %v, want %q", tc.value, err, tc.want)
+		}
+	}
+}
