@@ -5,8 +5,8 @@ import (
 	"log/slog"
 	"strconv"
 
-	"github.com/emberhq/ember/daemon/tlsconf"
 	"github.com/emberhq/ember/daemon/ratelimit"
+	"github.com/emberhq/ember/daemon/tlsconf"
 	"github.com/emberhq/ember/scheduler"
 )
 
