@@ -201,8 +201,11 @@ func (d *Daemon) start() {
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d.exited = make(chan struct{})
-	go func() { d.cmd.Wait(); logf.Close(); close(d.exited) }()
+	// The goroutine gets this start's command and channel: a Restart
+	// replaces d's fields while it may not have run yet.
+	cmd, exited := d.cmd, make(chan struct{})
+	d.exited = exited
+	go func() { cmd.Wait(); logf.Close(); close(exited) }()
 	// Ready means: the key file exists and emberd itself answers. A bare TCP
 	// connect is not enough: a dial to a free ephemeral port can connect to
 	// itself.

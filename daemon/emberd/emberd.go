@@ -410,7 +410,7 @@ func Run(ctx context.Context, o Options) error {
 		IdleTimeout:       httpapi.IdleTimeout,
 		ConnState:         conns.ConnState,
 		ConnContext:       conns.ConnContext,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          serverErrorLog(log),
 	}
 	base := workerBase(httpAddr)
 
@@ -552,7 +552,7 @@ func Run(ctx context.Context, o Options) error {
 		RateLimiter:    limiter,
 		TLS:            tlsStatus(certs),
 		InsecureListen: o.InsecureListen && certs == nil,
-		Metrics:        []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats)}})
+		Metrics:        []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats), handshakeErrors}})
 	lazy.disk = sched.DiskReady
 	lazy.set(handler)
 	gh.update()
