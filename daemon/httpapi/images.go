@@ -103,7 +103,7 @@ func (h *Server) serveImageUpload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, uploadStatus(err), msg)
 		return
 	}
-	audit.Record(r.Context(), h.log, audit.ImageImport, imageObject(img), nil, slog.String("source", "upload"),
+	audit.Record(r.Context(), h.log, audit.ImageImport, imageObject(name, img), nil, slog.String("source", "upload"),
 		slog.String("image_id", img.ID), slog.String("digest", img.Digest))
 	h.log.Info("image imported", "names", img.Names, "id", img.ID, "upload_bytes", n, "size", img.Size, "duration", time.Since(start).Round(time.Millisecond))
 	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(grpcapi.ImageProto(st, img))
@@ -167,9 +167,12 @@ func formatBytes(n int64) string {
 	return s + " " + string("KMGTPE"[exp]) + "iB"
 }
 
-// imageObject names an image in the audit trail: its first name, else its
-// manifest digest.
-func imageObject(img image.Image) string {
+// imageObject names an image in the audit trail: the name the upload gave
+// it, else its first name, else its manifest digest.
+func imageObject(name string, img image.Image) string {
+	if name != "" {
+		return name
+	}
 	if len(img.Names) > 0 {
 		return img.Names[0]
 	}
