@@ -9,14 +9,13 @@ import (
 	"github.com/emberhq/ember/daemon/ratelimit"
 )
 
-// rateOp says which rate-limited operation a request is, and on which
-// endpoint, from the route table (routes.go): RunPod's client routes under
-// /v2/{endpoint}/ (status-sync counts as status, retry as run), the OpenAI
-// route, and their /v1 twins, which take their gRPC method's operation.
-// Everything else (the worker API, /health, endpoint and key management,
-// probes) has no budget.
-func rateOp(method string, segs []string) (ep string, op ratelimit.Op, ok bool) {
-	rt, _ := findRoute(method, segs)
+// rateOf says which rate-limited operation a request routed to rt (nil:
+// no route) is, and on which endpoint, from the route table (routes.go):
+// RunPod's client routes under /v2/{endpoint}/ (status-sync counts as
+// status, retry as run), the OpenAI route, and their /v1 twins, which take
+// their gRPC method's operation. Everything else (the worker API, /health,
+// endpoint and key management, probes) has no budget.
+func (rt *route) rateOf(segs []string) (ep string, op ratelimit.Op, ok bool) {
 	if rt == nil || rt.rate == nil {
 		return "", 0, false
 	}
@@ -28,12 +27,12 @@ func rateOp(method string, segs []string) (ep string, op ratelimit.Op, ok bool) 
 // r's context (rateKey). It returns release, to be called when the request
 // ends, and true; or, over a limit, answers 429 with Retry-After and
 // returns false.
-func (h *Server) limitRate(w http.ResponseWriter, r *http.Request, segs []string) (release func(), ok bool) {
+func (h *Server) limitRate(w http.ResponseWriter, r *http.Request, rt *route, segs []string) (release func(), ok bool) {
 	l := h.cfg.RateLimiter
 	if l == nil {
 		return noRelease, true
 	}
-	ep, op, limited := rateOp(r.Method, segs)
+	ep, op, limited := rt.rateOf(segs)
 	if !limited {
 		return noRelease, true
 	}

@@ -121,13 +121,21 @@ func TestRateOp(t *testing.T) {
 	}
 }
 
+// rateOp routes a request and says what it counts as (rateOf).
+func rateOp(method string, segs []string) (ep string, op ratelimit.Op, ok bool) {
+	rt, _ := findRoute(method, segs)
+	return rt.rateOf(segs)
+}
+
 // limitedStub is limitRate in front of a handler that answers 200 at
 // once, or, for a path ending in "/hold", once hold is closed: the hook on
 // its own, whatever authenticates the request before it.
 func limitedStub(l *ratelimit.Limiter, hold <-chan struct{}) http.Handler {
 	h := New(Config{RateLimiter: l, Logger: slog.New(slog.DiscardHandler)})
 	return withCaller(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		release, ok := h.limitRate(w, r, splitPath(r.URL.Path))
+		segs := splitPath(r.URL.Path)
+		rt, _ := findRoute(r.Method, segs)
+		release, ok := h.limitRate(w, r, rt, segs)
 		if !ok {
 			return
 		}

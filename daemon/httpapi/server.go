@@ -154,7 +154,7 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The caller is known and allowed here: the rate limits are kept by
 	// its key and the route's endpoint (ratelimit.go).
-	release, ok := h.limitRate(w, r, segs)
+	release, ok := h.limitRate(w, r, rt, segs)
 	if !ok {
 		return
 	}
