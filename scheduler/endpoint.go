@@ -278,13 +278,12 @@ func (s *Scheduler) CreateEndpoint(ctx context.Context, sp EndpointSpec) (store.
 	e.CreatedAt, e.UpdatedAt = now.UnixMilli(), now.UnixMilli()
 
 	s.mu.Lock()
-	for _, other := range s.endpoints {
-		if other.def.Name == e.Name {
-			s.mu.Unlock()
-			return store.Endpoint{}, fmt.Errorf("%w: an endpoint named %q already exists (%s)", ErrConflict, e.Name, other.def.ID)
-		}
-	}
+	err = s.claimNameLocked(e.Name, e.ID)
 	s.mu.Unlock()
+	if err != nil {
+		return store.Endpoint{}, err
+	}
+	defer s.releaseName(e.Name, e.ID)
 
 	if err := s.disk.Check(NewWork, 0); err != nil {
 		return store.Endpoint{}, err
@@ -304,6 +303,35 @@ func (s *Scheduler) CreateEndpoint(ctx context.Context, sp EndpointSpec) (store.
 	return e, nil
 }
 
+// claimNameLocked claims name for endpoint id, which is being created or
+// renamed to it: it fails with ErrConflict when another endpoint has the
+// name, or another create or rename has claimed it and is still
+// committing. The name check and the endpoint's arrival in s.endpoints are
+// separate critical sections (the store's commit runs between them,
+// unlocked); the claim closes that gap. The caller releases it with
+// releaseName once the endpoint is in s.endpoints or has failed.
+func (s *Scheduler) claimNameLocked(name, id string) error {
+	for _, other := range s.endpoints {
+		if other.def.Name == name && other.def.ID != id {
+			return fmt.Errorf("%w: an endpoint named %q already exists (%s)", ErrConflict, name, other.def.ID)
+		}
+	}
+	if holder, ok := s.claimedNames[name]; ok && holder != id {
+		return fmt.Errorf("%w: an endpoint named %q is being created or renamed (%s)", ErrConflict, name, holder)
+	}
+	s.claimedNames[name] = id
+	return nil
+}
+
+// releaseName ends id's claim on name (claimNameLocked).
+func (s *Scheduler) releaseName(name, id string) {
+	s.mu.Lock()
+	if s.claimedNames[name] == id {
+		delete(s.claimedNames, name)
+	}
+	s.mu.Unlock()
+}
+
 // UpdateEndpoint changes the given fields. Running workers keep their
 // configuration; new workers start with the new one.
 func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSpec) (store.Endpoint, error) {
@@ -315,12 +343,11 @@ func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSp
 	}
 	e := cloneEndpoint(ep.def)
 	if sp.Name != nil && *sp.Name != e.Name {
-		for _, other := range s.endpoints {
-			if other.def.Name == *sp.Name {
-				s.mu.Unlock()
-				return store.Endpoint{}, fmt.Errorf("%w: an endpoint named %q already exists (%s)", ErrConflict, *sp.Name, other.def.ID)
-			}
+		if err := s.claimNameLocked(*sp.Name, id); err != nil {
+			s.mu.Unlock()
+			return store.Endpoint{}, err
 		}
+		defer s.releaseName(*sp.Name, id)
 	}
 	s.mu.Unlock()
 	sp.apply(&e)

@@ -178,15 +178,18 @@ type Scheduler struct {
 
 	mu        sync.Mutex
 	endpoints map[string]*endpointState
-	jobs      map[string]*job // live jobs: queued, in progress, or finalizing
-	workers   map[string]*worker
-	seq       uint64
-	closed    bool
-	gpuOwner  map[string]string // GPU UUID -> worker id
-	badGPUs   map[string]string // GPU UUID -> why it is out of placement
-	freeMem   map[string]freeReading
-	ttls      ttlHeap       // live jobs by TTL deadline
-	ttlWake   chan struct{} // a new earliest deadline
+	// claimedNames are endpoint names a create or rename has claimed
+	// while it commits (endpoint.go, claimNameLocked), by endpoint id.
+	claimedNames map[string]string
+	jobs         map[string]*job // live jobs: queued, in progress, or finalizing
+	workers      map[string]*worker
+	seq          uint64
+	closed       bool
+	gpuOwner     map[string]string // GPU UUID -> worker id
+	badGPUs      map[string]string // GPU UUID -> why it is out of placement
+	freeMem      map[string]freeReading
+	ttls         ttlHeap       // live jobs by TTL deadline
+	ttlWake      chan struct{} // a new earliest deadline
 
 	// retryMu serialises retries so two concurrent /retry calls cannot both
 	// resurrect the same job.
@@ -224,20 +227,21 @@ func Open(cfg Config) (*Scheduler, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Scheduler{
-		cfg:       cfg,
-		store:     st,
-		log:       cfg.Logger,
-		now:       cfg.Now,
-		ctx:       ctx,
-		cancel:    cancel,
-		endpoints: make(map[string]*endpointState),
-		jobs:      make(map[string]*job),
-		workers:   make(map[string]*worker),
-		ttlWake:   make(chan struct{}, 1),
-		gpuOwner:  make(map[string]string),
-		badGPUs:   make(map[string]string),
-		freeMem:   make(map[string]freeReading),
-		disk:      NewDiskGuard(cfg.DataDir, cfg.MinFreeBytes, cfg.DiskReserveBytes),
+		cfg:          cfg,
+		store:        st,
+		log:          cfg.Logger,
+		now:          cfg.Now,
+		ctx:          ctx,
+		cancel:       cancel,
+		endpoints:    make(map[string]*endpointState),
+		claimedNames: make(map[string]string),
+		jobs:         make(map[string]*job),
+		workers:      make(map[string]*worker),
+		ttlWake:      make(chan struct{}, 1),
+		gpuOwner:     make(map[string]string),
+		badGPUs:      make(map[string]string),
+		freeMem:      make(map[string]freeReading),
+		disk:         NewDiskGuard(cfg.DataDir, cfg.MinFreeBytes, cfg.DiskReserveBytes),
 	}
 	if cfg.InMemoryStore {
 		s.disk = nil // nothing on disk to guard
