@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // The static test program that layer 1 carries. Run inside the merged
@@ -219,23 +221,50 @@ type built struct {
 // buildImage gzips the layers if asked and writes config and manifest.
 func buildImage(t testing.TB, gz bool, layers ...[]byte) *built {
 	t.Helper()
+	if gz {
+		return buildImageWith(t, gzipped, layers...)
+	}
+	return buildImageWith(t, uncompressed, layers...)
+}
+
+// buildImageWith compresses the layers with comp and writes config and
+// manifest.
+func buildImageWith(t testing.TB, comp compression, layers ...[]byte) *built {
+	t.Helper()
 	b := &built{extra: map[string][]byte{}, sizes: map[int]int64{}, replace: map[string][]byte{}, omit: map[string]bool{}}
 	for _, l := range layers {
 		b.diffIDs = append(b.diffIDs, digestOf(l))
-		if gz {
-			var buf bytes.Buffer
-			zw := gzip.NewWriter(&buf)
-			zw.Write(l)
-			zw.Close()
-			l = buf.Bytes()
-			b.layerMT = append(b.layerMT, mediaTypeOCILayerGzip)
-		} else {
-			b.layerMT = append(b.layerMT, mediaTypeOCILayer)
-		}
-		b.layers = append(b.layers, l)
+		b.layers = append(b.layers, compress(t, comp, l))
+		b.layerMT = append(b.layerMT, map[compression]string{
+			uncompressed: mediaTypeOCILayer, gzipped: mediaTypeOCILayerGzip, zstdCompressed: mediaTypeOCILayerZstd,
+		}[comp])
 	}
 	b.setConfig(t, func(*configFile) {})
 	return b
+}
+
+// compress returns b compressed with comp.
+func compress(t testing.TB, comp compression, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	switch comp {
+	case uncompressed:
+		return b
+	case gzipped:
+		zw := gzip.NewWriter(&buf)
+		zw.Write(b)
+		zw.Close()
+	case zstdCompressed:
+		zw, err := zstd.NewWriter(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zw.Write(b)
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buf.Bytes()
 }
 
 // setConfig rebuilds config and manifest, letting edit change the config.
@@ -394,14 +423,17 @@ func writeDir(t testing.TB, dir string, files []file) string {
 // writeTar writes files as a tarball at path, gzipped if asked.
 func writeTar(t testing.TB, path string, files []file, gz bool) string {
 	t.Helper()
-	var buf bytes.Buffer
-	var w io.Writer = &buf
-	var zw *gzip.Writer
 	if gz {
-		zw = gzip.NewWriter(&buf)
-		w = zw
+		return writeTarWith(t, path, files, gzipped)
 	}
-	tw := tar.NewWriter(w)
+	return writeTarWith(t, path, files, uncompressed)
+}
+
+// writeTarWith writes files as a tarball at path, compressed with comp.
+func writeTarWith(t testing.TB, path string, files []file, comp compression) string {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
 	for _, f := range files {
 		hdr := &tar.Header{Name: f.name, Mode: 0o644, ModTime: testTime, Typeflag: tar.TypeReg, Size: int64(len(f.body))}
 		if f.link != "" {
@@ -418,10 +450,7 @@ func writeTar(t testing.TB, path string, files []file, gz bool) string {
 		}
 	}
 	tw.Close()
-	if zw != nil {
-		zw.Close()
-	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(path, compress(t, comp, buf.Bytes()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -171,16 +171,53 @@ var hostileCases = []hostileCase{
 		image: tweak(false, smallTop, func(t *testing.T, b *built) { b.omit[digestOf(b.layers[1])] = true }),
 	},
 	{
-		name: "zstd media type", want: "zstd-compressed layers are not supported",
+		name: "zstd stream corrupt", want: "layer 2 .*zstd stream is corrupt",
 		image: tweak(false, smallTop, func(t *testing.T, b *built) {
-			b.layerMT[1] = "application/vnd.oci.image.layer.v1.tar+zstd"
+			b.layers[1] = append(slices.Clone(zstdMagic), bytes.Repeat([]byte{0xff}, 64)...)
+			b.layerMT[1] = mediaTypeOCILayerZstd
 			b.rebuildManifest(t)
 		}),
 	},
 	{
-		name: "zstd content", want: "zstd-compressed, which is not supported",
+		name: "zstd stream damaged mid-way", want: "layer 2 .*zstd stream is corrupt",
 		image: tweak(false, smallTop, func(t *testing.T, b *built) {
-			b.layers[1] = append([]byte{0x28, 0xb5, 0x2f, 0xfd}, b.layers[1]...)
+			z := compress(t, zstdCompressed, layerTar(t, fileEnt("top", strings.Repeat("abcdefgh", 4096))))
+			for i := len(z) / 2; i < len(z)/2+16; i++ {
+				z[i] ^= 0x5a
+			}
+			b.layers[1] = z
+			b.rebuildManifest(t)
+		}),
+	},
+	{
+		// A frame header asking for a 2 GiB window (window log 31) and
+		// holding one empty block: refused before any memory is taken.
+		name: "zstd window over the limit", want: "zstd stream declares a window larger than the limit of 128 MiB",
+		image: tweak(false, smallTop, func(t *testing.T, b *built) {
+			b.layers[1] = append(slices.Clone(zstdMagic), 0x00, 0xa8, 0x01, 0x00, 0x00)
+			b.rebuildManifest(t)
+		}),
+	},
+	{
+		// A single-segment frame takes its window from the content size it
+		// declares (here 1 GiB), which the window limit alone misses.
+		name: "zstd single-segment frame declaring 1 GiB", want: "zstd stream declares a window larger than the limit of 128 MiB",
+		image: tweak(false, smallTop, func(t *testing.T, b *built) {
+			b.layers[1] = append(slices.Clone(zstdMagic), 0xa0, 0x00, 0x00, 0x00, 0x40, 0x01, 0x00, 0x00)
+			b.rebuildManifest(t)
+		}),
+	},
+	{
+		name: "zstd layer bomb", want: "limit of 1048576 bytes per layer", is: ErrTooLarge,
+		opts: Options{MaxLayerBytes: 1 << 20, MaxImageBytes: 64 << 20},
+		image: func(t *testing.T, dir string) string {
+			return layoutOf(t, dir, buildImageWith(t, zstdCompressed, goodLayer(t), layerTar(t, tent{name: "zeros", zeros: 4 << 20})))
+		},
+	},
+	{
+		name: "bzip2 content", want: "bzip2- or xz-compressed, which is not supported",
+		image: tweak(false, smallTop, func(t *testing.T, b *built) {
+			b.layers[1] = append([]byte("BZh91AY&SY"), b.layers[1]...)
 			b.rebuildManifest(t)
 		}),
 	},
@@ -236,6 +273,25 @@ var hostileCases = []hostileCase{
 			b := buildImage(t, true, goodLayer(t), smallTop(t))
 			files := append(ociFiles([]*built{b}, descs([]*built{b}, []string{"hostile"})), file{name: "junk", body: make([]byte, 2<<20)})
 			return writeTar(t, filepath.Join(dir, "oci.tar.gz"), files, true)
+		},
+	},
+	{
+		name: "zstd outer archive bomb", want: "bytes per image", is: ErrTooLarge,
+		opts: Options{MaxImageBytes: 1 << 20},
+		image: func(t *testing.T, dir string) string {
+			b := buildImage(t, true, goodLayer(t), smallTop(t))
+			files := append(ociFiles([]*built{b}, descs([]*built{b}, []string{"hostile"})), file{name: "junk", body: make([]byte, 2<<20)})
+			return writeTarWith(t, filepath.Join(dir, "oci.tar.zst"), files, zstdCompressed)
+		},
+	},
+	{
+		name: "zstd outer archive window over the limit", want: "reading archive: zstd stream declares a window larger than the limit of 128 MiB",
+		image: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "oci.tar.zst")
+			if err := os.WriteFile(p, append(slices.Clone(zstdMagic), 0x00, 0xa8, 0x01, 0x00, 0x00), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return p
 		},
 	},
 	{

@@ -36,11 +36,17 @@ var formats = []format{
 	{"docker-save gzipped", func(t *testing.T, dir string, imgs []*built, names []string) string {
 		return writeTar(t, filepath.Join(dir, "save.tar.gz"), dockerFiles(t, imgs, tagLists(names), false), true)
 	}},
+	{"docker-save zstd archive", func(t *testing.T, dir string, imgs []*built, names []string) string {
+		return writeTarWith(t, filepath.Join(dir, "save.tar.zst"), dockerFiles(t, imgs, tagLists(names), true), zstdCompressed)
+	}},
 	{"oci-layout dir", func(t *testing.T, dir string, imgs []*built, names []string) string {
 		return writeDir(t, filepath.Join(dir, "layout"), ociFiles(imgs, descs(imgs, names)))
 	}},
 	{"oci-archive", func(t *testing.T, dir string, imgs []*built, names []string) string {
 		return writeTar(t, filepath.Join(dir, "oci.tar"), ociFiles(imgs, descs(imgs, names)), false)
+	}},
+	{"oci-archive zstd", func(t *testing.T, dir string, imgs []*built, names []string) string {
+		return writeTarWith(t, filepath.Join(dir, "oci.tar.zst"), ociFiles(imgs, descs(imgs, names)), zstdCompressed)
 	}},
 }
 
@@ -65,15 +71,15 @@ func descs(imgs []*built, names []string) []descriptor {
 }
 
 // TestImportFormats imports the two-layer test image from every format,
-// with gzip and uncompressed layers, and checks the unpacked layers and
-// what Resolve returns.
+// with uncompressed, gzip and zstd layers, and checks the unpacked layers,
+// the stored manifest and what Resolve returns.
 func TestImportFormats(t *testing.T) {
 	requireRoot(t)
 	for _, f := range formats {
-		for _, gz := range []bool{false, true} {
-			t.Run(f.name+map[bool]string{false: " plain", true: " gzip"}[gz], func(t *testing.T) {
+		for _, comp := range []compression{uncompressed, gzipped, zstdCompressed} {
+			t.Run(f.name+[]string{" plain", " gzip", " zstd"}[comp], func(t *testing.T) {
 				s := openStore(t, Options{})
-				img := buildImage(t, gz, baseLayer(t), topLayer(t))
+				img := buildImageWith(t, comp, baseLayer(t), topLayer(t))
 				path := f.write(t, t.TempDir(), []*built{img}, []string{"docker.io/library/hello:1.0"})
 				var calls []int64
 				var last, lastTotal int64
@@ -95,7 +101,35 @@ func TestImportFormats(t *testing.T) {
 				}
 				checkResolved(t, s, "hello:1.0", img)
 				checkLayerDirs(t, s, "docker.io/library/hello:1.0")
+				checkStoredManifest(t, s, got, img)
 			})
+		}
+	}
+}
+
+// checkStoredManifest checks the stored image against what was built: diff IDs
+// (the digests of the uncompressed tars), blob digests, and the manifest
+// (the archive's, or the one synthesized for docker save) with the
+// layers' compression in their media types.
+func checkStoredManifest(t *testing.T, s *Store, got Image, img *built) {
+	t.Helper()
+	b, err := os.ReadFile(s.blobPath(got.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m ociManifest
+	if err := decodeJSON(b, &m, "stored manifest"); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Layers) != len(img.layers) || len(m.Layers) != len(img.layers) {
+		t.Fatalf("%d image layers, %d manifest layers; want %d", len(got.Layers), len(m.Layers), len(img.layers))
+	}
+	for i, l := range got.Layers {
+		if l.DiffID != img.diffIDs[i] || l.Blob != digestOf(img.layers[i]) {
+			t.Errorf("layer %d: diff ID %s blob %s; want %s and %s", i, l.DiffID, l.Blob, img.diffIDs[i], digestOf(img.layers[i]))
+		}
+		if d := m.Layers[i]; d.MediaType != img.layerMT[i] || d.Digest != l.Blob {
+			t.Errorf("manifest layer %d: %s %s; want %s %s", i, d.MediaType, d.Digest, img.layerMT[i], l.Blob)
 		}
 	}
 }

@@ -61,7 +61,8 @@ type plan struct {
 }
 
 // Import reads the image at path (a `docker save` tarball, an OCI image
-// layout directory, or an OCI archive; tarballs may be gzipped), verifies
+// layout directory, or an OCI archive; tarballs may be compressed with
+// gzip or zstd), verifies
 // every digest, unpacks the layers the store does not have yet, and records
 // it under its name(s). On any failure nothing new is left in the store.
 // Imports run one at a time; Resolve and the other readers are not held up.
@@ -498,8 +499,11 @@ func (imp *importer) synthesizeManifest(p *plan) error {
 	}
 	for _, t := range p.layers {
 		mt := mediaTypeOCILayer
-		if t.gzipped {
+		switch t.comp {
+		case gzipped:
 			mt = mediaTypeOCILayerGzip
+		case zstdCompressed:
+			mt = mediaTypeOCILayerZstd
 		}
 		m.Layers = append(m.Layers, descriptor{MediaType: mt, Digest: t.blob, Size: t.blobSize})
 	}

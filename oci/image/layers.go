@@ -15,6 +15,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/emberhq/ember/scheduler/limits"
 )
 
 // layerTask is one layer of the image being imported: where its blob is,
@@ -37,7 +41,7 @@ type layerTask struct {
 	blob     string
 	blobSize int64
 	size     int64 // uncompressed tar size
-	gzipped  bool
+	comp     compression
 	dir      string // unpacked directory in the work directory
 	unpacked bool
 }
@@ -173,7 +177,7 @@ func (imp *importer) fillSkipped(p *plan) error {
 			if t.twin.diffID != t.diffID || (t.wantBlob != "" && t.wantBlob != t.twin.blob) {
 				return fmt.Errorf("layer %d: %w: it is the same file as layer %d, but the manifest or config give it another digest", t.n, ErrDigestMismatch, t.twin.n)
 			}
-			t.blob, t.blobSize, t.gzipped = t.twin.blob, t.twin.blobSize, t.twin.gzipped
+			t.blob, t.blobSize, t.comp = t.twin.blob, t.twin.blobSize, t.twin.comp
 		case t.skip:
 			t.blob, t.blobSize = t.wantBlob, t.wantSize
 		}
@@ -253,15 +257,16 @@ func (imp *importer) readLayer(ctx context.Context, src source, t *layerTask, bu
 // and returns the digest of the tar stream (the diff ID it really has), or
 // "" when the layer is uncompressed and that digest is the blob's.
 func (imp *importer) decodeLayer(ctx context.Context, br *bufio.Reader, t *layerTask, buf []byte) (string, error) {
-	dec, gzipped, err := decompressor(br)
+	dec, comp, err := decompressor(br)
 	if err != nil {
 		return "", err
 	}
-	t.gzipped = gzipped
+	defer dec.Close() // frees a zstd decoder's window at once, whatever happens
+	t.comp = comp
 	m := newMeter(imp.s.opts.MaxLayerBytes, imp.budget)
 	var stream io.Reader = streamMeter{dec, m}
 	diffHash := sha256.New()
-	if gzipped {
+	if comp != uncompressed {
 		// An uncompressed blob is the tar stream itself: its blob digest
 		// is its diff ID, no need to hash it twice.
 		stream = io.TeeReader(stream, diffHash)
@@ -276,13 +281,11 @@ func (imp *importer) decodeLayer(ctx context.Context, br *bufio.Reader, t *layer
 	if _, err := io.CopyBuffer(io.Discard, stream, buf); err != nil {
 		return "", fmt.Errorf("reading layer: %w", err)
 	}
-	if c, ok := dec.(io.Closer); ok {
-		if err := c.Close(); err != nil {
-			return "", fmt.Errorf("reading layer: %w", err)
-		}
+	if err := dec.Close(); err != nil {
+		return "", fmt.Errorf("reading layer: %w", err)
 	}
 	t.size = m.stream
-	if !gzipped {
+	if comp == uncompressed {
 		return "", nil
 	}
 	return hashSum(diffHash), nil
@@ -302,34 +305,113 @@ func (imp *importer) unpackLayer(ctx context.Context, stream io.Reader, t *layer
 	return nil
 }
 
-// Magic numbers of compressions found in the wild but not supported.
+// compression is how a layer blob or an archive is compressed.
+type compression int
+
+const (
+	uncompressed compression = iota
+	gzipped
+	zstdCompressed
+)
+
+// Magic numbers of the compressions recognised from a stream's first bytes.
 var (
+	gzipMagic  = []byte{0x1f, 0x8b}
 	zstdMagic  = []byte{0x28, 0xb5, 0x2f, 0xfd}
 	bzip2Magic = []byte("BZh")
 	xzMagic    = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
 )
 
-// decompressor detects the layer's compression from its first bytes, as
-// Docker does, rather than trusting the media type (docker-save archives
-// have none).
-func decompressor(br *bufio.Reader) (io.Reader, bool, error) {
+// sniff tells the compression of what br yields from its first bytes, as
+// Docker does, rather than trusting a media type (docker-save archives have
+// none), and refuses the compressions found in the wild that are not
+// supported.
+func sniff(br *bufio.Reader) (compression, error) {
 	head, err := br.Peek(6)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, false, fmt.Errorf("reading layer: %w", err)
+		return 0, err
 	}
 	switch {
-	case len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b:
+	case bytes.HasPrefix(head, gzipMagic):
+		return gzipped, nil
+	case bytes.HasPrefix(head, zstdMagic):
+		return zstdCompressed, nil
+	case bytes.HasPrefix(head, bzip2Magic), bytes.HasPrefix(head, xzMagic):
+		return 0, fmt.Errorf("bzip2- or xz-compressed, which is not supported; use gzip, zstd or no compression")
+	}
+	return uncompressed, nil
+}
+
+// decompressor returns a reader of the layer br holds, decompressed, and
+// what its compression was. Close releases the decoder and reports a gzip
+// stream's trailing errors.
+func decompressor(br *bufio.Reader) (io.ReadCloser, compression, error) {
+	comp, err := sniff(br)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading layer: layer is %w", err)
+	}
+	rc, err := decompress(br, comp)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading layer: %w", err)
+	}
+	return rc, comp, nil
+}
+
+// decompress wraps br in the decoder for comp.
+func decompress(br *bufio.Reader, comp compression) (io.ReadCloser, error) {
+	switch comp {
+	case gzipped:
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			return nil, false, fmt.Errorf("reading gzip layer: %w", err)
+			return nil, fmt.Errorf("gzip stream: %w", err)
 		}
-		return zr, true, nil
-	case bytes.HasPrefix(head, zstdMagic):
-		return nil, false, fmt.Errorf("layer is zstd-compressed, which is not supported; re-save the image with gzip or uncompressed layers")
-	case bytes.HasPrefix(head, bzip2Magic), bytes.HasPrefix(head, xzMagic):
-		return nil, false, fmt.Errorf("layer is bzip2- or xz-compressed, which is not supported")
+		return zr, nil
+	case zstdCompressed:
+		return newZstdReader(br)
 	}
-	return br, false, nil
+	return io.NopCloser(br), nil
+}
+
+// zstdReader decodes a zstd stream with bounded memory and says, when the
+// stream is refused, that it was zstd and why.
+type zstdReader struct {
+	d *zstd.Decoder
+}
+
+// newZstdReader decodes r synchronously (concurrency 1: one goroutine-free
+// decoder per layer, as gzip has, since layers are already read several at
+// a time) with a window of at most limits.ZstdWindow. MaxMemory bounds
+// the window a single-segment frame takes from its declared content size,
+// which MaxWindow does not check.
+func newZstdReader(r io.Reader) (*zstdReader, error) {
+	d, err := zstd.NewReader(r,
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(limits.ZstdWindow),
+		zstd.WithDecoderMaxMemory(limits.ZstdWindow),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("zstd stream: %w", err)
+	}
+	return &zstdReader{d: d}, nil
+}
+
+func (z *zstdReader) Read(p []byte) (int, error) {
+	n, err := z.d.Read(p)
+	switch {
+	case err == nil, err == io.EOF:
+	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
+		err = fmt.Errorf("zstd stream declares a window larger than the limit of %d MiB: recompress it with a smaller window (zstd level 19 or less, or --long=27 at most): %w", limits.ZstdWindow>>20, err)
+	default:
+		err = fmt.Errorf("zstd stream is corrupt: %w", err)
+	}
+	return n, err
+}
+
+// Close releases the decoder; the decoder allows more than one call.
+func (z *zstdReader) Close() error {
+	z.d.Close()
+	return nil
 }
 
 // storeBlob puts the verified blob into the work directory's blobs under

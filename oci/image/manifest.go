@@ -20,6 +20,7 @@ const (
 	mediaTypeOCIConfig      = "application/vnd.oci.image.config.v1+json"
 	mediaTypeOCILayer       = "application/vnd.oci.image.layer.v1.tar"
 	mediaTypeOCILayerGzip   = "application/vnd.oci.image.layer.v1.tar+gzip"
+	mediaTypeOCILayerZstd   = "application/vnd.oci.image.layer.v1.tar+zstd"
 	mediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
 	mediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
 	mediaTypeDockerConfig   = "application/vnd.docker.container.image.v1+json"
@@ -137,13 +138,12 @@ func checkManifest(m *ociManifest) error {
 	return nil
 }
 
-// checkLayerMediaType accepts tar layers, compressed with gzip or not
-// (compression is detected from the bytes, as Docker does), and refuses the
-// rest with a message saying why.
+// checkLayerMediaType accepts tar layers, uncompressed or compressed with
+// gzip or zstd, distributable or not (tar, tar+gzip, tar+zstd and their
+// nondistributable twins); the compression is then detected from the
+// bytes, as Docker does. The rest is refused with a message saying why.
 func checkLayerMediaType(mt string) error {
 	switch {
-	case strings.HasSuffix(mt, "+zstd") || strings.HasSuffix(mt, ".zstd"):
-		return fmt.Errorf("layer media type %q: zstd-compressed layers are not supported; re-save the image with gzip or uncompressed layers", mt)
 	case strings.Contains(mt, ".tar") || strings.Contains(mt, "rootfs.diff"):
 		return nil
 	default:

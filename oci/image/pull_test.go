@@ -257,6 +257,21 @@ func TestPull(t *testing.T) {
 		}
 	})
 
+	t.Run("zstd layers", func(t *testing.T) {
+		s := openStore(t, Options{})
+		zimg := buildImageWith(t, zstdCompressed, goodLayer(t), smallTop(t))
+		d := f.reg.add(zimg)
+		f.reg.mu.Lock()
+		f.reg.tags["zstd"] = d
+		f.reg.mu.Unlock()
+		img, err := s.Pull(ctx, f.reg.host+"/"+pullRepo+":zstd", plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkResolved(t, s, f.reg.host+"/"+pullRepo+":zstd", zimg)
+		checkStoredManifest(t, s, img, zimg)
+	})
+
 	t.Run("by digest", func(t *testing.T) {
 		s := openStore(t, Options{})
 		for _, d := range []string{f.manifest, f.indexDig} {

@@ -3,7 +3,6 @@ package image
 import (
 	"archive/tar"
 	"bufio"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -117,15 +116,17 @@ type stagedFile struct {
 // dedups identical layers as symlinks to one layer.tar).
 const maxLinkHops = 8
 
-// stageTar copies the regular files of the tarball r (optionally gzipped)
-// into dir. limit caps the total staged size, so that a gzipped archive
-// cannot fill the disk before any layer is looked at.
+// stageTar copies the regular files of the tarball r (optionally
+// compressed with gzip or zstd) into dir. limit caps the total staged size,
+// so that a compressed archive cannot fill the disk before any layer is
+// looked at.
 func stageTar(ctx context.Context, r io.Reader, dir string, limit int64) (*tarSource, error) {
 	br := bufio.NewReaderSize(ctxReader{ctx, r}, 1<<20)
-	in, err := maybeGunzip(br)
+	in, err := maybeDecompress(br)
 	if err != nil {
 		return nil, fmt.Errorf("reading archive: %w", err)
 	}
+	defer in.Close()
 	ts := &tarSource{dir: dir, files: map[string]stagedFile{}, links: map[string]string{}}
 	tr := tar.NewReader(in)
 	buf := make([]byte, 1<<20)
@@ -156,17 +157,15 @@ func stageTar(ctx context.Context, r io.Reader, dir string, limit int64) (*tarSo
 	}
 }
 
-// maybeGunzip decompresses br if it starts with the gzip magic number, so
-// that `docker save | gzip` archives import without a separate step.
-func maybeGunzip(br *bufio.Reader) (io.Reader, error) {
-	magic, err := br.Peek(2)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
+// maybeDecompress decompresses br if it starts with the gzip or zstd magic
+// number, so that `docker save | gzip` and `docker save | zstd` archives
+// import without a separate step.
+func maybeDecompress(br *bufio.Reader) (io.ReadCloser, error) {
+	comp, err := sniff(br)
+	if err != nil {
+		return nil, fmt.Errorf("archive is %w", err)
 	}
-	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		return gzip.NewReader(br)
-	}
-	return br, nil
+	return decompress(br, comp)
 }
 
 // archiveName cleans a tar entry name into the key files are looked up by.

@@ -133,3 +133,14 @@ const (
 	// limiter hold long strings.
 	RateEndpointID = 64
 )
+
+// Image imports (oci/image).
+const (
+	// ZstdWindow caps the window a zstd frame of an image layer or archive
+	// may declare: the decoder allocates about that much per layer being
+	// read (up to the store's parallelism at once), and a frame header
+	// can ask for up to 3.75 TiB. 128 MiB (window log 27) covers every
+	// standard level, --ultra -22 and --long; beyond it the import is
+	// refused.
+	ZstdWindow = 128 << 20
+)
