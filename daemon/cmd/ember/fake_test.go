@@ -47,6 +47,8 @@ type fakeDaemon struct {
 
 type fakeRequest struct {
 	Method, Path, Query, Auth, Body string
+	// Length is the request's Content-Length, -1 for a chunked body.
+	Length int64
 }
 
 // seedEndpoints mimic what emberd sends through grpc-gateway: protojson
@@ -135,7 +137,7 @@ func (fd *fakeDaemon) authAndRecord(next http.Handler) http.Handler {
 		body, _ := io.ReadAll(r.Body)
 		auth := r.Header.Get("Authorization")
 		fd.mu.Lock()
-		fd.reqs = append(fd.reqs, fakeRequest{r.Method, r.URL.Path, r.URL.RawQuery, auth, string(body)})
+		fd.reqs = append(fd.reqs, fakeRequest{r.Method, r.URL.Path, r.URL.RawQuery, auth, string(body), r.ContentLength})
 		fd.mu.Unlock()
 		r.Body = io.NopCloser(strings.NewReader(string(body)))
 		probe := r.URL.Path == "/healthz" || r.URL.Path == "/readyz" // no key, as emberd

@@ -1,16 +1,20 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/emberhq/ember/daemon/client"
 )
@@ -23,11 +27,13 @@ func (a *app) imageCmd() *cobra.Command {
 		Long: `Manage the images that endpoints run with the runc runtime.
 
 Images are imported without a registry: from "docker save" tarballs, OCI
-archives and OCI image layout directories. Times are shown in UTC.`,
+archives and OCI image layout directories, as files or from a pipe (load);
+or pulled from a registry on the daemon's network. Layers and archives may
+be gzip- or zstd-compressed. Times are shown in UTC.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: groupRunE,
 	}
-	cmd.AddCommand(a.imageImportCmd(), a.imagePullCmd(), a.imageListCmd(), a.imageInspectCmd(), a.imageRemoveCmd())
+	cmd.AddCommand(a.imageImportCmd(), a.imageLoadCmd(), a.imagePullCmd(), a.imageListCmd(), a.imageInspectCmd(), a.imageRemoveCmd())
 	return cmd
 }
 
@@ -87,9 +93,11 @@ func (a *app) imageImportCmd() *cobra.Command {
 		Short: "Upload an image archive or OCI layout to the daemon and import it",
 		Long: `Upload an image to the daemon, which verifies and imports it.
 
-FILE is a "docker save" tarball or an OCI archive, gzipped or not, sent as it
-is. DIR is an OCI image layout, sent as an OCI archive packed on the fly. The
-daemon may be on another machine: the image travels in the request.
+FILE is a "docker save" tarball or an OCI archive, compressed with gzip or
+zstd or not, sent as it is. DIR is an OCI image layout, sent as an OCI
+archive packed on the fly. The daemon may be on another machine: the image
+travels in the request. To read an archive from a pipe, use "ember image
+load".
 
 The image is imported under the names the archive gives, or under --name,
 which is needed when the archive names no image and picks one when it holds
@@ -110,29 +118,125 @@ On a terminal a progress bar shows the upload on stderr (not with --json or
 				return fmt.Errorf("reading image: %w", err)
 			}
 			defer body.Close()
-			ctx, cancel := a.context(cmd)
-			defer cancel()
-			var upload io.Reader = body
-			var bar *progressBar
-			if a.showProgress() {
-				bar = newProgressBar(a.stderr, filepath.Base(filepath.Clean(args[0])), size, a.now)
-				upload = bar.Reader(body)
-			}
-			img, err := c.UploadImage(ctx, upload, size, name, nil)
-			if bar != nil {
-				bar.finish(err == nil) // before anything else is printed
-			}
-			if err != nil {
-				if name == "" && strings.Contains(err.Error(), "image name required") {
-					return fmt.Errorf("%w\nGive it one with: ember image import %s --name NAME:TAG", err, args[0])
-				}
-				return err
-			}
-			return a.printImages([]client.Image{*img}, img.Raw)
+			return a.uploadImage(cmd, c, body, size, filepath.Base(filepath.Clean(args[0])), name,
+				"ember image import "+args[0]+" --name NAME:TAG")
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "import the image under `NAME` (e.g. acme/echo:1)")
 	return cmd
+}
+
+func (a *app) imageLoadCmd() *cobra.Command {
+	var name, input string
+	cmd := &cobra.Command{
+		Use:   "load [-i FILE]",
+		Short: "Upload an image archive from standard input or a file to the daemon and import it",
+		Long: `Read a "docker save" tarball or an OCI archive (compressed with gzip or
+zstd or not) from standard input, or from FILE with -i, and stream it to the
+daemon, which verifies and imports it, as "docker load" does. The archive is
+sent as it is read, never held in memory, so it can come straight from
+"docker save" on another machine. Directories (OCI layouts) are imported
+with "ember image import DIR".
+
+The image is imported under the names the archive gives, or under --name,
+which is needed when the archive names no image and picks one when it holds
+several. The daemon refuses an archive over its upload limit (64 GiB) with
+a message naming the limit.
+
+On a terminal a progress bar shows the bytes sent on stderr (not with --json
+or --quiet); otherwise only the imported image is printed.`,
+		Example: `  docker save ghcr.io/acme/echo:1 | ssh appliance ember image load
+  docker save ghcr.io/acme/echo:1 | zstd | ember image load
+  ember image load -i echo.tar.zst --name acme/echo:1`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body, size, label, err := a.loadInput(input)
+			if err != nil {
+				return err
+			}
+			defer body.Close()
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			hint := "ember image load --name NAME:TAG"
+			if input != "" && input != "-" {
+				hint = "ember image load -i " + input + " --name NAME:TAG"
+			}
+			return a.uploadImage(cmd, c, body, size, label, name, hint)
+		},
+	}
+	cmd.Flags().StringVarP(&input, "input", "i", "", "read the archive from `FILE` instead of standard input")
+	cmd.Flags().StringVar(&name, "name", "", "import the image under `NAME` (e.g. acme/echo:1)")
+	return cmd
+}
+
+// loadInput opens what "image load" reads: FILE, or standard input ("" or
+// "-"). size is the bytes still to read when that is known (a regular
+// file, also as a redirected stdin), else -1: the upload is then sent in
+// chunks as it is read. An empty or interactive standard input is refused
+// before anything is sent.
+func (a *app) loadInput(input string) (rc io.ReadCloser, size int64, label string, err error) {
+	if input != "" && input != "-" {
+		f, err := os.Open(input)
+		if err != nil {
+			return nil, 0, "", fmt.Errorf("reading image: %w", err)
+		}
+		st, err := f.Stat()
+		if err == nil && !st.Mode().IsRegular() {
+			err = fmt.Errorf("%s is not a regular file (import an OCI layout directory with: ember image import %s)", input, input)
+		}
+		if err != nil {
+			f.Close()
+			return nil, 0, "", fmt.Errorf("reading image: %w", err)
+		}
+		return f, st.Size(), filepath.Base(input), nil
+	}
+	size = -1
+	if f, ok := a.stdin.(*os.File); ok {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			// Reading would wait for someone to type an archive.
+			return nil, 0, "", errors.New("standard input is a terminal: pipe an image archive in (docker save IMAGE | ember image load) or give one with -i FILE")
+		}
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			if off, err := f.Seek(0, io.SeekCurrent); err == nil {
+				size = st.Size() - off
+			}
+		}
+	}
+	br := bufio.NewReaderSize(a.stdin, 64<<10)
+	if _, err := br.Peek(1); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, 0, "", errors.New("standard input is empty: pipe an image archive in (docker save IMAGE | ember image load) or give one with -i FILE")
+		}
+		return nil, 0, "", fmt.Errorf("reading standard input: %w", err)
+	}
+	return io.NopCloser(br), size, "stdin", nil
+}
+
+// uploadImage streams an archive of size bytes (-1: unknown) to the daemon,
+// with a progress bar labelled label on a terminal, and prints the image.
+// hint is the command that gives an unnamed image a name.
+func (a *app) uploadImage(cmd *cobra.Command, c *client.Client, body io.Reader, size int64, label, name, hint string) error {
+	ctx, cancel := a.context(cmd)
+	defer cancel()
+	upload := body
+	var bar *progressBar
+	if a.showProgress() {
+		bar = newProgressBar(a.stderr, label, size, a.now)
+		upload = bar.Reader(body)
+	}
+	img, err := c.UploadImage(ctx, upload, size, name, nil)
+	if bar != nil {
+		bar.finish(err == nil) // before anything else is printed
+	}
+	if err != nil {
+		if name == "" && strings.Contains(err.Error(), "image name required") {
+			return fmt.Errorf("%w\nGive it one with: %s", err, hint)
+		}
+		return err
+	}
+	return a.printImages([]client.Image{*img}, img.Raw)
 }
 
 func (a *app) imageListCmd() *cobra.Command {
