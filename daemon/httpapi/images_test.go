@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/emberhq/ember/daemon/client"
@@ -338,4 +339,74 @@ func TestImageUploadWithClient(t *testing.T) {
 		t.Errorf("unnamed upload: %v", err)
 	}
 	tmpEmpty(t, st)
+}
+
+// TestImageUploadStream sends archives of unknown length through the
+// client, as `ember image load` does from a pipe: a zstd-compressed OCI
+// archive is imported, and a stream past the upload limit is answered 413
+// naming the limit, after which the client stops sending.
+func TestImageUploadStream(t *testing.T) {
+	t.Run("zstd archive from a pipe", func(t *testing.T) {
+		st := openImageStore(t)
+		c, err := client.New(uploadServer(t, st, 0).URL, uploadKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, data := archive(t, testimage.Image{Name: "ghcr.io/acme/piped:1", Gzip: true, Files: map[string]string{"worker": "tiny"}})
+		var z bytes.Buffer
+		zw, err := zstd.NewWriter(&z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zw.Write(data)
+		zw.Close()
+		pr, pw := io.Pipe()
+		go func() { _, err := pw.Write(z.Bytes()); pw.CloseWithError(err) }()
+		img, err := c.UploadImage(context.Background(), pr, -1, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img.ID != b.ConfigDigest || len(img.Names) != 1 || img.Names[0] != "ghcr.io/acme/piped:1" {
+			t.Errorf("imported %+v, want id %s", img, b.ConfigDigest)
+		}
+		tmpEmpty(t, st)
+	})
+
+	t.Run("past the limit", func(t *testing.T) {
+		st := openImageStore(t)
+		const limit = 1 << 20
+		c, err := client.New(uploadServer(t, st, limit).URL, uploadKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// An endless stream, as a pipe from a command that would not stop:
+		// the producer ends when the client closes the request body.
+		pr, pw := io.Pipe()
+		var sent int64
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 64<<10)
+			for sent < 1<<30 { // bound: a client that never stops fails the test
+				n, err := pw.Write(buf)
+				sent += int64(n)
+				if err != nil {
+					return
+				}
+			}
+			pw.Close()
+		}()
+		_, err = c.UploadImage(context.Background(), pr, -1, "", nil)
+		pr.CloseWithError(errors.New("upload over"))
+		<-done
+		var ae *client.APIError
+		if !errors.As(err, &ae) || ae.StatusCode != 413 || !strings.Contains(ae.Message, "larger than the upload limit of 1 MiB (1048576 bytes)") {
+			t.Errorf("upload past the limit: %v", err)
+		}
+		if sent >= 1<<30 {
+			t.Errorf("the client sent %d bytes past a %d-byte limit", sent, limit)
+		}
+		t.Logf("sent %d bytes before the 413 ended the upload", sent)
+		tmpEmpty(t, st)
+	})
 }
