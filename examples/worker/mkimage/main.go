@@ -20,6 +20,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func main() {
@@ -27,7 +29,12 @@ func main() {
 	name := flag.String("name", "ember/example-worker:latest", "image reference recorded in the archive")
 	out := flag.String("o", "worker-image.tar", "output archive")
 	format := flag.String("format", "oci", "archive format: oci (an OCI image layout as a tar) or docker (the layout of `docker save`)")
+	flag.StringVar(&layerCompression, "compress", "gzip", "layer compression of the oci format: gzip or zstd")
 	flag.Parse()
+	if layerCompression != "gzip" && layerCompression != "zstd" {
+		fmt.Fprintf(os.Stderr, "mkimage: -compress %q: want gzip or zstd\n", layerCompression)
+		os.Exit(2)
+	}
 	if *format != "oci" && *format != "docker" {
 		fmt.Fprintf(os.Stderr, "mkimage: -format %q: want oci or docker\n", *format)
 		os.Exit(2)
@@ -45,6 +52,33 @@ func main() {
 
 // dockerFormat selects the `docker save` layout instead of an OCI layout.
 var dockerFormat bool
+
+// layerCompression is the OCI layer's compression: "gzip" or "zstd".
+var layerCompression = "gzip"
+
+// compressLayer compresses the layer tar with layerCompression and returns
+// the blob and its media type.
+func compressLayer(raw []byte) ([]byte, string, error) {
+	var buf bytes.Buffer
+	var zw io.WriteCloser
+	mediaType := "application/vnd.oci.image.layer.v1.tar+" + layerCompression
+	if layerCompression == "zstd" {
+		w, err := zstd.NewWriter(&buf)
+		if err != nil {
+			return nil, "", err
+		}
+		zw = w
+	} else {
+		zw = gzip.NewWriter(&buf)
+	}
+	if _, err := zw.Write(raw); err != nil {
+		return nil, "", err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, "", err
+	}
+	return buf.Bytes(), mediaType, nil
+}
 
 type descriptor struct {
 	MediaType   string            `json:"mediaType"`
@@ -97,15 +131,10 @@ func run(binPath, name, out string) error {
 		return err
 	}
 	diffID := digestOf(raw.Bytes())
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	if _, err := zw.Write(raw.Bytes()); err != nil {
+	layer, layerType, err := compressLayer(raw.Bytes())
+	if err != nil {
 		return err
 	}
-	if err := zw.Close(); err != nil {
-		return err
-	}
-	layer := gz.Bytes()
 
 	config, err := json.Marshal(map[string]any{
 		"architecture": "amd64",
@@ -124,7 +153,7 @@ func run(binPath, name, out string) error {
 		"schemaVersion": 2,
 		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
 		"config":        descriptor{MediaType: "application/vnd.oci.image.config.v1+json", Digest: digestOf(config), Size: int64(len(config))},
-		"layers":        []descriptor{{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: digestOf(layer), Size: int64(len(layer))}},
+		"layers":        []descriptor{{MediaType: layerType, Digest: digestOf(layer), Size: int64(len(layer))}},
 	})
 	if err != nil {
 		return err
