@@ -678,10 +678,11 @@ func TestMeasureImport(t *testing.T) {
 // BenchmarkImport reports import throughput for a 256 MiB image; run with
 // go test -run '^$' -bench Import ./oci/image/.
 func BenchmarkImport(b *testing.B) {
-	for _, gz := range []bool{false, true} {
-		b.Run(map[bool]string{false: "plain", true: "gzip"}[gz], func(b *testing.B) {
+	for _, comp := range []compression{uncompressed, gzipped, zstdCompressed} {
+		b.Run([]string{"plain", "gzip", "zstd"}[comp], func(b *testing.B) {
 			for range b.N {
-				m, err := MeasureImport(context.Background(), b.TempDir(), SyntheticImage{Size: 256 << 20, Gzip: gz})
+				img := SyntheticImage{Size: 256 << 20, Gzip: comp == gzipped, Zstd: comp == zstdCompressed}
+				m, err := MeasureImport(context.Background(), b.TempDir(), img)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -14,6 +14,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // SyntheticImage describes a generated image for MeasureImport.
@@ -28,6 +30,8 @@ type SyntheticImage struct {
 	// Gzip compresses the layers (at gzip.BestSpeed; the file data
 	// compresses about 2:1, like binaries and libraries do).
 	Gzip bool
+	// Zstd compresses the layers with zstd (at its default level) instead.
+	Zstd bool
 	// Archive writes the image as an OCI archive tarball rather than an
 	// OCI layout directory.
 	Archive bool
@@ -106,7 +110,14 @@ func writeSyntheticImage(dir string, img SyntheticImage) error {
 	rng := rand.New(rand.NewChaCha8([32]byte{1}))
 	per := img.Size / int64(img.Layers)
 	for i := range img.Layers {
-		err := lw.addLayer(img.Gzip, func(tw *tar.Writer) error {
+		comp := uncompressed
+		switch {
+		case img.Zstd:
+			comp = zstdCompressed
+		case img.Gzip:
+			comp = gzipped
+		}
+		err := lw.addLayer(comp, func(tw *tar.Writer) error {
 			return syntheticFiles(tw, fmt.Sprintf("layer%d", i), per, img.FileSize, rng)
 		})
 		if err != nil {
@@ -177,7 +188,7 @@ func newLayoutWriter(dir string) (*layoutWriter, error) {
 }
 
 // addLayer writes one layer whose tar content gen produces.
-func (lw *layoutWriter) addLayer(gz bool, gen func(*tar.Writer) error) error {
+func (lw *layoutWriter) addLayer(comp compression, gen func(*tar.Writer) error) error {
 	f, err := os.CreateTemp(filepath.Join(lw.dir, "blobs", "sha256"), ".layer-*")
 	if err != nil {
 		return err
@@ -186,9 +197,15 @@ func (lw *layoutWriter) addLayer(gz bool, gen func(*tar.Writer) error) error {
 	defer f.Close()
 	blobHash, diffHash := sha256.New(), sha256.New()
 	var out io.Writer = io.MultiWriter(f, blobHash)
-	var zw *gzip.Writer
-	if gz {
+	var zw io.WriteCloser
+	switch comp {
+	case gzipped:
 		zw, _ = gzip.NewWriterLevel(out, gzip.BestSpeed)
+		out = zw
+	case zstdCompressed:
+		if zw, err = zstd.NewWriter(out); err != nil {
+			return err
+		}
 		out = zw
 	}
 	tw := tar.NewWriter(io.MultiWriter(out, diffHash))
@@ -208,8 +225,11 @@ func (lw *layoutWriter) addLayer(gz bool, gen func(*tar.Writer) error) error {
 		return err
 	}
 	d := descriptor{MediaType: mediaTypeOCILayer, Digest: hashSum(blobHash), Size: st.Size()}
-	if gz {
+	switch comp {
+	case gzipped:
 		d.MediaType = mediaTypeOCILayerGzip
+	case zstdCompressed:
+		d.MediaType = mediaTypeOCILayerZstd
 	}
 	if err := os.Rename(f.Name(), lw.blob(d.Digest)); err != nil {
 		return err
