@@ -176,9 +176,10 @@ func (c *Client) PullImage(ctx context.Context, ref string, opts PullOptions) (*
 }
 
 // UploadImage sends an image archive (a `docker save` tarball or an OCI
-// archive, possibly gzipped) to the daemon, which imports it under name, or
-// under the names the archive gives when name is empty. size is the body's
-// length in bytes, or -1 when unknown. progress, if set, is called from the
+// archive, possibly compressed with gzip or zstd) to the daemon, which
+// imports it under name, or under the names the archive gives when name is
+// empty. size is the body's length in bytes, or -1 when unknown (a pipe):
+// the body is then sent in chunks as it is read. progress, if set, is called from the
 // uploading goroutine as bytes are sent, with the total (size); it is not
 // called after UploadImage returns.
 func (c *Client) UploadImage(ctx context.Context, archive io.Reader, size int64, name string, progress func(sent, total int64)) (*Image, error) {

@@ -26,7 +26,8 @@ const uploadLabel = "uploaded archive"
 
 // serveImageUpload is POST /v1/images:upload?name=NAME: the body is an
 // image archive (a `docker save` tarball or an OCI archive, possibly
-// gzipped) that is streamed to a file in the store's tmp/, imported, and
+// compressed with gzip or zstd; with a Content-Length or chunked) that is
+// streamed to a file in the store's tmp/, imported, and
 // removed. The answer is the imported image, in the same JSON as the
 // gateway's Image; errors are {"error": "..."} with 400 (the archive is
 // refused or unreadable), 404 (no image store), 409 (in use), 413 (over the
