@@ -157,6 +157,17 @@ func TestImageLoadOutput(t *testing.T) {
 			t.Errorf("%s: exit %d, stderr %q; want %q", tt.name, r.code, r.stderr, tt.want)
 		}
 	}
+	// A terminal (a pty's master answers the terminal ioctl too) would
+	// wait for someone to type an archive.
+	if tty, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0); err == nil {
+		r := runLoad(t, fd.addr, tty, false)
+		tty.Close()
+		if r.code == 0 || !strings.Contains(r.stderr, "standard input is a terminal: pipe an image archive in") {
+			t.Errorf("terminal stdin: exit %d, stderr %q", r.code, r.stderr)
+		}
+	} else {
+		t.Logf("no pty to test a terminal stdin with: %v", err)
+	}
 	if n := len(fd.requests()) - before; n != 0 {
 		t.Errorf("refused loads sent %d requests", n)
 	}
