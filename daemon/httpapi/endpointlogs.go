@@ -121,7 +121,9 @@ func (h *Server) serveEndpointLogs(w http.ResponseWriter, r *http.Request, segs 
 		}
 	}()
 	for _, wi := range ws {
-		if s := openLogSource(wi.ID, wi.LogPath, opts.since); s != nil {
+		// A live worker's unfinished last line is left to the follow.
+		hold := opts.follow && wi.State != scheduler.WorkerStopped
+		if s := openLogSource(wi.ID, wi.LogPath, opts.since, hold); s != nil {
 			srcs = append(srcs, s)
 		}
 	}
@@ -220,6 +222,7 @@ type prefixWriter struct {
 	opts    logOptions
 	now     time.Time
 	partial []byte
+	scratch []byte
 }
 
 func (p *prefixWriter) Write(b []byte) (int, error) {
@@ -261,12 +264,13 @@ func (p *prefixWriter) emit() error {
 	if !p.opts.since.IsZero() && p.now.Before(p.opts.since) {
 		return nil
 	}
-	return writeLogLine(p.out, p.id, p.now, line, p.opts.timestamps)
+	return writeLogLine(p.out, &p.scratch, p.id, p.now, line, p.opts.timestamps)
 }
 
-// writeLogLine writes "ID | [TIME ]LINE\n".
-func writeLogLine(w io.Writer, id string, t time.Time, line []byte, timestamps bool) error {
-	buf := make([]byte, 0, len(id)+len(line)+40)
+// writeLogLine writes "ID | [TIME ]LINE\n", built in *scratch (kept for
+// the next line).
+func writeLogLine(w io.Writer, scratch *[]byte, id string, t time.Time, line []byte, timestamps bool) error {
+	buf := (*scratch)[:0]
 	buf = append(buf, id...)
 	buf = append(buf, " | "...)
 	if timestamps {
@@ -275,6 +279,7 @@ func writeLogLine(w io.Writer, id string, t time.Time, line []byte, timestamps b
 	}
 	buf = append(buf, line...)
 	buf = append(buf, '\n')
+	*scratch = buf
 	_, err := w.Write(buf)
 	return err
 }
@@ -290,6 +295,9 @@ type logSource struct {
 	end   int64 // the file's size when opened: where the backlog ends
 	marks []logindex.Mark
 	mtime time.Time
+	// holdPartial leaves an unfinished last line (no newline yet) out of
+	// the backlog: end is moved back to its start, where a follow begins.
+	holdPartial bool
 
 	// The line read ahead, and its time; ok is false at the end.
 	line []byte
@@ -298,9 +306,9 @@ type logSource struct {
 }
 
 // openLogSource opens worker id's log at path for the backlog: its last
-// maxLogTail bytes, from the first line written since since. It returns
-// nil when there is no log to read.
-func openLogSource(id, path string, since time.Time) *logSource {
+// maxLogTail bytes, from the first line written since since (holdPartial:
+// see logSource). It returns nil when there is no log to read.
+func openLogSource(id, path string, since time.Time, holdPartial bool) *logSource {
 	if path == "" {
 		return nil
 	}
@@ -314,7 +322,7 @@ func openLogSource(id, path string, since time.Time) *logSource {
 		return nil
 	}
 	marks, _ := logindex.Load(path)
-	s := &logSource{id: id, path: path, f: f, end: st.Size(), marks: marks, mtime: st.ModTime()}
+	s := &logSource{id: id, path: path, f: f, end: st.Size(), marks: marks, mtime: st.ModTime(), holdPartial: holdPartial}
 	s.off = max(s.end-maxLogTail, 0)
 	if !since.IsZero() {
 		s.off = max(s.off, logindex.StartFor(marks, since))
@@ -338,6 +346,11 @@ func openLogSource(id, path string, since time.Time) *logSource {
 func (s *logSource) next() {
 	b, err := s.br.ReadSlice('\n')
 	if len(b) == 0 || (err != nil && err != bufio.ErrBufferFull && err != io.EOF) {
+		s.ok, s.line = false, nil
+		return
+	}
+	if err == io.EOF && s.holdPartial {
+		s.end = s.off
 		s.ok, s.line = false, nil
 		return
 	}
@@ -372,6 +385,7 @@ func (s *logSource) close() {
 // tie goes to the worker that started first, and one worker's lines stay
 // in file order), leaving out those before opts.since.
 func mergeLogs(w io.Writer, srcs []*logSource, opts logOptions) error {
+	var scratch []byte
 	for {
 		var first *logSource
 		for _, s := range srcs {
@@ -383,7 +397,7 @@ func mergeLogs(w io.Writer, srcs []*logSource, opts logOptions) error {
 			return nil
 		}
 		if opts.since.IsZero() || !first.at.Before(opts.since) {
-			if err := writeLogLine(w, first.id, first.at, first.line, opts.timestamps); err != nil {
+			if err := writeLogLine(w, &scratch, first.id, first.at, first.line, opts.timestamps); err != nil {
 				return err
 			}
 		}

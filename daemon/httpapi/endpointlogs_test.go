@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -48,7 +50,7 @@ func TestMergeLogs(t *testing.T) {
 			"w-aa | 2026-12-04T10:00:05.000000000Z a3\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srcs := []*logSource{openLogSource("w-aa", a, tc.opts.since), openLogSource("w-bb", b, tc.opts.since)}
+			srcs := []*logSource{openLogSource("w-aa", a, tc.opts.since, false), openLogSource("w-bb", b, tc.opts.since, false)}
 			var out bytes.Buffer
 			if err := mergeLogs(&out, srcs, tc.opts); err != nil {
 				t.Fatal(err)
@@ -69,10 +71,10 @@ func TestMergeLogsNoIndex(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "w-cc.log")
 	os.WriteFile(path, []byte("c1\nc2 partial"), 0o600)
-	s := openLogSource("w-cc", path, time.Time{})
+	s := openLogSource("w-cc", path, time.Time{}, false)
 	defer s.close()
 	var out bytes.Buffer
-	if s := openLogSource("w-dd", filepath.Join(dir, "none.log"), time.Time{}); s != nil {
+	if s := openLogSource("w-dd", filepath.Join(dir, "none.log"), time.Time{}, false); s != nil {
 		t.Errorf("a missing log opened")
 	}
 	if err := mergeLogs(&out, []*logSource{s}, logOptions{}); err != nil {
@@ -80,6 +82,18 @@ func TestMergeLogsNoIndex(t *testing.T) {
 	}
 	if want := "w-cc | c1\nw-cc | c2 partial\n"; out.String() != want {
 		t.Errorf("got %q, want %q", out.String(), want)
+	}
+
+	// Followed, the unfinished line is left to the follow, which starts
+	// where it starts.
+	h := openLogSource("w-cc", path, time.Time{}, true)
+	defer h.close()
+	out.Reset()
+	if err := mergeLogs(&out, []*logSource{h}, logOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "w-cc | c1\n"; out.String() != want || h.end != 3 {
+		t.Errorf("got %q, end %d; want %q, end 3", out.String(), h.end, want)
 	}
 }
 
@@ -151,4 +165,78 @@ func TestParseLogOptions(t *testing.T) {
 			t.Errorf("%q: got %+v, %v; want %+v", tc.q, got, err, tc.want)
 		}
 	}
+}
+
+// A log past maxLogTail is read from its last maxLogTail bytes, from the
+// first whole line there, and a line longer than limits.LogLine comes in
+// pieces.
+func TestLogSourceBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w-ee.log")
+	var b bytes.Buffer
+	for i := 0; b.Len() < 2*maxLogTail; i++ {
+		b.WriteString("line " + strconv.Itoa(i) + "\n")
+	}
+	b.WriteString(strings.Repeat("y", limits.LogLine+1) + "\n")
+	os.WriteFile(path, b.Bytes(), 0o600)
+	s := openLogSource("w-ee", path, time.Time{}, false)
+	defer s.close()
+	var out bytes.Buffer
+	if err := mergeLogs(&out, []*logSource{s}, logOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if !strings.HasPrefix(lines[0], "w-ee | line ") || int64(out.Len()) > maxLogTail+int64(len(lines))*8 {
+		t.Errorf("first line %q, %d bytes sent", lines[0], out.Len())
+	}
+	n := len(lines)
+	if lines[n-2] != "w-ee | "+strings.Repeat("y", limits.LogLine) || lines[n-1] != "w-ee | y" {
+		t.Errorf("the long line: %d and %d bytes", len(lines[n-2]), len(lines[n-1]))
+	}
+}
+
+// BenchmarkEndpointLogMerge: merging 4 workers' 1 MiB logs, against
+// copying the same files whole (the same-run baseline).
+func BenchmarkEndpointLogMerge(b *testing.B) {
+	dir := b.TempDir()
+	t0 := time.Now()
+	var paths []string
+	var size int64
+	for w := range 4 {
+		var log, idx strings.Builder
+		for i := 0; log.Len() < maxLogTail-100; i++ {
+			log.WriteString("time=2026-12-04T10:00:00Z level=INFO msg=\"job done\" job=" + strconv.Itoa(i) + "\n")
+			if i%50 == 0 {
+				idx.WriteString(strconv.FormatInt(t0.Add(time.Duration(i*4+w)*time.Millisecond).UnixNano(), 10) + " " + strconv.Itoa(log.Len()) + "\n")
+			}
+		}
+		p := filepath.Join(dir, "w-"+strconv.Itoa(w)+".log")
+		os.WriteFile(p, []byte(log.String()), 0o600)
+		os.WriteFile(p+".idx", []byte(idx.String()), 0o600)
+		paths = append(paths, p)
+		size += int64(log.Len())
+	}
+	b.Run("copy", func(b *testing.B) {
+		b.SetBytes(size)
+		for b.Loop() {
+			for _, p := range paths {
+				f, _ := os.Open(p)
+				io.Copy(io.Discard, f)
+				f.Close()
+			}
+		}
+	})
+	b.Run("merge", func(b *testing.B) {
+		b.SetBytes(size)
+		b.ReportAllocs()
+		for b.Loop() {
+			var srcs []*logSource
+			for i, p := range paths {
+				srcs = append(srcs, openLogSource("w-"+strconv.Itoa(i), p, time.Time{}, false))
+			}
+			mergeLogs(bufio.NewWriter(io.Discard), srcs, logOptions{timestamps: true})
+			for _, s := range srcs {
+				s.close()
+			}
+		}
+	})
 }

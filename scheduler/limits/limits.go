@@ -142,9 +142,10 @@ const (
 	// coarser for its oldest lines.
 	LogIndexMarks = 4096
 	// LogLine caps one log line as the endpoint log merges it: a longer
-	// line is sent in pieces of this size, each prefixed, so that a
-	// worker that never writes a newline cannot make emberd buffer it.
-	LogLine = 64 << 10
+	// line is sent in pieces of this size (docker splits at 16 KiB too),
+	// each prefixed, so that a worker that never writes a newline cannot
+	// make emberd buffer it. A merge holds about two per worker.
+	LogLine = 16 << 10
 	// LogStoppedWorkers caps the stopped workers an endpoint remembers
 	// for its logs (their files are swept after --worker-log-retention).
 	LogStoppedWorkers = 64
