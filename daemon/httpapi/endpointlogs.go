@@ -122,8 +122,9 @@ func (h *Server) serveEndpointLogs(w http.ResponseWriter, r *http.Request, segs 
 	}()
 	for _, wi := range ws {
 		// A live worker's unfinished last line is left to the follow.
-		hold := opts.follow && wi.State != scheduler.WorkerStopped
-		if s := openLogSource(wi.ID, wi.LogPath, opts.since, hold); s != nil {
+		live := wi.State != scheduler.WorkerStopped
+		if s := openLogSource(wi.ID, wi.LogPath, opts.since, opts.follow && live); s != nil {
+			s.live = live
 			srcs = append(srcs, s)
 		}
 	}
@@ -156,7 +157,9 @@ func (h *Server) followEndpoint(ctx context.Context, id string, backlog []*logSo
 	}
 	for _, s := range backlog {
 		seen[s.id] = true
-		if _, live := h.s.WorkerLog(s.id); live {
+		// Followed even if it has stopped since: what it wrote last is
+		// read by the follower's first poll, which then ends its part.
+		if s.live {
 			add(s.id, s.follower())
 			s.f = nil // the follower owns it now
 		}
@@ -180,14 +183,18 @@ func (h *Server) followEndpoint(ctx context.Context, id string, backlog []*logSo
 			if seen[wi.ID] {
 				continue
 			}
-			seen[wi.ID] = true
 			if f, err := os.Open(wi.LogPath); err == nil {
-				if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+				st, err := f.Stat()
+				if err == nil && st.Mode().IsRegular() {
+					seen[wi.ID] = true
 					add(wi.ID, &logFollower{path: wi.LogPath, f: f})
 					continue
 				}
 				f.Close()
 			}
+			// No log (yet): a live worker's may appear by the next poll; a
+			// stopped one's will not.
+			seen[wi.ID] = wi.State == scheduler.WorkerStopped
 		}
 		kept := order[:0]
 		for _, wid := range order {
@@ -298,6 +305,9 @@ type logSource struct {
 	// holdPartial leaves an unfinished last line (no newline yet) out of
 	// the backlog: end is moved back to its start, where a follow begins.
 	holdPartial bool
+	// live says the worker was live when the request came: it is
+	// followed.
+	live bool
 
 	// The line read ahead, and its time; ok is false at the end.
 	line []byte
