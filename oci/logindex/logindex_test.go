@@ -72,3 +72,26 @@ func TestRecorderBounded(t *testing.T) {
 		t.Errorf("last mark %v", last)
 	}
 }
+
+// BenchmarkSample: a mark after the log grew, against the os.Stat every
+// log check already did (the same-run baseline).
+func BenchmarkSample(b *testing.B) {
+	log := filepath.Join(b.TempDir(), "w-3.log")
+	f, _ := os.Create(log)
+	defer f.Close()
+	b.Run("stat", func(b *testing.B) {
+		for b.Loop() {
+			f.WriteString("x\n")
+			os.Stat(log)
+		}
+	})
+	b.Run("sample", func(b *testing.B) {
+		r := Open(log)
+		now := time.Now()
+		for b.Loop() {
+			f.WriteString("x\n")
+			now = now.Add(time.Second)
+			r.Sample(now)
+		}
+	})
+}
