@@ -143,8 +143,11 @@ lines; -t shows each line's time (UTC).
   ember logs --endpoint echo -f
   ember logs --endpoint echo --since 10m -t`,
 		Args: func(cmd *cobra.Command, args []string) error {
+			if endpoint != "" && len(args) > 0 {
+				return fmt.Errorf("%s: give WORKER or --endpoint, not both\nUsage: %s", subcommandPath(cmd), cmd.UseLine())
+			}
 			if endpoint != "" {
-				return exactArgs(0)(cmd, args)
+				return nil
 			}
 			return exactArgs(1)(cmd, args)
 		},
