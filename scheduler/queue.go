@@ -212,6 +212,10 @@ type endpointState struct {
 	// newest last. They stay visible, in /health and `ember worker list`,
 	// until a worker of the endpoint becomes ready again.
 	ghosts []WorkerInfo
+	// stopped are the endpoint's workers that have exited, newest last
+	// (at most limits.LogStoppedWorkers), so that its logs still show
+	// them while their files are kept (logs.go).
+	stopped []WorkerInfo
 	// slotsHint is the concurrency the endpoint's workers last declared
 	// (batch take size plus jobs held): how many jobs a new worker is
 	// expected to run at once.

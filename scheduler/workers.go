@@ -344,6 +344,9 @@ func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
 	delete(s.workers, w.id)
 	ep := s.endpoints[w.endpoint]
 	if ep != nil {
+		rememberStoppedLocked(ep, w)
+	}
+	if ep != nil {
 		delete(ep.workers, w.id)
 	}
 	reason := "worker " + st.String()

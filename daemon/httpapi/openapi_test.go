@@ -67,6 +67,7 @@ var handServedRoutes = []struct {
 	{docRoute: docRoute{"get", "/v1/gpus"}},
 	{docRoute: docRoute{"get", "/v1/workers"}},
 	{docRoute: docRoute{"get", "/v1/workers/{id}/logs"}},
+	{docRoute: docRoute{"get", "/v1/endpoints/{id}/logs"}},
 	{docRoute: docRoute{"post", "/v1/workers/{id}:stop"}},
 	{docRoute: docRoute{"post", "/v1/images:upload"}},
 }

@@ -139,6 +139,9 @@ var routeTable = []route{
 	{methods: get, pattern: "/v1/workers", access: accessKey, need: needRead, serve: (*Server).serveWorkerRoutes},
 	// logs?follow=1 streams until the client goes away.
 	{methods: get, pattern: "/v1/workers/{id}/logs", hold: holdForever, access: accessKey, need: needRead, serve: (*Server).serveWorkerRoutes},
+	// An endpoint's workers' logs, merged; follow=1 streams until the
+	// client goes away (endpointlogs.go).
+	{methods: get, pattern: "/v1/endpoints/{id}/logs", hold: holdForever, access: accessKey, need: needRead, serve: (*Server).serveEndpointLogs},
 	// :stop waits for the worker to drain.
 	{methods: post, pattern: "/v1/workers/{id}:stop", hold: holdWait, access: accessKey, need: needAdmin, serve: (*Server).serveWorkerRoutes},
 

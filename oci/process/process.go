@@ -20,6 +20,7 @@ import (
 
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/oci/bundle"
+	"github.com/emberhq/ember/oci/logindex"
 )
 
 // Runtime starts host processes.
@@ -74,13 +75,43 @@ func (*Runtime) Start(ctx context.Context, spec oci.Spec) (oci.Worker, error) {
 		return nil, fmt.Errorf("set the worker's oom_score_adj to %s: %w", adj, err)
 	}
 	w := &worker{cmd: cmd, done: make(chan struct{})}
+	exited := make(chan struct{})
+	indexed := make(chan struct{})
+	go func() {
+		defer close(indexed)
+		markLog(spec.LogPath, exited)
+	}()
 	go func() {
 		err := cmd.Wait()
 		logf.Close()
+		close(exited)
+		<-indexed
 		w.exit = exitStatus(cmd, err)
 		close(w.done)
 	}()
 	return w, nil
+}
+
+// logMarkInterval is how often a worker's log gets a time mark
+// (oci/logindex): how exact an endpoint log's timestamps are.
+const logMarkInterval = 250 * time.Millisecond
+
+// markLog marks the time index of the log at path until exited is closed,
+// then once more for what the worker wrote last.
+func markLog(path string, exited <-chan struct{}) {
+	idx := logindex.Open(path)
+	t := time.NewTicker(logMarkInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-exited:
+			idx.Sample(time.Now())
+			return
+		case now := <-t.C:
+			// A failed mark costs only timestamp precision.
+			idx.Sample(now)
+		}
+	}
 }
 
 type worker struct {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/oci/bundle"
+	"github.com/emberhq/ember/oci/logindex"
 )
 
 // StaticImages is an oci.Images of fixed root filesystems, by reference:
@@ -189,6 +190,7 @@ func (r *Runtime) benchFreeze(ctx context.Context, o BenchOptions, tag string) (
 			<-w.Done()
 			os.RemoveAll(w.paths.dir)
 			os.Remove(w.logPath)
+			os.Remove(logindex.Path(w.logPath))
 		}
 	}()
 	for i := range 2 {
@@ -296,6 +298,7 @@ func (r *Runtime) benchWorker(ctx context.Context, o BenchOptions, id string) (W
 	dir := filepath.Join(o.WorkDir, id)
 	defer os.RemoveAll(dir)
 	defer os.Remove(dir + ".log")
+	defer os.Remove(logindex.Path(dir + ".log"))
 	t0 := time.Now()
 	w, err := r.start(ctx, oci.Spec{
 		ID:      id,

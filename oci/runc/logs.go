@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/emberhq/ember/oci/logindex"
 )
 
 // A worker's stdout and stderr are its log file itself, opened O_APPEND:
@@ -35,25 +37,36 @@ func openLog(path string) (*os.File, error) {
 }
 
 // keepLogCapped checks the log's size every r.logInterval until stop is
-// closed, rotating it when it is over the cap.
+// closed, rotating it when it is over the cap, and marks its time index
+// (oci/logindex) at each check.
 func (r *Runtime) keepLogCapped(path string, stop <-chan struct{}) {
 	t := time.NewTicker(r.logInterval)
 	defer t.Stop()
+	idx := logindex.Open(path)
 	for {
 		select {
 		case <-stop:
 			// One last look: a worker that wrote a lot just before exiting.
-			r.checkLog(path)
+			r.checkLog(path, idx)
 			return
 		case <-t.C:
-			r.checkLog(path)
+			r.checkLog(path, idx)
 		}
 	}
 }
 
-func (r *Runtime) checkLog(path string) {
-	if _, err := rotateLogIfOver(path, r.logMax, r.logFiles); err != nil {
+func (r *Runtime) checkLog(path string, idx *logindex.Recorder) {
+	head, _, err := rotateLogHead(path, r.logMax, r.logFiles)
+	if err != nil {
 		r.log.Warn("rotate worker log", "path", path, "err", err)
+	}
+	if head > 0 {
+		if err := idx.Rotated(head); err != nil {
+			r.log.Warn("shift worker log index", "path", path, "err", err)
+		}
+	}
+	if err := idx.Sample(time.Now()); err != nil {
+		r.log.Warn("mark worker log index", "path", path, "err", err)
 	}
 }
 
@@ -67,37 +80,46 @@ var collapseRange = func(fd int, n int64) error {
 // maxBytes, keeping at most maxFiles files (path, path.1, ... path.N-1).
 // It reports whether it rotated.
 func rotateLogIfOver(path string, maxBytes int64, maxFiles int) (bool, error) {
+	_, rotated, err := rotateLogHead(path, maxBytes, maxFiles)
+	return rotated, err
+}
+
+// rotateLogHead is rotateLogIfOver that also says how many bytes were cut
+// from the head of the live file (for its time index).
+func rotateLogHead(path string, maxBytes int64, maxFiles int) (head int64, rotated bool, err error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return false, nil
+			return 0, false, nil
 		}
-		return false, err
+		return 0, false, err
 	}
 	if !st.Mode().IsRegular() || st.Size() <= maxBytes {
-		return false, nil // /dev/null, or under the cap
+		return 0, false, nil // /dev/null, or under the cap
 	}
-	return true, rotateLog(path, maxFiles)
+	head, err = rotateLog(path, maxFiles)
+	return head, true, err
 }
 
-func rotateLog(path string, maxFiles int) error {
+// rotateLog rotates path and returns how many bytes it cut from its head.
+func rotateLog(path string, maxFiles int) (int64, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return err
+		return 0, err
 	}
 	size := st.Size
 	if maxFiles <= 1 {
-		return f.Truncate(0)
+		return size, f.Truncate(0)
 	}
 	for i := maxFiles - 1; i > 1; i-- {
 		err := os.Rename(path+"."+strconv.Itoa(i-1), path+"."+strconv.Itoa(i))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+			return 0, err
 		}
 	}
 	// Collapse ranges must be whole file system blocks and end before the
@@ -110,17 +132,18 @@ func rotateLog(path string, maxFiles int) error {
 	}
 	if head > 0 {
 		if err := copyHead(f, path+".1", head); err != nil {
-			return err
+			return 0, err
 		}
 		if err := collapseRange(int(f.Fd()), head); err == nil {
-			return nil
+			return head, nil
 		}
 	}
-	// Fallback: copy all there is, then truncate.
+	// Fallback: copy all there is, then truncate. What the worker wrote
+	// between the copy and the truncation is lost, so the index goes too.
 	if err := copyHead(f, path+".1", -1); err != nil {
-		return err
+		return 0, err
 	}
-	return f.Truncate(0)
+	return 1 << 62, f.Truncate(0)
 }
 
 // copyHead writes the first n bytes of f (all of it when n < 0) to dst,

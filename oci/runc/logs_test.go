@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/emberhq/ember/oci/logindex"
 )
 
 // lines returns numbered lines totalling about n bytes, from line start.
@@ -108,5 +111,49 @@ func TestRotateLogLeavesSmallAndSpecialFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(path + ".1"); !errors.Is(err, os.ErrNotExist) {
 		t.Error(".1 written with maxFiles 1")
+	}
+}
+
+// TestCheckLogShiftsIndex: a rotation in place cuts the log's head; the
+// time index's marks follow the bytes that stay, so a line keeps its time.
+func TestCheckLogShiftsIndex(t *testing.T) {
+	for _, collapse := range []bool{true, false} {
+		t.Run(fmt.Sprintf("collapse=%v", collapse), func(t *testing.T) {
+			if !collapse {
+				old := collapseRange
+				collapseRange = func(int, int64) error { return unix.EOPNOTSUPP }
+				t.Cleanup(func() { collapseRange = old })
+			}
+			path := filepath.Join(t.TempDir(), "w-1.log")
+			r := &Runtime{logMax: 64 << 10, logFiles: 3, log: slog.New(slog.DiscardHandler)}
+			idx := logindex.Open(path)
+			first, next := lines(0, 40<<10)
+			os.WriteFile(path, first, 0o640)
+			r.checkLog(path, idx) // under the cap: a mark at 40 KiB
+			f, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			more, _ := lines(next, 40<<10)
+			f.Write(more)
+			f.Close()
+			r.checkLog(path, idx) // over: rotated, then marked
+			marks, err := logindex.Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := os.Stat(path)
+			switch {
+			case st.Size() == 0:
+				// Copied whole and truncated: nothing left to mark.
+				if len(marks) != 0 {
+					t.Errorf("marks %v for an empty log", marks)
+				}
+			case len(marks) == 0 || marks[len(marks)-1].Off != st.Size():
+				t.Fatalf("marks %v, log size %d", marks, st.Size())
+			}
+			for _, m := range marks {
+				if m.Off <= 0 || m.Off > st.Size() {
+					t.Errorf("mark %v outside the live log (%d bytes)", m, st.Size())
+				}
+			}
+		})
 	}
 }

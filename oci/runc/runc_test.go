@@ -17,6 +17,7 @@ import (
 
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/oci/bundle"
+	"github.com/emberhq/ember/oci/logindex"
 )
 
 func TestExitCodeAndLog(t *testing.T) {
@@ -349,6 +350,12 @@ func TestLogRotationOfAWorker(t *testing.T) {
 	}
 	if !strings.Contains(readFile(t, spec.LogPath), "spam done") {
 		t.Error("the end of the log is missing")
+	}
+	// The time index followed the rotations: its marks lie in the live
+	// file, the last at its end (the mark made as the worker exited).
+	marks, err := logindex.Load(spec.LogPath)
+	if err != nil || len(marks) == 0 || marks[len(marks)-1].Off != live.Size() {
+		t.Errorf("log index: %v (%v), live log %d bytes", marks, err, live.Size())
 	}
 	t.Logf("live %d bytes, .1 %d bytes", live.Size(), one.Size())
 }

@@ -144,3 +144,20 @@ const (
 	// refused.
 	ZstdWindow = 128 << 20
 )
+
+// Endpoint logs (GET /v1/endpoints/{id}/logs, oci/logindex).
+const (
+	// LogIndexMarks caps the time marks kept beside one worker log (about
+	// 30 bytes each): past it every other old mark is dropped, so the
+	// index of a worker that logs for months stays small and only grows
+	// coarser for its oldest lines.
+	LogIndexMarks = 4096
+	// LogLine caps one log line as the endpoint log merges it: a longer
+	// line is sent in pieces of this size (docker splits at 16 KiB too),
+	// each prefixed, so that a worker that never writes a newline cannot
+	// make emberd buffer it. A merge holds about two per worker.
+	LogLine = 16 << 10
+	// LogStoppedWorkers caps the stopped workers an endpoint remembers
+	// for its logs (their files are swept after --worker-log-retention).
+	LogStoppedWorkers = 64
+)

@@ -95,6 +95,10 @@ func startFakeDaemon(t *testing.T, cert *tls.Certificate, endpoints ...string) *
 	mux.HandleFunc("POST /v1/images:pull", fd.pull) // image_test.go
 	mux.HandleFunc("GET /v1/workers", fd.listWorkers)
 	mux.HandleFunc("GET /v1/workers/{id}/logs", fd.workerLogs)
+	mux.HandleFunc("GET /v1/endpoints/{id}/logs", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "w-3f2a9c1b7e04 | worker started\n")
+	})
 	mux.HandleFunc("POST /v1/workers/{idop}", fd.stopWorker) // {id}:stop
 	mux.HandleFunc("GET /v1/gpus", fd.listGPUs)
 	mux.HandleFunc("GET /v1/keys", fd.listKeys)

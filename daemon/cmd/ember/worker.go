@@ -115,32 +115,71 @@ needs a worker (workersMin, or jobs waiting), the daemon starts another.`,
 }
 
 func (a *app) workerLogsCmd() *cobra.Command {
-	var follow bool
+	var follow, timestamps bool
 	var tail int
+	var endpoint, since string
 	cmd := &cobra.Command{
-		Use:   "logs WORKER",
-		Short: "Print a worker's output (stdout and stderr)",
+		Use:   "logs WORKER | --endpoint NAME|ID",
+		Short: "Print a worker's output (stdout and stderr), or an endpoint's",
 		Long: `Print the output of WORKER (an ID from "ember worker list"): all of its
 current log file, up to its last 1 MiB, or its last --tail lines. With -f,
 keep printing what it writes until it exits or Ctrl-C. A worker that has
 exited can still be read while its log file is kept. The log is printed as
 it is, --json or not.
 
+With --endpoint, print the output of all of an endpoint's workers (the live
+ones, and those that stopped since emberd started, while their logs are
+kept; up to the last 1 MiB of each), merged in time order, each line
+prefixed with its worker's ID. Line times come from marks emberd records
+beside each log about every second (every 250 ms with the process
+runtime): lines of different workers within one mark's interval keep each
+worker's own order. With -f, workers that start join the output and
+workers that stop end their part, until Ctrl-C. --since leaves out older
+lines; -t shows each line's time (UTC).
+
 "ember logs" is the same command.`,
 		Example: `  ember worker logs w-3f2a9c1b7e04 --tail 50
-  ember logs w-3f2a9c1b7e04 -f`,
-		Args: exactArgs(1),
+  ember logs w-3f2a9c1b7e04 -f
+  ember logs --endpoint echo -f
+  ember logs --endpoint echo --since 10m -t`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if endpoint != "" && len(args) > 0 {
+				return fmt.Errorf("%s: give WORKER or --endpoint, not both\nUsage: %s", subcommandPath(cmd), cmd.UseLine())
+			}
+			if endpoint != "" {
+				return nil
+			}
+			return exactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if endpoint == "" && (since != "" || timestamps) {
+				return errors.New("--since and --timestamps work with --endpoint only")
+			}
+			if endpoint != "" && cmd.Flags().Changed("tail") {
+				return errors.New("--tail reads one worker's log; with --endpoint use --since")
+			}
 			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				err := c.WorkerLogs(ctx, args[0], follow, tail, a.stdout)
+				var err error
+				if endpoint != "" {
+					var ep *client.Endpoint
+					if ep, err = c.ResolveEndpoint(ctx, endpoint); err != nil {
+						return err
+					}
+					err = c.EndpointLogs(ctx, ep.ID, client.LogOptions{Follow: follow, Since: since, Timestamps: timestamps}, a.stdout)
+				} else {
+					err = notFoundHint(c.WorkerLogs(ctx, args[0], follow, tail, a.stdout), listWorkersHint)
+				}
 				if follow && errors.Is(err, context.Canceled) && cmd.Context().Err() != nil {
 					return nil // Ctrl-C ends following; that is not a failure
 				}
-				return notFoundHint(err, listWorkersHint)
+				return err
 			})
 		},
 	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until the worker exits or Ctrl-C")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until the worker exits (with --endpoint: the endpoint is deleted) or Ctrl-C")
 	cmd.Flags().IntVar(&tail, "tail", -1, "print only the last `N` lines (default: all)")
+	cmd.Flags().StringVar(&endpoint, "endpoint", "", "print the merged output of the endpoint `NAME|ID`'s workers")
+	cmd.Flags().StringVar(&since, "since", "", "with --endpoint: only lines written since `TIME` (RFC 3339, Unix seconds, or a duration back from now: 10m)")
+	cmd.Flags().BoolVarP(&timestamps, "timestamps", "t", false, "with --endpoint: show each line's time (UTC)")
 	return cmd
 }

@@ -83,6 +83,11 @@ func TestWorkerGolden(t *testing.T) {
 		{"logs_tail_follow", []string{"logs", "w-3f2a9c1b7e04", "--tail", "1", "-f"}},
 		{"logs_unknown", []string{"logs", "w-0000000000ff"}},
 		{"logs_no_arg", []string{"logs"}},
+		{"logs_endpoint", []string{"logs", "--endpoint", "echo", "-t"}},
+		{"logs_endpoint_unknown", []string{"logs", "--endpoint", "nope"}},
+		{"logs_endpoint_and_worker", []string{"logs", "--endpoint", "echo", "w-3f2a9c1b7e04"}},
+		{"logs_endpoint_tail", []string{"logs", "--endpoint", "echo", "--tail", "5"}},
+		{"logs_since_no_endpoint", []string{"logs", "w-3f2a9c1b7e04", "--since", "10m"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,11 +101,13 @@ func TestWorkerGolden(t *testing.T) {
 
 // TestLogsRequest checks what "ember logs" asks for.
 func TestLogsRequest(t *testing.T) {
-	fd := newFakeDaemon(t)
+	fd := newFakeDaemon(t, seedEndpoints...)
 	for _, args := range [][]string{
 		{"logs", "w-3f2a9c1b7e04"},
 		{"logs", "w-3f2a9c1b7e04", "-f", "--tail", "20"},
 		{"logs", "w-3f2a9c1b7e04", "--tail", "0", "--follow"},
+		{"logs", "--endpoint", "echo"},
+		{"worker", "logs", "--endpoint", "ep-b2", "-f", "--since", "2026-12-04T10:00:00Z", "--timestamps"},
 	} {
 		if r := runEmber(t, fd.addr, invocation{args: args}); r.code != 0 {
 			t.Fatalf("%v: %+v", args, r)
@@ -117,6 +124,11 @@ func TestLogsRequest(t *testing.T) {
 		"GET /v1/workers/w-3f2a9c1b7e04/logs?",
 		"GET /v1/workers/w-3f2a9c1b7e04/logs?follow=1&tail=20",
 		"GET /v1/workers/w-3f2a9c1b7e04/logs?follow=1&tail=0",
+		"GET /v1/endpoints/echo?", // a name: looked up among the endpoints
+		"GET /v1/endpoints?",
+		"GET /v1/endpoints/ep-a1/logs?",
+		"GET /v1/endpoints/ep-b2?",
+		"GET /v1/endpoints/ep-b2/logs?follow=1&since=2026-12-04T10%3A00%3A00Z&timestamps=1",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
