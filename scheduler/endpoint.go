@@ -313,11 +313,11 @@ func (s *Scheduler) CreateEndpoint(ctx context.Context, sp EndpointSpec) (store.
 func (s *Scheduler) claimNameLocked(name, id string) error {
 	for _, other := range s.endpoints {
 		if other.def.Name == name && other.def.ID != id {
-			return fmt.Errorf("%w: an endpoint named %q already exists (%s)", ErrConflict, name, other.def.ID)
+			return existsf("an endpoint named %q already exists (%s)", name, other.def.ID)
 		}
 	}
 	if holder, ok := s.claimedNames[name]; ok && holder != id {
-		return fmt.Errorf("%w: an endpoint named %q is being created or renamed (%s)", ErrConflict, name, holder)
+		return existsf("an endpoint named %q is being created or renamed (%s)", name, holder)
 	}
 	s.claimedNames[name] = id
 	return nil
@@ -426,7 +426,7 @@ func (s *Scheduler) DeleteEndpoint(ctx context.Context, id string) error {
 	if ep.inQueue > 0 || ep.inProgress > 0 {
 		q, r := ep.inQueue, ep.inProgress
 		s.mu.Unlock()
-		return fmt.Errorf("%w: endpoint %s has %d queued and %d running jobs; purge the queue and cancel running jobs first", ErrConflict, id, q, r)
+		return conflictf("endpoint %s has %d queued and %d running jobs; purge the queue and cancel running jobs first", id, q, r)
 	}
 	ep.deleted = true
 	s.mu.Unlock()

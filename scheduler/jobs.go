@@ -285,7 +285,7 @@ func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, 
 	if j, ok := s.jobs[id]; ok && j.rec.EndpointID == endpointID {
 		st := j.rec.Status
 		s.mu.Unlock()
-		return JobView{}, fmt.Errorf("%w: job %s is %s; only FAILED or TIMED_OUT jobs can be retried", ErrConflict, id, st)
+		return JobView{}, conflictf("job %s is %s; only FAILED or TIMED_OUT jobs can be retried", id, st)
 	}
 	ep, ok := s.endpoints[endpointID]
 	s.mu.Unlock()
@@ -300,7 +300,7 @@ func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, 
 		return JobView{}, err
 	}
 	if r.Status != store.Failed && r.Status != store.TimedOut {
-		return JobView{}, fmt.Errorf("%w: job %s is %s; only FAILED or TIMED_OUT jobs can be retried", ErrConflict, id, r.Status)
+		return JobView{}, conflictf("job %s is %s; only FAILED or TIMED_OUT jobs can be retried", id, r.Status)
 	}
 	now := s.now()
 	s.mu.Lock()

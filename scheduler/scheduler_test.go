@@ -1018,6 +1018,11 @@ func TestRetry(t *testing.T) {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("Retry: %+v %v, want %v", v, err, tc.wantErr)
 				}
+				// The message says why, naming the state, and carries no
+				// "conflict:" prefix that a status code could contradict.
+				if msg := err.Error(); strings.HasPrefix(msg, "conflict") || !strings.Contains(msg, "is "+string(before)+";") {
+					t.Errorf("Retry refusal %q: want the job's state %s named, no \"conflict\" prefix", msg, before)
+				}
 				if after := h.status(id).Status; after != before {
 					t.Errorf("refused retry changed the status from %s to %s", before, after)
 				}

@@ -13,8 +13,14 @@ import (
 var (
 	// ErrNotFound: unknown endpoint or job, or a job past its TTL/retention.
 	ErrNotFound = errors.New("not found")
-	// ErrConflict: the operation does not apply to the object's state.
+	// ErrConflict: the operation does not apply to the object's state
+	// (HTTP 409). Its errors come from conflictf and read as their
+	// message alone, so that no "conflict:" prefix contradicts a status
+	// code or repeats it.
 	ErrConflict = errors.New("conflict")
+	// ErrExists: a name is taken by another object. Its errors are
+	// ErrConflict errors too.
+	ErrExists = errors.New("already exists")
 	// ErrForbidden: a worker credential used outside its endpoint or jobs.
 	ErrForbidden = errors.New("forbidden")
 	// ErrUnavailable: the daemon cannot take the work now (shutting
@@ -28,6 +34,30 @@ var (
 	// (a stream chunk after the job ended). Nothing was written.
 	ErrJobEnded = errors.New("job has ended")
 )
+
+// conflictError is an ErrConflict (and, when exists is set, an ErrExists)
+// error whose text is its message alone.
+type conflictError struct {
+	msg    string
+	exists bool
+}
+
+func (e *conflictError) Error() string { return e.msg }
+
+func (e *conflictError) Is(target error) bool {
+	return target == ErrConflict || (e.exists && target == ErrExists)
+}
+
+// conflictf makes an ErrConflict error: the operation does not apply to
+// the object's state, and the message says why.
+func conflictf(format string, a ...any) error {
+	return &conflictError{msg: fmt.Sprintf(format, a...)}
+}
+
+// existsf makes an ErrExists error: the name is taken.
+func existsf(format string, a ...any) error {
+	return &conflictError{msg: fmt.Sprintf(format, a...), exists: true}
+}
 
 // InsufficientStorageError is what ErrInsufficientStorage errors are: the
 // store's own refusal, or the scheduler's DiskGuard refusing new work.

@@ -21,7 +21,11 @@ fi
 
 bin/emberd --data-dir "$DATA_DIR" --listen "$LISTEN" --runtime "$RUNTIME" &
 EMBERD=$!
-trap 'kill -TERM $EMBERD 2>/dev/null; wait $EMBERD 2>/dev/null' EXIT INT TERM
+stop_emberd() { kill -TERM $EMBERD 2>/dev/null; wait $EMBERD 2>/dev/null; }
+trap stop_emberd EXIT
+# Ctrl-C (or a TERM) is how this script is meant to end: stop emberd and
+# exit 0, so that make does not report the stop as an error.
+trap 'trap - EXIT; stop_emberd; exit 0' INT TERM
 
 for _ in $(seq 1 100); do
 	if ember endpoint list >/dev/null 2>&1; then break; fi

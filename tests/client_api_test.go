@@ -113,6 +113,20 @@ func caErr(t testing.TB, what string, code int, out []byte, wantCode int, subs .
 	}
 }
 
+// caNoConflictPrefix fails when an error body's message (Ember's "error"
+// or the gateway's "message") starts with "conflict": the status code says
+// that already, and a 400 once carried it.
+func caNoConflictPrefix(t testing.TB, what string, out []byte) {
+	t.Helper()
+	var m map[string]any
+	json.Unmarshal(out, &m)
+	for _, k := range []string{"error", "message"} {
+		if msg, _ := m[k].(string); strings.HasPrefix(strings.ToLower(msg), "conflict") {
+			t.Errorf("%s: message %q starts with \"conflict\"", what, msg)
+		}
+	}
+}
+
 // caHealth reads /health and checks that every documented key is present
 // and an integer.
 func caHealth(t testing.TB, d *Daemon, ep string) (jobs, workers map[string]int) {
@@ -679,14 +693,25 @@ func TestClientAPI_Retry(t *testing.T) {
 
 	ok := d.Submit(ep, map[string]any{"input": map[string]any{"fine": true}})
 	d.WaitStatus(ep, ok, 20*time.Second, "COMPLETED")
+	// A job in a state that cannot be retried: 409 Conflict, whose message
+	// says why (the state) and does not start with "conflict:", on /v2 and
+	// on /v1 (the gateway) alike.
 	code, out := caDo(t, d, "POST", "/v2/"+ep+"/retry/"+ok, nil, "Bearer "+d.Key)
-	if code < 400 || code > 499 {
-		t.Errorf("/retry of a COMPLETED job: HTTP %d %s, want 4xx", code, out)
-	}
-	caErr(t, "/retry of a COMPLETED job", code, out, code, "COMPLETED")
+	caErr(t, "/retry of a COMPLETED job", code, out, 409, "is COMPLETED; only FAILED or TIMED_OUT jobs can be retried")
+	caNoConflictPrefix(t, "/retry of a COMPLETED job", out)
 	if st := caJSON(t, d, "GET", "/v2/"+ep+"/status/"+ok, nil, 200); st["status"] != "COMPLETED" {
 		t.Errorf("refused /retry changed the job: %v", st)
 	}
+	gone := d.Submit(ep, map[string]any{"input": map[string]any{"sleep_ms": 30000}})
+	caJSON(t, d, "POST", "/v2/"+ep+"/cancel/"+gone, nil, 200)
+	code, out = caDo(t, d, "POST", "/v2/"+ep+"/retry/"+gone, nil, "Bearer "+d.Key)
+	caErr(t, "/retry of a CANCELLED job", code, out, 409, "is CANCELLED; only FAILED or TIMED_OUT jobs can be retried")
+	caNoConflictPrefix(t, "/retry of a CANCELLED job", out)
+	code, out = caDo(t, d, "POST", "/v1/endpoints/"+ep+"/jobs/"+gone+":retry", nil, "Bearer "+d.Key)
+	if code != 409 || !strings.Contains(string(out), "is CANCELLED; only FAILED or TIMED_OUT jobs can be retried") {
+		t.Errorf("/v1 retry of a CANCELLED job: HTTP %d %s, want 409 naming the state", code, out)
+	}
+	caNoConflictPrefix(t, "/v1 retry of a CANCELLED job", out)
 	code, out = caDo(t, d, "POST", "/v2/"+ep+"/retry/no-such-job", nil, "Bearer "+d.Key)
 	caErr(t, "/retry of an unknown job", code, out, 404)
 }
@@ -1184,16 +1209,19 @@ func TestClientAPI_EndpointREST(t *testing.T) {
 	if eps, _ := list["endpoints"].([]any); len(eps) != 2 {
 		t.Errorf("refused creates left endpoints behind: %v", list)
 	}
-	caV1Err(t, d, "POST", "/v1/endpoints", map[string]any{"name": "rest-other", "command": []string{workerBin}}, 400, "rest-other")
+	// A taken name is a conflict with the existing endpoint: 409 (it was
+	// 400 with a "conflict:" message before), the message naming it.
+	caV1Err(t, d, "POST", "/v1/endpoints", map[string]any{"name": "rest-other", "command": []string{workerBin}}, 409, `an endpoint named "rest-other" already exists`)
 
 	// DELETE is refused while jobs wait. /bin/sleep never takes a job, so
 	// the job stays queued.
 	stuck := d.CreateEndpoint("rest-stuck", map[string]any{"command": []string{"/bin/sleep", "300"}, "workersMax": 1})
 	job := d.Submit(stuck, map[string]any{"input": map[string]any{}})
 	code, out := caDo(t, d, "DELETE", "/v1/endpoints/"+stuck, nil, "Bearer "+d.Key)
-	if code < 400 || code > 499 || !strings.Contains(string(out), "queued") {
-		t.Errorf("DELETE of an endpoint with a queued job: %d %s, want a 4xx naming the queued job", code, out)
+	if code != 409 || !strings.Contains(string(out), "queued") {
+		t.Errorf("DELETE of an endpoint with a queued job: %d %s, want a 409 naming the queued job", code, out)
 	}
+	caNoConflictPrefix(t, "DELETE of an endpoint with a queued job", out)
 	caV1(t, d, "GET", "/v1/endpoints/"+stuck, nil, 200)
 	if st := caJSON(t, d, "GET", "/v2/"+stuck+"/status/"+job, nil, 200); st["status"] != "IN_QUEUE" {
 		t.Errorf("refused DELETE touched the job: %v", st)

@@ -89,6 +89,14 @@ func TestGRPC_API(t *testing.T) {
 		t.Errorf("CreateEndpoint workersMax 0: %v does not name the field", err)
 	}
 
+	// A taken name: ALREADY_EXISTS (409 through the gateway), the message
+	// naming the name and not starting with "conflict:".
+	_, err = eps.CreateEndpoint(ctx, &emberv1.CreateEndpointRequest{Endpoint: &emberv1.Endpoint{Name: "grpc-ep", Command: []string{workerBin}}})
+	grpcCode(t, "CreateEndpoint with a taken name", err, codes.AlreadyExists)
+	if msg := status.Convert(err).Message(); !strings.HasPrefix(msg, `an endpoint named "grpc-ep" already exists`) {
+		t.Errorf("CreateEndpoint with a taken name: message %q", msg)
+	}
+
 	got, err := eps.GetEndpoint(ctx, &emberv1.GetEndpointRequest{Id: id})
 	if err != nil || !proto.Equal(got, created) {
 		t.Errorf("GetEndpoint: %v %v, want %v", got, err, created)
@@ -148,6 +156,13 @@ func TestGRPC_API(t *testing.T) {
 	}
 	_, err = jobs.GetJob(ctx, &emberv1.GetJobRequest{EndpointId: id, Id: "no-such-job"})
 	grpcCode(t, "GetJob unknown", err, codes.NotFound)
+	// A COMPLETED job cannot be retried: FAILED_PRECONDITION, the message
+	// saying why.
+	_, err = jobs.RetryJob(ctx, &emberv1.RetryJobRequest{EndpointId: id, Id: run.GetId()})
+	grpcCode(t, "RetryJob of a COMPLETED job", err, codes.FailedPrecondition)
+	if msg := status.Convert(err).Message(); msg != "job "+run.GetId()+" is COMPLETED; only FAILED or TIMED_OUT jobs can be retried" {
+		t.Errorf("RetryJob of a COMPLETED job: message %q", msg)
+	}
 	_, err = jobs.Run(ctx, &emberv1.RunJobRequest{EndpointId: id})
 	grpcCode(t, "Run without input", err, codes.InvalidArgument)
 	_, err = jobs.GetJob(base, &emberv1.GetJobRequest{EndpointId: id, Id: run.GetId()})

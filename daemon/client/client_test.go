@@ -487,3 +487,44 @@ func TestWaitQueryFollowsDeadline(t *testing.T) {
 		t.Errorf("wait without deadline = %q, want 90000", w)
 	}
 }
+
+// TestSubmitWait: Submit queues through /run and returns the id at once;
+// Wait holds each status-sync at most its poll and reports every status.
+func TestSubmitWait(t *testing.T) {
+	mux := jobScript(
+		`{"id":"j1","status":"IN_QUEUE"}`,
+		`{"id":"j1","status":"IN_PROGRESS","workerId":"w1"}`,
+		`{"id":"j1","status":"COMPLETED","output":7}`,
+	)
+	mux.Handle("POST /v2/{ep}/run", reply(200, `{"id":"j1","status":"IN_QUEUE"}`))
+	c, rec := serve(t, "k", mux)
+	st, err := c.Submit(context.Background(), "ep1", json.RawMessage(`{"input":1}`))
+	if err != nil || st.ID != "j1" || st.Status != StatusInQueue {
+		t.Fatalf("Submit = %+v, %v", st, err)
+	}
+	var seen []string
+	st, err = c.Wait(context.Background(), "ep1", st, time.Second, func(s *JobStatus) { seen = append(seen, s.Status) })
+	if err != nil || st.Status != StatusCompleted || string(st.Output) != "7" {
+		t.Fatalf("Wait = %+v, %v", st, err)
+	}
+	if want := []string{StatusInQueue, StatusInProgress, StatusCompleted}; !reflect.DeepEqual(seen, want) {
+		t.Errorf("progress saw %v, want %v", seen, want)
+	}
+	reqs := rec.requests()
+	if r := reqs[0]; r.Method != "POST" || r.Path != "/v2/ep1/run" || r.Query != "" || r.Body != `{"input":1}` {
+		t.Errorf("submit request = %+v", r)
+	}
+	for _, r := range reqs[1:] {
+		if r.Path != "/v2/ep1/status-sync/j1" || r.Query != "wait=1000" {
+			t.Errorf("poll = %+v, want wait=1000", r)
+		}
+	}
+
+	// A /run answer without an id is an error, not a job to wait for.
+	mux = http.NewServeMux()
+	mux.Handle("POST /v2/{ep}/run", reply(200, `{"status":"IN_QUEUE"}`))
+	c, _ = serve(t, "k", mux)
+	if _, err := c.Submit(context.Background(), "ep1", json.RawMessage(`{"input":1}`)); err == nil || !strings.Contains(err.Error(), "no job ID") {
+		t.Errorf("Submit without an id: %v", err)
+	}
+}

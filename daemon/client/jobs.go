@@ -166,6 +166,21 @@ func (e *WaitError) Error() string {
 
 func (e *WaitError) Unwrap() error { return e.Err }
 
+// Submit queues a job through /run and returns at once with its id and
+// status (IN_QUEUE). body is a full request body; see RequestBody. A job
+// queued this way keeps its result for the daemon's /run retention (30
+// minutes by default), long enough to look it up after giving up waiting.
+func (c *Client) Submit(ctx context.Context, endpointID string, body json.RawMessage) (*JobStatus, error) {
+	var st JobStatus
+	if _, err := c.do(ctx, http.MethodPost, jobPath(endpointID, "run"), nil, body, &st); err != nil {
+		return nil, fmt.Errorf("submitting job to endpoint %q: %w", endpointID, err)
+	}
+	if st.ID == "" {
+		return nil, fmt.Errorf("daemon accepted the job with status %q but returned no job ID", st.Status)
+	}
+	return &st, nil
+}
+
 // Run submits a job through runsync and long-polls status-sync until the job
 // is terminal, returning the final status whatever it is; a FAILED job is not
 // an error here, only failing to find out is. progress, when not nil, is
@@ -181,10 +196,20 @@ func (c *Client) Run(ctx context.Context, endpointID string, body json.RawMessag
 	if !st.Terminal() && st.ID == "" {
 		return nil, fmt.Errorf("daemon accepted the job with status %q but returned no job ID", st.Status)
 	}
+	return c.Wait(ctx, endpointID, st, MaxWait, progress)
+}
+
+// Wait long-polls status-sync for the job st names until it is terminal and
+// returns its final status; st itself is returned when it is terminal
+// already. Each poll is held at most poll (MaxWait when 0 or more): a
+// short one lets progress see IN_QUEUE turn into IN_PROGRESS soon after it
+// happens. progress, when not nil, is called with every status received.
+// Failing to find out is a *WaitError carrying the last status seen.
+func (c *Client) Wait(ctx context.Context, endpointID string, st *JobStatus, poll time.Duration, progress func(*JobStatus)) (*JobStatus, error) {
 	gap := c.pollInterval
 	for !st.Terminal() {
 		started := time.Now()
-		next, err := c.StatusSync(ctx, endpointID, st.ID, MaxWait)
+		next, err := c.StatusSync(ctx, endpointID, st.ID, poll)
 		if err != nil {
 			return nil, &WaitError{Last: st, Err: err}
 		}
@@ -195,8 +220,9 @@ func (c *Client) Run(ctx context.Context, endpointID string, body json.RawMessag
 		if st.Terminal() {
 			break
 		}
-		// A long-poll that came back early and unfinished means the daemon
-		// is not holding requests; back off so as not to spin on it.
+		// A long-poll that came back well before poll and unfinished
+		// means the daemon is not holding requests; back off so as not
+		// to spin on it.
 		if elapsed := time.Since(started); elapsed < gap {
 			t := time.NewTimer(gap - elapsed)
 			select {

@@ -45,7 +45,8 @@ func (sv *Servers) Register(g *grpc.Server) {
 }
 
 // toStatus maps scheduler errors to gRPC codes (the gateway maps those to
-// HTTP: InvalidArgument and FailedPrecondition 400, NotFound 404, ...).
+// HTTP: InvalidArgument 400, NotFound 404, AlreadyExists 409, and
+// FailedPrecondition 409 through conflict, ...).
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -59,8 +60,12 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, fe.Error())
 	case errors.Is(err, scheduler.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, scheduler.ErrExists):
+		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, scheduler.ErrConflict):
-		return status.Error(codes.FailedPrecondition, err.Error())
+		// FAILED_PRECONDITION is gRPC's code for a state that refuses the
+		// call; through the gateway it is a 409, as on /v2.
+		return conflict(status.New(codes.FailedPrecondition, err.Error()))
 	case errors.Is(err, scheduler.ErrForbidden):
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, scheduler.ErrUnavailable):

@@ -380,7 +380,10 @@ func schedErrStatus(err error) (int, string) {
 	case errors.Is(err, scheduler.ErrNotFound):
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, scheduler.ErrConflict):
-		return http.StatusBadRequest, err.Error()
+		// The request is well formed but the object's state refuses it
+		// (a CANCELLED job retried, a name taken): 409, as RunPod's
+		// "other states: 4xx" allows; the message says why.
+		return http.StatusConflict, err.Error()
 	case errors.Is(err, scheduler.ErrForbidden):
 		return http.StatusUnauthorized, err.Error()
 	case errors.Is(err, scheduler.ErrInsufficientStorage):

@@ -443,7 +443,7 @@ objects as {"stats": [...]}. --watch redraws every DURATION until Ctrl-C.`,
 			if watch != 0 && watch < minWatch {
 				return fmt.Errorf("--watch %s: want at least %s", watch, minWatch)
 			}
-			c, err := a.client()
+			c, err := a.client(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -108,6 +108,7 @@ func startFakeDaemon(t *testing.T, cert *tls.Certificate, endpoints ...string) *
 	mux.HandleFunc("GET /healthz", fd.healthz)
 	mux.HandleFunc("GET /readyz", fd.readyz)
 	mux.HandleFunc("POST /v2/{ep}/runsync", fd.runsync)
+	mux.HandleFunc("POST /v2/{ep}/run", fd.runsync) // the same: answers with the script's first status
 	mux.HandleFunc("GET /v2/{ep}/status-sync/{job}", fd.statusSync)
 	mux.HandleFunc("GET /v2/{ep}/status/{job}", fd.status)
 	mux.HandleFunc("GET /v2/{ep}/stream/{job}", fd.stream)

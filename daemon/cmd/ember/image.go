@@ -109,7 +109,7 @@ On a terminal a progress bar shows the upload on stderr (not with --json or
   ember image import ./echo-layout --name acme/echo:1`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
+			c, err := a.client(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -41,6 +41,12 @@ On COMPLETED the output is printed as JSON. On FAILED, CANCELLED or
 TIMED_OUT the status and error go to stderr and ember exits with status 1.
 --json prints the final status object instead of the output.
 
+While it waits, the job's id and state (IN_QUEUE, IN_PROGRESS) and how long
+it has waited are shown on stderr: a live line on a terminal, a line per
+change otherwise; -q hides them. Interrupted (Ctrl-C), ember exits with
+status 1 and prints the job's id and how to follow or cancel it: the job
+goes on without ember.
+
 "ember run" is the same command.`,
 		Example: `  ember job run echo '{"prompt": "hello"}'
   ember job run echo '"just a string"'
@@ -52,15 +58,8 @@ TIMED_OUT the status and error go to stderr and ember exits with status 1.
 				return err
 			}
 			return a.withEndpoint(cmd, args[0], func(ctx context.Context, c *client.Client, ep *client.Endpoint) error {
-				st, err := c.Run(ctx, ep.ID, body, a.progressFunc())
+				st, err := a.runJob(ctx, c, ep, body, args[0])
 				if err != nil {
-					var we *client.WaitError
-					if errors.As(err, &we) {
-						// The job exists and may still finish; say how to find
-						// out rather than leaving people to resubmit it.
-						return fmt.Errorf("stopped waiting for job %s (last status %s): %w\nCheck on it with: ember job status %s %s",
-							we.Last.ID, we.Last.Status, a.explain(we.Err), args[0], we.Last.ID)
-					}
 					return err
 				}
 				if a.jsonOut {
@@ -106,19 +105,42 @@ func (a *app) requestBody(arg string) (json.RawMessage, error) {
 	return client.RequestBody(data)
 }
 
-// progressFunc reports job state changes on a terminal, so that a job stuck
-// in the queue behind a cold start does not look like a hung command.
-func (a *app) progressFunc() func(*client.JobStatus) {
-	if !a.showProgress() {
-		return nil
+// runJob queues a job and waits for its end, showing its state on stderr
+// (see jobWatch) unless --quiet. endpoint is the name the user gave, for
+// the commands it suggests. An interrupt or a failure to keep waiting says
+// which job goes on and how to follow or cancel it.
+func (a *app) runJob(ctx context.Context, c *client.Client, ep *client.Endpoint, body json.RawMessage, endpoint string) (*client.JobStatus, error) {
+	st, err := c.Submit(ctx, ep.ID, body)
+	if err != nil {
+		return nil, err
 	}
-	last := ""
-	return func(st *client.JobStatus) {
-		if st.Status != last && !st.Terminal() {
-			fmt.Fprintf(a.stderr, "job %s: %s\n", st.ID, st.Status)
+	var prog *jobWatch
+	update, poll := func(*client.JobStatus) {}, client.MaxWait
+	if !a.quiet {
+		prog = newJobWatch(a.stderr, a.progress, a.now)
+		update, poll = prog.update, jobPoll
+		prog.update(st)
+		prog.start()
+	}
+	st, err = c.Wait(ctx, ep.ID, st, poll, update)
+	if prog != nil {
+		prog.stop()
+	}
+	var we *client.WaitError
+	if errors.As(err, &we) {
+		follow := fmt.Sprintf("Follow it with: ember job status %s %s\nCancel it with: ember job cancel %s %s", endpoint, we.Last.ID, endpoint, we.Last.ID)
+		last := "last status " + we.Last.Status
+		if prog != nil {
+			last = prog.summary()
 		}
-		last = st.Status
+		if errors.Is(err, context.Canceled) {
+			return nil, &hintError{msg: fmt.Sprintf("interrupted; job %s goes on (%s)\n%s", we.Last.ID, last, follow), err: err}
+		}
+		// The job exists and may still finish; say how to find out
+		// rather than leaving people to resubmit it.
+		return nil, fmt.Errorf("stopped waiting for job %s (%s): %w\n%s", we.Last.ID, last, a.explain(we.Err), follow)
 	}
+	return st, err
 }
 
 // jobStatusRunE is the RunE of the commands "ENDPOINT JOB" that do one

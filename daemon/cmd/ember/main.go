@@ -260,24 +260,51 @@ func (a *app) apiKey() (string, error) {
 	return key, nil
 }
 
-// client connects to the daemon with the configured address and key.
-func (a *app) client() (*client.Client, error) {
+// client connects to the daemon with the configured address and key. When
+// there is no key to read, the key-less /healthz probe says first whether
+// emberd runs at all: "not running" is the more useful news, and the key
+// error stands when it does.
+func (a *app) client(ctx context.Context) (*client.Client, error) {
 	key, err := a.apiKey()
 	if err != nil {
+		if down := a.unreachable(ctx); down != nil {
+			return nil, down
+		}
 		return nil, err
 	}
 	return a.newClient(key)
 }
 
+// unreachable probes /healthz without a key and returns the explained
+// error when the daemon cannot be reached (refused, no route, no answer
+// in healthTimeout); nil when it answers, whatever the answer.
+func (a *app) unreachable(ctx context.Context) error {
+	c, err := a.newClient("")
+	if err != nil {
+		return nil // the address or TLS settings are wrong: the key error is no less true
+	}
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
+	_, err = c.Healthz(ctx)
+	var ae *client.APIError
+	if err == nil || errors.As(err, &ae) {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		return nil // slow, not down (emberd holds requests while it recovers)
+	}
+	return a.explain(err)
+}
+
 // withClient runs fn with a client of the daemon and the command's context,
 // which is bounded by --timeout and cancelled when fn returns.
 func (a *app) withClient(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
-	c, err := a.client()
+	ctx, cancel := a.context(cmd)
+	defer cancel()
+	c, err := a.client(ctx)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := a.context(cmd)
-	defer cancel()
 	return fn(ctx, c)
 }
 
@@ -392,19 +419,19 @@ func (a *app) explain(err error) error {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return &hintError{
-			msg: fmt.Sprintf("emberd is not running at %s: start it with `sudo systemctl start emberd` (or `make run` from a checkout)", a.baseURL()),
+			msg: fmt.Sprintf("emberd is not running at %s (connection refused): start it with `sudo systemctl start emberd` (or `make run` from a checkout)", a.baseURL()),
 			err: err,
 		}
 	case errors.As(err, &oe) && oe.Op == "dial":
 		return &hintError{msg: fmt.Sprintf("cannot reach emberd at %s: %v", a.baseURL(), oe), err: err}
 	case client.IsUnauthorized(err):
-		// Which key was refused, then where the right one is.
-		which := "the API key"
-		switch {
-		case a.keyFromEnv:
+		// Which key was refused (the key file actually read, flag or
+		// default, or EMBER_API_KEY), then where the right one is.
+		which := "the API key in " + a.keyFile
+		hint := fmt.Sprintf("it is not a key of the emberd at %s: pass that daemon's admin key (DATA-DIR/api.key of its --data-dir) with --api-key-file, or a key it issued in EMBER_API_KEY", a.baseURL())
+		if a.keyFromEnv {
 			which = "the API key in EMBER_API_KEY"
-		case a.keyFileSet:
-			which = "the API key in " + a.keyFile
+			hint = fmt.Sprintf("set EMBER_API_KEY to a valid key, or unset it to read the key file %s (--api-key-file)", a.keyFile)
 		}
 		var ae *client.APIError
 		if errors.As(err, &ae) && ae.Reason == "expired" {
@@ -417,10 +444,7 @@ func (a *app) explain(err error) error {
 				err: err,
 			}
 		}
-		return &hintError{
-			msg: fmt.Sprintf("the daemon refused %s: the admin key is in %s (readable by root), pass it with --api-key-file or EMBER_API_KEY", which, defaultKeyFile),
-			err: err,
-		}
+		return &hintError{msg: fmt.Sprintf("the daemon refused %s: %s", which, hint), err: err}
 	case errors.Is(err, context.DeadlineExceeded) && a.timeout > 0:
 		return &hintError{msg: fmt.Sprintf("timed out after %s (raise --timeout): %v", a.timeout, err), err: err}
 	case errors.Is(err, context.Canceled):

@@ -211,9 +211,13 @@ func TestAPIKeySources(t *testing.T) {
 		{name: "explicit file", args: []string{"--api-key-file", goodFile}},
 		{name: "explicit file beats env", env: map[string]string{"EMBER_API_KEY": "wrong"}, args: []string{"--api-key-file", goodFile}},
 		{name: "wrong key in file", args: []string{"--api-key-file", badFile}, code: 1,
-			wantErr: "ember: the daemon refused the API key in " + badFile + ": the admin key is in /var/lib/ember/api.key (readable by root), pass it with --api-key-file or EMBER_API_KEY\n"},
+			// The file actually read, not /var/lib/ember/api.key: a daemon
+			// with another --data-dir keeps its key elsewhere.
+			wantErr: "ember: the daemon refused the API key in " + badFile + ": it is not a key of the emberd at http://ADDR: pass that daemon's admin key (DATA-DIR/api.key of its --data-dir) with --api-key-file, or a key it issued in EMBER_API_KEY\n"},
 		{name: "wrong key in env", env: map[string]string{"EMBER_API_KEY": "wrong"}, code: 1,
-			wantErr: "ember: the daemon refused the API key in EMBER_API_KEY: the admin key is in /var/lib/ember/api.key (readable by root), pass it with --api-key-file or EMBER_API_KEY\n"},
+			wantErr: "ember: the daemon refused the API key in EMBER_API_KEY: set EMBER_API_KEY to a valid key, or unset it to read the key file /var/lib/ember/api.key (--api-key-file)\n"},
+		{name: "wrong key in env, file given", env: map[string]string{"EMBER_API_KEY": "wrong"}, args: []string{"--api-key-file", badFile}, code: 1,
+			wantErr: "ember: the daemon refused the API key in " + badFile + ": it is not a key of the emberd at http://ADDR:"},
 		{name: "missing file", args: []string{"--api-key-file", missingFile}, code: 1,
 			wantErr: "ember: cannot read API key file " + missingFile + ": no such file or directory; set EMBER_API_KEY to the key or pass --api-key-file FILE\n"},
 		{name: "empty file", args: []string{"--api-key-file", emptyFile}, code: 1,
@@ -227,8 +231,9 @@ func TestAPIKeySources(t *testing.T) {
 				env[k] = v
 			}
 			r := runEmber(t, fd.addr, invocation{args: append([]string{"endpoint", "list"}, tt.args...), env: env})
-			if r.code != tt.code || (tt.wantErr != "" && r.stderr != tt.wantErr) {
-				t.Fatalf("exit %d, stderr %q; want exit %d, stderr %q", r.code, r.stderr, tt.code, tt.wantErr)
+			wantErr := strings.ReplaceAll(tt.wantErr, "ADDR", fd.addr)
+			if r.code != tt.code || (wantErr != "" && r.stderr != wantErr && !(strings.HasSuffix(wantErr, ":") && strings.HasPrefix(r.stderr, wantErr))) {
+				t.Fatalf("exit %d, stderr %q; want exit %d, stderr %q", r.code, r.stderr, tt.code, wantErr)
 			}
 			for _, req := range fd.requests() {
 				if tt.code == 0 && req.Auth != "Bearer "+testKey {
@@ -332,17 +337,31 @@ func TestRunPolls(t *testing.T) {
 	for _, req := range fd.requests() {
 		got = append(got, strings.TrimSpace(req.Method+" "+req.Path+"?"+req.Query+" "+req.Body))
 	}
+	// /run answers at once with the job's id, so the state shows from the
+	// first second; 1 s polls then show IN_QUEUE turning IN_PROGRESS.
 	want := []string{
 		"GET /v1/endpoints/echo?", // not an ID...
 		"GET /v1/endpoints?",      // ...so resolve the name
-		`POST /v2/ep-a1/runsync?wait=90000 {"input":"hi"}`,
-		"GET /v2/ep-a1/status-sync/job-1?wait=90000",
-		"GET /v2/ep-a1/status-sync/job-1?wait=90000",
-		"GET /v2/ep-a1/status-sync/job-1?wait=90000",
-		"GET /v2/ep-a1/status-sync/job-1?wait=90000",
+		`POST /v2/ep-a1/run? {"input":"hi"}`,
+		"GET /v2/ep-a1/status-sync/job-1?wait=1000",
+		"GET /v2/ep-a1/status-sync/job-1?wait=1000",
+		"GET /v2/ep-a1/status-sync/job-1?wait=1000",
+		"GET /v2/ep-a1/status-sync/job-1?wait=1000",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	wantErr := "job job-1: IN_QUEUE, waiting 0s\njob job-1: IN_PROGRESS on worker w-7f3a, waited 2s, running 0s\n"
+	if r.stderr != wantErr {
+		t.Errorf("stderr = %q, want a line per state change: %q", r.stderr, wantErr)
+	}
+
+	// -q: no state lines, and long polls since nothing is shown.
+	fd.setScript(jobQueued, jobCompleted)
+	r = runEmber(t, fd.addr, invocation{args: []string{"run", "-q", "ep-a1", `"hi"`}})
+	reqs := fd.requests()
+	if last := reqs[len(reqs)-1]; r.code != 0 || r.stderr != "" || last.Query != "wait=90000" {
+		t.Errorf("run -q: exit %d, stderr %q, last request %+v; want exit 0, no stderr, wait=90000", r.code, r.stderr, last)
 	}
 }
 
@@ -352,8 +371,8 @@ func TestRunTimeout(t *testing.T) {
 	fd := newFakeDaemon(t, seedEndpoints...)
 	fd.setScript(jobQueued, jobProgress) // never finishes
 	r := runEmber(t, fd.addr, invocation{args: []string{"run", "echo", "{}", "--timeout", "300ms"}})
-	want := "ember: stopped waiting for job job-1 (last status IN_PROGRESS): timed out after 300ms (raise --timeout)"
-	if r.code != 1 || !strings.HasPrefix(r.stderr, want) || !strings.HasSuffix(r.stderr, "\nCheck on it with: ember job status echo job-1\n") {
+	want := "ember: stopped waiting for job job-1 (IN_PROGRESS on worker w-7f3a, waited 2s, running 0s): timed out after 300ms (raise --timeout)"
+	if r.code != 1 || !strings.Contains(r.stderr, want) || !strings.HasSuffix(r.stderr, "\nFollow it with: ember job status echo job-1\nCancel it with: ember job cancel echo job-1\n") {
 		t.Errorf("exit %d, stderr %q; want exit 1, stderr starting %q", r.code, r.stderr, want)
 	}
 	if r.stdout != "" {

@@ -306,7 +306,7 @@ func (fd *fakeDaemon) retry(w http.ResponseWriter, r *http.Request) {
 	case !ok:
 		send(w, 404, fmt.Sprintf(`{"error":"not found: job %s"}`, job))
 	case st.Status != client.StatusFailed && st.Status != client.StatusTimedOut:
-		send(w, 400, fmt.Sprintf(`{"error":"conflict: job %s is %s; only FAILED or TIMED_OUT jobs can be retried"}`, job, st.Status))
+		send(w, 409, fmt.Sprintf(`{"error":"job %s is %s; only FAILED or TIMED_OUT jobs can be retried"}`, job, st.Status))
 	default:
 		fd.jobs[job] = []string{jobQueued}
 		send(w, 200, fmt.Sprintf(`{"id":%q,"status":"IN_QUEUE"}`, job))
