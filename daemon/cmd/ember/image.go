@@ -155,7 +155,7 @@ or --quiet); otherwise only the imported image is printed.`,
 				return err
 			}
 			defer body.Close()
-			c, err := a.client()
+			c, err := a.client(cmd.Context())
 			if err != nil {
 				return err
 			}
