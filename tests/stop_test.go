@@ -195,3 +195,46 @@ func stopDaemonTimed(t testing.TB, d *Daemon, limit time.Duration) time.Duration
 	}
 	return time.Since(start)
 }
+
+// BenchmarkStopShutdownIdleSDKWorkers measures emberd's shutdown (SIGTERM
+// to exit) with 8 idle SDK-like workers, at emberd's default --stop-hold
+// (20 s) and --stop-grace (30 s). It runs this build and, when
+// EMBER_BASELINE_EMBERD names another emberd binary, that one in the same
+// run. This build is the harness's, race-instrumented (the race runtime
+// sleeps 1 s at exit), unless EMBER_BENCH_EMBERD names one built without
+// -race:
+//
+//	go build -tags seccomp -o /tmp/emberd-after-stop ./daemon/cmd/emberd
+//	EMBER_BENCH_EMBERD=/tmp/emberd-after-stop EMBER_BASELINE_EMBERD=/tmp/emberd-before-stop \
+//	  go test -tags seccomp -run '^$' -bench StopShutdown -benchtime 1x ./tests/
+func BenchmarkStopShutdownIdleSDKWorkers(b *testing.B) {
+	this := emberdBin
+	if p := os.Getenv("EMBER_BENCH_EMBERD"); p != "" {
+		this = p
+	}
+	builds := [][2]string{{"this", this}}
+	if p := os.Getenv("EMBER_BASELINE_EMBERD"); p != "" {
+		builds = append(builds, [2]string{"baseline", p})
+	}
+	for _, build := range builds {
+		b.Run("build="+build[0], func(b *testing.B) {
+			// StartDaemon runs emberdBin; benchmarks run one at a time.
+			saved := emberdBin
+			emberdBin = build[1]
+			defer func() { emberdBin = saved }()
+			const n = 8
+			var total time.Duration
+			runs := 0
+			for b.Loop() {
+				runs++
+				b.StopTimer()
+				d := StartDaemon(b, "--stop-hold", "20s", "--stop-grace", "30s")
+				ep, _ := sdkEndpoint(b, d, "sdk-bench", map[string]any{"workersMin": n, "workersMax": n, "idleTimeout": 60})
+				idleWorkers(b, d, ep, n)
+				b.StartTimer()
+				total += stopDaemonTimed(b, d, 2*time.Minute)
+			}
+			b.ReportMetric(total.Seconds()/float64(runs), "shutdown-s/op")
+		})
+	}
+}
