@@ -217,3 +217,45 @@ func TestStopPollGoneWorker(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestStopPollGPUReclaim: a GPU reclaimed from an idle worker of another
+// endpoint is free as soon as that worker exits, which an SDK worker can do
+// at once because its pending job-stop poll is answered.
+func TestStopPollGPUReclaim(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.AllocateGPUs, c.GPUs = true, mockGPUs()[:1]
+		c.StopHold = stopPollHold
+		c.Runtime = lingerRuntime{c.Runtime.(*fakeRuntime)}
+	})
+	h.worker() // the harness endpoint's CPU worker
+	name, cmd := "holder", []string{"w"}
+	zero, one, long := 0, 1, 3600
+	holder, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &one, GPUCount: &one, IdleTimeout: &long})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ep = holder.ID
+	h.submit(Submission{})
+	w := h.worker()
+	h.done(w, h.take(w).ID, Result{Output: []byte(`1`)})
+	pending := h.pollStop(w)
+	time.Sleep(50 * time.Millisecond)
+
+	needy := gpuEndpoint(t, h, "needy", 1, 0, 1, nil)
+	h.s.mustSubmit(t, needy)
+	if got := h.answered(pending, "pending poll of the reclaimed worker"); len(got.ids) != 0 {
+		t.Errorf("pending poll answered %v, want no job", got.ids)
+	}
+	if !w.wasStopped() {
+		t.Fatal("the idle GPU holder was not stopped for the needy endpoint")
+	}
+	select {
+	case nw := <-h.rt.started:
+		t.Fatalf("a worker started on %v while the reclaimed one still ran", nw.spec.GPUs)
+	case <-time.After(100 * time.Millisecond):
+	}
+	w.finish(oci.ExitStatus{Code: 0})
+	if nw := h.worker(); len(nw.spec.GPUs) != 1 || nw.spec.GPUs[0] != w.spec.GPUs[0] {
+		t.Fatalf("needy got %v, want the reclaimed %v", nw.spec.GPUs, w.spec.GPUs)
+	}
+}
