@@ -126,6 +126,8 @@ bench: build
 	@echo "# rate limiter per request: Allow+release against no limits, and GET /v2/{ep}/status/{id} through the handler without and with the limiter (same run)"
 	$(GO) test -run '^$$' -bench Allow -benchtime 1000000x ./daemon/ratelimit/
 	$(GO) test -run '^$$' -bench StatusPath -benchtime 100000x -count 3 ./daemon/httpapi/
+	@echo "# emberd shutdown with 8 idle SDK-like workers (default --stop-hold 20s); EMBER_BASELINE_EMBERD=PATH adds a baseline build in the same run"
+	EMBER_BENCH_EMBERD=$(CURDIR)/bin/emberd $(GO) test -tags $(TAGS) -run '^$$' -bench StopShutdown -benchtime 1x ./tests/
 
 # Long crash/soak loops are kept out of `make test`.
 soak: build

@@ -555,6 +555,9 @@ func (s *Scheduler) executionTimeout(j *job, attempt int) {
 }
 
 // StopSignals long-polls for the jobs a worker must abandon (job-stop).
+// Signals already queued are answered first; a draining worker's poll (and
+// any poll once the scheduler is closed) is then answered empty at once,
+// never held.
 func (s *Scheduler) StopSignals(ctx context.Context, endpointID, workerID string, hold time.Duration) ([]string, error) {
 	if hold <= 0 || hold > s.tun().StopHold {
 		hold = s.tun().StopHold
@@ -574,6 +577,14 @@ func (s *Scheduler) StopSignals(ctx context.Context, endpointID, workerID string
 			w.stopQ = nil
 			s.mu.Unlock()
 			return ids, nil
+		}
+		if w.draining || s.closed {
+			// Not held: the SDK leaves its stop loop only when this poll
+			// returns (then after its 1 s pause after an empty answer), and
+			// a draining worker must be free to exit. A busy one polls again
+			// and still gets the stop signals for the jobs it finishes.
+			s.mu.Unlock()
+			return nil, nil
 		}
 		ch := w.stopCh
 		s.mu.Unlock()
@@ -597,6 +608,12 @@ func (s *Scheduler) signalStopLocked(w *worker, jobID string) {
 	if _, ok := w.stopping[jobID]; !ok {
 		w.stopping[jobID] = s.now().Add(s.tun().StopGrace)
 	}
+	s.wakeStopPollLocked(w)
+}
+
+// wakeStopPollLocked wakes w's pending job-stop poll, if any, so that it
+// looks at the worker again.
+func (s *Scheduler) wakeStopPollLocked(w *worker) {
 	close(w.stopCh)
 	w.stopCh = make(chan struct{})
 }

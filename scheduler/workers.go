@@ -424,8 +424,8 @@ func (s *Scheduler) backOffLocked(ep *endpointState, w *worker, reason string) {
 const maxGhosts = 8
 
 // drainWorkerLocked stops a worker: no new jobs (its pending take answers
-// 204 at once), SIGTERM so the SDK finishes in-flight jobs, SIGKILL after
-// the stop grace.
+// 204 at once), its pending job-stop poll answered at once too, SIGTERM so
+// the SDK finishes in-flight jobs, SIGKILL after the stop grace.
 func (s *Scheduler) drainWorkerLocked(w *worker, why string) {
 	if w.draining {
 		return
@@ -436,6 +436,10 @@ func (s *Scheduler) drainWorkerLocked(w *worker, why string) {
 		// Wake the worker's pending take so it returns empty now.
 		ep.wakeWorker(w.id)
 	}
+	// runpod-python exits only once its take and its stop poll have both
+	// returned: a stop poll held for --stop-hold would keep an idle worker,
+	// and its GPU, that long. StopSignals answers a draining worker at once.
+	s.wakeStopPollLocked(w)
 	s.log.Info("stopping worker", "worker", w.id, "endpoint", w.endpoint, "reason", why)
 	if w.handle != nil {
 		w.handle.Stop(s.tun().StopGrace)
