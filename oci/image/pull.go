@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 )
 
 // PullOptions tune one Pull.
@@ -26,6 +28,18 @@ type PullOptions struct {
 	// authentication, or to its token server, when it asks for them. Empty:
 	// anonymous.
 	Username, Password string
+	// CertsDir is a docker/containerd certs.d folder: CertsDir/HOST[:PORT]/
+	// holds *.crt files of CAs trusted for that registry besides the
+	// system's roots, and *.cert + *.key pairs (client.cert, client.key)
+	// of client certificates for mutual TLS. Empty or missing: the
+	// system's roots alone.
+	CertsDir string
+	// AuthFile is a docker config.json whose "auths" give the registry's
+	// credentials when Username is empty. Empty: none.
+	AuthFile string
+	// Log receives a warning for each failed attempt that is retried
+	// (never with credentials); nil: slog.Default().
+	Log *slog.Logger
 	// Progress, if set, is called with bytes done and bytes in total, one
 	// call at a time: first as the blobs download, then as the image is
 	// imported (the total then grows by what the import reads).
@@ -33,6 +47,8 @@ type PullOptions struct {
 
 	// client replaces the HTTP client (tests: a TLS server's roots).
 	client *http.Client
+	// retryBase replaces pullRetryBase (tests).
+	retryBase time.Duration
 }
 
 // Media types a registry may answer a manifest request with.
@@ -101,7 +117,10 @@ func (s *Store) pull(ctx context.Context, ref string, opts PullOptions) (Image, 
 	}
 	defer s.dropPullDir(work)
 
-	reg := newRegistryClient(rr, opts)
+	reg, err := newRegistryClient(rr, opts)
+	if err != nil {
+		return Image{}, err
+	}
 	p := &pullProgress{fn: opts.Progress}
 	lw := &pullLayout{dir: work, limit: s.opts.MaxImageBytes}
 	if err := os.MkdirAll(filepath.Join(work, "blobs", "sha256"), 0o700); err != nil {
@@ -186,16 +205,47 @@ type registryClient struct {
 	// auth is the Authorization header to send, once a challenge said
 	// which ("Basic ..." or "Bearer <token>").
 	auth string
+	// credsFrom says where Username and Password came from, for errors:
+	// "" (the request, or none) or the auth file's path.
+	credsFrom string
+	// caFrom is the certs.d folder that was looked at for this registry,
+	// for the error of an untrusted certificate ("" without CertsDir).
+	caFrom string
+	log    *slog.Logger
 }
 
-func newRegistryClient(rr registryRef, opts PullOptions) *registryClient {
-	c := &registryClient{ref: rr, opts: opts, scheme: "https"}
+func newRegistryClient(rr registryRef, opts PullOptions) (*registryClient, error) {
+	c := &registryClient{ref: rr, opts: opts, scheme: "https", log: opts.Log}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
 	if opts.PlainHTTP {
 		c.scheme = "http"
 	}
+	if opts.Username == "" && opts.AuthFile != "" {
+		user, pass, ok, err := lookupAuth(opts.AuthFile, rr.host)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			c.opts.Username, c.opts.Password, c.credsFrom = user, pass, opts.AuthFile
+		}
+	}
 	base := opts.client
 	if base == nil {
-		base = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		// A registry that accepts the connection but never answers is
+		// a transient failure, retried like a refused connection.
+		tr.ResponseHeaderTimeout = pullHeaderTimeout
+		if opts.CertsDir != "" {
+			c.caFrom = filepath.Join(opts.CertsDir, rr.host)
+			tc, err := registryTLS(opts.CertsDir, rr.host)
+			if err != nil {
+				return nil, err
+			}
+			tr.TLSClientConfig = tc
+		}
+		base = &http.Client{Transport: tr}
 	}
 	cl := *base
 	cl.CheckRedirect = func(req *http.Request, via []*http.Request) error {
@@ -208,7 +258,7 @@ func newRegistryClient(rr registryRef, opts PullOptions) *registryClient {
 		return nil
 	}
 	c.client = &cl
-	return c
+	return c, nil
 }
 
 // plainHTTPHint names the option that allows plain HTTP.
@@ -315,7 +365,16 @@ func pickPlatform(body []byte, rr registryRef) (descriptor, error) {
 
 // fetchManifest GETs a manifest by tag or digest; want, if set, is the
 // digest its bytes must have. It returns the body and its media type.
-func (c *registryClient) fetchManifest(ctx context.Context, reference, want string) ([]byte, string, error) {
+func (c *registryClient) fetchManifest(ctx context.Context, reference, want string) (body []byte, mt string, err error) {
+	err = c.retry(ctx, "manifest "+c.ref.repo+":"+reference, func() error {
+		var err error
+		body, mt, err = c.fetchManifestOnce(ctx, reference, want)
+		return err
+	})
+	return body, mt, err
+}
+
+func (c *registryClient) fetchManifestOnce(ctx context.Context, reference, want string) ([]byte, string, error) {
 	resp, err := c.get(ctx, "/v2/"+c.ref.repo+"/manifests/"+reference, manifestAccept)
 	if err != nil {
 		return nil, "", err
@@ -326,7 +385,7 @@ func (c *registryClient) fetchManifest(ctx context.Context, reference, want stri
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJSONSize+1))
 	if err != nil {
-		return nil, "", fmt.Errorf("reading manifest %s: %w", reference, err)
+		return nil, "", transientIf(fmt.Errorf("reading manifest %s: %w", reference, err), 0)
 	}
 	if len(body) > maxJSONSize {
 		return nil, "", fmt.Errorf("manifest %s is more than the %d bytes allowed for a JSON document", reference, maxJSONSize)
@@ -368,7 +427,19 @@ func isKnownManifest(mt string) bool {
 
 // fetchBlob streams a blob into the layout, verifying size and digest;
 // only verified content gets the blob's name.
+// A failed attempt starts the blob again from its first byte.
 func (c *registryClient) fetchBlob(ctx context.Context, lw *pullLayout, d descriptor, what string, p *pullProgress) error {
+	return c.retry(ctx, what, func() error {
+		start := p.done
+		err := c.fetchBlobOnce(ctx, lw, d, what, p)
+		if err != nil {
+			p.done = start // the retry counts its bytes again
+		}
+		return err
+	})
+}
+
+func (c *registryClient) fetchBlobOnce(ctx context.Context, lw *pullLayout, d descriptor, what string, p *pullProgress) error {
 	resp, err := c.get(ctx, "/v2/"+c.ref.repo+"/blobs/"+d.Digest, "")
 	if err != nil {
 		return err
@@ -379,10 +450,11 @@ func (c *registryClient) fetchBlob(ctx context.Context, lw *pullLayout, d descri
 	}
 	final := lw.blob(d.Digest)
 	partial := final + ".partial"
-	f, err := os.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
+	defer os.Remove(partial) // after a failure; gone by then after Rename
 	h := sha256.New()
 	cr := &countingReader{r: io.LimitReader(resp.Body, d.Size+1), onRead: p.add}
 	n, err := io.Copy(io.MultiWriter(f, h), cr)
@@ -390,7 +462,7 @@ func (c *registryClient) fetchBlob(ctx context.Context, lw *pullLayout, d descri
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("downloading %s: %w", what, err)
+		return transientIf(fmt.Errorf("downloading %s: %w", what, err), 0)
 	}
 	if n != d.Size {
 		return fmt.Errorf("%s: registry sent %d bytes, the manifest says %d", what, n, d.Size)
@@ -402,20 +474,27 @@ func (c *registryClient) fetchBlob(ctx context.Context, lw *pullLayout, d descri
 }
 
 // get sends a GET, answering an authentication challenge once.
+// A 429 or 5xx answer is returned as a transientError (its body closed).
 func (c *registryClient) get(ctx context.Context, path, accept string) (*http.Response, error) {
 	resp, err := c.send(ctx, path, accept)
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusUnauthorized {
-		return resp, nil
+	if resp.StatusCode == http.StatusUnauthorized {
+		challenge := resp.Header.Get("WWW-Authenticate")
+		resp.Body.Close()
+		if err := c.authenticate(ctx, challenge); err != nil {
+			return nil, err
+		}
+		if resp, err = c.send(ctx, path, accept); err != nil {
+			return nil, err
+		}
 	}
-	challenge := resp.Header.Get("WWW-Authenticate")
-	resp.Body.Close()
-	if err := c.authenticate(ctx, challenge); err != nil {
-		return nil, err
+	if isTransientStatus(resp.StatusCode) {
+		defer resp.Body.Close()
+		return nil, &transientError{err: c.statusError(resp, strings.TrimPrefix(path, "/v2/")), retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
 	}
-	return c.send(ctx, path, accept)
+	return resp, nil
 }
 
 func (c *registryClient) send(ctx context.Context, path, accept string) (*http.Response, error) {
@@ -438,24 +517,40 @@ func (c *registryClient) send(ctx context.Context, path, accept string) (*http.R
 }
 
 // transportError explains a plain-HTTP registry contacted over HTTPS.
+// An untrusted certificate names the certs.d file that would trust it.
+// A connection error or timeout is a transientError.
 func (c *registryClient) transportError(host string, err error) error {
 	if !c.opts.PlainHTTP && strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
 		return fmt.Errorf("registry %s speaks plain HTTP, not HTTPS: %s", host, plainHTTPHint)
 	}
-	return fmt.Errorf("registry %s: %w", host, err)
+	if isCertError(err) {
+		where := "a certs.d folder (emberd --registry-certs-dir) as HOST[:PORT]/ca.crt"
+		if c.caFrom != "" {
+			where = filepath.Join(c.caFrom, "ca.crt")
+		}
+		return fmt.Errorf("registry %s: %w: to trust the registry's CA, put it (PEM) in %s", host, err, where)
+	}
+	if isTLSAlert(err) && strings.Contains(err.Error(), "certificate") {
+		where := "a certs.d folder (emberd --registry-certs-dir) as HOST[:PORT]/client.cert and client.key"
+		if c.caFrom != "" {
+			where = filepath.Join(c.caFrom, "client.cert") + " and client.key"
+		}
+		return fmt.Errorf("registry %s refused the TLS handshake: %w: if it wants a client certificate, put the certificate and its key (PEM) in %s", host, err, where)
+	}
+	return transientIf(fmt.Errorf("registry %s: %w", host, err), 0)
 }
 
 // authenticate answers a 401's challenge: Basic with the credentials, or
 // Bearer with a token from the challenge's realm.
 func (c *registryClient) authenticate(ctx context.Context, challenge string) error {
 	if c.auth != "" {
-		return fmt.Errorf("registry %s refused the credentials (401 Unauthorized)", c.ref.host)
+		return fmt.Errorf("registry %s refused the credentials%s (401 Unauthorized)", c.ref.host, c.credsSource())
 	}
 	scheme, params := parseChallenge(challenge)
 	switch strings.ToLower(scheme) {
 	case "basic":
 		if c.opts.Username == "" {
-			return fmt.Errorf("registry %s requires a username and password (401 Unauthorized)", c.ref.host)
+			return fmt.Errorf("registry %s requires a username and password (401 Unauthorized)%s", c.ref.host, c.noCredsHint())
 		}
 		req, _ := http.NewRequest(http.MethodGet, "/", nil)
 		req.SetBasicAuth(c.opts.Username, c.opts.Password)
@@ -515,9 +610,11 @@ func (c *registryClient) fetchToken(ctx context.Context, params map[string]strin
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		if c.opts.Username == "" {
-			return "", fmt.Errorf("token server %s refused an anonymous token for %s (%s): give a username and password", u.Host, scope, resp.Status)
+			return "", fmt.Errorf("token server %s refused an anonymous token for %s (%s): give a username and password%s", u.Host, scope, resp.Status, c.noCredsHint())
 		}
-		return "", fmt.Errorf("token server %s refused the credentials for %s (%s)", u.Host, scope, resp.Status)
+		return "", fmt.Errorf("token server %s refused the credentials%s for %s (%s)", u.Host, c.credsSource(), scope, resp.Status)
+	case isTransientStatus(resp.StatusCode):
+		return "", &transientError{err: fmt.Errorf("token server %s: %s", u.Host, resp.Status), retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
 	case resp.StatusCode != http.StatusOK:
 		return "", fmt.Errorf("token server %s: %s", u.Host, resp.Status)
 	}
@@ -593,7 +690,7 @@ func (c *registryClient) statusError(resp *http.Response, what string) error {
 	case http.StatusNotFound:
 		return fmt.Errorf("%w: registry %s has no %s (404 Not Found%s); check the repository and tag", ErrNotFound, where, what, msg)
 	case http.StatusUnauthorized:
-		return fmt.Errorf("registry %s refused access to %s (401 Unauthorized%s): check the username and password", where, what, msg)
+		return fmt.Errorf("registry %s refused access to %s (401 Unauthorized%s): check the username and password%s", where, what, msg, c.credsSource())
 	case http.StatusForbidden:
 		return fmt.Errorf("registry %s forbids access to %s (403 Forbidden%s)", where, what, msg)
 	}

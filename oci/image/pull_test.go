@@ -34,12 +34,14 @@ type fakeRegistry struct {
 	tags      map[string]string // tag -> manifest or index digest
 	tamper    map[string][]byte // digest -> content served instead
 	tokenReqs []string          // token requests' queries
+	hits      map[string]int    // request path -> requests (after auth)
+	failNext  map[string]int    // request path -> 503s still to answer
 }
 
 const pullRepo = "acme/echo"
 
 func newFakeRegistry(t *testing.T, tls bool) *fakeRegistry {
-	r := &fakeRegistry{t: t, blobs: map[string][]byte{}, types: map[string]string{}, tags: map[string]string{}, tamper: map[string][]byte{}, token: "tok-123"}
+	r := &fakeRegistry{t: t, blobs: map[string][]byte{}, types: map[string]string{}, tags: map[string]string{}, tamper: map[string][]byte{}, token: "tok-123", hits: map[string]int{}, failNext: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v2/{rest...}", r.serve)
 	mux.HandleFunc("GET /token", r.serveToken)
@@ -104,6 +106,18 @@ func (r *fakeRegistry) serve(w http.ResponseWriter, req *http.Request) {
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="fake-registry",scope="repository:%s:pull"`, r.srv.URL, pullRepo))
 		}
 		regError(w, 401, "UNAUTHORIZED", "authentication required")
+		return
+	}
+	r.mu.Lock()
+	r.hits[req.URL.Path]++
+	fail := r.failNext[req.URL.Path] > 0
+	if fail {
+		r.failNext[req.URL.Path]--
+	}
+	r.mu.Unlock()
+	if fail {
+		w.Header().Set("Retry-After", "0")
+		regError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "registry is busy")
 		return
 	}
 	rest := req.PathValue("rest")
