@@ -62,6 +62,11 @@ type Options struct {
 	// PreloadDir holds image archives and endpoint definitions to import
 	// and create at start (default DATA-DIR/preload); see preload.go.
 	PreloadDir string
+	// RegistryCertsDir is the certs.d folder of per-registry CAs and
+	// client certificates for image pulls (--registry-certs-dir), and
+	// RegistryAuthFile the docker config.json of registry credentials
+	// (--registry-auth-file, "" for none); both are read at each pull.
+	RegistryCertsDir, RegistryAuthFile string
 	// TLS is "off" or "auto" (--tls); TLSCert and TLSKey are PEM files to
 	// serve instead (--tls-cert, --tls-key, re-read on SIGHUP). See
 	// daemon/tlsconf.
@@ -437,7 +442,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	gs := grpc.NewServer(grpcOpts...)
 	servers.Register(gs)
-	images := &grpcapi.ImageServer{Store: wr.images, Log: log, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
+	images := &grpcapi.ImageServer{Store: wr.images, Log: log, RegistryCertsDir: o.RegistryCertsDir, RegistryAuthFile: o.RegistryAuthFile, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
 	images.Register(gs)
 	// The standard health service (no key, like /healthz) and server
 	// reflection (v1 and v1alpha, for grpcurl).

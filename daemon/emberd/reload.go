@@ -31,6 +31,8 @@ var restartOnly = []struct {
 	{"api-key-file", func(o Options) string { return o.APIKeyFile }},
 	{"debug-listen", func(o Options) string { return o.DebugListen }},
 	{"preload-dir", func(o Options) string { return o.PreloadDir }},
+	{"registry-certs-dir", func(o Options) string { return o.RegistryCertsDir }},
+	{"registry-auth-file", func(o Options) string { return o.RegistryAuthFile }},
 	{"max-connections", func(o Options) string { return strconv.Itoa(o.MaxConnections) }},
 	{"tls", func(o Options) string { return o.TLS }},
 	{"tls-cert", func(o Options) string { return o.TLSCert }},
@@ -83,6 +85,7 @@ func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, ce
 		n.DataDir, n.Listen, n.GRPCListen, n.Runtime, n.APIKeyFile, n.DebugListen, n.PreloadDir, n.MaxConnections =
 			cur.DataDir, cur.Listen, cur.GRPCListen, cur.Runtime, cur.APIKeyFile, cur.DebugListen, cur.PreloadDir, cur.MaxConnections
 		n.TLS, n.TLSCert, n.TLSKey, n.InsecureListen = cur.TLS, cur.TLSCert, cur.TLSKey, cur.InsecureListen
+		n.RegistryCertsDir, n.RegistryAuthFile = cur.RegistryCertsDir, cur.RegistryAuthFile
 		cur = n
 	}
 }

@@ -51,8 +51,12 @@ type ImageServer struct {
 	// a full disk is RESOURCE_EXHAUSTED, 507 on /v1.
 	DiskCheck func(size int64) error
 	// Log receives the audit trail of imports, pulls and removals
-	// (daemon/audit); nil: slog.Default().
+	// (daemon/audit), and the retries of pulls; nil: slog.Default().
 	Log *slog.Logger
+	// RegistryCertsDir and RegistryAuthFile are PullOptions.CertsDir and
+	// AuthFile for every pull (emberd --registry-certs-dir,
+	// --registry-auth-file).
+	RegistryCertsDir, RegistryAuthFile string
 }
 
 // auditImage records an image action: object is the image's first name
@@ -245,6 +249,9 @@ func (sv *ImageServer) PullImage(ctx context.Context, req *emberv1.PullImageRequ
 		PlainHTTP: req.GetPlainHttp(),
 		Username:  req.GetUsername(),
 		Password:  req.GetPassword(),
+		CertsDir:  sv.RegistryCertsDir,
+		AuthFile:  sv.RegistryAuthFile,
+		Log:       sv.Log,
 	})
 	if err != nil {
 		return nil, ImageStatus(err)

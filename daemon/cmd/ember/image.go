@@ -51,8 +51,14 @@ defaults to "latest". There is no default registry. From a multi-platform
 image the linux image for the daemon's architecture is pulled. An image
 pulled by digest alone is unnamed; address it by digest or ID.
 
-The daemon speaks HTTPS unless --plain-http allows unencrypted HTTP. With
---username, the password is read from stdin (--password-stdin).`,
+The daemon speaks HTTPS unless --plain-http allows unencrypted HTTP, and
+trusts a registry's own CA and presents a client certificate from its
+certs.d folder (emberd --registry-certs-dir, HOST[:PORT]/ca.crt,
+client.cert, client.key). With --username, the password is read from stdin
+(--password-stdin); without, the daemon's docker config.json
+(emberd --registry-auth-file) gives the credentials, if any. Connection
+errors, timeouts, 429 and 5xx answers are retried, 4 attempts in all per
+request, with backoff; each retry is logged by the daemon.`,
 		Example: `  ember image pull registry.lan:5000/acme/echo:1
   ember image pull 10.0.0.5:5000/acme/echo:1 --plain-http
   echo "$TOKEN" | ember image pull registry.lan/acme/echo:1 --username ci --password-stdin`,
