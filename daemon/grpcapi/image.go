@@ -163,7 +163,8 @@ func (e *conflictError) Unwrap() error              { return e.http }
 // INVALID_ARGUMENT, with the store's message. Other failures are
 // INVALID_ARGUMENT too (a corrupt or truncated archive, an ambiguous ID
 // prefix), except the machine's own trouble (disk full, I/O errors):
-// INTERNAL.
+// INTERNAL. A registry that failed a pull's request on every attempt
+// (ErrRegistryUnavailable) is UNAVAILABLE (HTTP 503).
 func ImageStatus(err error) error {
 	if err == nil {
 		return nil
@@ -176,6 +177,8 @@ func ImageStatus(err error) error {
 	case errors.Is(err, image.ErrNameRequired), errors.Is(err, image.ErrHostile),
 		errors.Is(err, image.ErrTooLarge), errors.Is(err, image.ErrDigestMismatch):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, image.ErrRegistryUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	case IsServerFault(err):

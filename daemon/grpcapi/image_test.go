@@ -459,4 +459,16 @@ func TestImagePull(t *testing.T) {
 	}
 	_, err = (&ImageServer{}).PullImage(ctx, &emberv1.PullImageRequest{Ref: host + "/acme/echo:1"})
 	wantCode(t, "no store", err, codes.Unimplemented)
+
+	// The daemon's auth file reaches the pull.
+	missing := filepath.Join(t.TempDir(), "registry-auth.json")
+	_, err = (&ImageServer{Store: st, RegistryAuthFile: missing}).PullImage(ctx, &emberv1.PullImageRequest{Ref: host + "/acme/echo:1", PlainHttp: true})
+	wantCode(t, "auth file", err, codes.InvalidArgument, missing)
+	// A registry that fails every attempt is UNAVAILABLE.
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+	}))
+	defer busy.Close()
+	_, err = sv.PullImage(ctx, &emberv1.PullImageRequest{Ref: strings.TrimPrefix(busy.URL, "http://") + "/acme/echo:1", PlainHttp: true})
+	wantCode(t, "registry down", err, codes.Unavailable, "failed after 4 attempts")
 }

@@ -34,6 +34,18 @@ const (
 	pullHeaderTimeout = time.Minute
 )
 
+// ErrRegistryUnavailable is wrapped by a pull's error when a registry
+// request failed transiently (connection error, timeout, 429 or 5xx) on
+// every attempt: the registry, not the request, is at fault.
+var ErrRegistryUnavailable = errors.New("registry unavailable")
+
+// exhaustedError is the last transient failure of a request that was
+// tried pullAttempts times.
+type exhaustedError struct{ err error }
+
+func (e *exhaustedError) Error() string   { return e.err.Error() }
+func (e *exhaustedError) Unwrap() []error { return []error{e.err, ErrRegistryUnavailable} }
+
 // transientError is a failure worth another attempt: a connection error
 // or timeout, 429 Too Many Requests or a 5xx answer.
 type transientError struct {
@@ -116,7 +128,7 @@ func (c *registryClient) retry(ctx context.Context, what string, fn func() error
 			return err
 		}
 		if attempt == pullAttempts {
-			return fmt.Errorf("%s: failed after %d attempts: %w", what, pullAttempts, err)
+			return fmt.Errorf("%s: failed after %d attempts: %w", what, pullAttempts, &exhaustedError{err})
 		}
 		wait := min(max(base<<(attempt-1), te.retryAfter), pullRetryMax)
 		c.log.Warn("registry request failed, retrying", "registry", c.ref.host, "repository", c.ref.repo, "what", what,
