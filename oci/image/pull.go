@@ -492,7 +492,7 @@ func (c *registryClient) get(ctx context.Context, path, accept string) (*http.Re
 	}
 	if isTransientStatus(resp.StatusCode) {
 		defer resp.Body.Close()
-		return nil, &transientError{err: c.statusError(resp, strings.TrimPrefix(path, "/v2/")), retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
+		return nil, &transientError{err: c.statusError(resp, strings.TrimPrefix(path, "/v2/"+c.ref.repo+"/")), retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
 	}
 	return resp, nil
 }

@@ -130,7 +130,7 @@ func (c *registryClient) retry(ctx context.Context, what string, fn func() error
 		if attempt == pullAttempts {
 			return fmt.Errorf("%s: failed after %d attempts: %w", what, pullAttempts, &exhaustedError{err})
 		}
-		wait := min(max(base<<(attempt-1), te.retryAfter), pullRetryMax)
+		wait := retryWait(base, attempt, te.retryAfter)
 		c.log.Warn("registry request failed, retrying", "registry", c.ref.host, "repository", c.ref.repo, "what", what,
 			"attempt", attempt, "attempts", pullAttempts, "retry_in", wait, "err", err)
 		t := time.NewTimer(wait)
@@ -141,6 +141,13 @@ func (c *registryClient) retry(ctx context.Context, what string, fn func() error
 		case <-t.C:
 		}
 	}
+}
+
+// retryWait is the wait after failed attempt number attempt (from 1):
+// base doubled per attempt, or the registry's Retry-After if longer, at
+// most pullRetryMax.
+func retryWait(base time.Duration, attempt int, retryAfter time.Duration) time.Duration {
+	return min(max(base<<(attempt-1), retryAfter), pullRetryMax)
 }
 
 func cmpOr(d, def time.Duration) time.Duration {

@@ -253,7 +253,8 @@ func TestPullRetry(t *testing.T) {
 		f.reg.hits = map[string]int{}
 		f.reg.mu.Unlock()
 		_, err := s.Pull(ctx, f.reg.host+"/"+pullRepo+":1", PullOptions{PlainHTTP: true, retryBase: time.Millisecond})
-		if !errors.Is(err, ErrRegistryUnavailable) || !strings.Contains(err.Error(), "layer "+digestOf(f.img.layers[0])+": failed after 4 attempts: ") || !strings.Contains(err.Error(), "503 Service Unavailable") {
+		want := "layer " + digestOf(f.img.layers[0]) + ": failed after 4 attempts: registry " + f.reg.host + "/" + pullRepo + ": blobs/" + digestOf(f.img.layers[0]) + ": 503 Service Unavailable: UNAVAILABLE (registry is busy)"
+		if !errors.Is(err, ErrRegistryUnavailable) || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v", err)
 		}
 		f.reg.mu.Lock()
@@ -304,6 +305,21 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 	if got := parseRetryAfter(time.Now().Add(-time.Minute).UTC().Format(http1123)); got != 0 {
 		t.Errorf("a past date: %v", got)
+	}
+}
+
+func TestRetryWait(t *testing.T) {
+	for _, tt := range []struct {
+		attempt    int
+		retryAfter time.Duration
+		want       time.Duration
+	}{
+		{1, 0, 500 * time.Millisecond}, {2, 0, time.Second}, {3, 0, 2 * time.Second},
+		{1, 5 * time.Second, 5 * time.Second}, {3, time.Second, 2 * time.Second}, {2, time.Hour, pullRetryMax},
+	} {
+		if got := retryWait(pullRetryBase, tt.attempt, tt.retryAfter); got != tt.want {
+			t.Errorf("attempt %d, Retry-After %v: %v, want %v", tt.attempt, tt.retryAfter, got, tt.want)
+		}
 	}
 }
 
