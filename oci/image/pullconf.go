@@ -231,6 +231,8 @@ func lookupAuth(file, host string) (user, pass string, ok bool, err error) {
 			Username string `json:"username"`
 			Password string `json:"password"`
 		} `json:"auths"`
+		CredsStore  string            `json:"credsStore"`
+		CredHelpers map[string]string `json:"credHelpers"`
 	}
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		// The decoder's message quotes no file content beyond a byte offset.
@@ -256,6 +258,16 @@ func lookupAuth(file, host string) (user, pass string, ok bool, err error) {
 		if a.Username != "" {
 			return a.Username, a.Password, true, nil
 		}
+	}
+	// emberd runs no docker-credential-* programs: an appliance's
+	// credentials are the file's own.
+	for key, helper := range cfg.CredHelpers {
+		if authKeyHost(key) == host {
+			return "", "", false, fmt.Errorf("registry auth file %s sends %s to the credential helper %q, which emberd does not run: give the credentials in \"auths\"", file, host, helper)
+		}
+	}
+	if cfg.CredsStore != "" {
+		return "", "", false, fmt.Errorf("registry auth file %s has no \"auths\" entry for %s, and its credsStore %q is not run by emberd: give the credentials in \"auths\"", file, host, cfg.CredsStore)
 	}
 	return "", "", false, nil
 }

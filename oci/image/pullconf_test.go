@@ -167,6 +167,13 @@ func TestLookupAuthDockerHubAliases(t *testing.T) {
 			t.Errorf("%s: %q %v %v, want %q", tt.host, u, ok, err, tt.user)
 		}
 	}
+	writeFile(t, file, []byte(`{"auths":{"a.lan":{"username":"a","password":"p"}},"credHelpers":{"b.lan":"ecr-login"},"credsStore":"desktop"}`))
+	for host, want := range map[string]string{"a.lan": "", "b.lan": `to the credential helper "ecr-login", which emberd does not run`, "c.lan": `its credsStore "desktop" is not run by emberd`} {
+		_, _, _, err := lookupAuth(file, host)
+		if (want == "" && err != nil) || (want != "" && (err == nil || !strings.Contains(err.Error(), want))) {
+			t.Errorf("%s: %v, want %q", host, err, want)
+		}
+	}
 }
 
 // TestPullClientCert pulls from a registry that requires a client
