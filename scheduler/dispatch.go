@@ -89,7 +89,14 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 			s.mu.Unlock()
 			select {
 			case <-ch:
-				continue
+				// A stop signal for one of its jobs, or its stop: answered
+				// empty then, even if it has exited meanwhile.
+				s.mu.Lock()
+				again := w.outdated && !w.draining && s.workers[workerID] == w
+				s.mu.Unlock()
+				if again {
+					continue
+				}
 			case <-timer.C:
 			case <-ctx.Done():
 			}
