@@ -1,8 +1,12 @@
 package scheduler
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/store"
 )
 
 // liveWorkers lists the endpoint's workers that take jobs or will: not
@@ -260,5 +264,83 @@ func TestRollingFrozenReplaced(t *testing.T) {
 	}
 	if got := h.take(next).ID; got != id {
 		t.Fatalf("new worker took %s, want %s", got, id)
+	}
+}
+
+// TestRollingAfterRestart: records written before generations existed read
+// as generation 1 and replace nothing; a worker taken back after a restart
+// that is older than its endpoint's generation (the daemon went away
+// before it was replaced) is replaced then.
+func TestRollingAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, newFakeRuntime())
+	cfg.DataDir, cfg.InMemoryStore, cfg.MinFreeBytes = dir, false, 1
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy, err := s.CreateEndpoint(context.Background(), EndpointSpec{Name: ptr("legacy"), Command: ptr([]string{"fake"}), GPUCount: ptr(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rolled, err := s.CreateEndpoint(context.Background(), EndpointSpec{Name: ptr("rolled"), Command: ptr([]string{"fake"}), GPUCount: ptr(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err := store.Open(store.Options{Dir: dir, Logger: cfg.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy.Generation = 0 // as written before the field existed
+	rolled.Generation = 2
+	b := st.NewBatch()
+	for _, e := range []*store.Endpoint{&legacy, &rolled} {
+		if err := b.PutEndpoint(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UnixMilli()
+	for _, w := range []store.WorkerRecord{
+		{ID: "w-legacy", Endpoint: legacy.ID, Token: "t1", StartedAt: now},
+		{ID: "w-old", Endpoint: rolled.ID, Token: "t2", StartedAt: now, Generation: 1},
+		{ID: "w-cur", Endpoint: rolled.ID, Token: "t3", StartedAt: now, Generation: 2},
+	} {
+		if err := b.PutWorker(&w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Commit(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	handles := map[string]*fakeWorker{}
+	for _, id := range []string{"w-legacy", "w-old", "w-cur"} {
+		handles[id] = &fakeWorker{done: make(chan struct{}), env: map[string]string{}}
+	}
+	cfg.Runtime = newFakeRuntime()
+	cfg.Adopt = func(r store.WorkerRecord) (oci.Worker, error) { return handles[r.ID], nil }
+	s2, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if e, _ := s2.Endpoint(legacy.ID); e.Generation != 1 {
+		t.Fatalf("an endpoint record without a generation reads as %d, want 1", e.Generation)
+	}
+	eventually(t, "the outdated worker stopped", handles["w-old"].wasStopped)
+	for _, id := range []string{"w-legacy", "w-cur"} {
+		if handles[id].wasStopped() {
+			t.Fatalf("%s was stopped, but runs its endpoint's generation", id)
+		}
+	}
+	for _, w := range s2.Workers("") {
+		if w.ID == "w-legacy" && w.Generation != 1 {
+			t.Fatalf("a worker record without a generation reads as %d, want 1", w.Generation)
+		}
 	}
 }
