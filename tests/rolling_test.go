@@ -55,6 +55,7 @@ func envEcho(t *testing.T, st map[string]any) string {
 func TestWorkerRollingUpdate(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t)
+	created := time.Now()
 	ep := d.CreateEndpoint("rolling", map[string]any{"workersMin": 1, "workersMax": 1, "idleTimeout": 60,
 		"env": map[string]string{"MODEL": "a"}})
 	if g := generationOf(d.JSON("GET", "/v1/endpoints/"+ep, nil, 200)); g != "1" {
@@ -64,6 +65,7 @@ func TestWorkerRollingUpdate(t *testing.T) {
 		ws := d.rollWorkers(ep)
 		return len(ws) == 1 && ws[0].State == "idle"
 	})
+	coldStart := time.Since(created)
 
 	// Sample the worker list throughout: never no worker at all.
 	stop := make(chan struct{})
@@ -95,19 +97,24 @@ func TestWorkerRollingUpdate(t *testing.T) {
 		t.Fatalf("no workerId in %v", running)
 	}
 
+	patchedAt := time.Now()
 	patched := d.JSON("PATCH", "/v1/endpoints/"+ep, map[string]any{"env": map[string]string{"MODEL": "b"}}, 200)
 	if g := generationOf(patched); g != "2" {
 		t.Fatalf("generation after an env update %s, want 2", g)
 	}
 	var fresh string
-	waitFor(t, 30*time.Second, "a generation-2 worker next to the busy old one", func() bool {
+	waitFor(t, 30*time.Second, "a generation-2 worker, ready, next to the busy old one", func() bool {
 		for _, w := range d.rollWorkers(ep) {
-			if w.Generation == 2 && !w.Outdated {
+			if w.Generation == 2 && !w.Outdated && w.State == "idle" {
 				fresh = w.ID
 			}
 		}
 		return fresh != ""
 	})
+	// A figure for the record, not a check: the replacement's start, next
+	// to a first start on the same daemon.
+	t.Logf("PATCH to a ready generation-2 worker: %v (create to first ready worker: %v)",
+		time.Since(patchedAt).Round(time.Millisecond), coldStart.Round(time.Millisecond))
 
 	st := d.WaitStatus(ep, first, 60*time.Second, "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
 	if st["status"] != "COMPLETED" {
