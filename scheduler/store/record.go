@@ -103,17 +103,17 @@ type Endpoint struct {
 	Network            string            `json:"network,omitempty"`
 	// InitTimeoutSec, FlashbootWindowSec: 0 in records written before the
 	// fields existed, read as the defaults.
-	InitTimeoutSec     int  `json:"initTimeout,omitempty"`
-	Flashboot          bool `json:"flashboot,omitempty"`
-	FlashbootWindowSec int  `json:"flashbootWindow,omitempty"`
-	MaxAttempts        int  `json:"maxAttempts,omitempty"`
-	GPUMemoryMB        int  `json:"gpuMemoryMb,omitempty"`
+	InitTimeoutSec     int   `json:"initTimeout,omitempty"`
+	Flashboot          bool  `json:"flashboot,omitempty"`
+	FlashbootWindowSec int   `json:"flashbootWindow,omitempty"`
+	MaxAttempts        int   `json:"maxAttempts,omitempty"`
+	GPUMemoryMB        int   `json:"gpuMemoryMb,omitempty"`
+	CreatedAt          int64 `json:"createdAt"`
+	UpdatedAt          int64 `json:"updatedAt"`
 	// Generation counts the updates that changed what a worker runs
-	// (scheduler.EndpointSpec.changesWorkers); records written before it
+	// (changesWorkers in package scheduler); records written before it
 	// existed have none and read as generation 1.
 	Generation int64 `json:"generation,omitempty"`
-	CreatedAt  int64 `json:"createdAt"`
-	UpdatedAt  int64 `json:"updatedAt"`
 }
 
 // Chunk is one streamed output value of a job, in arrival order.
