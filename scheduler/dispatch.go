@@ -81,6 +81,27 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 			s.mu.Unlock()
 			return &Lease{s: s}, nil
 		}
+		if w.outdated {
+			// Finishing its jobs after an update (rolling.go): nothing new.
+			// Held, not answered at once, so that the worker does not spin
+			// on empty takes; answered when it is stopped (its jobs ended).
+			ch := w.stopCh
+			s.mu.Unlock()
+			select {
+			case <-ch:
+				// A stop signal for one of its jobs, or its stop: answered
+				// empty then, even if it has exited meanwhile.
+				s.mu.Lock()
+				again := w.outdated && !w.draining && s.workers[workerID] == w
+				s.mu.Unlock()
+				if again {
+					continue
+				}
+			case <-timer.C:
+			case <-ctx.Done():
+			}
+			return &Lease{s: s}, nil
+		}
 		if w.frozen {
 			// Held until the worker is revived; then it takes at once.
 			ch := w.thawCh

@@ -275,6 +275,7 @@ func (s *Scheduler) CreateEndpoint(ctx context.Context, sp EndpointSpec) (store.
 	}
 	now := s.now()
 	e.ID = newEndpointID()
+	e.Generation = 1
 	e.CreatedAt, e.UpdatedAt = now.UnixMilli(), now.UnixMilli()
 
 	s.mu.Lock()
@@ -332,8 +333,10 @@ func (s *Scheduler) releaseName(name, id string) {
 	s.mu.Unlock()
 }
 
-// UpdateEndpoint changes the given fields. Running workers keep their
-// configuration; new workers start with the new one.
+// UpdateEndpoint changes the given fields. A change to what a worker runs
+// (changesWorkers) raises the endpoint's generation and replaces the
+// workers of older ones (rollLocked); a change of scaling or job policy
+// alone applies to the workers there are.
 func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSpec) (store.Endpoint, error) {
 	s.mu.Lock()
 	ep, ok := s.endpoints[id]
@@ -342,6 +345,7 @@ func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSp
 		return store.Endpoint{}, fmt.Errorf("%w: endpoint %s", ErrNotFound, id)
 	}
 	e := cloneEndpoint(ep.def)
+	base := cloneEndpoint(ep.def)
 	if sp.Name != nil && *sp.Name != e.Name {
 		if err := s.claimNameLocked(*sp.Name, id); err != nil {
 			s.mu.Unlock()
@@ -364,6 +368,10 @@ func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSp
 		return store.Endpoint{}, err
 	}
 	e.UpdatedAt = s.now().UnixMilli()
+	bump := changesWorkers(&base, &e)
+	if bump {
+		e.Generation++
+	}
 	if err := s.disk.Check(NewWork, 0); err != nil {
 		return store.Endpoint{}, err
 	}
@@ -379,6 +387,10 @@ func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSp
 		ep.def = e
 		// The change may make it startable: try again at once.
 		resetStarts(ep)
+		if bump {
+			s.log.Info("endpoint updated; replacing its workers", "endpoint", id, "generation", e.Generation)
+			s.rollLocked(ep)
+		}
 	}
 	s.mu.Unlock()
 	s.kick(id)

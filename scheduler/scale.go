@@ -40,9 +40,10 @@ func (ep *endpointState) capacity() capacity {
 	return c
 }
 
-// takesJobs says whether w may be handed jobs now or once it is ready.
+// takesJobs says whether w may be handed jobs now or once it is ready. An
+// outdated worker (rolling.go) does not: it only finishes what it holds.
 func (w *worker) takesJobs() bool {
-	return !w.draining && !w.frozen && w.state != WorkerStopped
+	return !w.draining && !w.frozen && !w.outdated && w.state != WorkerStopped
 }
 
 // slotsOf is how many jobs w runs at once: what it declared through its

@@ -335,6 +335,9 @@ func (s *Scheduler) recover() error {
 		if e.FlashbootWindowSec == 0 {
 			e.FlashbootWindowSec = DefaultFlashbootWindowSec
 		}
+		if e.Generation == 0 {
+			e.Generation = 1
+		}
 		s.addEndpointLocked(e)
 	}
 	adopted := s.adoptWorkers()
@@ -434,6 +437,11 @@ func (s *Scheduler) recover() error {
 	}
 	if err := s.webhooks.load(); err != nil {
 		return err
+	}
+	// Workers taken back from an emberd that went away before it replaced
+	// them after an update (rolling.go).
+	for _, ep := range s.endpoints {
+		s.rollLocked(ep)
 	}
 	s.log.Info("queue recovered", "queued", queued, "requeued", requeued, "failed", failed, "resumed", resumed, "endpoints", len(s.endpoints), "workers_adopted", len(adopted))
 	return nil

@@ -92,6 +92,11 @@ type worker struct {
 	// use up an attempt.
 	retired    bool
 	retiredWhy string
+	// generation is the endpoint generation the worker was started with;
+	// outdated: a newer one exists and the worker, busy then, takes no new
+	// job and is stopped once its jobs end (rolling.go).
+	generation int64
+	outdated   bool
 }
 
 // WorkerInfo is a worker as `ember worker list` shows it.
@@ -107,6 +112,12 @@ type WorkerInfo struct {
 	LogPath    string      `json:"logPath,omitempty"`
 	// GPUs are the UUIDs of the GPUs it holds, exclusively.
 	GPUs []string `json:"gpus,omitempty"`
+	// Generation is the endpoint generation the worker runs (0 for a
+	// worker that ended unhealthy before it was known: not shown).
+	Generation int64 `json:"generation,omitempty"`
+	// Outdated: a newer generation exists; the worker finishes its jobs,
+	// takes no new one and then stops.
+	Outdated bool `json:"outdated,omitempty"`
 }
 
 // Workers lists the live workers, optionally of one endpoint.
@@ -118,7 +129,8 @@ func (s *Scheduler) Workers(endpointID string) []WorkerInfo {
 			continue
 		}
 		info := WorkerInfo{ID: w.id, EndpointID: w.endpoint, State: w.state, StartedAt: w.startedAt, SDKVersion: w.version,
-			Reason: w.reason, LogPath: w.logPath, Jobs: []string{}, GPUs: append([]string(nil), w.gpus...)}
+			Reason: w.reason, LogPath: w.logPath, Jobs: []string{}, GPUs: append([]string(nil), w.gpus...),
+			Generation: w.generation, Outdated: w.outdated}
 		if w.handle != nil {
 			info.PID = w.handle.PID()
 		}
@@ -241,6 +253,8 @@ func (s *Scheduler) startWorkerLocked(ep *endpointState) bool {
 		held:      make(map[string]*job),
 		stopCh:    make(chan struct{}),
 		thawCh:    make(chan struct{}),
+
+		generation: ep.def.Generation,
 	}
 	ep.stats.started++
 	if !s.cfg.InMemoryStore {
@@ -460,11 +474,17 @@ func (s *Scheduler) retireWorkerLocked(w *worker, why string) {
 	s.drainWorkerLocked(w, why)
 }
 
-// maybeRecycleLocked stops a worker that asked for it (stopPod) once it has
-// no job left.
+// maybeRecycleLocked stops a worker that asked for it (stopPod), or that
+// an update of its endpoint outdated (rolling.go), once it has no job left.
 func (s *Scheduler) maybeRecycleLocked(w *worker) {
-	if w.recycle && len(w.held) == 0 {
+	if len(w.held) > 0 || w.draining {
+		return
+	}
+	switch {
+	case w.recycle:
 		s.retireWorkerLocked(w, "stopPod requested by the worker")
+	case w.outdated:
+		s.retireWorkerLocked(w, "its jobs ended after its endpoint was updated")
 	}
 }
 
@@ -521,7 +541,7 @@ func gpuLabel(n int) string {
 func (s *Scheduler) rememberWorker(w *worker) {
 	b := s.store.NewBatch()
 	if err := b.PutWorker(&store.WorkerRecord{ID: w.id, Endpoint: w.endpoint, Token: w.token, GPUs: w.gpus,
-		StartedAt: w.startedAt.UnixMilli(), LogPath: w.logPath, Dir: w.dir}); err == nil {
+		StartedAt: w.startedAt.UnixMilli(), LogPath: w.logPath, Dir: w.dir, Generation: w.generation}); err == nil {
 		s.store.CommitAsync(b)
 	}
 }
@@ -551,7 +571,7 @@ func (s *Scheduler) adoptWorkers() map[string]*worker {
 			id: r.ID, endpoint: r.Endpoint, token: r.Token, gpus: r.GPUs, handle: h,
 			startedAt: time.UnixMilli(r.StartedAt), ready: true, lastActive: s.now(),
 			held: make(map[string]*job), stopCh: make(chan struct{}), thawCh: make(chan struct{}),
-			logPath: r.LogPath, dir: r.Dir,
+			logPath: r.LogPath, dir: r.Dir, generation: max(r.Generation, 1),
 		}
 		if f, ok := h.(oci.Freezer); ok {
 			// It may have been frozen (FlashBoot) when the earlier emberd

@@ -45,6 +45,7 @@ type Endpoint struct {
 	FlashbootWindow    int               `json:"flashbootWindow"`     // seconds
 	MaxAttempts        int               `json:"maxAttempts"`         // 0: the daemon's --max-attempts
 	GPUMemoryMB        int               `json:"gpuMemoryMb"`         // free MiB per GPU at placement; 0: any
+	Generation         int64             `json:"generation"`          // raised by updates that replace workers; 0 from a daemon that predates it
 	CreatedAt          string            `json:"createdAt,omitempty"` // RFC 3339
 	UpdatedAt          string            `json:"updatedAt,omitempty"` // RFC 3339
 
@@ -80,6 +81,7 @@ func (e *Endpoint) UnmarshalJSON(b []byte) error {
 		FlashbootWindow    flexInt           `json:"flashbootWindow"`
 		MaxAttempts        flexInt           `json:"maxAttempts"`
 		GPUMemoryMB        flexInt           `json:"gpuMemoryMb"`
+		Generation         flexInt           `json:"generation"`
 		CreatedAt          string            `json:"createdAt"`
 		UpdatedAt          string            `json:"updatedAt"`
 	}
@@ -108,6 +110,7 @@ func (e *Endpoint) UnmarshalJSON(b []byte) error {
 		Flashboot:          aux.Flashboot,
 		FlashbootWindow:    int(aux.FlashbootWindow),
 		MaxAttempts:        int(aux.MaxAttempts),
+		Generation:         int64(aux.Generation),
 		GPUMemoryMB:        int(aux.GPUMemoryMB),
 		CreatedAt:          aux.CreatedAt,
 		UpdatedAt:          aux.UpdatedAt,

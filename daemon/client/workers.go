@@ -30,6 +30,12 @@ type Worker struct {
 	Reason string `json:"reason,omitempty"`
 	// LogPath is its log file on the daemon's host.
 	LogPath string `json:"logPath,omitempty"`
+	// Generation is the endpoint generation it runs; 0 if unknown (a
+	// worker that ended unhealthy, or an older daemon).
+	Generation int64 `json:"generation,omitempty"`
+	// Outdated: its endpoint has a newer generation; it finishes its jobs
+	// and then stops.
+	Outdated bool `json:"outdated,omitempty"`
 
 	// Raw is the object exactly as the daemon sent it.
 	Raw json.RawMessage `json:"-"`

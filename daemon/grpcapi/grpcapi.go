@@ -204,6 +204,7 @@ func EndpointProto(e store.Endpoint) *emberv1.Endpoint {
 		FlashbootWindow:    p32(e.FlashbootWindowSec),
 		MaxAttempts:        p32(e.MaxAttempts),
 		GpuMemoryMb:        p32(e.GPUMemoryMB),
+		Generation:         e.Generation,
 		CreatedAt:          timestamppb.New(time.UnixMilli(e.CreatedAt)),
 		UpdatedAt:          timestamppb.New(time.UnixMilli(e.UpdatedAt)),
 	}

@@ -52,6 +52,8 @@
 //	                        "refresh_worker" key is lifted out into error / stopPod
 //	echo_job        bool    return the whole job object received (id, input, s3Config,
 //	                        webhook, ...) instead of {"echo": input}; output wins over it
+//	echo_env        string  return {"env": NAME, "value": its value, "set": bool} for the
+//	                        worker's environment variable NAME; output and echo_job win
 //	alloc_mb        int     allocate and touch this many MiB, held until the job ends
 //	openai_route    string  OpenAI mode, below; stream, fail, raise, output and echo_job
 //	                        are then ignored

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -27,6 +28,8 @@ type instructions struct {
 	hasOutput   bool
 	allocMB     int
 	echoJob     bool
+	// echoEnv names an environment variable whose value the job returns.
+	echoEnv string
 	// block is a sleep that ignores stop signals and shutdown (block_ms).
 	block time.Duration
 	// openai is set for an OpenAI passthrough job (openai_route).
@@ -53,6 +56,7 @@ func parseInstructions(input any) instructions {
 	in.raise, in.hasRaise = m["raise"].(string)
 	in.refresh, _ = m["refresh_worker"].(bool)
 	in.echoJob, _ = m["echo_job"].(bool)
+	in.echoEnv, _ = m["echo_env"].(string)
 	in.output, in.hasOutput = m["output"]
 	if n, ok := m["exit"].(json.Number); ok {
 		if c, err := n.Int64(); err == nil {
@@ -208,6 +212,10 @@ func (h ExampleHandler) finish(in instructions, job *Job) Outcome {
 		ret = in.output
 	case in.echoJob:
 		ret = job.Raw
+	case in.echoEnv != "":
+		// What a rolling update's new worker sees (tests/rolling_test.go).
+		v, ok := os.LookupEnv(in.echoEnv)
+		ret = map[string]any{"env": in.echoEnv, "value": v, "set": ok}
 	default:
 		ret = map[string]any{"echo": job.Input}
 	}

@@ -89,6 +89,8 @@ func TestJobResults(t *testing.T) {
 			[]post{donePost("j1", "false", `{"output":{"id":"j1","input":{"echo_job":true},"s3Config":{"bucketName":"b","accessId":"a"},"webhook":null,"batchId":"b1"}}`)}},
 		{"output wins over echo_job", `{"id":"j1","input":{"echo_job":true,"output":1}}`,
 			[]post{donePost("j1", "false", `{"output":1}`)}},
+		{"echo_env of an unset variable", `{"id":"j1","input":{"echo_env":"EMBER_TEST_SURELY_UNSET"}}`,
+			[]post{donePost("j1", "false", `{"output":{"env":"EMBER_TEST_SURELY_UNSET","set":false,"value":""}}`)}},
 		{"openai_route /v1/models is a generator job", `{"id":"j1","input":{"openai_route":"/v1/models"}}`,
 			[]post{
 				streamPost("j1", `{"output":{"object":"list","data":[{"id":"ember-echo","object":"model"}]}}`),

@@ -110,6 +110,10 @@ type Endpoint struct {
 	GPUMemoryMB        int   `json:"gpuMemoryMb,omitempty"`
 	CreatedAt          int64 `json:"createdAt"`
 	UpdatedAt          int64 `json:"updatedAt"`
+	// Generation counts the updates that changed what a worker runs
+	// (changesWorkers in package scheduler); records written before it
+	// existed have none and read as generation 1.
+	Generation int64 `json:"generation,omitempty"`
 }
 
 // Chunk is one streamed output value of a job, in arrival order.
@@ -144,4 +148,7 @@ type WorkerRecord struct {
 	StartedAt int64    `json:"start"`
 	LogPath   string   `json:"log,omitempty"`
 	Dir       string   `json:"dir,omitempty"`
+	// Generation is the endpoint generation the worker was started with
+	// (0 in records written before it existed: read as 1).
+	Generation int64 `json:"gen,omitempty"`
 }

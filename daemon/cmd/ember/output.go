@@ -269,6 +269,9 @@ func writeEndpointDetail(w io.Writer, e *client.Endpoint) error {
 	row("FlashBoot:", flashboot)
 	row("FlashBoot window:", seconds(e.FlashbootWindow))
 	row("Max attempts:", orNone(e.MaxAttempts, "daemon default (--max-attempts)", ""))
+	if e.Generation > 0 {
+		row("Generation:", strconv.FormatInt(e.Generation, 10))
+	}
 	row("Created:", formatTime(e.CreatedAt))
 	row("Updated:", formatTime(e.UpdatedAt))
 	return fw.Flush()

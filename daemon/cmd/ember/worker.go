@@ -60,7 +60,7 @@ func (a *app) workerListCmd() *cobra.Command {
 // writeWorkers prints the worker table in the daemon's order.
 func writeWorkers(w io.Writer, ws []client.Worker) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tENDPOINT\tSTATE\tPID\tSTARTED\tJOBS\tSDK")
+	fmt.Fprintln(tw, "ID\tENDPOINT\tGEN\tSTATE\tPID\tSTARTED\tJOBS\tSDK")
 	for _, wk := range ws {
 		state := cell(wk.State)
 		if wk.Reason != "" {
@@ -70,7 +70,14 @@ func writeWorkers(w io.Writer, ws []client.Worker) error {
 		if wk.PID > 0 {
 			pid = strconv.Itoa(wk.PID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(wk.ID), cell(wk.EndpointID), state, pid,
+		gen := "-"
+		if wk.Generation > 0 {
+			gen = strconv.FormatInt(wk.Generation, 10)
+			if wk.Outdated {
+				gen += " (old)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(wk.ID), cell(wk.EndpointID), gen, state, pid,
 			formatTime(wk.StartedAt), cell(strings.Join(wk.Jobs, ",")), cell(wk.SDKVersion))
 	}
 	return tw.Flush()

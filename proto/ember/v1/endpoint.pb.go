@@ -102,7 +102,12 @@ type Endpoint struct {
 	// Free memory, in MiB, each GPU given to a worker must have at placement
 	// time (GPUs partly used by processes outside Ember are skipped).
 	// Default 0: any.
-	GpuMemoryMb   *int32 `protobuf:"varint,24,opt,name=gpu_memory_mb,json=gpuMemoryMb,proto3,oneof" json:"gpu_memory_mb,omitempty"`
+	GpuMemoryMb *int32 `protobuf:"varint,24,opt,name=gpu_memory_mb,json=gpuMemoryMb,proto3,oneof" json:"gpu_memory_mb,omitempty"`
+	// Output only. The endpoint's generation: 1 when created, raised by every
+	// update that changes what a worker runs (image, command, env, resource
+	// limits, network, GPU fields). Workers of an older generation are
+	// replaced: idle and frozen ones at once, busy ones once their jobs end.
+	Generation    int64 `protobuf:"varint,25,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,6 +306,13 @@ func (x *Endpoint) GetMaxAttempts() int32 {
 func (x *Endpoint) GetGpuMemoryMb() int32 {
 	if x != nil && x.GpuMemoryMb != nil {
 		return *x.GpuMemoryMb
+	}
+	return 0
+}
+
+func (x *Endpoint) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
 	}
 	return 0
 }
@@ -923,7 +935,7 @@ var File_ember_v1_endpoint_proto protoreflect.FileDescriptor
 
 const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\n" +
-	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\t\n" +
+	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\t\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -956,7 +968,10 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\tflashboot\x18\x15 \x01(\bH\fR\tflashboot\x88\x01\x01\x12.\n" +
 	"\x10flashboot_window\x18\x16 \x01(\x05H\rR\x0fflashbootWindow\x88\x01\x01\x12&\n" +
 	"\fmax_attempts\x18\x17 \x01(\x05H\x0eR\vmaxAttempts\x88\x01\x01\x12'\n" +
-	"\rgpu_memory_mb\x18\x18 \x01(\x05H\x0fR\vgpuMemoryMb\x88\x01\x01\x1a6\n" +
+	"\rgpu_memory_mb\x18\x18 \x01(\x05H\x0fR\vgpuMemoryMb\x88\x01\x01\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x19 \x01(\x03R\n" +
+	"generation\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
