@@ -14,12 +14,22 @@
 // stays a zombie), and exits with ENTRYPOINT's exit status, or 128+N when a
 // signal N killed it.
 //
-// It exits as soon as ENTRYPOINT exits, as tini does by default. Before it
-// exits it sends SIGKILL to what is left of ENTRYPOINT's process group:
-// those processes have lost the one that managed them. As PID 1 of the
-// container's PID namespace its exit then makes the kernel kill whatever
-// else remains. Outside a PID namespace of its own it makes itself a child
-// subreaper, so orphans of ENTRYPOINT are still reparented to it and reaped.
+// When ENTRYPOINT exits, what happens to the rest of its process group
+// depends on why:
+//   - After a stop signal (SIGTERM, SIGINT or SIGQUIT) was passed on, the
+//     whole group was told to stop, and a shell entrypoint typically dies of
+//     it at once while its worker is still draining its jobs. ember-init
+//     then waits until every process of the group has exited (the stop's
+//     time limit is emberd's --stop-grace, after which the container is
+//     killed), and exits with ENTRYPOINT's status.
+//   - Otherwise ENTRYPOINT ended on its own: ember-init sends SIGKILL to
+//     what is left of its group, which has lost the process that managed
+//     it, and exits at once, as tini does by default.
+//
+// As PID 1 of the container's PID namespace its exit makes the kernel kill
+// whatever else remains. Outside a PID namespace of its own it makes itself
+// a child subreaper, so orphans of ENTRYPOINT are still reparented to it
+// and reaped.
 //
 // When ENTRYPOINT cannot be started it exits 127 (not found) or 126 (found
 // but not executable), as shells do.
@@ -74,19 +84,42 @@ func run(args []string) int {
 		return 126
 	}
 
+	stopping, exited, status := false, false, 0
 	for sig := range sigs {
 		if sig != syscall.SIGCHLD {
-			forward(pid, sig.(syscall.Signal))
+			s := sig.(syscall.Signal)
+			forward(pid, s)
+			stopping = stopping || s == syscall.SIGTERM || s == syscall.SIGINT || s == syscall.SIGQUIT
+			if exited && !groupAlive(pid) {
+				return status
+			}
 			continue
 		}
-		if status, done := reap(pid); done {
-			// The rest of the group has lost its parent process;
+		if st, done := reap(pid); done {
+			exited, status = true, st
+		}
+		if !exited {
+			continue
+		}
+		if !stopping {
 			// ESRCH (nothing left) is the usual answer.
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 			return status
 		}
+		if !groupAlive(pid) {
+			return status
+		}
+		// The group's last processes are reparented to this process
+		// as they lose their parents, and their exits arrive here as
+		// SIGCHLD.
 	}
 	return 1 // unreachable: sigs is never closed
+}
+
+// groupAlive reports whether process group pgid has a process left that
+// has not exited (after reap, which leaves no zombie child behind).
+func groupAlive(pgid int) bool {
+	return syscall.Kill(-pgid, 0) != syscall.ESRCH
 }
 
 // start runs args in a new process group whose id is the child's pid. The

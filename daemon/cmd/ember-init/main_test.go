@@ -48,11 +48,7 @@ func startInit(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		// Whatever the test left: the init, and its entrypoint's group.
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Process.Kill()
-	})
+	t.Cleanup(func() { killTree(cmd.Process.Pid) })
 	return cmd, &out
 }
 
@@ -69,10 +65,9 @@ func waitExit(t *testing.T, cmd *exec.Cmd, out *bytes.Buffer, within time.Durati
 		}
 		return cmd.ProcessState.ExitCode()
 	case <-time.After(within):
-		// The group too: a live grandchild holds the output pipe open,
-		// and Wait would wait for it.
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Process.Kill()
+		// The entrypoint's group too: a live grandchild holds the output
+		// pipe open, and Wait would wait for it.
+		killTree(cmd.Process.Pid)
 		<-done
 		t.Fatalf("ember-init did not exit within %v; output:\n%s", within, out)
 		return 0
@@ -253,4 +248,41 @@ func zombieChildren(t *testing.T, ppid int) []int {
 		}
 	}
 	return z
+}
+
+// TestWaitsForGroupAfterStop: a shell entrypoint dies of the SIGTERM at
+// once, while the worker it started drains for a while. The init waits for
+// the worker before it exits (as PID 1 its exit would kill the worker
+// mid-drain), and exits with the shell's status.
+func TestWaitsForGroupAfterStop(t *testing.T) {
+	dir := t.TempDir()
+	ready, drained := filepath.Join(dir, "ready"), filepath.Join(dir, "drained")
+	worker := fmt.Sprintf(`trap 'sleep 0.3; echo drained > %s; exit 0' TERM; echo $$ > %s; while :; do sleep 0.05; done`, drained, ready)
+	cmd, out := startInit(t, "sh", "-c", fmt.Sprintf(`sh -c %q & wait`, worker))
+	waitFile(t, ready)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitExit(t, cmd, out, 20*time.Second); got != 128+15 {
+		t.Errorf("exit status %d, want 143 (the shell's death by SIGTERM); output:\n%s", got, out)
+	}
+	if _, err := os.Stat(drained); err != nil {
+		t.Errorf("the init exited before the worker had drained: %v", err)
+	}
+}
+
+// killTree kills the process groups of init's children (the entrypoint's
+// group), then init: what a failed test leaves must not outlive it.
+func killTree(init int) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if s, ok := procState(pid); ok && strings.HasSuffix(s, " ppid "+strconv.Itoa(init)) {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	}
+	_ = syscall.Kill(init, syscall.SIGKILL)
 }
