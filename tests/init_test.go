@@ -205,7 +205,7 @@ func zombiesInNamespace(pid int) int {
 // whose entrypoint is a shell script that runs the worker as a child stops
 // when asked long before --stop-grace (30 s) runs out: the SIGTERM reaches
 // the worker through its process group and it drains. Orphans are reaped.
-// Without the init (here emberd's --worker-init ""), the shell is PID 1,
+// Without the init (the endpoint's "init": false), the shell is PID 1,
 // the SIGTERM is lost and the worker is killed when the grace has run out,
 // and orphans stay zombies.
 func TestContainerInit(t *testing.T) {
@@ -214,20 +214,31 @@ func TestContainerInit(t *testing.T) {
 	}
 	layout := shellWorkerImage(t)
 	for _, tc := range []struct {
-		name  string
-		args  []string
-		init  bool
-		argv0 string
+		name   string
+		fields map[string]any // added to both endpoints
+		init   bool
+		argv0  string
 	}{
 		{"with init", nil, true, "/dev/init"},
-		{"without init", []string{"--worker-init", ""}, false, "/bin/sh"},
+		{"without init", map[string]any{"init": false}, false, "/bin/sh"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := StartDaemon(t, append([]string{"--runtime", "runc", "--stop-grace", "30s"}, tc.args...)...)
+			d := StartDaemon(t, "--runtime", "runc", "--stop-grace", "30s")
+			create := func(fields map[string]any) string {
+				t.Helper()
+				for k, v := range tc.fields {
+					fields[k] = v
+				}
+				e := d.JSON("POST", "/v1/endpoints", fields, 200)
+				if e["init"] != tc.init {
+					t.Errorf("endpoint init %v, want %v", e["init"], tc.init)
+				}
+				return e["id"].(string)
+			}
 			d.JSON("POST", "/v1/images:import", map[string]any{"path": layout, "name": "ember/shell-worker:latest"}, 200)
 
 			// Zombies.
-			zep := d.JSON("POST", "/v1/endpoints", map[string]any{"name": "orphans", "image": "ember/shell-worker:latest", "command": []string{"/orphans.sh"}, "gpuCount": 0, "workersMin": 1, "workersMax": 1, "idleTimeout": 60}, 200)["id"].(string)
+			zep := create(map[string]any{"name": "orphans", "image": "ember/shell-worker:latest", "command": []string{"/orphans.sh"}, "gpuCount": 0, "workersMin": 1, "workersMax": 1, "idleTimeout": 60})
 			zwid := idleWorkers(t, d, zep, 1)[0]
 			argv0 := "/dev/init"
 			if !tc.init {
@@ -244,7 +255,7 @@ func TestContainerInit(t *testing.T) {
 			// Stop through a shell entrypoint.
 			// workersMin 0: no replacement after the stop, which without
 			// the init would make emberd's own shutdown wait out the grace.
-			ep := d.JSON("POST", "/v1/endpoints", map[string]any{"name": "shell", "image": "ember/shell-worker:latest", "gpuCount": 0, "workersMax": 1, "idleTimeout": 60}, 200)["id"].(string)
+			ep := create(map[string]any{"name": "shell", "image": "ember/shell-worker:latest", "gpuCount": 0, "workersMax": 1, "idleTimeout": 60})
 			res := d.JSON("POST", "/v2/"+ep+"/runsync?wait=60000", map[string]any{"input": map[string]any{"output": "hi"}}, 200)
 			if res["status"] != "COMPLETED" {
 				t.Fatalf("job through the shell entrypoint: %v", res)

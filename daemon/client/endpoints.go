@@ -45,6 +45,7 @@ type Endpoint struct {
 	FlashbootWindow    int               `json:"flashbootWindow"`     // seconds
 	MaxAttempts        int               `json:"maxAttempts"`         // 0: the daemon's --max-attempts
 	GPUMemoryMB        int               `json:"gpuMemoryMb"`         // free MiB per GPU at placement; 0: any
+	Init               bool              `json:"init"`                // ember-init as PID 1 of the worker's container
 	CreatedAt          string            `json:"createdAt,omitempty"` // RFC 3339
 	UpdatedAt          string            `json:"updatedAt,omitempty"` // RFC 3339
 
@@ -80,6 +81,7 @@ func (e *Endpoint) UnmarshalJSON(b []byte) error {
 		FlashbootWindow    flexInt           `json:"flashbootWindow"`
 		MaxAttempts        flexInt           `json:"maxAttempts"`
 		GPUMemoryMB        flexInt           `json:"gpuMemoryMb"`
+		Init               bool              `json:"init"`
 		CreatedAt          string            `json:"createdAt"`
 		UpdatedAt          string            `json:"updatedAt"`
 	}
@@ -109,6 +111,7 @@ func (e *Endpoint) UnmarshalJSON(b []byte) error {
 		FlashbootWindow:    int(aux.FlashbootWindow),
 		MaxAttempts:        int(aux.MaxAttempts),
 		GPUMemoryMB:        int(aux.GPUMemoryMB),
+		Init:               aux.Init,
 		CreatedAt:          aux.CreatedAt,
 		UpdatedAt:          aux.UpdatedAt,
 		Raw:                bytes.Clone(b),
@@ -142,6 +145,7 @@ type EndpointSpec struct {
 	FlashbootWindow    *int              `json:"flashbootWindow,omitempty"` // seconds
 	MaxAttempts        *int              `json:"maxAttempts,omitempty"`
 	GPUMemoryMB        *int              `json:"gpuMemoryMb,omitempty"`
+	Init               *bool             `json:"init,omitempty"`
 }
 
 // UnmarshalJSON accepts numbers as strings too, so that the output of
@@ -170,6 +174,7 @@ func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
 		FlashbootWindow    *flexInt          `json:"flashbootWindow"`
 		MaxAttempts        *flexInt          `json:"maxAttempts"`
 		GPUMemoryMB        *flexInt          `json:"gpuMemoryMb"`
+		Init               *bool             `json:"init"`
 	}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
@@ -196,6 +201,7 @@ func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
 		FlashbootWindow:    aux.FlashbootWindow.intPtr(),
 		MaxAttempts:        aux.MaxAttempts.intPtr(),
 		GPUMemoryMB:        aux.GPUMemoryMB.intPtr(),
+		Init:               aux.Init,
 	}
 	return nil
 }

@@ -105,6 +105,9 @@ type Endpoint struct {
 	// fields existed, read as the defaults.
 	InitTimeoutSec     int   `json:"initTimeout,omitempty"`
 	Flashboot          bool  `json:"flashboot,omitempty"`
+	// NoInit: the endpoint's init is false (the zero value, and records
+	// written before the field, keep the default: an init).
+	NoInit bool `json:"noInit,omitempty"`
 	FlashbootWindowSec int   `json:"flashbootWindow,omitempty"`
 	MaxAttempts        int   `json:"maxAttempts,omitempty"`
 	GPUMemoryMB        int   `json:"gpuMemoryMb,omitempty"`

@@ -102,7 +102,13 @@ type Endpoint struct {
 	// Free memory, in MiB, each GPU given to a worker must have at placement
 	// time (GPUs partly used by processes outside Ember are skipped).
 	// Default 0: any.
-	GpuMemoryMb   *int32 `protobuf:"varint,24,opt,name=gpu_memory_mb,json=gpuMemoryMb,proto3,oneof" json:"gpu_memory_mb,omitempty"`
+	GpuMemoryMb *int32 `protobuf:"varint,24,opt,name=gpu_memory_mb,json=gpuMemoryMb,proto3,oneof" json:"gpu_memory_mb,omitempty"`
+	// Run emberd's init (ember-init, emberd --worker-init) as PID 1 of the
+	// worker's container in front of the image's entrypoint: it passes stop
+	// signals on to the entrypoint's process group and reaps zombies. false:
+	// the entrypoint is PID 1 itself. Default true. Ignored by the process
+	// runtime.
+	Init          *bool `protobuf:"varint,25,opt,name=init,proto3,oneof" json:"init,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -303,6 +309,13 @@ func (x *Endpoint) GetGpuMemoryMb() int32 {
 		return *x.GpuMemoryMb
 	}
 	return 0
+}
+
+func (x *Endpoint) GetInit() bool {
+	if x != nil && x.Init != nil {
+		return *x.Init
+	}
+	return false
 }
 
 // CreateEndpointRequest is the input of EndpointService.CreateEndpoint.
@@ -923,7 +936,7 @@ var File_ember_v1_endpoint_proto protoreflect.FileDescriptor
 
 const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\n" +
-	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\t\n" +
+	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\t\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -956,7 +969,8 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\tflashboot\x18\x15 \x01(\bH\fR\tflashboot\x88\x01\x01\x12.\n" +
 	"\x10flashboot_window\x18\x16 \x01(\x05H\rR\x0fflashbootWindow\x88\x01\x01\x12&\n" +
 	"\fmax_attempts\x18\x17 \x01(\x05H\x0eR\vmaxAttempts\x88\x01\x01\x12'\n" +
-	"\rgpu_memory_mb\x18\x18 \x01(\x05H\x0fR\vgpuMemoryMb\x88\x01\x01\x1a6\n" +
+	"\rgpu_memory_mb\x18\x18 \x01(\x05H\x0fR\vgpuMemoryMb\x88\x01\x01\x12\x17\n" +
+	"\x04init\x18\x19 \x01(\bH\x10R\x04init\x88\x01\x01\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -979,7 +993,8 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"_flashbootB\x13\n" +
 	"\x11_flashboot_windowB\x0f\n" +
 	"\r_max_attemptsB\x10\n" +
-	"\x0e_gpu_memory_mb\"G\n" +
+	"\x0e_gpu_memory_mbB\a\n" +
+	"\x05_init\"G\n" +
 	"\x15CreateEndpointRequest\x12.\n" +
 	"\bendpoint\x18\x01 \x01(\v2\x12.ember.v1.EndpointR\bendpoint\"\x16\n" +
 	"\x14ListEndpointsRequest\"I\n" +
