@@ -105,12 +105,10 @@ type Endpoint struct {
 	// fields existed, read as the defaults.
 	InitTimeoutSec     int   `json:"initTimeout,omitempty"`
 	Flashboot          bool  `json:"flashboot,omitempty"`
-	// NoInit: the endpoint's init is false (the zero value, and records
-	// written before the field, keep the default: an init).
-	NoInit bool `json:"noInit,omitempty"`
 	FlashbootWindowSec int   `json:"flashbootWindow,omitempty"`
 	MaxAttempts        int   `json:"maxAttempts,omitempty"`
 	GPUMemoryMB        int   `json:"gpuMemoryMb,omitempty"`
+	NoInit             bool  `json:"noInit,omitempty"` // init false; zero (older records too): an init
 	CreatedAt          int64 `json:"createdAt"`
 	UpdatedAt          int64 `json:"updatedAt"`
 }
