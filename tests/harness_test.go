@@ -174,7 +174,13 @@ func (d *Daemon) start() {
 		d.URL = "https://" + d.Addr
 		probeClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	}
-	args := append([]string{"--data-dir", d.DataDir, "--listen", d.Addr, "--grpc-listen", d.GRPC, "--runtime", "process", "--worker-init", initBin}, d.Args...)
+	args := []string{"--data-dir", d.DataDir, "--listen", d.Addr, "--grpc-listen", d.GRPC, "--runtime", "process"}
+	if slices.Contains(d.Args, "runc") {
+		// Only then: a baseline emberd from before --worker-init (the
+		// stop benchmark's) runs the process runtime.
+		args = append(args, "--worker-init", initBin)
+	}
+	args = append(args, d.Args...)
 	d.logPath = filepath.Join(d.logDir, fmt.Sprintf("emberd-%d.log", time.Now().UnixNano()))
 	logf, err := os.Create(d.logPath)
 	if err != nil {
