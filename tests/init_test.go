@@ -262,6 +262,7 @@ func TestContainerInit(t *testing.T) {
 			}
 			wid := res["workerId"].(string)
 			containerPID1(t, wid, tc.argv0)
+			asked := time.Now()
 			d.JSON("POST", "/v1/workers/"+wid+":stop", nil, 200)
 			var exitLine string
 			waitFor(t, 60*time.Second, "the worker to exit", func() bool {
@@ -273,6 +274,9 @@ func TestContainerInit(t *testing.T) {
 				}
 				return false
 			})
+			// A figure for the log, not an assertion: the property is how
+			// the worker ended, below.
+			t.Logf("stop asked to exit seen: %v; %s", time.Since(asked).Round(time.Millisecond), exitLine)
 			code, logs := d.Do("GET", "/v1/workers/"+wid+"/logs", nil)
 			if code != 200 {
 				t.Fatalf("worker logs: %d %s", code, logs)
