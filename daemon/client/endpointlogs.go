@@ -2,9 +2,7 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 )
 
@@ -37,39 +35,5 @@ func (c *Client) EndpointLogs(ctx context.Context, id string, o LogOptions, w io
 		q.Set("timestamps", "1")
 	}
 	path := "/v1/endpoints/" + url.PathEscape(id) + "/logs"
-	u := *c.base
-	u.RawPath = c.base.EscapedPath() + path
-	p, err := url.PathUnescape(u.RawPath)
-	if err != nil {
-		return fmt.Errorf("building GET %s request: %w", path, err)
-	}
-	u.Path = p
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return fmt.Errorf("building GET %s request: %w", path, err)
-	}
-	req.Header.Set("Accept", "text/plain, application/json")
-	if c.userAgent != "" {
-		req.Header.Set("User-Agent", c.userAgent)
-	}
-	if c.apiKey != "" {
-		req.Header.Set("Authorization", "Bearer "+c.apiKey)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return parseAPIError(http.MethodGet, path, resp.StatusCode, data)
-	}
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("reading the log of endpoint %s: %w", id, err)
-	}
-	return nil
+	return c.streamText(ctx, path, q, w, "the log of endpoint "+id)
 }

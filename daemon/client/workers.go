@@ -86,6 +86,23 @@ func (c *Client) WorkerLogs(ctx context.Context, id string, follow bool, tail in
 		q.Set("tail", strconv.Itoa(tail))
 	}
 	path := "/v1/workers/" + url.PathEscape(id) + "/logs"
+	return c.streamText(ctx, path, q, w, "the log of worker "+id)
+}
+
+// StopWorker drains a worker (POST /v1/workers/{id}:stop): it takes no new
+// job, its running jobs finish (up to the daemon's stop grace), then it
+// exits. The answer is the worker as it is now (usually "draining").
+func (c *Client) StopWorker(ctx context.Context, id string) (*Worker, error) {
+	var w Worker
+	if _, err := c.do(ctx, http.MethodPost, "/v1/workers/"+url.PathEscape(id)+":stop", nil, nil, &w); err != nil {
+		return nil, err
+	}
+	return &w, nil
+}
+
+// streamText GETs path with query q and copies the text answer to w as it
+// arrives (logs, followed until ctx ends); what names it in errors.
+func (c *Client) streamText(ctx context.Context, path string, q url.Values, w io.Writer, what string) error {
 	u := *c.base
 	u.RawPath = c.base.EscapedPath() + path
 	p, err := url.PathUnescape(u.RawPath)
@@ -118,18 +135,7 @@ func (c *Client) WorkerLogs(ctx context.Context, id string, follow bool, tail in
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("reading the log of worker %s: %w", id, err)
+		return fmt.Errorf("reading %s: %w", what, err)
 	}
 	return nil
-}
-
-// StopWorker drains a worker (POST /v1/workers/{id}:stop): it takes no new
-// job, its running jobs finish (up to the daemon's stop grace), then it
-// exits. The answer is the worker as it is now (usually "draining").
-func (c *Client) StopWorker(ctx context.Context, id string) (*Worker, error) {
-	var w Worker
-	if _, err := c.do(ctx, http.MethodPost, "/v1/workers/"+url.PathEscape(id)+":stop", nil, nil, &w); err != nil {
-		return nil, err
-	}
-	return &w, nil
 }
