@@ -45,6 +45,9 @@ type Spec struct {
 	VolumeDir string
 	// GPUs are the UUIDs of the GPUs given to this worker, exclusively.
 	GPUs []string
+	// NoInit runs the entrypoint itself as the container's PID 1, without
+	// the runtime's init (the endpoint's init: false).
+	NoInit bool
 }
 
 // Resources are a worker's limits. Zero means the runtime's default.

@@ -38,6 +38,9 @@ type EndpointSpec struct {
 	FlashbootWindow    *int // seconds
 	MaxAttempts        *int
 	GPUMemoryMB        *int
+	// Init: false runs the worker's entrypoint as its container's PID 1,
+	// without the runtime's init.
+	Init *bool
 }
 
 // RunPod's endpoint defaults (spec section 4).
@@ -134,6 +137,9 @@ func (sp EndpointSpec) apply(e *store.Endpoint) {
 	}
 	if sp.GPUMemoryMB != nil {
 		e.GPUMemoryMB = *sp.GPUMemoryMB
+	}
+	if sp.Init != nil {
+		e.NoInit = !*sp.Init
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 //   - image, command, env: the process and its environment;
 //   - memoryMb, cpus, pidsLimit: its cgroup limits;
 //   - network: its network namespace;
+//   - init: whether ember-init is its container's PID 1;
 //   - gpuCount: the GPUs it holds and RUNPOD_GPU_COUNT in its environment;
 //   - gpuTypes, gpuMemoryMb: which GPUs it may be placed on (a worker on a
 //     GPU the endpoint no longer accepts must move).
@@ -49,6 +50,7 @@ func changesWorkers(old, new *store.Endpoint) bool {
 		old.CPUs != new.CPUs ||
 		old.PidsLimit != new.PidsLimit ||
 		old.Network != new.Network ||
+		old.NoInit != new.NoInit ||
 		old.GPUCount != new.GPUCount ||
 		!slices.Equal(old.GPUTypes, new.GPUTypes) ||
 		old.GPUMemoryMB != new.GPUMemoryMB

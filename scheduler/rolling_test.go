@@ -56,6 +56,7 @@ func TestRollingGenerationByField(t *testing.T) {
 		{"cpus", EndpointSpec{CPUs: ptr(1.5)}, true},
 		{"pidsLimit", EndpointSpec{PidsLimit: ptr(100)}, true},
 		{"network", EndpointSpec{Network: ptr(NetworkNone)}, true},
+		{"init", EndpointSpec{Init: ptr(false)}, true},
 		{"gpuCount", EndpointSpec{GPUCount: ptr(1)}, true},
 		{"gpuTypes", EndpointSpec{GPUTypes: ptr([]string{"NVIDIA H100"})}, true},
 		{"gpuMemoryMb", EndpointSpec{GPUCount: ptr(1), GPUMemoryMB: ptr(1000)}, true},

@@ -281,6 +281,7 @@ func (s *Scheduler) startWorkerLocked(ep *endpointState) bool {
 		},
 		Network: ep.def.Network,
 		GPUs:    gpus,
+		NoInit:  ep.def.NoInit,
 	}
 	if !s.cfg.InMemoryStore {
 		// One volume per endpoint, shared by its workers, at /runpod-volume

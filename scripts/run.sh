@@ -19,7 +19,7 @@ if [ "$RUNTIME" = runc ]; then
 	go run ./examples/worker/mkimage -binary .cache/example-worker-static -name "$IMAGE" -o .cache/example-worker.tar
 fi
 
-bin/emberd --data-dir "$DATA_DIR" --listen "$LISTEN" --runtime "$RUNTIME" &
+bin/emberd --data-dir "$DATA_DIR" --listen "$LISTEN" --runtime "$RUNTIME" --worker-init "$PWD/bin/ember-init" &
 EMBERD=$!
 stop_emberd() { kill -TERM $EMBERD 2>/dev/null; wait $EMBERD 2>/dev/null; }
 trap stop_emberd EXIT

@@ -25,6 +25,8 @@ var (
 	emberdBin string
 	workerBin string
 	emberBin  string
+	// initBin is ember-init, every test daemon's --worker-init.
+	initBin string
 )
 
 func TestMain(m *testing.M) {
@@ -40,10 +42,12 @@ func TestMain(m *testing.M) {
 	emberdBin = filepath.Join(dir, "emberd")
 	workerBin = filepath.Join(dir, "example-worker")
 	emberBin = filepath.Join(dir, "ember")
+	initBin = filepath.Join(dir, "ember-init")
 	for pkg, out := range map[string]string{
-		"../daemon/cmd/emberd": emberdBin,
-		"../examples/worker":   workerBin,
-		"../daemon/cmd/ember":  emberBin,
+		"../daemon/cmd/emberd":     emberdBin,
+		"../examples/worker":       workerBin,
+		"../daemon/cmd/ember":      emberBin,
+		"../daemon/cmd/ember-init": initBin,
 	} {
 		args := []string{"build", "-o", out, pkg}
 		if pkg == "../daemon/cmd/emberd" {
@@ -170,7 +174,13 @@ func (d *Daemon) start() {
 		d.URL = "https://" + d.Addr
 		probeClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	}
-	args := append([]string{"--data-dir", d.DataDir, "--listen", d.Addr, "--grpc-listen", d.GRPC, "--runtime", "process"}, d.Args...)
+	args := []string{"--data-dir", d.DataDir, "--listen", d.Addr, "--grpc-listen", d.GRPC, "--runtime", "process"}
+	if slices.Contains(d.Args, "runc") {
+		// Only then: a baseline emberd from before --worker-init (the
+		// stop benchmark's) runs the process runtime.
+		args = append(args, "--worker-init", initBin)
+	}
+	args = append(args, d.Args...)
 	d.logPath = filepath.Join(d.logDir, fmt.Sprintf("emberd-%d.log", time.Now().UnixNano()))
 	logf, err := os.Create(d.logPath)
 	if err != nil {

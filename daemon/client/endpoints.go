@@ -46,6 +46,7 @@ type Endpoint struct {
 	MaxAttempts        int               `json:"maxAttempts"`         // 0: the daemon's --max-attempts
 	GPUMemoryMB        int               `json:"gpuMemoryMb"`         // free MiB per GPU at placement; 0: any
 	Generation         int64             `json:"generation"`          // raised by updates that replace workers; 0 from a daemon that predates it
+	Init               bool              `json:"init"`                // ember-init as PID 1 of the worker's container
 	CreatedAt          string            `json:"createdAt,omitempty"` // RFC 3339
 	UpdatedAt          string            `json:"updatedAt,omitempty"` // RFC 3339
 
@@ -82,6 +83,7 @@ func (e *Endpoint) UnmarshalJSON(b []byte) error {
 		MaxAttempts        flexInt           `json:"maxAttempts"`
 		GPUMemoryMB        flexInt           `json:"gpuMemoryMb"`
 		Generation         flexInt           `json:"generation"`
+		Init               bool              `json:"init"`
 		CreatedAt          string            `json:"createdAt"`
 		UpdatedAt          string            `json:"updatedAt"`
 	}
@@ -112,6 +114,7 @@ func (e *Endpoint) UnmarshalJSON(b []byte) error {
 		MaxAttempts:        int(aux.MaxAttempts),
 		Generation:         int64(aux.Generation),
 		GPUMemoryMB:        int(aux.GPUMemoryMB),
+		Init:               aux.Init,
 		CreatedAt:          aux.CreatedAt,
 		UpdatedAt:          aux.UpdatedAt,
 		Raw:                bytes.Clone(b),
@@ -145,6 +148,7 @@ type EndpointSpec struct {
 	FlashbootWindow    *int              `json:"flashbootWindow,omitempty"` // seconds
 	MaxAttempts        *int              `json:"maxAttempts,omitempty"`
 	GPUMemoryMB        *int              `json:"gpuMemoryMb,omitempty"`
+	Init               *bool             `json:"init,omitempty"`
 }
 
 // UnmarshalJSON accepts numbers as strings too, so that the output of
@@ -173,6 +177,7 @@ func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
 		FlashbootWindow    *flexInt          `json:"flashbootWindow"`
 		MaxAttempts        *flexInt          `json:"maxAttempts"`
 		GPUMemoryMB        *flexInt          `json:"gpuMemoryMb"`
+		Init               *bool             `json:"init"`
 	}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
@@ -199,6 +204,7 @@ func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
 		FlashbootWindow:    aux.FlashbootWindow.intPtr(),
 		MaxAttempts:        aux.MaxAttempts.intPtr(),
 		GPUMemoryMB:        aux.GPUMemoryMB.intPtr(),
+		Init:               aux.Init,
 	}
 	return nil
 }

@@ -54,6 +54,10 @@ type Options struct {
 	Listen     string
 	GRPCListen string
 	Runtime    string
+	// WorkerInit is the host path of ember-init, PID 1 of every runc
+	// worker whose endpoint does not turn it off; empty: none
+	// (--worker-init).
+	WorkerInit string
 	APIKeyFile string
 	// DebugListen, when set, serves net/http/pprof there, and POST
 	// /debug/wedge?for=5s, which holds the scheduler lock that long (a
@@ -219,10 +223,13 @@ func newRuntime(ctx context.Context, o Options, log *slog.Logger) (*workerRuntim
 	} else {
 		log.Info("GPUs found", "count", len(inv.Devices), "driver", inv.DriverVersion, "cuda", inv.CUDAVersion())
 	}
-	rt, err := runc.New(runc.Options{Images: images, Devices: &gpu.Injector{Inventory: inv}, Logger: log})
+	rt, err := runc.New(runc.Options{Images: images, Devices: &gpu.Injector{Inventory: inv}, Logger: log, Init: o.WorkerInit})
 	if err != nil {
 		images.Close()
-		return nil, fmt.Errorf("--runtime runc: %w (use --runtime process to run workers as plain host processes)", err)
+		return nil, fmt.Errorf("--runtime runc: %w (--worker-init names ember-init, or is empty to run workers without an init; use --runtime process to run workers as plain host processes)", err)
+	}
+	if o.WorkerInit == "" {
+		log.Warn("--worker-init is empty: worker entrypoints run as PID 1 with no init (zombies stay, shell entrypoints may not pass SIGTERM on)")
 	}
 	left, err := rt.Leftovers(ctx)
 	if err != nil {

@@ -28,6 +28,7 @@ var restartOnly = []struct {
 	{"listen", func(o Options) string { return o.Listen }},
 	{"grpc-listen", func(o Options) string { return o.GRPCListen }},
 	{"runtime", func(o Options) string { return o.Runtime }},
+	{"worker-init", func(o Options) string { return o.WorkerInit }},
 	{"api-key-file", func(o Options) string { return o.APIKeyFile }},
 	{"debug-listen", func(o Options) string { return o.DebugListen }},
 	{"preload-dir", func(o Options) string { return o.PreloadDir }},
@@ -82,8 +83,8 @@ func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, ce
 		}
 		// What needs a restart stays as it runs, so it is reported again
 		// at each reload until then.
-		n.DataDir, n.Listen, n.GRPCListen, n.Runtime, n.APIKeyFile, n.DebugListen, n.PreloadDir, n.MaxConnections =
-			cur.DataDir, cur.Listen, cur.GRPCListen, cur.Runtime, cur.APIKeyFile, cur.DebugListen, cur.PreloadDir, cur.MaxConnections
+		n.DataDir, n.Listen, n.GRPCListen, n.Runtime, n.WorkerInit, n.APIKeyFile, n.DebugListen, n.PreloadDir, n.MaxConnections =
+			cur.DataDir, cur.Listen, cur.GRPCListen, cur.Runtime, cur.WorkerInit, cur.APIKeyFile, cur.DebugListen, cur.PreloadDir, cur.MaxConnections
 		n.TLS, n.TLSCert, n.TLSKey, n.InsecureListen = cur.TLS, cur.TLSCert, cur.TLSKey, cur.InsecureListen
 		n.RegistryCertsDir, n.RegistryAuthFile = cur.RegistryCertsDir, cur.RegistryAuthFile
 		cur = n

@@ -170,6 +170,9 @@ func specFrom(e *emberv1.Endpoint, mask []string) scheduler.EndpointSpec {
 	if has("gpu_memory_mb") {
 		sp.GPUMemoryMB = i32(e.GpuMemoryMb)
 	}
+	if has("init") && e.Init != nil {
+		sp.Init = e.Init
+	}
 	return sp
 }
 
@@ -180,7 +183,7 @@ func p32(v int) *int32 {
 
 // EndpointProto converts a stored endpoint to its API form.
 func EndpointProto(e store.Endpoint) *emberv1.Endpoint {
-	st, cpus, network, flashboot := e.ScalerType, e.CPUs, e.Network, e.Flashboot
+	st, cpus, network, flashboot, init := e.ScalerType, e.CPUs, e.Network, e.Flashboot, !e.NoInit
 	return &emberv1.Endpoint{
 		Id:                 e.ID,
 		Name:               e.Name,
@@ -205,6 +208,7 @@ func EndpointProto(e store.Endpoint) *emberv1.Endpoint {
 		MaxAttempts:        p32(e.MaxAttempts),
 		GpuMemoryMb:        p32(e.GPUMemoryMB),
 		Generation:         e.Generation,
+		Init:               &init,
 		CreatedAt:          timestamppb.New(time.UnixMilli(e.CreatedAt)),
 		UpdatedAt:          timestamppb.New(time.UnixMilli(e.UpdatedAt)),
 	}

@@ -105,7 +105,18 @@ type Options struct {
 	Host Host
 	// Devices gives the container its GPUs. Required when Spec.GPUs is set.
 	Devices oci.DeviceInjector
+	// Init is the host path of an init (ember-init) that runs as the
+	// container's PID 1 in front of the worker's argv, bound read-only at
+	// InitMountPoint. Empty, or Spec.NoInit: the argv's first program is
+	// PID 1 itself.
+	Init string
 }
+
+// InitMountPoint is where Options.Init appears in the container: under
+// /dev, a tmpfs of the container's own (as podman puts catatonit there),
+// so that nothing is created in the image's filesystem and no image path
+// is shadowed.
+const InitMountPoint = "/dev/init"
 
 // Host is what the spec depends on about the machine.
 type Host struct {
@@ -172,6 +183,11 @@ func Build(o Options) (*specs.Spec, error) {
 	args, err := Args(o.Image, o.Spec.Command)
 	if err != nil {
 		return nil, err
+	}
+	if o.withInit() {
+		// "--": an entrypoint whose name starts with "-" stays the
+		// entrypoint.
+		args = append([]string{InitMountPoint, "--"}, args...)
 	}
 	u, err := ResolveUser(o.Rootfs, o.Image.User)
 	if err != nil {
@@ -243,6 +259,8 @@ func Build(o Options) (*specs.Spec, error) {
 	}
 	return s, nil
 }
+
+func (o Options) withInit() bool { return o.Init != "" && !o.Spec.NoInit }
 
 // Args is the worker's argv: command, when set, replaces the image's
 // Entrypoint and Cmd both (like `docker run --entrypoint`, which also drops

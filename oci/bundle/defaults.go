@@ -243,6 +243,12 @@ func mounts(o Options, r Resolved) []specs.Mount {
 			Options: []string{"rbind", "rw", "nosuid", "nodev", "rprivate"},
 		})
 	}
+	if o.withInit() {
+		m = append(m, specs.Mount{
+			Destination: InitMountPoint, Type: "bind", Source: o.Init,
+			Options: []string{"bind", "ro", "nosuid", "nodev", "rprivate"},
+		})
+	}
 	if o.EtcDir != "" {
 		for _, name := range EtcFiles {
 			src := filepath.Join(o.EtcDir, name)

@@ -123,7 +123,14 @@ type Options struct {
 	// root worker could, for one, create user namespaces). For
 	// development builds and tests only; New fails without it.
 	AllowNoSeccomp bool
+	// Init is the host path of ember-init, run as PID 1 of every worker
+	// container whose spec does not say NoInit (see bundle.Options.Init);
+	// New checks that it is an executable file. Empty: no init.
+	Init string
 }
+
+// DefaultInit is where the packages install ember-init.
+const DefaultInit = "/usr/lib/ember/ember-init"
 
 // Runtime runs workers as containers. It implements oci.Runtime.
 type Runtime struct {
@@ -139,6 +146,7 @@ type Runtime struct {
 	logFiles     int
 	logInterval  time.Duration
 	hostEtc      string
+	init         string
 	log          *slog.Logger
 
 	warnSeccomp sync.Once
@@ -174,6 +182,11 @@ func New(o Options) (*Runtime, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("runc runtime: emberd must run as root to run containers")
 	}
+	if o.Init != "" {
+		if err := checkInit(o.Init); err != nil {
+			return nil, err
+		}
+	}
 	r := &Runtime{
 		images:       o.Images,
 		devices:      o.Devices,
@@ -183,6 +196,7 @@ func New(o Options) (*Runtime, error) {
 		logFiles:     o.LogMaxFiles,
 		logInterval:  o.LogCheckInterval,
 		hostEtc:      cmp.Or(o.HostEtc, "/etc"),
+		init:         o.Init,
 		log:          o.Logger,
 		stopReaper:   make(chan struct{}),
 		reaperDone:   make(chan struct{}),
@@ -448,6 +462,7 @@ func (r *Runtime) config(spec oci.Spec, img oci.ImageConfig, p paths) (*configs.
 		Limits:      r.limits,
 		Host:        r.host,
 		Devices:     r.devices,
+		Init:        r.init,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -580,6 +595,23 @@ func writeConfig(path string, s *specs.Spec) error {
 	}
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return fmt.Errorf("write config.json: %w", err)
+	}
+	return nil
+}
+
+// checkInit refuses an init that is not an absolute path to an executable
+// regular file: every worker would otherwise fail to start, each with the
+// same error, long after emberd said it was ready.
+func checkInit(path string) error {
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("runc runtime: worker init %q: not an absolute path", path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("runc runtime: worker init: %w", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("runc runtime: worker init %s: not an executable file (mode %v)", path, fi.Mode())
 	}
 	return nil
 }

@@ -108,6 +108,7 @@ type Endpoint struct {
 	FlashbootWindowSec int   `json:"flashbootWindow,omitempty"`
 	MaxAttempts        int   `json:"maxAttempts,omitempty"`
 	GPUMemoryMB        int   `json:"gpuMemoryMb,omitempty"`
+	NoInit             bool  `json:"noInit,omitempty"` // init false; zero (older records too): an init
 	CreatedAt          int64 `json:"createdAt"`
 	UpdatedAt          int64 `json:"updatedAt"`
 	// Generation counts the updates that changed what a worker runs

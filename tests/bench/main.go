@@ -410,7 +410,16 @@ func startEmberdBin(bin, dir, runtime string, extra ...string) (*daemon, error) 
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", runtime, "--log-level", "warn", "--debug-listen", os.Getenv("BENCH_DEBUG_LISTEN")}, extra...)
+	args := []string{"--data-dir", dir, "--listen", addr, "--grpc-listen", freeAddr(), "--runtime", runtime, "--log-level", "warn", "--debug-listen", os.Getenv("BENCH_DEBUG_LISTEN")}
+	if runtime == "runc" {
+		// make build puts ember-init next to emberd.
+		initBin, err := filepath.Abs(filepath.Join(filepath.Dir(bin), "ember-init"))
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--worker-init", initBin)
+	}
+	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -52,6 +52,7 @@ type createFlags struct {
 	network            string
 	initTimeout        secondsValue
 	flashboot          bool
+	init               bool
 	flashbootWindow    secondsValue
 	maxAttempts        int
 	gpuMemoryMB        int
@@ -117,6 +118,7 @@ func addSpecFlags(cmd *cobra.Command, f *createFlags) {
 	fl.IntVar(&f.pidsLimit, "pids-limit", 0, "most processes in each worker container (default 4096)")
 	fl.StringVar(&f.network, "network", "", "worker container network: host (default) or none")
 	fl.Var(&f.initTimeout, "init-timeout", "replace a new worker that has not made its first job-take or ping after this long: seconds or a duration such as 10m (default 7m)")
+	fl.BoolVar(&f.init, "init", true, "run emberd's init as PID 1 of each worker container, in front of the image's entrypoint: it passes stop signals on to the entrypoint's process group and reaps zombies (--init=false: the entrypoint is PID 1)")
 	fl.BoolVar(&f.flashboot, "flashboot", false, "freeze idle workers instead of stopping them, so that a job revives one in milliseconds (--flashboot=false turns it off)")
 	fl.Var(&f.flashbootWindow, "flashboot-window", "stop a frozen worker after this long: seconds or a duration such as 10m (default 5m)")
 	fl.IntVar(&f.maxAttempts, "max-attempts", 0, "times a job is handed to a worker before it fails when its workers keep dying (0: the daemon's --max-attempts)")
@@ -235,6 +237,9 @@ func applySpecFlags(cmd *cobra.Command, f *createFlags, spec *client.EndpointSpe
 	}
 	if set("flashboot") {
 		spec.Flashboot = &f.flashboot
+	}
+	if set("init") {
+		spec.Init = &f.init
 	}
 	if set("flashboot-window") {
 		n := int(f.flashbootWindow)

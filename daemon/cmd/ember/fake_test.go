@@ -56,7 +56,7 @@ type fakeRequest struct {
 // a string, as protojson would write it if the field became int64. Only
 // sdxl has the fields added later (initTimeout...), as from a newer daemon.
 var seedEndpoints = []string{
-	`{"id":"ep-b2","name":"sdxl","command":["python","-u","handler.py","--model","sd xl"],"workersMin":1,"workersMax":2,"idleTimeout":300,"executionTimeoutMs":600000,"scalerType":"REQUEST_COUNT","scalerValue":2,"gpuCount":1,"gpuTypes":["NVIDIA H100 80GB HBM3","NVIDIA A100-SXM4-80GB"],"memoryMb":32768,"cpus":4,"pidsLimit":4096,"network":"host","initTimeout":900,"flashboot":true,"flashbootWindow":600,"maxAttempts":5,"gpuMemoryMb":40000,"generation":"3","createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-01T12:00:00Z"}`,
+	`{"id":"ep-b2","name":"sdxl","command":["python","-u","handler.py","--model","sd xl"],"workersMin":1,"workersMax":2,"idleTimeout":300,"executionTimeoutMs":600000,"scalerType":"REQUEST_COUNT","scalerValue":2,"gpuCount":1,"gpuTypes":["NVIDIA H100 80GB HBM3","NVIDIA A100-SXM4-80GB"],"memoryMb":32768,"cpus":4,"pidsLimit":4096,"network":"host","initTimeout":900,"flashboot":true,"flashbootWindow":600,"maxAttempts":5,"gpuMemoryMb":40000,"generation":"3","init":true,"createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-01T12:00:00Z"}`,
 	`{"id":"ep-a1","name":"echo","image":"ghcr.io/acme/echo:1","env":{"LOG_LEVEL":"debug"},"workersMax":3,"idleTimeout":5,"executionTimeoutMs":600000,"scalerType":"QUEUE_DELAY","scalerValue":4,"gpuCount":0,"createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-01T12:00:00Z"}`,
 	`{"id":"ep-c3","name":"llm","image":"vllm/vllm-openai:v0.6","command":["python","-m","worker"],"workersMin":0,"workersMax":8,"idleTimeout":3600,"executionTimeoutMs":"1800000","scalerType":"QUEUE_DELAY","scalerValue":4,"gpuCount":2,"createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-02T08:30:00Z"}`,
 }
@@ -243,7 +243,7 @@ func (fd *fakeDaemon) create(w http.ResponseWriter, r *http.Request) {
 	ep := map[string]any{
 		"workersMin": 0, "workersMax": 3, "idleTimeout": 5, "executionTimeoutMs": 600000,
 		"scalerType": "QUEUE_DELAY", "scalerValue": 4, "gpuCount": 1,
-		"initTimeout": 420, "flashboot": false, "flashbootWindow": 300, "maxAttempts": 0, "gpuMemoryMb": 0, "generation": "1",
+		"initTimeout": 420, "flashboot": false, "flashbootWindow": 300, "maxAttempts": 0, "gpuMemoryMb": 0, "generation": "1", "init": true,
 	}
 	for k, v := range in {
 		ep[k] = v

@@ -103,6 +103,7 @@ func TestGolden(t *testing.T) {
 		{name: "endpoint_get_unknown", inv: invocation{args: []string{"endpoint", "get", "nope"}}},
 		{name: "endpoint_get_older_daemon", inv: invocation{args: []string{"endpoint", "get", "echo"}}},
 		{name: "endpoint_update", inv: invocation{args: []string{"endpoint", "update", "echo", "--flashboot", "--flashboot-window", "10m", "--init-timeout", "900", "--max-attempts", "2", "--env", "HF_HOME=/models"}}},
+		{name: "endpoint_update_init_off", inv: invocation{args: []string{"endpoint", "update", "sdxl", "--init=false"}}},
 		{name: "endpoint_update_json", inv: invocation{args: []string{"endpoint", "update", "ep-b2", "--flashboot=false", "--gpu-memory-mb", "0", "--json"}}},
 		{name: "endpoint_update_nothing", inv: invocation{args: []string{"endpoint", "update", "echo", "--json"}}},
 		{name: "endpoint_update_unknown", inv: invocation{args: []string{"endpoint", "update", "nope", "--workers-max", "1"}}},

@@ -266,6 +266,11 @@ func writeEndpointDetail(w io.Writer, e *client.Endpoint) error {
 	row("Pids limit:", orNone(e.PidsLimit, "no limit", ""))
 	row("Network:", cell(e.Network))
 	row("Init timeout:", seconds(e.InitTimeout))
+	initCell := "on (ember-init is PID 1)"
+	if !e.Init {
+		initCell = "off (the entrypoint is PID 1)"
+	}
+	row("Init:", initCell)
 	row("FlashBoot:", flashboot)
 	row("FlashBoot window:", seconds(e.FlashbootWindow))
 	row("Max attempts:", orNone(e.MaxAttempts, "daemon default (--max-attempts)", ""))

@@ -111,6 +111,7 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:7080", "HOST:PORT for the REST API (RunPod client API, /v1 gateway) and the worker API")
 	fs.StringVar(&o.GRPCListen, "grpc-listen", "127.0.0.1:7081", "HOST:PORT for the gRPC API")
 	fs.StringVar(&o.Runtime, "runtime", "runc", "worker runtime: runc (OCI containers from imported images, with GPUs) or process (the endpoint's command as a plain host process, for development)")
+	fs.StringVar(&o.WorkerInit, "worker-init", runc.DefaultInit, "ember-init, run as PID 1 of every runc worker container (bound read-only at /dev/init) unless its endpoint sets init false: it passes stop signals to the entrypoint's process group and reaps zombies; empty: no init")
 	fs.StringVar(&o.TLS, "tls", "off", "TLS on the REST and gRPC listeners: off, or auto (emberd makes its own CA and a server certificate under DATA-DIR/tls, renews it, and logs the CA's fingerprint); for your own certificate give --tls-cert and --tls-key instead")
 	fs.StringVar(&o.TLSCert, "tls-cert", "", "PEM file of the server certificate chain (server certificate first) to serve on the REST and gRPC listeners, with --tls-key; re-read on SIGHUP")
 	fs.StringVar(&o.TLSKey, "tls-key", "", "PEM file of the --tls-cert certificate's private key; re-read on SIGHUP")

@@ -105,9 +105,15 @@ type Endpoint struct {
 	GpuMemoryMb *int32 `protobuf:"varint,24,opt,name=gpu_memory_mb,json=gpuMemoryMb,proto3,oneof" json:"gpu_memory_mb,omitempty"`
 	// Output only. The endpoint's generation: 1 when created, raised by every
 	// update that changes what a worker runs (image, command, env, resource
-	// limits, network, GPU fields). Workers of an older generation are
+	// limits, network, init, GPU fields). Workers of an older generation are
 	// replaced: idle and frozen ones at once, busy ones once their jobs end.
-	Generation    int64 `protobuf:"varint,25,opt,name=generation,proto3" json:"generation,omitempty"`
+	Generation int64 `protobuf:"varint,25,opt,name=generation,proto3" json:"generation,omitempty"`
+	// Run emberd's init (ember-init, emberd --worker-init) as PID 1 of the
+	// worker's container in front of the image's entrypoint: it passes stop
+	// signals on to the entrypoint's process group and reaps zombies. false:
+	// the entrypoint is PID 1 itself. Default true. Ignored by the process
+	// runtime.
+	Init          *bool `protobuf:"varint,26,opt,name=init,proto3,oneof" json:"init,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -315,6 +321,13 @@ func (x *Endpoint) GetGeneration() int64 {
 		return x.Generation
 	}
 	return 0
+}
+
+func (x *Endpoint) GetInit() bool {
+	if x != nil && x.Init != nil {
+		return *x.Init
+	}
+	return false
 }
 
 // CreateEndpointRequest is the input of EndpointService.CreateEndpoint.
@@ -935,7 +948,8 @@ var File_ember_v1_endpoint_proto protoreflect.FileDescriptor
 
 const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\n" +
-	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\t\n" +
+	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\n" +
+	"\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -971,7 +985,8 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\rgpu_memory_mb\x18\x18 \x01(\x05H\x0fR\vgpuMemoryMb\x88\x01\x01\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x19 \x01(\x03R\n" +
-	"generation\x1a6\n" +
+	"generation\x12\x17\n" +
+	"\x04init\x18\x1a \x01(\bH\x10R\x04init\x88\x01\x01\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -994,7 +1009,8 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"_flashbootB\x13\n" +
 	"\x11_flashboot_windowB\x0f\n" +
 	"\r_max_attemptsB\x10\n" +
-	"\x0e_gpu_memory_mb\"G\n" +
+	"\x0e_gpu_memory_mbB\a\n" +
+	"\x05_init\"G\n" +
 	"\x15CreateEndpointRequest\x12.\n" +
 	"\bendpoint\x18\x01 \x01(\v2\x12.ember.v1.EndpointR\bendpoint\"\x16\n" +
 	"\x14ListEndpointsRequest\"I\n" +
