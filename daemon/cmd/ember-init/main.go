@@ -42,6 +42,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // forwarded are the signals passed on to the entrypoint's process group.
@@ -84,16 +85,23 @@ func run(args []string) int {
 		return 126
 	}
 
+	// A stop can leave the group with processes that outlive the
+	// entrypoint; the wait for them is driven by SIGCHLD, and a tick
+	// re-reaps and re-checks in case a SIGCHLD was coalesced with one
+	// already handled (the kernel keeps one pending SIGCHLD, not one per
+	// child).
+	tick := time.NewTicker(recheck)
+	defer tick.Stop()
 	stopping, exited, status := false, false, 0
-	for sig := range sigs {
-		if sig != syscall.SIGCHLD {
-			s := sig.(syscall.Signal)
-			forward(pid, s)
-			stopping = stopping || s == syscall.SIGTERM || s == syscall.SIGINT || s == syscall.SIGQUIT
-			if exited && !groupAlive(pid) {
-				return status
+	for {
+		select {
+		case sig := <-sigs:
+			if sig != syscall.SIGCHLD {
+				s := sig.(syscall.Signal)
+				forward(pid, s)
+				stopping = stopping || s == syscall.SIGTERM || s == syscall.SIGINT || s == syscall.SIGQUIT
 			}
-			continue
+		case <-tick.C:
 		}
 		if st, done := reap(pid); done {
 			exited, status = true, st
@@ -113,8 +121,11 @@ func run(args []string) int {
 		// as they lose their parents, and their exits arrive here as
 		// SIGCHLD.
 	}
-	return 1 // unreachable: sigs is never closed
 }
+
+// recheck is how often the loop reaps and looks at the group without a
+// signal; a safety net, so it can be slow.
+const recheck = 250 * time.Millisecond
 
 // groupAlive reports whether process group pgid has a process left that
 // has not exited (after reap, which leaves no zombie child behind).
@@ -149,9 +160,12 @@ func forward(pid int, sig syscall.Signal) {
 	}
 }
 
-// reap collects every child that has exited. When one of them is main it
-// returns main's exit status as a shell reports it, and true.
-func reap(main int) (int, bool) {
+// reap collects every child that has exited, not only main: one SIGCHLD
+// may stand for several exits, and a zombie left unreaped would keep the
+// entrypoint's process group looking alive (kill(-pgid, 0) succeeds on a
+// zombie). When main was among them it returns main's exit status as a
+// shell reports it, and true.
+func reap(main int) (status int, done bool) {
 	for {
 		var ws syscall.WaitStatus
 		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
@@ -160,16 +174,16 @@ func reap(main int) (int, bool) {
 		}
 		if err != nil || pid <= 0 {
 			// ECHILD: no children left; 0: the rest still run.
-			return 0, false
+			return status, done
 		}
 		if pid != main {
 			continue
 		}
 		switch {
 		case ws.Exited():
-			return ws.ExitStatus(), true
+			status, done = ws.ExitStatus(), true
 		case ws.Signaled():
-			return 128 + int(ws.Signal()), true
+			status, done = 128+int(ws.Signal()), true
 		}
 	}
 }
