@@ -139,6 +139,7 @@ func TestPythonWorker(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("container workers need root (CI runs as root)")
 	}
+	t.Parallel()
 	began := time.Now()
 	d := StartDaemon(t, "--runtime", "runc", "--stop-hold", pyStopHold.String(), "--stop-grace", pyStopGrace.String())
 	pythonImage(t, d)

@@ -71,8 +71,14 @@ const hashLen = 12
 // this machine has none yet for this purpose, package list and mirror.
 // One build runs at a time (a lock file, waited for within ctx); a build
 // is made under a temporary name and renamed, so a failed or killed one
-// leaves nothing that looks cached.
+// leaves nothing that looks cached. A tree cached under the name used
+// before purposes (rootfs-SUITE-HASH, same contents) is renamed and used.
 func Get(ctx context.Context, spec Spec) (Rootfs, error) {
+	return get(ctx, CacheDir, spec)
+}
+
+// get is Get with the cache in cacheDir.
+func get(ctx context.Context, cacheDir string, spec Spec) (Rootfs, error) {
 	if !purposeRE.MatchString(spec.Purpose) {
 		return Rootfs{}, fmt.Errorf("debroot: purpose %q: want lowercase letters and digits", spec.Purpose)
 	}
@@ -80,26 +86,23 @@ func Get(ctx context.Context, spec Spec) (Rootfs, error) {
 	slices.Sort(pkgs)
 	pkgs = slices.Compact(pkgs)
 	mirror := Mirror()
-	// The hash leaves the purpose out, as the names before purposes did
-	// (rootfs-SUITE-HASH): such a tree is taken over below, not rebuilt.
-	sum := sha256.Sum256([]byte(Suite + " minbase " + strings.Join(pkgs, ",") + " " + mirror))
-	hash := hex.EncodeToString(sum[:])[:hashLen]
+	hash := treeHash(pkgs, mirror)
 	prefix := "rootfs-" + Suite + "-"
-	fs := Rootfs{Dir: filepath.Join(CacheDir, prefix+spec.Purpose+"-"+hash), Mirror: mirror, Packages: pkgs}
+	fs := Rootfs{Dir: filepath.Join(cacheDir, prefix+spec.Purpose+"-"+hash), Mirror: mirror, Packages: pkgs}
 
 	if os.Geteuid() != 0 {
-		return fs, fmt.Errorf("%w: debootstrap and the cache in %s need root", ErrUnavailable, CacheDir)
+		return fs, fmt.Errorf("%w: debootstrap and the cache in %s need root", ErrUnavailable, cacheDir)
 	}
-	if err := os.MkdirAll(CacheDir, 0o755); err != nil {
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return fs, fmt.Errorf("debroot: create the cache: %w", err)
 	}
-	unlock, err := lock(ctx, filepath.Join(CacheDir, "rootfs.lock"))
+	unlock, err := lock(ctx, filepath.Join(cacheDir, "rootfs.lock"))
 	if err != nil {
 		return fs, err
 	}
 	defer unlock()
 
-	if legacy := filepath.Join(CacheDir, prefix+hash); exists(legacy) && !exists(fs.Dir) {
+	if legacy := filepath.Join(cacheDir, prefix+hash); exists(legacy) && !exists(fs.Dir) {
 		if err := os.Rename(legacy, fs.Dir); err != nil {
 			return fs, fmt.Errorf("debroot: take over %s: %w", legacy, err)
 		}
@@ -115,7 +118,7 @@ func Get(ctx context.Context, spec Spec) (Rootfs, error) {
 		return fs, fmt.Errorf("%w: the Debian mirror %s is out of reach: %w", ErrUnavailable, mirror, err)
 	}
 
-	tmp, err := os.MkdirTemp(CacheDir, ".build-")
+	tmp, err := os.MkdirTemp(cacheDir, ".build-")
 	if err != nil {
 		return fs, fmt.Errorf("debroot: %w", err)
 	}
@@ -142,16 +145,29 @@ func Get(ctx context.Context, spec Spec) (Rootfs, error) {
 	if err := os.Rename(tmp, fs.Dir); err != nil {
 		return fs, fmt.Errorf("debroot: %w", err)
 	}
-	// Older builds of this purpose (another package list or mirror) are
-	// not used again; other purposes' trees stay.
-	old, _ := filepath.Glob(filepath.Join(CacheDir, prefix+spec.Purpose+"-*"))
+	prune(cacheDir, spec.Purpose, fs.Dir)
+	return fs, nil
+}
+
+// prune removes the builds of purpose in cacheDir other than keep: they
+// are for another package list or mirror and not used again. Other
+// purposes' trees stay.
+func prune(cacheDir, purpose, keep string) {
+	prefix := "rootfs-" + Suite + "-" + purpose + "-"
+	old, _ := filepath.Glob(filepath.Join(cacheDir, prefix+"*"))
 	for _, o := range old {
-		h := strings.TrimPrefix(filepath.Base(o), prefix+spec.Purpose+"-")
-		if o != fs.Dir && isHash(h) {
+		if o != keep && isHash(strings.TrimPrefix(filepath.Base(o), prefix)) {
 			os.RemoveAll(o)
 		}
 	}
-	return fs, nil
+}
+
+// treeHash names a tree's contents: suite, variant, packages (sorted) and
+// mirror. It leaves the purpose out, as the names before purposes did
+// (rootfs-SUITE-HASH), so that such a tree is taken over, not rebuilt.
+func treeHash(pkgs []string, mirror string) string {
+	sum := sha256.Sum256([]byte(Suite + " minbase " + strings.Join(pkgs, ",") + " " + mirror))
+	return hex.EncodeToString(sum[:])[:hashLen]
 }
 
 // Mirror is the first Debian archive in this machine's apt sources (deb822
