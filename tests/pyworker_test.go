@@ -77,7 +77,9 @@ func pythonImage(t *testing.T, d *Daemon) {
 	t0 = time.Now()
 	archive := filepath.Join(t.TempDir(), "pyworker.tar")
 	mk := exec.CommandContext(ctx, "go", "run", "../examples/worker/mkimage", "-rootfs", root.Dir,
+		// What a worker never reads: apt's caches, documentation, translations.
 		"-exclude", "var/cache/apt/archives", "-exclude", "var/lib/apt/lists",
+		"-exclude", "usr/share/doc", "-exclude", "usr/share/man", "-exclude", "usr/share/locale",
 		"-add", "testdata/pyworker/worker.py:/worker.py",
 		"-entrypoint", "/usr/bin/python3 -u /worker.py",
 		"-compress", "zstd", "-name", pyImage, "-o", archive)
