@@ -149,6 +149,12 @@ func TestPythonWorker(t *testing.T) {
 	ep := d.JSON("POST", "/v1/endpoints", map[string]any{"name": "python", "image": pyImage, "gpuCount": 0,
 		"workersMin": 1, "workersMax": 1, "idleTimeout": 60, "network": "none",
 		"env": map[string]string{"MODEL": "a"}}, 200)["id"].(string)
+	t.Cleanup(func() {
+		if t.Failed() { // before the daemon stops (cleanups run last first)
+			_, logs := d.Do("GET", "/v1/endpoints/"+ep+"/logs", nil)
+			t.Logf("the Python workers' output:\n%s", logs)
+		}
+	})
 	volume := filepath.Join(d.DataDir, "volumes", ep)
 	if err := os.MkdirAll(volume, 0o755); err != nil {
 		t.Fatal(err)
