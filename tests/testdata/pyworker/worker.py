@@ -127,6 +127,7 @@ class Worker:
                    "User-Agent": f"RunPod-Python-SDK/{SDK_VERSION} (ember test worker; aiohttp {aiohttp.__version__})"}
         async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=600)) as s:
             self.session = s
+            log(f"worker {self.id}: Python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}")
             pinger = asyncio.create_task(self.ping_loop())
             await asyncio.gather(self.take_loop(), self.stop_loop())
             pinger.cancel()
@@ -181,6 +182,7 @@ class Worker:
     async def handle(self, job):
         name = job["input"].get("handler", "echo") if isinstance(job["input"], dict) else "echo"
         handler = HANDLERS.get(name)
+        log(f"job {job['id']}: handler {name}")
         if inspect.isasyncgenfunction(handler):
             try:
                 async for chunk in handler(job):
