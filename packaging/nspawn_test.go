@@ -9,8 +9,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,56 +28,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/emberhq/ember/internal/debroot"
 )
-
-// rootfsCache holds debootstrapped root file systems between runs, one per
-// suite, package list and mirror; each test boots a copy.
-const rootfsCache = "/var/cache/ember-test"
-
-// rootfsSuite is the Debian release of the rootfs: the one the packages are
-// built on here (the .deb's emberd links against its glibc and libseccomp).
-const rootfsSuite = "bookworm"
 
 // containerEnv is the environment of every command run in the container.
 var containerEnv = []string{
 	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 	"LANG=C.UTF-8", "TERM=dumb", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0",
 	"DEBIAN_FRONTEND=noninteractive",
-}
-
-// debianMirror is the first Debian archive in this machine's apt sources
-// (deb822 or one-line format) that serves rootfsSuite, else deb.debian.org.
-func debianMirror() string {
-	files, _ := filepath.Glob("/etc/apt/sources.list.d/*.sources")
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for stanza := range strings.SplitSeq(string(b), "\n\n") {
-			var uris, suites []string
-			for line := range strings.SplitSeq(stanza, "\n") {
-				if v, ok := strings.CutPrefix(line, "URIs:"); ok {
-					uris = strings.Fields(v)
-				}
-				if v, ok := strings.CutPrefix(line, "Suites:"); ok {
-					suites = strings.Fields(v)
-				}
-			}
-			if len(uris) > 0 && slices.Contains(suites, rootfsSuite) {
-				return uris[0]
-			}
-		}
-	}
-	if b, err := os.ReadFile("/etc/apt/sources.list"); err == nil {
-		for line := range strings.SplitSeq(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) >= 3 && f[0] == "deb" && f[2] == rootfsSuite && strings.HasPrefix(f[1], "http") {
-				return f[1]
-			}
-		}
-	}
-	return "http://deb.debian.org/debian"
 }
 
 // debDepends lists the package names a .deb depends on (first of each
@@ -95,71 +52,6 @@ func debDepends(t *testing.T, deb string) []string {
 		}
 	}
 	return names
-}
-
-// bookwormRootfs returns a cached minimal Debian rootfs with systemd and
-// the given packages, building it with debootstrap when this machine has
-// none yet for this package list and mirror. cached says whether it was
-// there. One build at a time (a lock file); a build is made under a
-// temporary name and renamed, so a failed or killed one leaves no cache.
-func bookwormRootfs(t *testing.T, extra []string) (dir string, cached bool) {
-	t.Helper()
-	pkgs := append([]string{"systemd", "systemd-sysv", "dbus"}, extra...)
-	slices.Sort(pkgs)
-	pkgs = slices.Compact(pkgs)
-	mirror := debianMirror()
-	sum := sha256.Sum256([]byte(rootfsSuite + " minbase " + strings.Join(pkgs, ",") + " " + mirror))
-	dir = filepath.Join(rootfsCache, "rootfs-"+rootfsSuite+"-"+hex.EncodeToString(sum[:6]))
-	if err := os.MkdirAll(rootfsCache, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := os.OpenFile(filepath.Join(rootfsCache, "rootfs.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(filepath.Join(dir, "usr/lib/systemd/systemd")); err == nil {
-		return dir, true
-	}
-	tmp, err := os.MkdirTemp(rootfsCache, ".build-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	// The container's /: MkdirTemp made it 0700, which locks every user
-	// but root out of everything (dbus-daemon, as messagebus, then never
-	// comes up).
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include="+strings.Join(pkgs, ","), rootfsSuite, tmp, mirror)
-	cmd.WaitDelay = 10 * time.Second
-	start := time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		// debootstrap keeps its own log in the target.
-		dlog, _ := os.ReadFile(filepath.Join(tmp, "debootstrap/debootstrap.log"))
-		t.Fatalf("debootstrap --variant=minbase --include=%s %s DIR %s: %v\n%s\ndebootstrap.log (end):\n%s",
-			strings.Join(pkgs, ","), rootfsSuite, mirror, err, tail(out, 4000), tail(dlog, 4000))
-	}
-	t.Logf("built the %s rootfs with debootstrap in %v (packages %s, mirror %s); cached in %s",
-		rootfsSuite, time.Since(start).Round(time.Second), strings.Join(pkgs, ","), mirror, dir)
-	if err := os.Rename(tmp, dir); err != nil {
-		t.Fatal(err)
-	}
-	// Older builds (another package list or mirror) are not used again.
-	old, _ := filepath.Glob(filepath.Join(rootfsCache, "rootfs-"+rootfsSuite+"-*"))
-	for _, o := range old {
-		if o != dir {
-			os.RemoveAll(o)
-		}
-	}
-	return dir, false
 }
 
 func tail(b []byte, n int) string {
@@ -552,7 +444,20 @@ func TestSystemdLifecycle(t *testing.T) {
 	deb := filepath.Join(packages(t), "ember_1.0.0_amd64.deb")
 
 	t0 := time.Now()
-	cache, cached := bookwormRootfs(t, debDepends(t, deb))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	root, err := debroot.Get(ctx, debroot.Spec{Purpose: "systemd", Packages: append([]string{"systemd", "systemd-sysv", "dbus"}, debDepends(t, deb)...)})
+	if errors.Is(err, debroot.ErrUnavailable) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !root.Cached {
+		t.Logf("built the %s rootfs with debootstrap in %v (packages %s, mirror %s); cached in %s",
+			debroot.Suite, root.BuildTime.Round(time.Second), strings.Join(root.Packages, ","), root.Mirror, root.Dir)
+	}
+	cache, cached := root.Dir, root.Cached
 	rootfsTime := time.Since(t0)
 
 	// A copy per run: the cache stays as debootstrap left it. Not an

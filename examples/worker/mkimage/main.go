@@ -6,6 +6,15 @@
 //	go run ./examples/worker/mkimage -binary /tmp/worker -name ember/example-worker:latest -o worker.tar
 //
 // The binary lands at /worker, which is the image's entrypoint.
+//
+// With -rootfs it packs a whole root file system instead (a debootstrap
+// tree, say), with files added by -add and the entrypoint given by
+// -entrypoint:
+//
+//	go run ./examples/worker/mkimage -rootfs /srv/bookworm -exclude var/lib/apt/lists \
+//	  -add handler.py:/worker.py -entrypoint '/usr/bin/python3 -u /worker.py' -name acme/py:1 -o py.tar
+//
+// The layer is built in memory: meant for images of a few hundred MB.
 package main
 
 import (
@@ -19,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -30,6 +40,10 @@ func main() {
 	out := flag.String("o", "worker-image.tar", "output archive")
 	format := flag.String("format", "oci", "archive format: oci (an OCI image layout as a tar) or docker (the layout of `docker save`)")
 	flag.StringVar(&layerCompression, "compress", "gzip", "layer compression of the oci format: gzip or zstd")
+	flag.StringVar(&rootfs, "rootfs", "", "root file system directory to pack as the layer (device nodes and the contents of dev/, proc/, sys/ left out)")
+	flag.Var(&excludes, "exclude", "path under -rootfs to leave out with its contents (repeatable)")
+	flag.Var(&adds, "add", "SRC:DEST, a file to add to the image at DEST (repeatable)")
+	flag.StringVar(&entrypoint, "entrypoint", "", "the image's entrypoint, words separated by spaces (default /worker)")
 	flag.Parse()
 	if layerCompression != "gzip" && layerCompression != "zstd" {
 		fmt.Fprintf(os.Stderr, "mkimage: -compress %q: want gzip or zstd\n", layerCompression)
@@ -40,8 +54,8 @@ func main() {
 		os.Exit(2)
 	}
 	dockerFormat = *format == "docker"
-	if *bin == "" {
-		fmt.Fprintln(os.Stderr, "mkimage: -binary is required")
+	if *bin == "" && rootfs == "" {
+		fmt.Fprintln(os.Stderr, "mkimage: -binary or -rootfs is required")
 		os.Exit(2)
 	}
 	if err := run(*bin, *name, *out); err != nil {
@@ -93,31 +107,53 @@ func digestOf(b []byte) string {
 }
 
 func run(binPath, name, out string) error {
-	binData, err := os.ReadFile(binPath)
-	if err != nil {
-		return err
-	}
-	// The layer: /worker plus the directories a worker expects to exist.
+	// The layer: /worker plus the directories a worker expects to exist,
+	// or the -rootfs tree with /worker if given; then the -add files.
 	var raw bytes.Buffer
 	tw := tar.NewWriter(&raw)
 	epoch := time.Unix(0, 0)
-	for _, dir := range []string{"tmp/", "etc/", "runpod-volume/"} {
-		mode := int64(0o755)
-		if dir == "tmp/" {
-			mode = 0o1777
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: mode, ModTime: epoch}); err != nil {
-			return err
-		}
-	}
-	files := []struct {
+	type file struct {
 		name string
 		mode int64
 		data []byte
-	}{
-		{"worker", 0o755, binData},
-		{"etc/passwd", 0o644, []byte("root:x:0:0:root:/:/worker\nnobody:x:65534:65534:nobody:/:/worker\n")},
-		{"etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n")},
+	}
+	var files []file
+	if binPath != "" {
+		binData, err := os.ReadFile(binPath)
+		if err != nil {
+			return err
+		}
+		files = append(files, file{"worker", 0o755, binData})
+	}
+	if rootfs != "" {
+		if err := tarTree(tw, rootfs, excludes); err != nil {
+			return err
+		}
+	} else {
+		for _, dir := range []string{"tmp/", "etc/", "runpod-volume/"} {
+			mode := int64(0o755)
+			if dir == "tmp/" {
+				mode = 0o1777
+			}
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: mode, ModTime: epoch}); err != nil {
+				return err
+			}
+		}
+		files = append(files,
+			file{"etc/passwd", 0o644, []byte("root:x:0:0:root:/:/worker\nnobody:x:65534:65534:nobody:/:/worker\n")},
+			file{"etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n")})
+	}
+	for _, a := range adds {
+		src, dest, _ := strings.Cut(a, ":")
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		st, err := os.Stat(src)
+		if err != nil {
+			return err
+		}
+		files = append(files, file{strings.TrimPrefix(dest, "/"), int64(st.Mode().Perm()), b})
 	}
 	for _, f := range files {
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: f.mode, Size: int64(len(f.data)), ModTime: epoch}); err != nil {
@@ -140,7 +176,7 @@ func run(binPath, name, out string) error {
 		"architecture": "amd64",
 		"os":           "linux",
 		"config": map[string]any{
-			"Entrypoint": []string{"/worker"},
+			"Entrypoint": entrypointWords(),
 			"Env":        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 			"WorkingDir": "/",
 		},
