@@ -389,7 +389,7 @@ func (s *Scheduler) finalize(ctx context.Context, jobs []*job, why string, mutat
 			break
 		}
 		var d *store.Delivery
-		if d, err = s.webhooks.add(b, r); err != nil {
+		if d, err = putWebhook(b, r); err != nil {
 			break
 		}
 		if d != nil {
@@ -416,7 +416,7 @@ func (s *Scheduler) finalize(ctx context.Context, jobs []*job, why string, mutat
 		s.mu.Unlock()
 		return nil, persistErr("persist "+why, err)
 	}
-	s.webhooks.schedule(deliveries)
+	s.webhooks.Schedule(deliveries)
 	views := make([]JobView, len(ps))
 	s.mu.Lock()
 	for i, p := range ps {
@@ -480,7 +480,7 @@ func (s *Scheduler) expire(j *job) {
 	rec.FinishedAt = now.UnixMilli()
 	b := s.store.NewBatch()
 	b.DeleteJob(rec.ID)
-	d, err := s.webhooks.add(b, &rec)
+	d, err := putWebhook(b, &rec)
 	if err != nil {
 		s.log.Error("queue TTL webhook", "job", rec.ID, "err", err)
 	}
@@ -490,7 +490,7 @@ func (s *Scheduler) expire(j *job) {
 		s.log.Error("delete expired job", "job", rec.ID, "err", err)
 	}
 	if d != nil {
-		s.webhooks.schedule([]*store.Delivery{d})
+		s.webhooks.Schedule([]*store.Delivery{d})
 	}
 	s.mu.Lock()
 	w := j.worker

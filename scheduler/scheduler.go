@@ -1,7 +1,8 @@
 // Package scheduler is Ember's brain: it owns jobs from submission to their
 // terminal state, the per-endpoint ready queues, worker leases, timers
-// (TTL, execution timeout, retention), webhook delivery and the workers
-// themselves (through an oci.Runtime).
+// (TTL, execution timeout, retention), the webhooks due when jobs end
+// (delivered by package webhook) and the workers themselves (through an
+// oci.Runtime).
 //
 // All in-memory state sits behind one mutex. Durable writes happen outside
 // it, through the store's group commit, and a state change becomes visible
@@ -25,6 +26,7 @@ import (
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/store"
+	"github.com/emberhq/ember/scheduler/webhook"
 )
 
 // Config configures a Scheduler. Zero values take the documented defaults.
@@ -195,7 +197,7 @@ type Scheduler struct {
 	// resurrect the same job.
 	retryMu sync.Mutex
 
-	webhooks *outbox
+	webhooks webhookOutbox
 	// probe is the liveness check's attempt to take mu (liveness.go).
 	probeMu sync.Mutex
 	probe   *lockProbe
@@ -247,7 +249,9 @@ func Open(cfg Config) (*Scheduler, error) {
 		s.disk = nil // nothing on disk to guard
 	}
 	s.tunables.Store(cfg.tunables())
-	s.webhooks = newOutbox(s)
+	outbox := webhook.NewOutbox(webhook.Config{Store: st, Client: cfg.HTTPClient, Attempts: cfg.WebhookAttempts,
+		RetryDelay: func() time.Duration { return s.tun().WebhookRetryDelay }, Logger: cfg.Logger})
+	s.webhooks = outbox
 	// Held so that an adopted worker that exits during recovery waits.
 	s.mu.Lock()
 	err = s.recover()
@@ -261,7 +265,7 @@ func Open(cfg Config) (*Scheduler, error) {
 	s.goOwned(s.tickLoop)
 	s.goOwned(s.ttlLoop)
 	s.goOwned(s.logSweepLoop)
-	s.goOwned(func() { s.webhooks.run(ctx) })
+	s.goOwned(func() { outbox.Run(ctx) })
 	return s, nil
 }
 
@@ -419,7 +423,7 @@ func (s *Scheduler) recover() error {
 			}
 			if r.Status.Terminal() {
 				// Queued in memory by load below, once committed.
-				if _, err := s.webhooks.add(b, r); err != nil {
+				if _, err := putWebhook(b, r); err != nil {
 					return err
 				}
 			}
@@ -435,7 +439,7 @@ func (s *Scheduler) recover() error {
 			return fmt.Errorf("persist recovery: %w", err)
 		}
 	}
-	if err := s.webhooks.load(); err != nil {
+	if err := s.webhooks.Load(); err != nil {
 		return err
 	}
 	// Workers taken back from an emberd that went away before it replaced
