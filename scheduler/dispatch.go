@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -266,7 +267,7 @@ func (s *Scheduler) Done(ctx context.Context, endpointID, workerID, jobID string
 		w.recycle = true
 	}
 	s.mu.Unlock()
-	if err := s.disk.Check(Finishing, int64(len(res.Output))); err != nil {
+	if err := s.disk.Check(diskguard.Finishing, int64(len(res.Output))); err != nil {
 		return err
 	}
 
@@ -316,7 +317,7 @@ func (s *Scheduler) checkFormerJob(endpointID, jobID string) error {
 // the cap is refused and fails the job (*StreamLimitError); a chunk for a
 // job that has ended is refused (ErrJobEnded). Neither is stored.
 func (s *Scheduler) AddChunk(ctx context.Context, endpointID, workerID, jobID string, output []byte) error {
-	if err := s.disk.Check(Finishing, int64(len(output))); err != nil {
+	if err := s.disk.Check(diskguard.Finishing, int64(len(output))); err != nil {
 		return err
 	}
 	// One post per job at a time: a chunk's index is used only once it is

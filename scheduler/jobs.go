@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -13,7 +14,7 @@ import (
 // request); it persists the job durably and only then makes it takeable.
 // When Submit returns nil the job has been fsynced.
 func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submission) (JobView, error) {
-	if err := s.disk.Check(NewWork, int64(len(sub.Input))); err != nil {
+	if err := s.disk.Check(diskguard.NewWork, int64(len(sub.Input))); err != nil {
 		return JobView{}, err
 	}
 	now := s.now()
@@ -307,7 +308,7 @@ func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, 
 	s.seq++
 	seq := s.seq
 	s.mu.Unlock()
-	if err := s.disk.Check(NewWork, 0); err != nil {
+	if err := s.disk.Check(diskguard.NewWork, 0); err != nil {
 		return JobView{}, err
 	}
 	rec := *r

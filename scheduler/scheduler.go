@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/store"
 	"github.com/emberhq/ember/scheduler/webhook"
@@ -72,7 +73,7 @@ type Config struct {
 	// StopGrace is how long a stopped worker may drain before SIGKILL.
 	StopGrace time.Duration
 	// MinFreeBytes: below this much free disk, new work is refused
-	// (disk.go). Default limits.DefaultMinFreeDisk.
+	// (package diskguard). Default limits.DefaultMinFreeDisk.
 	MinFreeBytes uint64
 	// DiskReserveBytes: below this much free disk, the store refuses
 	// every write, so that Badger never faults on a full disk; between it
@@ -205,7 +206,7 @@ type Scheduler struct {
 	// tunables are the settings SetTunables may change while running.
 	tunables atomic.Pointer[Tunables]
 
-	disk *DiskGuard
+	disk *diskguard.Guard
 }
 
 // Open opens the store, recovers every job from it (one scan), and starts
@@ -243,7 +244,7 @@ func Open(cfg Config) (*Scheduler, error) {
 		gpuOwner:     make(map[string]string),
 		badGPUs:      make(map[string]string),
 		freeMem:      make(map[string]freeReading),
-		disk:         NewDiskGuard(cfg.DataDir, cfg.MinFreeBytes, cfg.DiskReserveBytes),
+		disk:         diskguard.New(cfg.DataDir, cfg.MinFreeBytes, cfg.DiskReserveBytes),
 	}
 	if cfg.InMemoryStore {
 		s.disk = nil // nothing on disk to guard
