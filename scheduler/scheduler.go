@@ -111,9 +111,6 @@ type Config struct {
 	// the process pid, for workers on network "none"; the daemon provides
 	// it. Closing the result stops serving there.
 	ServeInNetns func(pid int) (io.Closer, error)
-	// WorkerLogRetention keeps the logs of stopped workers this long
-	// (default 24 h).
-	WorkerLogRetention time.Duration
 	// InMemoryStore is for unit tests only.
 	InMemoryStore bool
 	// HTTPClient sends webhooks. Default: a client with a 10 s timeout.
@@ -138,7 +135,6 @@ func (c *Config) setDefaults() {
 	def(&c.LeaseGrace, 3*c.PingInterval)
 	def(&c.WebhookRetryDelay, 10*time.Second)
 	def(&c.StopGrace, 30*time.Second)
-	def(&c.WorkerLogRetention, 24*time.Hour)
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
 	}
@@ -265,7 +261,6 @@ func Open(cfg Config) (*Scheduler, error) {
 	s.goOwned(func() { s.store.Maintain(ctx, time.Minute) })
 	s.goOwned(s.tickLoop)
 	s.goOwned(s.ttlLoop)
-	s.goOwned(s.logSweepLoop)
 	s.goOwned(func() { outbox.Run(ctx) })
 	return s, nil
 }

@@ -528,6 +528,8 @@ func Run(ctx context.Context, o Options) error {
 	closeSched := sync.OnceValue(sched.Close)
 	defer closeSched()
 	wr.sweep()
+	stopLogSweep := startLogSweeper(filepath.Join(o.DataDir, "workers"), func(id string) bool { _, live := sched.WorkerLog(id); return live })
+	defer stopLogSweep()
 	if wr.watchGPUs != nil {
 		watchCtx, stopWatch := context.WithCancel(ctx)
 		watched := make(chan struct{})
