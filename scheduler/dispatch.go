@@ -69,74 +69,44 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 	counted := false
 	for {
 		s.mu.Lock()
-		w, ok := s.workers[workerID]
-		ep := s.endpoints[endpointID]
-		if !ok || ep == nil || w.endpoint != endpointID {
+		w, ep, err := s.takerLocked(endpointID, workerID)
+		if err != nil {
 			s.mu.Unlock()
-			return nil, fmt.Errorf("%w: worker %s is not registered for endpoint %s", ErrForbidden, workerID, endpointID)
+			return nil, err
 		}
-		s.markSeenLocked(w)
-		if w.draining || s.closed {
+		switch {
+		case w.draining || s.closed:
 			// A draining worker must get nothing new: the SDK may queue a
 			// job after its run loop has exited, and that job would be lost.
 			s.mu.Unlock()
 			return &Lease{s: s}, nil
-		}
-		if w.outdated {
+		case w.outdated:
 			// Finishing its jobs after an update (rolling.go): nothing new.
 			// Held, not answered at once, so that the worker does not spin
 			// on empty takes; answered when it is stopped (its jobs ended).
 			ch := w.stopCh
 			s.mu.Unlock()
-			select {
-			case <-ch:
-				// A stop signal for one of its jobs, or its stop: answered
-				// empty then, even if it has exited meanwhile.
-				s.mu.Lock()
-				again := w.outdated && !w.draining && s.workers[workerID] == w
-				s.mu.Unlock()
-				if again {
-					continue
-				}
-			case <-timer.C:
-			case <-ctx.Done():
+			// A stop signal for one of its jobs, or its stop: answered
+			// empty then, even if it has exited meanwhile.
+			if waitTake(ctx, timer, ch) && s.stillOutdated(w, workerID) {
+				continue
 			}
 			return &Lease{s: s}, nil
-		}
-		if w.frozen {
+		case w.frozen:
 			// Held until the worker is revived; then it takes at once.
 			ch := w.thawCh
 			s.mu.Unlock()
-			select {
-			case <-ch:
+			if waitTake(ctx, timer, ch) {
 				continue
-			case <-timer.C:
-			case <-ctx.Done():
 			}
 			return &Lease{s: s}, nil
 		}
 		if !counted {
-			// The concurrency the worker declares: what it holds plus what
-			// its pending takes ask for (a batch size, or parallel single
-			// takes on SDKs up to 1.7.0).
 			counted = true
-			w.asking += max
+			s.askLocked(w, ep, max)
 			defer s.doneAsking(w, max)
-			if c := len(w.held) + w.asking; c > w.slots {
-				w.slots = c
-				ep.slotsHint = c
-			}
 		}
-		var taken []*job
-		for len(taken) < max {
-			j := ep.pop()
-			if j == nil {
-				break
-			}
-			s.leaseLocked(j, w, ep)
-			taken = append(taken, j)
-		}
-		if len(taken) > 0 {
+		if taken := s.leaseUpToLocked(ep, w, max); len(taken) > 0 {
 			recs := make([]jobMeta, len(taken))
 			for i, j := range taken {
 				recs[i] = j.rec
@@ -146,17 +116,73 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 		}
 		t := ep.wait(workerID)
 		s.mu.Unlock()
-		select {
-		case <-t.ch:
+		if waitTake(ctx, timer, t.ch) {
 			continue
-		case <-timer.C:
-		case <-ctx.Done():
 		}
 		s.mu.Lock()
 		ep.leave(t)
 		s.mu.Unlock()
 		return &Lease{s: s}, nil
 	}
+}
+
+// takerLocked returns worker workerID, which is taking jobs of endpoint
+// endpointID, and that endpoint, and notes that the worker was seen. It
+// fails with ErrForbidden when the worker is not registered for it.
+func (s *Scheduler) takerLocked(endpointID, workerID string) (*worker, *endpointState, error) {
+	w, ok := s.workers[workerID]
+	ep := s.endpoints[endpointID]
+	if !ok || ep == nil || w.endpoint != endpointID {
+		return nil, nil, fmt.Errorf("%w: worker %s is not registered for endpoint %s", ErrForbidden, workerID, endpointID)
+	}
+	s.markSeenLocked(w)
+	return w, ep, nil
+}
+
+// waitTake holds a take until ch is ready (true), or until the take's
+// hold ends or its request goes away (false).
+func waitTake(ctx context.Context, hold *time.Timer, ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	case <-hold.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// stillOutdated says whether w, outdated, is still the live worker
+// workerID and not yet draining: its take goes on being held.
+func (s *Scheduler) stillOutdated(w *worker, workerID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return w.outdated && !w.draining && s.workers[workerID] == w
+}
+
+// askLocked counts the n jobs a take of w asks for (doneAsking uncounts
+// them). The concurrency the worker declares is what it holds plus what
+// its pending takes ask for (a batch size, or parallel single takes on
+// SDKs up to 1.7.0).
+func (s *Scheduler) askLocked(w *worker, ep *endpointState, n int) {
+	w.asking += n
+	if c := len(w.held) + w.asking; c > w.slots {
+		w.slots = c
+		ep.slotsHint = c
+	}
+}
+
+// leaseUpToLocked leases up to max of ep's ready jobs to w, in queue order.
+func (s *Scheduler) leaseUpToLocked(ep *endpointState, w *worker, max int) []*job {
+	var taken []*job
+	for len(taken) < max {
+		j := ep.pop()
+		if j == nil {
+			break
+		}
+		s.leaseLocked(j, w, ep)
+		taken = append(taken, j)
+	}
+	return taken
 }
 
 func (s *Scheduler) doneAsking(w *worker, n int) {
