@@ -320,6 +320,42 @@ func (s *Scheduler) Close() error {
 // Jobs that were in progress when the daemon died go back to the queue with
 // their attempt counted, or fail once they have used up their attempts.
 func (s *Scheduler) recover() error {
+	if err := s.loadEndpointsLocked(); err != nil {
+		return err
+	}
+	rc := &recovery{adopted: s.adoptWorkers(), now: s.now()}
+	err := s.store.ScanJobs(func(r *store.Job) error {
+		s.recoverJobLocked(rc, r)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recover jobs: %w", err)
+	}
+	if err := s.recoverStreamsLocked(); err != nil {
+		return err
+	}
+	// The queues are built in scan order (job id order); restore arrival order.
+	for _, ep := range s.endpoints {
+		ep.sortQueues()
+	}
+	if err := s.persistRecovery(rc); err != nil {
+		return err
+	}
+	if err := s.webhooks.Load(); err != nil {
+		return err
+	}
+	// Workers taken back from an emberd that went away before it replaced
+	// them after an update (rolling.go).
+	for _, ep := range s.endpoints {
+		s.rollLocked(ep)
+	}
+	s.log.Info("queue recovered", "queued", rc.queued, "requeued", rc.requeued, "failed", rc.failed, "resumed", rc.resumed, "endpoints", len(s.endpoints), "workers_adopted", len(rc.adopted))
+	return nil
+}
+
+// loadEndpointsLocked adds every stored endpoint, filling in the fields
+// that records written before they existed lack.
+func (s *Scheduler) loadEndpointsLocked() error {
 	eps, err := s.store.Endpoints()
 	if err != nil {
 		return fmt.Errorf("load endpoints: %w", err)
@@ -340,110 +376,114 @@ func (s *Scheduler) recover() error {
 		}
 		s.addEndpointLocked(e)
 	}
-	adopted := s.adoptWorkers()
-	now := s.now()
-	var requeued, failed, queued, resumed int
-	var fixes []*store.Job
-	var orphans []string
-	err = s.store.ScanJobs(func(r *store.Job) error {
-		if r.Seq > s.seq {
-			s.seq = r.Seq
+	return nil
+}
+
+// recovery is what recover learns in its scan of the job records.
+type recovery struct {
+	adopted map[string]*worker // workers taken back, by id
+	now     time.Time
+	// How many live jobs were queued, re-queued after losing their worker,
+	// failed for having used up their attempts, or resumed on an adopted
+	// worker.
+	queued, requeued, failed, resumed int
+	fixes                             []*store.Job // records to rewrite
+	orphans                           []string     // jobs of endpoints that no longer exist
+}
+
+// recoverJobLocked puts back one stored job, unless it is terminal: on
+// its adopted worker, in its endpoint's queue, or among the failed ones
+// when the daemon died while it ran and it has used up its attempts.
+func (s *Scheduler) recoverJobLocked(rc *recovery, r *store.Job) {
+	if r.Seq > s.seq {
+		s.seq = r.Seq
+	}
+	if r.Status.Terminal() {
+		return
+	}
+	ep, ok := s.endpoints[r.EndpointID]
+	if !ok {
+		rc.orphans = append(rc.orphans, r.ID)
+		return
+	}
+	// One copy of the endpoint id for all its jobs instead of one
+	// decoded per record.
+	r.EndpointID = ep.def.ID
+	if w := rc.adopted[r.WorkerID]; r.Status == store.InProgress && w != nil {
+		s.resumeJobLocked(ep, w, r, rc.now)
+		rc.resumed++
+		return
+	}
+	if r.Status != store.InProgress {
+		rc.queued++
+		s.admitLocked(ep, newJob(r))
+		return
+	}
+	rec := *r
+	rc.fixes = append(rc.fixes, &rec)
+	if rec.Attempts >= s.maxAttempts(ep) {
+		rec.Status = store.Failed
+		rec.Error = fmt.Sprintf("worker lost: emberd restarted while the job was running, after %d attempts", rec.Attempts)
+		rec.FinishedAt = rc.now.UnixMilli()
+		if rec.StartedAt > 0 {
+			rec.ExecutionMs = rec.FinishedAt - rec.StartedAt
+		}
+		rc.failed++
+		return
+	}
+	rec.Status = store.InQueue
+	rec.WorkerID = ""
+	rec.StartedAt = 0
+	rc.requeued++
+	s.admitLocked(ep, newJob(&rec))
+}
+
+// resumeJobLocked puts job r back on w: its worker outlived the daemon and
+// was taken back, so the job goes on there (its pings and result still
+// count).
+func (s *Scheduler) resumeJobLocked(ep *endpointState, w *worker, r *store.Job, now time.Time) {
+	j := newJob(r)
+	s.jobs[j.rec.ID] = j
+	j.worker = w
+	j.runState = &runState{leaseSeen: now}
+	w.held[j.rec.ID] = j
+	ep.inProgress++
+	s.setWorkerStateLocked(w)
+	s.armTTLLocked(j)
+	attempt := j.rec.Attempts
+	j.execTimer = time.AfterFunc(time.Duration(j.rec.ExecutionTimeoutMs)*time.Millisecond, func() { s.executionTimeout(j, attempt) })
+}
+
+// persistRecovery writes what recovery changed: the jobs re-queued or
+// failed (with the webhooks of those that failed) and the removal of
+// orphaned jobs. On a full disk it only warns: the queues are rebuilt in
+// memory all the same, and the next start redoes the fixes.
+func (s *Scheduler) persistRecovery(rc *recovery) error {
+	if len(rc.fixes) == 0 && len(rc.orphans) == 0 {
+		return nil
+	}
+	b := s.store.NewBatch()
+	for _, r := range rc.fixes {
+		if err := b.PutJob(r, s.expiryFor(r)); err != nil {
+			return err
 		}
 		if r.Status.Terminal() {
-			return nil
-		}
-		ep, ok := s.endpoints[r.EndpointID]
-		if !ok {
-			orphans = append(orphans, r.ID)
-			return nil
-		}
-		// One copy of the endpoint id for all its jobs instead of one
-		// decoded per record.
-		r.EndpointID = ep.def.ID
-		if w := adopted[r.WorkerID]; r.Status == store.InProgress && w != nil {
-			// Its worker outlived the daemon and was taken back: the job
-			// goes on there (its pings and result still count).
-			j := newJob(r)
-			s.jobs[j.rec.ID] = j
-			j.worker = w
-			j.runState = &runState{leaseSeen: now}
-			w.held[j.rec.ID] = j
-			ep.inProgress++
-			s.setWorkerStateLocked(w)
-			s.armTTLLocked(j)
-			attempt := j.rec.Attempts
-			j.execTimer = time.AfterFunc(time.Duration(j.rec.ExecutionTimeoutMs)*time.Millisecond, func() { s.executionTimeout(j, attempt) })
-			resumed++
-			return nil
-		}
-		if r.Status == store.InProgress {
-			rec := *r
-			if rec.Attempts >= s.maxAttempts(ep) {
-				rec.Status = store.Failed
-				rec.Error = fmt.Sprintf("worker lost: emberd restarted while the job was running, after %d attempts", rec.Attempts)
-				rec.FinishedAt = now.UnixMilli()
-				if rec.StartedAt > 0 {
-					rec.ExecutionMs = rec.FinishedAt - rec.StartedAt
-				}
-				fixes = append(fixes, &rec)
-				failed++
-				return nil
-			}
-			rec.Status = store.InQueue
-			rec.WorkerID = ""
-			rec.StartedAt = 0
-			fixes = append(fixes, &rec)
-			r = &rec
-			requeued++
-		} else {
-			queued++
-		}
-		s.admitLocked(ep, newJob(r))
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("recover jobs: %w", err)
-	}
-	if err := s.recoverStreamsLocked(); err != nil {
-		return err
-	}
-	// The queues are built in scan order (job id order); restore arrival order.
-	for _, ep := range s.endpoints {
-		ep.sortQueues()
-	}
-	if len(fixes) > 0 || len(orphans) > 0 {
-		b := s.store.NewBatch()
-		for _, r := range fixes {
-			if err := b.PutJob(r, s.expiryFor(r)); err != nil {
+			// Queued in memory by Load, once committed.
+			if _, err := putWebhook(b, r); err != nil {
 				return err
 			}
-			if r.Status.Terminal() {
-				// Queued in memory by load below, once committed.
-				if _, err := putWebhook(b, r); err != nil {
-					return err
-				}
-			}
-		}
-		for _, id := range orphans {
-			b.DeleteJob(id)
-		}
-		if err := s.store.Commit(s.ctx, b); errors.Is(err, ErrInsufficientStorage) {
-			// Started on a full disk: the queues are rebuilt in memory
-			// all the same, and the next start redoes these fixes.
-			s.log.Warn("recovery not persisted: the data disk is full", "err", err)
-		} else if err != nil {
-			return fmt.Errorf("persist recovery: %w", err)
 		}
 	}
-	if err := s.webhooks.Load(); err != nil {
-		return err
+	for _, id := range rc.orphans {
+		b.DeleteJob(id)
 	}
-	// Workers taken back from an emberd that went away before it replaced
-	// them after an update (rolling.go).
-	for _, ep := range s.endpoints {
-		s.rollLocked(ep)
+	if err := s.store.Commit(s.ctx, b); errors.Is(err, ErrInsufficientStorage) {
+		// Started on a full disk: the queues are rebuilt in memory
+		// all the same, and the next start redoes these fixes.
+		s.log.Warn("recovery not persisted: the data disk is full", "err", err)
+	} else if err != nil {
+		return fmt.Errorf("persist recovery: %w", err)
 	}
-	s.log.Info("queue recovered", "queued", queued, "requeued", requeued, "failed", failed, "resumed", resumed, "endpoints", len(s.endpoints), "workers_adopted", len(adopted))
 	return nil
 }
 
