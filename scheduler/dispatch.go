@@ -88,8 +88,13 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 			s.mu.Unlock()
 			// A stop signal for one of its jobs, or its stop: answered
 			// empty then, even if it has exited meanwhile.
-			if waitTake(ctx, timer, ch) && s.stillOutdated(w, workerID) {
-				continue
+			if waitTake(ctx, timer, ch) {
+				s.mu.Lock()
+				again := w.outdated && !w.draining && s.workers[workerID] == w
+				s.mu.Unlock()
+				if again {
+					continue
+				}
 			}
 			return &Lease{s: s}, nil
 		case w.frozen:
@@ -103,7 +108,7 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 		}
 		if !counted {
 			counted = true
-			s.askLocked(w, ep, max)
+			ep.ask(w, max)
 			defer s.doneAsking(w, max)
 		}
 		if taken := s.leaseUpToLocked(ep, w, max); len(taken) > 0 {
@@ -151,19 +156,11 @@ func waitTake(ctx context.Context, hold *time.Timer, ch <-chan struct{}) bool {
 	return false
 }
 
-// stillOutdated says whether w, outdated, is still the live worker
-// workerID and not yet draining: its take goes on being held.
-func (s *Scheduler) stillOutdated(w *worker, workerID string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return w.outdated && !w.draining && s.workers[workerID] == w
-}
-
-// askLocked counts the n jobs a take of w asks for (doneAsking uncounts
-// them). The concurrency the worker declares is what it holds plus what
-// its pending takes ask for (a batch size, or parallel single takes on
-// SDKs up to 1.7.0).
-func (s *Scheduler) askLocked(w *worker, ep *endpointState, n int) {
+// ask counts the n jobs a take of w, a worker of ep, asks for
+// (Scheduler.doneAsking uncounts them); s.mu is held. The concurrency the
+// worker declares is what it holds plus what its pending takes ask for (a
+// batch size, or parallel single takes on SDKs up to 1.7.0).
+func (ep *endpointState) ask(w *worker, n int) {
 	w.asking += n
 	if c := len(w.held) + w.asking; c > w.slots {
 		w.slots = c

@@ -170,12 +170,12 @@ type gpuVictim struct {
 }
 
 // gpuVictimsLocked lists the workers of endpoints other than ep that hold
-// GPUs in wanted and may give them up (reclaimableLocked), frozen ones
+// GPUs in wanted and may give them up (reclaimable), frozen ones
 // first, then the least recently used.
 func (s *Scheduler) gpuVictimsLocked(ep *endpointState, wanted map[string]bool) []gpuVictim {
 	var victims []gpuVictim
 	for _, w := range s.workers {
-		if w.endpoint == ep.def.ID || !s.reclaimableLocked(w) {
+		if w.endpoint == ep.def.ID || !reclaimable(w, s.endpoints[w.endpoint]) {
 			continue
 		}
 		n := 0
@@ -198,18 +198,17 @@ func (s *Scheduler) gpuVictimsLocked(ep *endpointState, wanted map[string]bool) 
 	return victims
 }
 
-// reclaimableLocked says whether w may be stopped for another endpoint's
-// GPUs: it holds no job and is not already leaving, and it is frozen, or
-// idle (not thawing) in an endpoint above its workersMin with no jobs
-// waiting.
-func (s *Scheduler) reclaimableLocked(w *worker) bool {
+// reclaimable says whether w, a worker of owner (nil when that endpoint is
+// gone), may be stopped for another endpoint's GPUs: it holds no job and is
+// not already leaving, and it is frozen, or idle (not thawing) in an
+// endpoint above its workersMin with no jobs waiting. s.mu is held.
+func reclaimable(w *worker, owner *endpointState) bool {
 	if w.draining || len(w.held) > 0 {
 		return false
 	}
 	if w.frozen {
 		return true
 	}
-	owner := s.endpoints[w.endpoint]
 	if w.state != WorkerIdle || w.thawing || owner == nil || owner.inQueue-owner.lowQueued > 0 {
 		return false
 	}

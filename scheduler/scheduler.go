@@ -410,7 +410,18 @@ func (s *Scheduler) recoverJobLocked(rc *recovery, r *store.Job) {
 	// decoded per record.
 	r.EndpointID = ep.def.ID
 	if w := rc.adopted[r.WorkerID]; r.Status == store.InProgress && w != nil {
-		s.resumeJobLocked(ep, w, r, rc.now)
+		// Its worker outlived the daemon and was taken back: the job
+		// goes on there (its pings and result still count).
+		j := newJob(r)
+		s.jobs[j.rec.ID] = j
+		j.worker = w
+		j.runState = &runState{leaseSeen: rc.now}
+		w.held[j.rec.ID] = j
+		ep.inProgress++
+		s.setWorkerStateLocked(w)
+		s.armTTLLocked(j)
+		attempt := j.rec.Attempts
+		j.execTimer = time.AfterFunc(time.Duration(j.rec.ExecutionTimeoutMs)*time.Millisecond, func() { s.executionTimeout(j, attempt) })
 		rc.resumed++
 		return
 	}
@@ -436,22 +447,6 @@ func (s *Scheduler) recoverJobLocked(rc *recovery, r *store.Job) {
 	rec.StartedAt = 0
 	rc.requeued++
 	s.admitLocked(ep, newJob(&rec))
-}
-
-// resumeJobLocked puts job r back on w: its worker outlived the daemon and
-// was taken back, so the job goes on there (its pings and result still
-// count).
-func (s *Scheduler) resumeJobLocked(ep *endpointState, w *worker, r *store.Job, now time.Time) {
-	j := newJob(r)
-	s.jobs[j.rec.ID] = j
-	j.worker = w
-	j.runState = &runState{leaseSeen: now}
-	w.held[j.rec.ID] = j
-	ep.inProgress++
-	s.setWorkerStateLocked(w)
-	s.armTTLLocked(j)
-	attempt := j.rec.Attempts
-	j.execTimer = time.AfterFunc(time.Duration(j.rec.ExecutionTimeoutMs)*time.Millisecond, func() { s.executionTimeout(j, attempt) })
 }
 
 // persistRecovery writes what recovery changed: the jobs re-queued or
