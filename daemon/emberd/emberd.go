@@ -641,6 +641,7 @@ func Run(ctx context.Context, o Options) error {
 	stopPreload()
 	<-preloaded
 	log.Info("emberd stopping: draining workers")
+	stopLogSweep()
 	if err := closeSched(); err != nil {
 		log.Error("close scheduler", "err", err)
 	}

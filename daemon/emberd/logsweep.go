@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -30,7 +31,8 @@ type logSweeper struct {
 }
 
 // startLogSweeper sweeps dir every logSweepEvery until the returned stop
-// is called; stop returns once the sweeper has finished.
+// is called; stop returns once the sweeper has finished, and may be called
+// again. emberd stops it before it closes the scheduler that live asks.
 func startLogSweeper(dir string, live func(id string) bool) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -39,7 +41,7 @@ func startLogSweeper(dir string, live func(id string) bool) (stop func()) {
 		defer close(done)
 		l.run(ctx, logSweepEvery)
 	}()
-	return func() { cancel(); <-done }
+	return sync.OnceFunc(func() { cancel(); <-done })
 }
 
 // run sweeps every interval until ctx ends.
