@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -68,74 +69,49 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 	counted := false
 	for {
 		s.mu.Lock()
-		w, ok := s.workers[workerID]
-		ep := s.endpoints[endpointID]
-		if !ok || ep == nil || w.endpoint != endpointID {
+		w, ep, err := s.takerLocked(endpointID, workerID)
+		if err != nil {
 			s.mu.Unlock()
-			return nil, fmt.Errorf("%w: worker %s is not registered for endpoint %s", ErrForbidden, workerID, endpointID)
+			return nil, err
 		}
-		s.markSeenLocked(w)
-		if w.draining || s.closed {
+		switch {
+		case w.draining || s.closed:
 			// A draining worker must get nothing new: the SDK may queue a
 			// job after its run loop has exited, and that job would be lost.
 			s.mu.Unlock()
 			return &Lease{s: s}, nil
-		}
-		if w.outdated {
+		case w.outdated:
 			// Finishing its jobs after an update (rolling.go): nothing new.
 			// Held, not answered at once, so that the worker does not spin
 			// on empty takes; answered when it is stopped (its jobs ended).
 			ch := w.stopCh
 			s.mu.Unlock()
-			select {
-			case <-ch:
-				// A stop signal for one of its jobs, or its stop: answered
-				// empty then, even if it has exited meanwhile.
+			// A stop signal for one of its jobs, or its stop: answered
+			// empty then, even if it has exited meanwhile.
+			if waitTake(ctx, timer, ch) {
 				s.mu.Lock()
 				again := w.outdated && !w.draining && s.workers[workerID] == w
 				s.mu.Unlock()
 				if again {
 					continue
 				}
-			case <-timer.C:
-			case <-ctx.Done():
 			}
 			return &Lease{s: s}, nil
-		}
-		if w.frozen {
+		case w.frozen:
 			// Held until the worker is revived; then it takes at once.
 			ch := w.thawCh
 			s.mu.Unlock()
-			select {
-			case <-ch:
+			if waitTake(ctx, timer, ch) {
 				continue
-			case <-timer.C:
-			case <-ctx.Done():
 			}
 			return &Lease{s: s}, nil
 		}
 		if !counted {
-			// The concurrency the worker declares: what it holds plus what
-			// its pending takes ask for (a batch size, or parallel single
-			// takes on SDKs up to 1.7.0).
 			counted = true
-			w.asking += max
+			ep.ask(w, max)
 			defer s.doneAsking(w, max)
-			if c := len(w.held) + w.asking; c > w.slots {
-				w.slots = c
-				ep.slotsHint = c
-			}
 		}
-		var taken []*job
-		for len(taken) < max {
-			j := ep.pop()
-			if j == nil {
-				break
-			}
-			s.leaseLocked(j, w, ep)
-			taken = append(taken, j)
-		}
-		if len(taken) > 0 {
+		if taken := s.leaseUpToLocked(ep, w, max); len(taken) > 0 {
 			recs := make([]jobMeta, len(taken))
 			for i, j := range taken {
 				recs[i] = j.rec
@@ -145,17 +121,65 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 		}
 		t := ep.wait(workerID)
 		s.mu.Unlock()
-		select {
-		case <-t.ch:
+		if waitTake(ctx, timer, t.ch) {
 			continue
-		case <-timer.C:
-		case <-ctx.Done():
 		}
 		s.mu.Lock()
 		ep.leave(t)
 		s.mu.Unlock()
 		return &Lease{s: s}, nil
 	}
+}
+
+// takerLocked returns worker workerID, which is taking jobs of endpoint
+// endpointID, and that endpoint, and notes that the worker was seen. It
+// fails with ErrForbidden when the worker is not registered for it.
+func (s *Scheduler) takerLocked(endpointID, workerID string) (*worker, *endpointState, error) {
+	w, ok := s.workers[workerID]
+	ep := s.endpoints[endpointID]
+	if !ok || ep == nil || w.endpoint != endpointID {
+		return nil, nil, fmt.Errorf("%w: worker %s is not registered for endpoint %s", ErrForbidden, workerID, endpointID)
+	}
+	s.markSeenLocked(w)
+	return w, ep, nil
+}
+
+// waitTake holds a take until ch is ready (true), or until the take's
+// hold ends or its request goes away (false).
+func waitTake(ctx context.Context, hold *time.Timer, ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	case <-hold.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// ask counts the n jobs a take of w, a worker of ep, asks for
+// (Scheduler.doneAsking uncounts them); s.mu is held. The concurrency the
+// worker declares is what it holds plus what its pending takes ask for (a
+// batch size, or parallel single takes on SDKs up to 1.7.0).
+func (ep *endpointState) ask(w *worker, n int) {
+	w.asking += n
+	if c := len(w.held) + w.asking; c > w.slots {
+		w.slots = c
+		ep.slotsHint = c
+	}
+}
+
+// leaseUpToLocked leases up to max of ep's ready jobs to w, in queue order.
+func (s *Scheduler) leaseUpToLocked(ep *endpointState, w *worker, max int) []*job {
+	var taken []*job
+	for len(taken) < max {
+		j := ep.pop()
+		if j == nil {
+			break
+		}
+		s.leaseLocked(j, w, ep)
+		taken = append(taken, j)
+	}
+	return taken
 }
 
 func (s *Scheduler) doneAsking(w *worker, n int) {
@@ -266,7 +290,7 @@ func (s *Scheduler) Done(ctx context.Context, endpointID, workerID, jobID string
 		w.recycle = true
 	}
 	s.mu.Unlock()
-	if err := s.disk.Check(Finishing, int64(len(res.Output))); err != nil {
+	if err := s.disk.Check(diskguard.Finishing, int64(len(res.Output))); err != nil {
 		return err
 	}
 
@@ -316,7 +340,7 @@ func (s *Scheduler) checkFormerJob(endpointID, jobID string) error {
 // the cap is refused and fails the job (*StreamLimitError); a chunk for a
 // job that has ended is refused (ErrJobEnded). Neither is stored.
 func (s *Scheduler) AddChunk(ctx context.Context, endpointID, workerID, jobID string, output []byte) error {
-	if err := s.disk.Check(Finishing, int64(len(output))); err != nil {
+	if err := s.disk.Check(diskguard.Finishing, int64(len(output))); err != nil {
 		return err
 	}
 	// One post per job at a time: a chunk's index is used only once it is

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/store"
 )
@@ -292,7 +293,7 @@ func (s *Scheduler) CreateEndpoint(ctx context.Context, sp EndpointSpec) (store.
 	}
 	defer s.releaseName(e.Name, e.ID)
 
-	if err := s.disk.Check(NewWork, 0); err != nil {
+	if err := s.disk.Check(diskguard.NewWork, 0); err != nil {
 		return store.Endpoint{}, err
 	}
 	b := s.store.NewBatch()
@@ -378,7 +379,7 @@ func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSp
 	if bump {
 		e.Generation++
 	}
-	if err := s.disk.Check(NewWork, 0); err != nil {
+	if err := s.disk.Check(diskguard.NewWork, 0); err != nil {
 		return store.Endpoint{}, err
 	}
 	b := s.store.NewBatch()

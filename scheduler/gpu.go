@@ -115,9 +115,34 @@ func (s *Scheduler) reclaimGPUsLocked(ep *endpointState) {
 	if need == 0 || !s.cfg.AllocateGPUs {
 		return
 	}
+	wanted, have := s.gpuSupplyLocked(ep)
+	if have >= need {
+		return
+	}
+	for _, v := range s.gpuVictimsLocked(ep, wanted) {
+		if have >= need {
+			break
+		}
+		owner := s.endpoints[v.w.endpoint]
+		if owner == nil || (!v.w.frozen && owner.capacity().alive <= owner.def.WorkersMin) {
+			continue // an earlier victim took it down to its minimum
+		}
+		owner.stats.reclaimed++
+		s.retireWorkerLocked(v.w, fmt.Sprintf("GPU reclaimed for endpoint %s", ep.def.ID))
+		if v.w.frozen && v.w.handle != nil {
+			// Frozen: nothing to drain; the runtime thaws and kills it.
+			v.w.handle.Kill()
+		}
+		have += v.gpus
+	}
+}
+
+// gpuSupplyLocked returns the healthy GPUs that ep may use (wanted, by
+// UUID) and how many of them a worker of ep could have soon: free and
+// placeable, or held by a worker on its way out.
+func (s *Scheduler) gpuSupplyLocked(ep *endpointState) (wanted map[string]bool, have int) {
 	cands := s.candidatesLocked(ep)
-	wanted := make(map[string]bool, len(cands))
-	have := 0
+	wanted = make(map[string]bool, len(cands))
 	for _, g := range cands {
 		owner, busy := s.gpuOwner[g.UUID]
 		if _, bad := s.badGPUs[g.UUID]; bad {
@@ -134,16 +159,23 @@ func (s *Scheduler) reclaimGPUsLocked(ep *endpointState) {
 			have++ // on its way out
 		}
 	}
-	if have >= need {
-		return
-	}
-	type victim struct {
-		w    *worker
-		gpus int
-	}
-	var victims []victim
+	return wanted, have
+}
+
+// gpuVictim is a worker that may be stopped to free gpus of the GPUs
+// another endpoint wants.
+type gpuVictim struct {
+	w    *worker
+	gpus int
+}
+
+// gpuVictimsLocked lists the workers of endpoints other than ep that hold
+// GPUs in wanted and may give them up (reclaimable), frozen ones
+// first, then the least recently used.
+func (s *Scheduler) gpuVictimsLocked(ep *endpointState, wanted map[string]bool) []gpuVictim {
+	var victims []gpuVictim
 	for _, w := range s.workers {
-		if w.endpoint == ep.def.ID || w.draining || len(w.held) > 0 {
+		if w.endpoint == ep.def.ID || !reclaimable(w, s.endpoints[w.endpoint]) {
 			continue
 		}
 		n := 0
@@ -152,19 +184,9 @@ func (s *Scheduler) reclaimGPUsLocked(ep *endpointState) {
 				n++
 			}
 		}
-		if n == 0 {
-			continue
+		if n > 0 {
+			victims = append(victims, gpuVictim{w, n})
 		}
-		owner := s.endpoints[w.endpoint]
-		if !w.frozen {
-			if w.state != WorkerIdle || w.thawing || owner == nil || owner.inQueue-owner.lowQueued > 0 {
-				continue
-			}
-			if owner.capacity().alive <= owner.def.WorkersMin {
-				continue
-			}
-		}
-		victims = append(victims, victim{w, n})
 	}
 	sort.Slice(victims, func(i, j int) bool {
 		a, b := victims[i].w, victims[j].w
@@ -173,22 +195,24 @@ func (s *Scheduler) reclaimGPUsLocked(ep *endpointState) {
 		}
 		return a.lastActive.Before(b.lastActive)
 	})
-	for _, v := range victims {
-		if have >= need {
-			break
-		}
-		owner := s.endpoints[v.w.endpoint]
-		if owner == nil || (!v.w.frozen && owner.capacity().alive <= owner.def.WorkersMin) {
-			continue // an earlier victim took it down to its minimum
-		}
-		owner.stats.reclaimed++
-		s.retireWorkerLocked(v.w, fmt.Sprintf("GPU reclaimed for endpoint %s", ep.def.ID))
-		if v.w.frozen && v.w.handle != nil {
-			// Frozen: nothing to drain; the runtime thaws and kills it.
-			v.w.handle.Kill()
-		}
-		have += v.gpus
+	return victims
+}
+
+// reclaimable says whether w, a worker of owner (nil when that endpoint is
+// gone), may be stopped for another endpoint's GPUs: it holds no job and is
+// not already leaving, and it is frozen, or idle (not thawing) in an
+// endpoint above its workersMin with no jobs waiting. s.mu is held.
+func reclaimable(w *worker, owner *endpointState) bool {
+	if w.draining || len(w.held) > 0 {
+		return false
 	}
+	if w.frozen {
+		return true
+	}
+	if w.state != WorkerIdle || w.thawing || owner == nil || owner.inQueue-owner.lowQueued > 0 {
+		return false
+	}
+	return owner.capacity().alive > owner.def.WorkersMin
 }
 
 // MarkGPUUnhealthy takes a GPU out of placement (NVML reported a critical

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -13,7 +14,7 @@ import (
 // request); it persists the job durably and only then makes it takeable.
 // When Submit returns nil the job has been fsynced.
 func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submission) (JobView, error) {
-	if err := s.disk.Check(NewWork, int64(len(sub.Input))); err != nil {
+	if err := s.disk.Check(diskguard.NewWork, int64(len(sub.Input))); err != nil {
 		return JobView{}, err
 	}
 	now := s.now()
@@ -307,7 +308,7 @@ func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, 
 	s.seq++
 	seq := s.seq
 	s.mu.Unlock()
-	if err := s.disk.Check(NewWork, 0); err != nil {
+	if err := s.disk.Check(diskguard.NewWork, 0); err != nil {
 		return JobView{}, err
 	}
 	rec := *r
@@ -389,7 +390,7 @@ func (s *Scheduler) finalize(ctx context.Context, jobs []*job, why string, mutat
 			break
 		}
 		var d *store.Delivery
-		if d, err = s.webhooks.add(b, r); err != nil {
+		if d, err = putWebhook(b, r); err != nil {
 			break
 		}
 		if d != nil {
@@ -416,7 +417,7 @@ func (s *Scheduler) finalize(ctx context.Context, jobs []*job, why string, mutat
 		s.mu.Unlock()
 		return nil, persistErr("persist "+why, err)
 	}
-	s.webhooks.schedule(deliveries)
+	s.webhooks.Schedule(deliveries)
 	views := make([]JobView, len(ps))
 	s.mu.Lock()
 	for i, p := range ps {
@@ -480,7 +481,7 @@ func (s *Scheduler) expire(j *job) {
 	rec.FinishedAt = now.UnixMilli()
 	b := s.store.NewBatch()
 	b.DeleteJob(rec.ID)
-	d, err := s.webhooks.add(b, &rec)
+	d, err := putWebhook(b, &rec)
 	if err != nil {
 		s.log.Error("queue TTL webhook", "job", rec.ID, "err", err)
 	}
@@ -490,7 +491,7 @@ func (s *Scheduler) expire(j *job) {
 		s.log.Error("delete expired job", "job", rec.ID, "err", err)
 	}
 	if d != nil {
-		s.webhooks.schedule([]*store.Delivery{d})
+		s.webhooks.Schedule([]*store.Delivery{d})
 	}
 	s.mu.Lock()
 	w := j.worker

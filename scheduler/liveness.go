@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/emberhq/ember/internal/faults"
 )
 
 // ErrWedged: a liveness check could not take the scheduler lock before its
@@ -67,12 +69,17 @@ func (s *Scheduler) Check(ctx context.Context) error {
 	return nil
 }
 
-// Wedge holds the scheduler lock for d, as a wedged scheduler loop would,
-// and returns when it has let go. It is a fault-injection hook for tests
-// of liveness checks (Check, emberd's systemd watchdog); emberd exposes it
-// only on its opt-in debug listener (--debug-listen, POST
-// /debug/wedge?for=5s). Every API call blocks while it holds the lock.
-func (s *Scheduler) Wedge(d time.Duration) {
+// The fault-injection hook for tests of liveness checks (Check, emberd's
+// systemd watchdog): emberd calls it only from its opt-in debug listener
+// (--debug-listen, POST /debug/wedge?for=5s).
+func init() {
+	faults.WedgeScheduler = func(sched any, d time.Duration) { sched.(*Scheduler).wedge(d) }
+}
+
+// wedge holds the scheduler lock for d, as a wedged scheduler loop would,
+// and returns when it has let go. Every API call blocks while it holds the
+// lock.
+func (s *Scheduler) wedge(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	time.Sleep(d)

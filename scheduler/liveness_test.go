@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/emberhq/ember/internal/faults"
 )
 
 func TestCheckAndSummary(t *testing.T) {
@@ -59,7 +61,7 @@ func wedged(t *testing.T, s *Scheduler) {
 func TestCheckWedged(t *testing.T) {
 	h := newHarness(t, nil)
 	released := make(chan struct{})
-	go func() { h.s.Wedge(time.Second); close(released) }()
+	go func() { faults.WedgeScheduler(h.s, time.Second); close(released) }()
 	wedged(t, h.s)
 
 	before := runtime.NumGoroutine()

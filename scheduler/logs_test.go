@@ -2,48 +2,11 @@ package scheduler
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/scheduler/limits"
 )
-
-// TestSweepWorkerLogs: logs of gone workers older than the retention go,
-// fresh ones and those of live workers stay.
-func TestSweepWorkerLogs(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.InMemoryStore = false })
-	live := h.worker()
-	dir := filepath.Join(h.s.cfg.DataDir, "workers")
-	old := time.Now().Add(-48 * time.Hour)
-	files := map[string]bool{ // name -> should survive
-		"w-0123456789ab.log":   false,
-		"w-0123456789ab.log.1": false,
-		"w-aaaaaaaaaaaa.log":   true, // fresh
-		live.id + ".log":       true, // live worker
-		"notes.txt":            true, // not a worker log
-	}
-	for name, keep := range files {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte("x\n"), 0o640); err != nil {
-			t.Fatal(err)
-		}
-		if !keep || name == live.id+".log" || name == "notes.txt" {
-			os.Chtimes(p, old, old)
-		}
-	}
-	if n := h.s.sweepWorkerLogs(24 * time.Hour); n != 2 {
-		t.Errorf("removed %d files, want 2", n)
-	}
-	for name, keep := range files {
-		_, err := os.Stat(filepath.Join(dir, name))
-		if keep != (err == nil) {
-			t.Errorf("%s: exists=%v, want %v", name, err == nil, keep)
-		}
-	}
-}
 
 // TestLogWorkers: an endpoint's log workers are its live ones and those
 // that stopped, up to limits.LogStoppedWorkers, oldest first.

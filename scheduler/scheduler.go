@@ -1,7 +1,8 @@
 // Package scheduler is Ember's brain: it owns jobs from submission to their
 // terminal state, the per-endpoint ready queues, worker leases, timers
-// (TTL, execution timeout, retention), webhook delivery and the workers
-// themselves (through an oci.Runtime).
+// (TTL, execution timeout, retention), the webhooks due when jobs end
+// (delivered by package webhook) and the workers themselves (through an
+// oci.Runtime).
 //
 // All in-memory state sits behind one mutex. Durable writes happen outside
 // it, through the store's group commit, and a state change becomes visible
@@ -23,8 +24,10 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/store"
+	"github.com/emberhq/ember/scheduler/webhook"
 )
 
 // Config configures a Scheduler. Zero values take the documented defaults.
@@ -70,7 +73,7 @@ type Config struct {
 	// StopGrace is how long a stopped worker may drain before SIGKILL.
 	StopGrace time.Duration
 	// MinFreeBytes: below this much free disk, new work is refused
-	// (disk.go). Default limits.DefaultMinFreeDisk.
+	// (package diskguard). Default limits.DefaultMinFreeDisk.
 	MinFreeBytes uint64
 	// DiskReserveBytes: below this much free disk, the store refuses
 	// every write, so that Badger never faults on a full disk; between it
@@ -108,9 +111,6 @@ type Config struct {
 	// the process pid, for workers on network "none"; the daemon provides
 	// it. Closing the result stops serving there.
 	ServeInNetns func(pid int) (io.Closer, error)
-	// WorkerLogRetention keeps the logs of stopped workers this long
-	// (default 24 h).
-	WorkerLogRetention time.Duration
 	// InMemoryStore is for unit tests only.
 	InMemoryStore bool
 	// HTTPClient sends webhooks. Default: a client with a 10 s timeout.
@@ -135,7 +135,6 @@ func (c *Config) setDefaults() {
 	def(&c.LeaseGrace, 3*c.PingInterval)
 	def(&c.WebhookRetryDelay, 10*time.Second)
 	def(&c.StopGrace, 30*time.Second)
-	def(&c.WorkerLogRetention, 24*time.Hour)
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
 	}
@@ -195,7 +194,7 @@ type Scheduler struct {
 	// resurrect the same job.
 	retryMu sync.Mutex
 
-	webhooks *outbox
+	webhooks webhookOutbox
 	// probe is the liveness check's attempt to take mu (liveness.go).
 	probeMu sync.Mutex
 	probe   *lockProbe
@@ -203,7 +202,7 @@ type Scheduler struct {
 	// tunables are the settings SetTunables may change while running.
 	tunables atomic.Pointer[Tunables]
 
-	disk *DiskGuard
+	disk *diskguard.Guard
 }
 
 // Open opens the store, recovers every job from it (one scan), and starts
@@ -241,13 +240,15 @@ func Open(cfg Config) (*Scheduler, error) {
 		gpuOwner:     make(map[string]string),
 		badGPUs:      make(map[string]string),
 		freeMem:      make(map[string]freeReading),
-		disk:         NewDiskGuard(cfg.DataDir, cfg.MinFreeBytes, cfg.DiskReserveBytes),
+		disk:         diskguard.New(cfg.DataDir, cfg.MinFreeBytes, cfg.DiskReserveBytes),
 	}
 	if cfg.InMemoryStore {
 		s.disk = nil // nothing on disk to guard
 	}
 	s.tunables.Store(cfg.tunables())
-	s.webhooks = newOutbox(s)
+	outbox := webhook.NewOutbox(webhook.Config{Store: st, Client: cfg.HTTPClient, Attempts: cfg.WebhookAttempts,
+		RetryDelay: func() time.Duration { return s.tun().WebhookRetryDelay }, Logger: cfg.Logger})
+	s.webhooks = outbox
 	// Held so that an adopted worker that exits during recovery waits.
 	s.mu.Lock()
 	err = s.recover()
@@ -260,8 +261,7 @@ func Open(cfg Config) (*Scheduler, error) {
 	s.goOwned(func() { s.store.Maintain(ctx, time.Minute) })
 	s.goOwned(s.tickLoop)
 	s.goOwned(s.ttlLoop)
-	s.goOwned(s.logSweepLoop)
-	s.goOwned(func() { s.webhooks.run(ctx) })
+	s.goOwned(func() { outbox.Run(ctx) })
 	return s, nil
 }
 
@@ -320,6 +320,42 @@ func (s *Scheduler) Close() error {
 // Jobs that were in progress when the daemon died go back to the queue with
 // their attempt counted, or fail once they have used up their attempts.
 func (s *Scheduler) recover() error {
+	if err := s.loadEndpointsLocked(); err != nil {
+		return err
+	}
+	rc := &recovery{adopted: s.adoptWorkers(), now: s.now()}
+	err := s.store.ScanJobs(func(r *store.Job) error {
+		s.recoverJobLocked(rc, r)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recover jobs: %w", err)
+	}
+	if err := s.recoverStreamsLocked(); err != nil {
+		return err
+	}
+	// The queues are built in scan order (job id order); restore arrival order.
+	for _, ep := range s.endpoints {
+		ep.sortQueues()
+	}
+	if err := s.persistRecovery(rc); err != nil {
+		return err
+	}
+	if err := s.webhooks.Load(); err != nil {
+		return err
+	}
+	// Workers taken back from an emberd that went away before it replaced
+	// them after an update (rolling.go).
+	for _, ep := range s.endpoints {
+		s.rollLocked(ep)
+	}
+	s.log.Info("queue recovered", "queued", rc.queued, "requeued", rc.requeued, "failed", rc.failed, "resumed", rc.resumed, "endpoints", len(s.endpoints), "workers_adopted", len(rc.adopted))
+	return nil
+}
+
+// loadEndpointsLocked adds every stored endpoint, filling in the fields
+// that records written before they existed lack.
+func (s *Scheduler) loadEndpointsLocked() error {
 	eps, err := s.store.Endpoints()
 	if err != nil {
 		return fmt.Errorf("load endpoints: %w", err)
@@ -340,110 +376,109 @@ func (s *Scheduler) recover() error {
 		}
 		s.addEndpointLocked(e)
 	}
-	adopted := s.adoptWorkers()
-	now := s.now()
-	var requeued, failed, queued, resumed int
-	var fixes []*store.Job
-	var orphans []string
-	err = s.store.ScanJobs(func(r *store.Job) error {
-		if r.Seq > s.seq {
-			s.seq = r.Seq
+	return nil
+}
+
+// recovery is what recover learns in its scan of the job records.
+type recovery struct {
+	adopted map[string]*worker // workers taken back, by id
+	now     time.Time
+	// How many live jobs were queued, re-queued after losing their worker,
+	// failed for having used up their attempts, or resumed on an adopted
+	// worker.
+	queued, requeued, failed, resumed int
+	fixes                             []*store.Job // records to rewrite
+	orphans                           []string     // jobs of endpoints that no longer exist
+}
+
+// recoverJobLocked puts back one stored job, unless it is terminal: on
+// its adopted worker, in its endpoint's queue, or among the failed ones
+// when the daemon died while it ran and it has used up its attempts.
+func (s *Scheduler) recoverJobLocked(rc *recovery, r *store.Job) {
+	if r.Seq > s.seq {
+		s.seq = r.Seq
+	}
+	if r.Status.Terminal() {
+		return
+	}
+	ep, ok := s.endpoints[r.EndpointID]
+	if !ok {
+		rc.orphans = append(rc.orphans, r.ID)
+		return
+	}
+	// One copy of the endpoint id for all its jobs instead of one
+	// decoded per record.
+	r.EndpointID = ep.def.ID
+	if w := rc.adopted[r.WorkerID]; r.Status == store.InProgress && w != nil {
+		// Its worker outlived the daemon and was taken back: the job
+		// goes on there (its pings and result still count).
+		j := newJob(r)
+		s.jobs[j.rec.ID] = j
+		j.worker = w
+		j.runState = &runState{leaseSeen: rc.now}
+		w.held[j.rec.ID] = j
+		ep.inProgress++
+		s.setWorkerStateLocked(w)
+		s.armTTLLocked(j)
+		attempt := j.rec.Attempts
+		j.execTimer = time.AfterFunc(time.Duration(j.rec.ExecutionTimeoutMs)*time.Millisecond, func() { s.executionTimeout(j, attempt) })
+		rc.resumed++
+		return
+	}
+	if r.Status != store.InProgress {
+		rc.queued++
+		s.admitLocked(ep, newJob(r))
+		return
+	}
+	rec := *r
+	rc.fixes = append(rc.fixes, &rec)
+	if rec.Attempts >= s.maxAttempts(ep) {
+		rec.Status = store.Failed
+		rec.Error = fmt.Sprintf("worker lost: emberd restarted while the job was running, after %d attempts", rec.Attempts)
+		rec.FinishedAt = rc.now.UnixMilli()
+		if rec.StartedAt > 0 {
+			rec.ExecutionMs = rec.FinishedAt - rec.StartedAt
+		}
+		rc.failed++
+		return
+	}
+	rec.Status = store.InQueue
+	rec.WorkerID = ""
+	rec.StartedAt = 0
+	rc.requeued++
+	s.admitLocked(ep, newJob(&rec))
+}
+
+// persistRecovery writes what recovery changed: the jobs re-queued or
+// failed (with the webhooks of those that failed) and the removal of
+// orphaned jobs. On a full disk it only warns: the queues are rebuilt in
+// memory all the same, and the next start redoes the fixes.
+func (s *Scheduler) persistRecovery(rc *recovery) error {
+	if len(rc.fixes) == 0 && len(rc.orphans) == 0 {
+		return nil
+	}
+	b := s.store.NewBatch()
+	for _, r := range rc.fixes {
+		if err := b.PutJob(r, s.expiryFor(r)); err != nil {
+			return err
 		}
 		if r.Status.Terminal() {
-			return nil
-		}
-		ep, ok := s.endpoints[r.EndpointID]
-		if !ok {
-			orphans = append(orphans, r.ID)
-			return nil
-		}
-		// One copy of the endpoint id for all its jobs instead of one
-		// decoded per record.
-		r.EndpointID = ep.def.ID
-		if w := adopted[r.WorkerID]; r.Status == store.InProgress && w != nil {
-			// Its worker outlived the daemon and was taken back: the job
-			// goes on there (its pings and result still count).
-			j := newJob(r)
-			s.jobs[j.rec.ID] = j
-			j.worker = w
-			j.runState = &runState{leaseSeen: now}
-			w.held[j.rec.ID] = j
-			ep.inProgress++
-			s.setWorkerStateLocked(w)
-			s.armTTLLocked(j)
-			attempt := j.rec.Attempts
-			j.execTimer = time.AfterFunc(time.Duration(j.rec.ExecutionTimeoutMs)*time.Millisecond, func() { s.executionTimeout(j, attempt) })
-			resumed++
-			return nil
-		}
-		if r.Status == store.InProgress {
-			rec := *r
-			if rec.Attempts >= s.maxAttempts(ep) {
-				rec.Status = store.Failed
-				rec.Error = fmt.Sprintf("worker lost: emberd restarted while the job was running, after %d attempts", rec.Attempts)
-				rec.FinishedAt = now.UnixMilli()
-				if rec.StartedAt > 0 {
-					rec.ExecutionMs = rec.FinishedAt - rec.StartedAt
-				}
-				fixes = append(fixes, &rec)
-				failed++
-				return nil
-			}
-			rec.Status = store.InQueue
-			rec.WorkerID = ""
-			rec.StartedAt = 0
-			fixes = append(fixes, &rec)
-			r = &rec
-			requeued++
-		} else {
-			queued++
-		}
-		s.admitLocked(ep, newJob(r))
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("recover jobs: %w", err)
-	}
-	if err := s.recoverStreamsLocked(); err != nil {
-		return err
-	}
-	// The queues are built in scan order (job id order); restore arrival order.
-	for _, ep := range s.endpoints {
-		ep.sortQueues()
-	}
-	if len(fixes) > 0 || len(orphans) > 0 {
-		b := s.store.NewBatch()
-		for _, r := range fixes {
-			if err := b.PutJob(r, s.expiryFor(r)); err != nil {
+			// Queued in memory by Load, once committed.
+			if _, err := putWebhook(b, r); err != nil {
 				return err
 			}
-			if r.Status.Terminal() {
-				// Queued in memory by load below, once committed.
-				if _, err := s.webhooks.add(b, r); err != nil {
-					return err
-				}
-			}
-		}
-		for _, id := range orphans {
-			b.DeleteJob(id)
-		}
-		if err := s.store.Commit(s.ctx, b); errors.Is(err, ErrInsufficientStorage) {
-			// Started on a full disk: the queues are rebuilt in memory
-			// all the same, and the next start redoes these fixes.
-			s.log.Warn("recovery not persisted: the data disk is full", "err", err)
-		} else if err != nil {
-			return fmt.Errorf("persist recovery: %w", err)
 		}
 	}
-	if err := s.webhooks.load(); err != nil {
-		return err
+	for _, id := range rc.orphans {
+		b.DeleteJob(id)
 	}
-	// Workers taken back from an emberd that went away before it replaced
-	// them after an update (rolling.go).
-	for _, ep := range s.endpoints {
-		s.rollLocked(ep)
+	if err := s.store.Commit(s.ctx, b); errors.Is(err, ErrInsufficientStorage) {
+		// Started on a full disk: the queues are rebuilt in memory
+		// all the same, and the next start redoes these fixes.
+		s.log.Warn("recovery not persisted: the data disk is full", "err", err)
+	} else if err != nil {
+		return fmt.Errorf("persist recovery: %w", err)
 	}
-	s.log.Info("queue recovered", "queued", queued, "requeued", requeued, "failed", failed, "resumed", resumed, "endpoints", len(s.endpoints), "workers_adopted", len(adopted))
 	return nil
 }
 

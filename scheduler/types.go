@@ -60,7 +60,8 @@ func existsf(format string, a ...any) error {
 }
 
 // InsufficientStorageError is what ErrInsufficientStorage errors are: the
-// store's own refusal, or the scheduler's DiskGuard refusing new work.
+// store's own refusal, or the disk guard (package diskguard) refusing new
+// work.
 type InsufficientStorageError = store.NoSpaceError
 
 // FieldError is a validation failure naming the offending field.

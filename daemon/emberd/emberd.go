@@ -45,6 +45,7 @@ import (
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/proto/openapi"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -449,7 +450,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	gs := grpc.NewServer(grpcOpts...)
 	servers.Register(gs)
-	images := &grpcapi.ImageServer{Store: wr.images, Log: log, RegistryCertsDir: o.RegistryCertsDir, RegistryAuthFile: o.RegistryAuthFile, DiskCheck: func(size int64) error { return sched.CheckDisk(scheduler.NewWork, size) }}
+	images := &grpcapi.ImageServer{Store: wr.images, Log: log, RegistryCertsDir: o.RegistryCertsDir, RegistryAuthFile: o.RegistryAuthFile, DiskCheck: func(size int64) error { return sched.DiskGuard().Check(diskguard.NewWork, size) }}
 	images.Register(gs)
 	// The standard health service (no key, like /healthz) and server
 	// reflection (v1 and v1alpha, for grpcurl).
@@ -527,6 +528,8 @@ func Run(ctx context.Context, o Options) error {
 	closeSched := sync.OnceValue(sched.Close)
 	defer closeSched()
 	wr.sweep()
+	stopLogSweep := startLogSweeper(filepath.Join(o.DataDir, "workers"), func(id string) bool { _, live := sched.WorkerLog(id); return live })
+	defer stopLogSweep()
 	if wr.watchGPUs != nil {
 		watchCtx, stopWatch := context.WithCancel(ctx)
 		watched := make(chan struct{})
@@ -565,7 +568,7 @@ func Run(ctx context.Context, o Options) error {
 		TLS:            tlsStatus(certs),
 		InsecureListen: o.InsecureListen && certs == nil,
 		Metrics:        []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats), handshakeErrors}})
-	lazy.disk = sched.DiskReady
+	lazy.disk = sched.DiskGuard().Ready
 	lazy.set(handler)
 	gh.update()
 
@@ -638,6 +641,7 @@ func Run(ctx context.Context, o Options) error {
 	stopPreload()
 	<-preloaded
 	log.Info("emberd stopping: draining workers")
+	stopLogSweep()
 	if err := closeSched(); err != nil {
 		log.Error("close scheduler", "err", err)
 	}

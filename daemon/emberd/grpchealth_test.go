@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/diskguard"
 )
 
 func checkAll(t *testing.T, h *grpcHealth, want healthpb.HealthCheckResponse_ServingStatus, step string) {
@@ -156,7 +157,7 @@ func TestWaitReady(t *testing.T) {
 // goroutine (once a second): readiness as emberd reads it, with the data
 // disk's guard. Baseline: the guard's readiness alone, same run.
 func BenchmarkGRPCHealthUpdate(b *testing.B) {
-	guard := scheduler.NewDiskGuard(b.TempDir(), 1, 1)
+	guard := diskguard.New(b.TempDir(), 1, 1)
 	lazy := &lazyHandler{ready: make(chan struct{}), disk: guard.Ready}
 	lazy.set(nil)
 	b.Run("baseline-disk-ready", func(b *testing.B) {

@@ -20,6 +20,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/emberhq/ember/internal/faults"
 	"github.com/emberhq/ember/scheduler"
 )
 
@@ -199,7 +200,7 @@ func statusLine(phase string, sum scheduler.Summary) string {
 }
 
 // wedgeHandler is POST /debug/wedge?for=5s on the debug listener: it holds
-// the scheduler lock that long (scheduler.Wedge), to test the watchdog,
+// the scheduler lock that long (faults.WedgeScheduler), to test the watchdog,
 // and answers once it let go.
 func wedgeHandler(sched *scheduler.Scheduler, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -209,7 +210,7 @@ func wedgeHandler(sched *scheduler.Scheduler, log *slog.Logger) http.HandlerFunc
 			return
 		}
 		log.Warn("debug: wedging the scheduler (fault injection)", "for", d)
-		sched.Wedge(d)
+		faults.WedgeScheduler(sched, d)
 		log.Warn("debug: scheduler released", "after", d)
 		fmt.Fprintf(w, "scheduler was wedged for %v\n", d)
 	}

@@ -47,7 +47,7 @@ type ImageServer struct {
 	// builds one from the scheduler.
 	InUse func(ref string) []string
 	// DiskCheck, if set, refuses an import or pull of about size bytes
-	// when the data disk is too full (Scheduler.CheckDisk for new work):
+	// when the data disk is too full (the scheduler's disk guard, for new work):
 	// a full disk is RESOURCE_EXHAUSTED, 507 on /v1.
 	DiskCheck func(size int64) error
 	// Log receives the audit trail of imports, pulls and removals

@@ -17,7 +17,7 @@ import (
 	"github.com/emberhq/ember/daemon/audit"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/oci/image"
-	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/diskguard"
 )
 
 // uploadLabel replaces the temporary file's path in the store's messages,
@@ -45,7 +45,7 @@ func (h *Server) serveImageUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.cfg.Scheduler != nil {
 		// An unpacked image takes at least its archive's size.
-		if err := h.cfg.Scheduler.CheckDisk(scheduler.NewWork, max(r.ContentLength, 0)); err != nil {
+		if err := h.cfg.Scheduler.DiskGuard().Check(diskguard.NewWork, max(r.ContentLength, 0)); err != nil {
 			writeSchedErr(w, err)
 			return
 		}

@@ -15,7 +15,7 @@ import (
 	"github.com/emberhq/ember/daemon/audit"
 	"github.com/emberhq/ember/daemon/auth"
 	"github.com/emberhq/ember/daemon/keys"
-	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/limits"
 )
 
@@ -124,7 +124,7 @@ const createKeyUsage = `want {"name":"NAME","scope":"admin|invoke|read","endpoin
 
 func (h *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	if h.cfg.Scheduler != nil {
-		if err := h.cfg.Scheduler.CheckDisk(scheduler.NewWork, 0); err != nil {
+		if err := h.cfg.Scheduler.DiskGuard().Check(diskguard.NewWork, 0); err != nil {
 			writeSchedErr(w, err)
 			return
 		}

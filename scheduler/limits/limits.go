@@ -66,7 +66,7 @@ const (
 // do not.
 const _ = uint(ExecBudget - ExecReserve - EnvTotal - CommandTotal)
 
-// Free space on the data disk (scheduler/disk.go). emberd refuses new work
+// Free space on the data disk (scheduler/diskguard). emberd refuses new work
 // below DefaultMinFreeDisk (--min-free-disk-mb) and refuses every write
 // below DefaultDiskReserve (--disk-reserve-mb); between the two only writes
 // that finish accepted work go through.

@@ -1,8 +1,10 @@
-package scheduler
+package diskguard
 
 import (
 	"errors"
 	"testing"
+
+	"github.com/emberhq/ember/scheduler/store"
 )
 
 func TestDiskGuardThresholds(t *testing.T) {
@@ -30,7 +32,7 @@ func TestDiskGuardThresholds(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := NewDiskGuard("/data", minFree, reserve)
+			g := New("/data", minFree, reserve)
 			g.free = func(string) (uint64, error) { return tt.free, nil }
 			err := g.Check(tt.class, tt.size)
 			if !tt.refuse {
@@ -39,8 +41,8 @@ func TestDiskGuardThresholds(t *testing.T) {
 				}
 				return
 			}
-			var se *InsufficientStorageError
-			if !errors.As(err, &se) || !errors.Is(err, ErrInsufficientStorage) {
+			var se *store.NoSpaceError
+			if !errors.As(err, &se) || !errors.Is(err, store.ErrNoSpace) {
 				t.Fatalf("got %v, want an InsufficientStorageError", err)
 			}
 			if se.Free != tt.free || se.Needed != tt.need {
@@ -51,19 +53,19 @@ func TestDiskGuardThresholds(t *testing.T) {
 }
 
 func TestDiskGuardUnreadable(t *testing.T) {
-	g := NewDiskGuard("/data", 64<<20, 32<<20)
+	g := New("/data", 64<<20, 32<<20)
 	g.free = func(string) (uint64, error) { return 0, errors.New("statfs failed") }
 	if err := g.Check(NewWork, 0); err != nil {
 		t.Fatalf("a file system that cannot be read refuses writes: %v", err)
 	}
-	if err := (*DiskGuard)(nil).Check(NewWork, 1<<40); err != nil {
+	if err := (*Guard)(nil).Check(NewWork, 1<<40); err != nil {
 		t.Fatalf("no guard (in-memory store) refuses writes: %v", err)
 	}
 }
 
 func TestDiskGuardRecovers(t *testing.T) {
 	free := uint64(0)
-	g := NewDiskGuard("/data", 64<<20, 32<<20)
+	g := New("/data", 64<<20, 32<<20)
 	g.free = func(string) (uint64, error) { return free, nil }
 	if g.Ready() == nil {
 		t.Fatal("ready on a full disk")
