@@ -24,6 +24,7 @@ import (
 
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/scheduler/limits"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -327,13 +328,13 @@ func (s *Scheduler) recover() error {
 	for _, e := range eps {
 		// Records written before these fields existed.
 		if e.Network == "" {
-			e.Network = NetworkHost
+			e.Network = spec.NetworkHost
 		}
 		if e.InitTimeoutSec == 0 {
-			e.InitTimeoutSec = DefaultInitTimeoutSec
+			e.InitTimeoutSec = spec.DefaultInitTimeoutSec
 		}
 		if e.FlashbootWindowSec == 0 {
-			e.FlashbootWindowSec = DefaultFlashbootWindowSec
+			e.FlashbootWindowSec = spec.DefaultFlashbootWindowSec
 		}
 		if e.Generation == 0 {
 			e.Generation = 1

@@ -20,6 +20,7 @@ import (
 	"github.com/emberhq/ember/daemon/audit"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -51,7 +52,7 @@ func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	var fe *scheduler.FieldError
+	var fe *spec.FieldError
 	if se, ok := asStorage(err); ok {
 		return storageStatus(err, se)
 	}
@@ -86,8 +87,8 @@ func i32(p *int32) *int {
 	return &v
 }
 
-func specFrom(e *emberv1.Endpoint, mask []string) scheduler.EndpointSpec {
-	var sp scheduler.EndpointSpec
+func specFrom(e *emberv1.Endpoint, mask []string) spec.EndpointSpec {
+	var sp spec.EndpointSpec
 	if e == nil {
 		return sp
 	}
@@ -323,8 +324,8 @@ func (sv *Servers) DeleteEndpoint(ctx context.Context, req *emberv1.DeleteEndpoi
 
 // ---- jobs ----
 
-func submissionFrom(req *emberv1.RunJobRequest, sync bool) (scheduler.Submission, error) {
-	sub := scheduler.Submission{Webhook: req.GetWebhook(), Sync: sync}
+func submissionFrom(req *emberv1.RunJobRequest, sync bool) (spec.Submission, error) {
+	sub := spec.Submission{Webhook: req.GetWebhook(), Sync: sync}
 	if req.GetInput() == nil {
 		return sub, status.Error(codes.InvalidArgument, "input: is required")
 	}
