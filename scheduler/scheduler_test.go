@@ -127,14 +127,16 @@ func testConfig(t *testing.T, rt *fakeRuntime) Config {
 		InMemoryStore: true,
 		Runtime:       rt,
 		WorkerAPIBase: "http://127.0.0.1:1",
-		TakeHold:      200 * time.Millisecond,
-		StopHold:      200 * time.Millisecond,
-		StreamHold:    200 * time.Millisecond,
-		PingInterval:  50 * time.Millisecond,
-		LeaseGrace:    300 * time.Millisecond,
-		StopGrace:     time.Second,
-		MaxAttempts:   3,
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Tunables: Tunables{
+			TakeHold:     200 * time.Millisecond,
+			StopHold:     200 * time.Millisecond,
+			PingInterval: 50 * time.Millisecond,
+			LeaseGrace:   300 * time.Millisecond,
+			StopGrace:    time.Second,
+			MaxAttempts:  3,
+		},
+		StreamHold: 200 * time.Millisecond,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
 

@@ -24,7 +24,7 @@ func TestGPUsRoute(t *testing.T) {
 		DataDir:       t.TempDir(),
 		Runtime:       rt,
 		WorkerAPIBase: "http://127.0.0.1:1",
-		StopGrace:     time.Second,
+		Tunables:      scheduler.Tunables{StopGrace: time.Second},
 		MinFreeBytes:  1,
 		AllocateGPUs:  true,
 		GPUs:          gpus,

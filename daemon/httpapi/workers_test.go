@@ -82,7 +82,7 @@ func newWorkersEnv(t *testing.T) *workersEnv {
 		DataDir:       t.TempDir(),
 		Runtime:       rt,
 		WorkerAPIBase: "http://127.0.0.1:1",
-		StopGrace:     time.Second,
+		Tunables:      scheduler.Tunables{StopGrace: time.Second},
 		MinFreeBytes:  1,
 		Logger:        slog.New(slog.DiscardHandler),
 	})

@@ -104,7 +104,7 @@ func newRig(t *testing.T, n int) *rig {
 	s, err := scheduler.Open(scheduler.Config{
 		DataDir: filepath.Join(dir, "data"), Runtime: rt, WorkerAPIBase: url,
 		AllocateGPUs: true, GPUs: gpus, RequireImage: true,
-		StopGrace: 2 * time.Second, PingInterval: time.Second, Logger: log,
+		Tunables: scheduler.Tunables{StopGrace: 2 * time.Second, PingInterval: time.Second}, Logger: log,
 	})
 	if err != nil {
 		t.Fatal(err)
