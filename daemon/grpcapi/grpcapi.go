@@ -22,7 +22,6 @@ import (
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/spec"
-	"github.com/emberhq/ember/scheduler/store"
 )
 
 // Version is reported by the health service; set by the daemon at start.
@@ -178,8 +177,9 @@ func p32(v int) *int32 {
 	return &x
 }
 
-// EndpointProto converts a stored endpoint to its API form.
-func EndpointProto(e store.Endpoint) *emberv1.Endpoint {
+// EndpointProto converts an endpoint definition to its API form, the
+// inverse of specFrom.
+func EndpointProto(e spec.Endpoint) *emberv1.Endpoint {
 	st, cpus, network, flashboot, init := e.ScalerType, e.CPUs, e.Network, e.Flashboot, !e.NoInit
 	return &emberv1.Endpoint{
 		Id:                 e.ID,
