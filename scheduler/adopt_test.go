@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -23,7 +24,7 @@ func TestAdoptAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	name, cmd, zero, one := "adopt", []string{"fake"}, 0, 1
-	e, err := s.CreateEndpoint(context.Background(), EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, GPUCount: &one})
+	e, err := s.CreateEndpoint(context.Background(), spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, GPUCount: &one})
 	if err != nil {
 		t.Fatal(err)
 	}

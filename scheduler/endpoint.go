@@ -4,271 +4,20 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"sort"
-	"strings"
 
 	"github.com/google/uuid"
 
 	"github.com/emberhq/ember/scheduler/diskguard"
-	"github.com/emberhq/ember/scheduler/limits"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
-// EndpointSpec is a create or update request. Nil pointers mean "not given":
-// on create the RunPod default applies, on update the value is kept.
-type EndpointSpec struct {
-	Name               *string
-	Image              *string
-	Command            *[]string
-	Env                *map[string]string
-	WorkersMin         *int
-	WorkersMax         *int
-	IdleTimeout        *int // seconds
-	ExecutionTimeoutMs *int64
-	ScalerType         *string
-	ScalerValue        *int
-	GPUCount           *int
-	GPUTypes           *[]string
-	MemoryMB           *int
-	CPUs               *float64
-	PidsLimit          *int
-	Network            *string
-	InitTimeout        *int // seconds
-	Flashboot          *bool
-	FlashbootWindow    *int // seconds
-	MaxAttempts        *int
-	GPUMemoryMB        *int
-	// Init: false runs the worker's entrypoint as its container's PID 1,
-	// without the runtime's init.
-	Init *bool
-}
-
-// RunPod's endpoint defaults (spec section 4).
-const (
-	DefaultWorkersMax         = 3
-	DefaultIdleTimeoutSec     = 5
-	DefaultExecutionTimeoutMs = 600_000
-	DefaultScalerValue        = 4
-	DefaultGPUCount           = 1
-	ScalerQueueDelay          = "QUEUE_DELAY"
-	ScalerRequestCount        = "REQUEST_COUNT"
-	DefaultPidsLimit          = 4096
-	// DefaultInitTimeoutSec is how long a new worker may load (pull
-	// weights, compile kernels) before its first job-take or ping.
-	DefaultInitTimeoutSec = 420
-	// DefaultFlashbootWindowSec is how long a frozen worker is kept for
-	// revival before it is stopped.
-	DefaultFlashbootWindowSec = 300
-	maxAttemptsLimit          = 100
-	NetworkHost               = "host"
-	NetworkNone               = "none"
-	maxWorkersLimit           = 1000
-	maxGPUsPerWorker          = 16
-)
-
-var (
-	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-)
-
-func (sp EndpointSpec) apply(e *store.Endpoint) {
-	if sp.Name != nil {
-		e.Name = *sp.Name
-	}
-	if sp.Image != nil {
-		e.Image = *sp.Image
-	}
-	if sp.Command != nil {
-		e.Command = append([]string(nil), (*sp.Command)...)
-	}
-	if sp.Env != nil {
-		e.Env = make(map[string]string, len(*sp.Env))
-		for k, v := range *sp.Env {
-			e.Env[k] = v
-		}
-	}
-	if sp.WorkersMin != nil {
-		e.WorkersMin = *sp.WorkersMin
-	}
-	if sp.WorkersMax != nil {
-		e.WorkersMax = *sp.WorkersMax
-	}
-	if sp.IdleTimeout != nil {
-		e.IdleTimeoutSec = *sp.IdleTimeout
-	}
-	if sp.ExecutionTimeoutMs != nil {
-		e.ExecutionTimeoutMs = *sp.ExecutionTimeoutMs
-	}
-	if sp.ScalerType != nil {
-		e.ScalerType = *sp.ScalerType
-	}
-	if sp.ScalerValue != nil {
-		e.ScalerValue = *sp.ScalerValue
-	}
-	if sp.GPUCount != nil {
-		e.GPUCount = *sp.GPUCount
-	}
-	if sp.GPUTypes != nil {
-		e.GPUTypes = append([]string(nil), (*sp.GPUTypes)...)
-	}
-	if sp.MemoryMB != nil {
-		e.MemoryMB = *sp.MemoryMB
-	}
-	if sp.CPUs != nil {
-		e.CPUs = *sp.CPUs
-	}
-	if sp.PidsLimit != nil {
-		e.PidsLimit = *sp.PidsLimit
-	}
-	if sp.Network != nil {
-		e.Network = *sp.Network
-	}
-	if sp.InitTimeout != nil {
-		e.InitTimeoutSec = *sp.InitTimeout
-	}
-	if sp.Flashboot != nil {
-		e.Flashboot = *sp.Flashboot
-	}
-	if sp.FlashbootWindow != nil {
-		e.FlashbootWindowSec = *sp.FlashbootWindow
-	}
-	if sp.MaxAttempts != nil {
-		e.MaxAttempts = *sp.MaxAttempts
-	}
-	if sp.GPUMemoryMB != nil {
-		e.GPUMemoryMB = *sp.GPUMemoryMB
-	}
-	if sp.Init != nil {
-		e.NoInit = !*sp.Init
-	}
-}
-
-func defaultEndpoint() store.Endpoint {
-	return store.Endpoint{
-		WorkersMax:         DefaultWorkersMax,
-		IdleTimeoutSec:     DefaultIdleTimeoutSec,
-		ExecutionTimeoutMs: DefaultExecutionTimeoutMs,
-		ScalerType:         ScalerQueueDelay,
-		ScalerValue:        DefaultScalerValue,
-		GPUCount:           DefaultGPUCount,
-		PidsLimit:          DefaultPidsLimit,
-		Network:            NetworkHost,
-		InitTimeoutSec:     DefaultInitTimeoutSec,
-		FlashbootWindowSec: DefaultFlashbootWindowSec,
-	}
-}
-
-// validateEndpoint checks a complete endpoint against RunPod's ranges. The
-// messages name the field (by its JSON name) and the limit.
-func validateEndpoint(e *store.Endpoint) error {
-	switch {
-	case e.Name == "":
-		return fieldErr("name", "is required")
-	case len(e.Name) > limits.EndpointName:
-		return fieldErr("name", "is %d characters, over the limit of %d", len(e.Name), limits.EndpointName)
-	case !nameRE.MatchString(e.Name):
-		return fieldErr("name", "must be 1-%d characters of letters, digits, '.', '_' or '-', starting with a letter or digit", limits.EndpointName)
-	case len(e.Image) > limits.ImageRef:
-		return fieldErr("image", "is %d characters, over the limit of %d", len(e.Image), limits.ImageRef)
-	case len(e.Command) > limits.CommandArgs:
-		return fieldErr("command", "has %d arguments, over the limit of %d", len(e.Command), limits.CommandArgs)
-	case len(e.Env) > limits.EnvEntries:
-		return fieldErr("env", "has %d variables, over the limit of %d", len(e.Env), limits.EnvEntries)
-	case e.WorkersMin < 0 || e.WorkersMin > maxWorkersLimit:
-		return fieldErr("workersMin", "must be between 0 and %d", maxWorkersLimit)
-	case e.WorkersMax < 1 || e.WorkersMax > maxWorkersLimit:
-		return fieldErr("workersMax", "must be between 1 and %d", maxWorkersLimit)
-	case e.WorkersMin > e.WorkersMax:
-		return fieldErr("workersMin", "(%d) must not exceed workersMax (%d)", e.WorkersMin, e.WorkersMax)
-	case e.IdleTimeoutSec < 1 || e.IdleTimeoutSec > 3600:
-		return fieldErr("idleTimeout", "must be between 1 and 3600 seconds")
-	case e.ExecutionTimeoutMs < MinExecutionTimeoutMs || e.ExecutionTimeoutMs > MaxExecutionTimeoutMs:
-		return fieldErr("executionTimeoutMs", "must be between %d and %d ms (5 s to 7 days)", MinExecutionTimeoutMs, MaxExecutionTimeoutMs)
-	case e.ScalerType != ScalerQueueDelay && e.ScalerType != ScalerRequestCount:
-		return fieldErr("scalerType", "must be %s or %s", ScalerQueueDelay, ScalerRequestCount)
-	case e.ScalerValue < 1 || e.ScalerValue > 3600:
-		return fieldErr("scalerValue", "must be between 1 and 3600")
-	case e.GPUCount < 0 || e.GPUCount > maxGPUsPerWorker:
-		return fieldErr("gpuCount", "must be between 0 and %d", maxGPUsPerWorker)
-	case len(e.GPUTypes) > 8:
-		return fieldErr("gpuTypes", "has more than 8 entries")
-	case e.MemoryMB < 0 || e.MemoryMB > 16<<20:
-		return fieldErr("memoryMb", "must be between 0 (no limit) and %d MiB", 16<<20)
-	case e.MemoryMB > 0 && e.MemoryMB < 16:
-		return fieldErr("memoryMb", "must be at least 16 MiB (or 0 for no limit)")
-	case e.CPUs < 0 || e.CPUs > 1024:
-		return fieldErr("cpus", "must be between 0 (no limit) and 1024")
-	case e.CPUs > 0 && e.CPUs < 0.01:
-		return fieldErr("cpus", "must be at least 0.01 (or 0 for no limit)")
-	case e.PidsLimit < 0 || e.PidsLimit > 1<<22:
-		return fieldErr("pidsLimit", "must be between 0 (no limit) and %d", 1<<22)
-	case e.Network != NetworkHost && e.Network != NetworkNone:
-		return fieldErr("network", "must be %q or %q", NetworkHost, NetworkNone)
-	case e.InitTimeoutSec < 10 || e.InitTimeoutSec > 86400:
-		return fieldErr("initTimeout", "must be between 10 and 86400 seconds (1 day)")
-	case e.FlashbootWindowSec < 1 || e.FlashbootWindowSec > 86400:
-		return fieldErr("flashbootWindow", "must be between 1 and 86400 seconds (1 day)")
-	case e.MaxAttempts < 0 || e.MaxAttempts > maxAttemptsLimit:
-		return fieldErr("maxAttempts", "must be between 0 (the daemon's --max-attempts) and %d", maxAttemptsLimit)
-	case e.GPUMemoryMB < 0 || e.GPUMemoryMB > 16<<20:
-		return fieldErr("gpuMemoryMb", "must be between 0 (any) and %d MiB", 16<<20)
-	case e.GPUMemoryMB > 0 && e.GPUCount == 0:
-		return fieldErr("gpuMemoryMb", "is set but gpuCount is 0 (a CPU endpoint uses no GPU)")
-	}
-	cmdTotal := 0
-	for i, a := range e.Command {
-		if a == "" && i == 0 {
-			return fieldErr("command", "the program (first element) is empty")
-		}
-		if strings.ContainsRune(a, 0) {
-			return fieldErr("command", "argument %d contains a NUL byte", i)
-		}
-		// Sizes as execve counts them: each string with its NUL.
-		if n := len(a) + 1; n > limits.CommandArg {
-			return fieldErr("command", "argument %d is %d bytes with its NUL, over the limit of %d bytes per argument", i, n, limits.CommandArg)
-		}
-		cmdTotal += len(a) + 1
-	}
-	if cmdTotal > limits.CommandTotal {
-		return fieldErr("command", "is %d bytes in all (each argument with its NUL), over the limit of %d bytes", cmdTotal, limits.CommandTotal)
-	}
-	keys := make([]string, 0, len(e.Env))
-	for k := range e.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys) // the same error for the same endpoint
-	envTotal := 0
-	for _, k := range keys {
-		v := e.Env[k]
-		if !envKeyRE.MatchString(k) {
-			return fieldErr("env", "%q is not a valid variable name", k)
-		}
-		if strings.ContainsRune(v, 0) {
-			return fieldErr("env", "value of %s contains a NUL byte", k)
-		}
-		n := len(k) + 1 + len(v) + 1 // "KEY=VALUE" and its NUL
-		if n > limits.EnvEntry {
-			return fieldErr("env", "%s is %d bytes as KEY=VALUE with its NUL, over the limit of %d bytes per variable", k, n, limits.EnvEntry)
-		}
-		envTotal += n
-	}
-	if envTotal > limits.EnvTotal {
-		return fieldErr("env", "is %d bytes in all (each variable as KEY=VALUE with its NUL), over the limit of %d bytes", envTotal, limits.EnvTotal)
-	}
-	for _, t := range e.GPUTypes {
-		if strings.TrimSpace(t) == "" {
-			return fieldErr("gpuTypes", "contains an empty entry")
-		}
-	}
-	return nil
-}
-
 // CreateEndpoint validates, persists and activates a new endpoint.
-func (s *Scheduler) CreateEndpoint(ctx context.Context, sp EndpointSpec) (store.Endpoint, error) {
-	e := defaultEndpoint()
-	sp.apply(&e)
-	if err := validateEndpoint(&e); err != nil {
+func (s *Scheduler) CreateEndpoint(ctx context.Context, sp spec.EndpointSpec) (store.Endpoint, error) {
+	e := spec.Default()
+	sp.Apply(&e)
+	if err := spec.Validate(&e); err != nil {
 		return store.Endpoint{}, err
 	}
 	if err := s.checkRunnable(&e, sp, true); err != nil {
@@ -344,7 +93,7 @@ func (s *Scheduler) releaseName(name, id string) {
 // (changesWorkers) raises the endpoint's generation and replaces the
 // workers of older ones (rollLocked); a change of scaling or job policy
 // alone applies to the workers there are.
-func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSpec) (store.Endpoint, error) {
+func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp spec.EndpointSpec) (store.Endpoint, error) {
 	s.mu.Lock()
 	ep, ok := s.endpoints[id]
 	if !ok {
@@ -361,8 +110,8 @@ func (s *Scheduler) UpdateEndpoint(ctx context.Context, id string, sp EndpointSp
 		defer s.releaseName(*sp.Name, id)
 	}
 	s.mu.Unlock()
-	sp.apply(&e)
-	if err := validateEndpoint(&e); err != nil {
+	sp.Apply(&e)
+	if err := spec.Validate(&e); err != nil {
 		return store.Endpoint{}, err
 	}
 	if err := s.checkRunnable(&e, sp, false); err != nil {
@@ -511,22 +260,22 @@ func newJobID(sync bool) string {
 // a command given by its absolute path. sp says what a create or update
 // sets: an update is checked only for the fields it changes, so that an
 // endpoint made before a rule existed can still be edited.
-func (s *Scheduler) checkRunnable(e *store.Endpoint, sp EndpointSpec, create bool) error {
+func (s *Scheduler) checkRunnable(e *store.Endpoint, sp spec.EndpointSpec, create bool) error {
 	switch {
 	case s.cfg.RequireImage && e.Image == "":
-		return fieldErr("image", "is required: workers run as containers of an imported image (see ember image import); emberd --runtime process runs a host command instead")
+		return spec.Errorf("image", "is required: workers run as containers of an imported image (see ember image import); emberd --runtime process runs a host command instead")
 	case !s.cfg.RequireImage && len(e.Command) == 0:
-		return fieldErr("command", "is required: emberd runs with --runtime process, where a worker is a host command")
+		return spec.Errorf("command", "is required: emberd runs with --runtime process, where a worker is a host command")
 	}
 	if s.cfg.RequireImage && s.cfg.ImageExists != nil && (create || sp.Image != nil) {
 		if err := s.cfg.ImageExists(e.Image); err != nil {
-			return fieldErr("image", "%v: import it first with `ember image import FILE` or `ember image pull REF`", err)
+			return spec.Errorf("image", "%v: import it first with `ember image import FILE` or `ember image pull REF`", err)
 		}
 	}
 	if s.cfg.AbsoluteCommand && (create || sp.Command != nil) && !filepath.IsAbs(e.Command[0]) {
 		// The process runtime runs it from the worker's own directory:
 		// a relative program is not found there, and every start fails.
-		return fieldErr("command", "program %q is not an absolute path: give an absolute path (e.g. /usr/bin/python3); workers run on the host from a directory of their own", e.Command[0])
+		return spec.Errorf("command", "program %q is not an absolute path: give an absolute path (e.g. /usr/bin/python3); workers run on the host from a directory of their own", e.Command[0])
 	}
 	return nil
 }

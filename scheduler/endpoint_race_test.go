@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // TestConcurrentCreateSameName: of concurrent creates (and renames) to one
@@ -34,7 +36,7 @@ func TestConcurrentCreateSameName(t *testing.T) {
 		var own []string
 		for i := range racers / 2 {
 			n := fmt.Sprintf("own-%d-%d", round, i)
-			e, err := s.CreateEndpoint(ctx, EndpointSpec{Name: &n, Command: &cmd, WorkersMin: &zero, GPUCount: &zero})
+			e, err := s.CreateEndpoint(ctx, spec.EndpointSpec{Name: &n, Command: &cmd, WorkersMin: &zero, GPUCount: &zero})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -47,9 +49,9 @@ func TestConcurrentCreateSameName(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				if i%2 == 0 {
-					_, errs[i] = s.CreateEndpoint(ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, GPUCount: &zero})
+					_, errs[i] = s.CreateEndpoint(ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, GPUCount: &zero})
 				} else {
-					_, errs[i] = s.UpdateEndpoint(ctx, own[i/2], EndpointSpec{Name: &name})
+					_, errs[i] = s.UpdateEndpoint(ctx, own[i/2], spec.EndpointSpec{Name: &name})
 				}
 			})
 		}

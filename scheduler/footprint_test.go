@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -71,14 +72,14 @@ func TestQueuedJobHoldsNoRecord(t *testing.T) {
 	}
 	ctx := context.Background()
 	name, cmd, zero, one := "footprint", []string{"fake"}, 0, 1
-	e, err := s.CreateEndpoint(ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &one, GPUCount: &zero})
+	e, err := s.CreateEndpoint(ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &one, GPUCount: &zero})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ids []string
 	for i := 0; i < 50; i++ {
 		// A copy, as a request path gives it.
-		v, err := s.Submit(ctx, strings.Clone(e.ID), Submission{Input: json.RawMessage(`{"n":1}`), Webhook: "http://127.0.0.1:1/hook"})
+		v, err := s.Submit(ctx, strings.Clone(e.ID), spec.Submission{Input: json.RawMessage(`{"n":1}`), Webhook: "http://127.0.0.1:1/hook"})
 		if err != nil {
 			t.Fatal(err)
 		}

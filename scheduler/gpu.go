@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // GPU is one GPU the scheduler may give to workers.
@@ -289,7 +291,7 @@ func (s *Scheduler) checkGPUFit(gpuCount int, types []string) error {
 		what = fmt.Sprintf("GPUs of types %q", types)
 	}
 	if len(names) == 0 {
-		return fieldErr("gpuCount", "is %d, but this machine has no GPU (NVML found none); use gpuCount 0 for CPU workers", gpuCount)
+		return spec.Errorf("gpuCount", "is %d, but this machine has no GPU (NVML found none); use gpuCount 0 for CPU workers", gpuCount)
 	}
-	return fieldErr("gpuCount", "is %d, but this machine has only %d %s (it has: %s)", gpuCount, len(have), what, strings.Join(names, ", "))
+	return spec.Errorf("gpuCount", "is %d, but this machine has only %d %s (it has: %s)", gpuCount, len(have), what, strings.Join(names, ", "))
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // mockGPUs is an 8-GPU machine: six H100s and two A100s.
@@ -26,7 +28,7 @@ func mockGPUs() []GPU {
 func gpuEndpoint(t *testing.T, h *harness, name string, count, min, max int, types []string) string {
 	t.Helper()
 	cmd := []string{"fake-worker"}
-	e, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &min, WorkersMax: &max, GPUCount: &count, GPUTypes: &types})
+	e, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &min, WorkersMax: &max, GPUCount: &count, GPUTypes: &types})
 	if err != nil {
 		t.Fatalf("CreateEndpoint %s: %v", name, err)
 	}
@@ -126,7 +128,7 @@ func TestGPUAllocationConcurrent(t *testing.T) {
 			name := fmt.Sprintf("c%d", i)
 			cmd := []string{"fake-worker"}
 			one, two := 1, 2
-			if _, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &two, WorkersMax: &two, GPUCount: &one}); err != nil {
+			if _, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &two, WorkersMax: &two, GPUCount: &one}); err != nil {
 				t.Errorf("create %s: %v", name, err)
 			}
 		}(i)
@@ -168,8 +170,8 @@ func TestGPUFit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, func(c *Config) { c.AllocateGPUs, c.GPUs = true, tc.gpus })
 			name, cmd := "x", []string{"w"}
-			_, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, GPUCount: &tc.count, GPUTypes: &tc.types})
-			var fe *FieldError
+			_, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, GPUCount: &tc.count, GPUTypes: &tc.types})
+			var fe *spec.FieldError
 			if !errors.As(err, &fe) || fe.Field != "gpuCount" || !strings.Contains(fe.Msg, tc.want) {
 				t.Fatalf("got %v, want a gpuCount error containing %q", err, tc.want)
 			}
@@ -184,7 +186,7 @@ func TestQueueDelayReapsIdle(t *testing.T) {
 	h.worker()
 	name, cmd := "qd", []string{"w"}
 	zero, two, idle := 0, 2, 1
-	e, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &two, IdleTimeout: &idle, GPUCount: &zero})
+	e, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &two, IdleTimeout: &idle, GPUCount: &zero})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +211,7 @@ func TestQueueDelayReapsIdle(t *testing.T) {
 
 func (s *Scheduler) mustSubmit(t testing.TB, ep string) string {
 	t.Helper()
-	v, err := s.Submit(context.Background(), ep, Submission{Input: []byte(`{}`)})
+	v, err := s.Submit(context.Background(), ep, spec.Submission{Input: []byte(`{}`)})
 	if err != nil {
 		t.Fatal(err)
 	}

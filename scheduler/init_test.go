@@ -1,6 +1,10 @@
 package scheduler
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/emberhq/ember/scheduler/spec"
+)
 
 // TestEndpointInit: an endpoint's workers get the runtime's init unless
 // the endpoint says init false; the store keeps the choice.
@@ -14,7 +18,7 @@ func TestEndpointInit(t *testing.T) {
 	}
 
 	name, cmd, one, zero, off := "no-init", []string{"fake-worker"}, 1, 0, false
-	e, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &zero, Init: &off})
+	e, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &zero, Init: &off})
 	if err != nil {
 		t.Fatal(err)
 	}

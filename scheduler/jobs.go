@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/scheduler/diskguard"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
 // Submit validates nothing (the caller decoded and range-checked the
 // request); it persists the job durably and only then makes it takeable.
 // When Submit returns nil the job has been fsynced.
-func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub Submission) (JobView, error) {
+func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub spec.Submission) (JobView, error) {
 	if err := s.disk.Check(diskguard.NewWork, int64(len(sub.Input))); err != nil {
 		return JobView{}, err
 	}
@@ -122,7 +123,7 @@ func (s *Scheduler) abandon(j *job) {
 // RunSync submits a /runsync job and holds until it is terminal or wait has
 // passed. An answer that is not terminal hands the client a job id, so the
 // job is made durable first.
-func (s *Scheduler) RunSync(ctx context.Context, endpointID string, sub Submission, wait time.Duration) (JobView, error) {
+func (s *Scheduler) RunSync(ctx context.Context, endpointID string, sub spec.Submission, wait time.Duration) (JobView, error) {
 	sub.Sync = true
 	v, err := s.Submit(ctx, endpointID, sub)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/internal/faults"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 func TestCheckAndSummary(t *testing.T) {
@@ -33,8 +34,8 @@ func TestCheckAndSummary(t *testing.T) {
 	if _, ok := sum.Workers[WorkerStopped]; ok {
 		t.Errorf("Summary workers count stopped ones: %v", sum.Workers)
 	}
-	h.submit(Submission{})
-	h.submit(Submission{})
+	h.submit(spec.Submission{})
+	h.submit(spec.Submission{})
 	if sum := h.s.Summary(); sum.Queued != 2 || sum.InProgress != 0 {
 		t.Errorf("Summary with 2 queued: %+v", sum)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -15,7 +16,7 @@ import (
 func TestOOMFailsAtOnce(t *testing.T) {
 	h := newHarness(t, nil)
 	w := h.worker()
-	id := h.submit(Submission{Input: json.RawMessage(`{"alloc_mb":4096}`)})
+	id := h.submit(spec.Submission{Input: json.RawMessage(`{"alloc_mb":4096}`)})
 	h.take(w)
 	w.finish(oci.ExitStatus{Code: -1, Signal: "killed", OOMKilled: true, MemoryLimit: 2 << 30})
 	v := h.waitStatus(id, store.Failed)
@@ -27,7 +28,7 @@ func TestOOMFailsAtOnce(t *testing.T) {
 	}
 
 	w2 := h.worker()
-	id2 := h.submit(Submission{Input: json.RawMessage(`{}`)})
+	id2 := h.submit(spec.Submission{Input: json.RawMessage(`{}`)})
 	h.take(w2)
 	w2.finish(oci.ExitStatus{Code: 3})
 	w3 := h.worker()

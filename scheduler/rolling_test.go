@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -46,36 +47,36 @@ func (h *harness) noNewWorker(what string) {
 func TestRollingGenerationByField(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		patch EndpointSpec
+		patch spec.EndpointSpec
 		bump  bool
 	}{
-		{"image", EndpointSpec{Image: ptr("example/worker:2")}, true},
-		{"command", EndpointSpec{Command: ptr([]string{"fake-worker", "--v2"})}, true},
-		{"env", EndpointSpec{Env: ptr(map[string]string{"MODEL": "b"})}, true},
-		{"memoryMb", EndpointSpec{MemoryMB: ptr(512)}, true},
-		{"cpus", EndpointSpec{CPUs: ptr(1.5)}, true},
-		{"pidsLimit", EndpointSpec{PidsLimit: ptr(100)}, true},
-		{"network", EndpointSpec{Network: ptr(NetworkNone)}, true},
-		{"init", EndpointSpec{Init: ptr(false)}, true},
-		{"gpuCount", EndpointSpec{GPUCount: ptr(1)}, true},
-		{"gpuTypes", EndpointSpec{GPUTypes: ptr([]string{"NVIDIA H100"})}, true},
-		{"gpuMemoryMb", EndpointSpec{GPUCount: ptr(1), GPUMemoryMB: ptr(1000)}, true},
+		{"image", spec.EndpointSpec{Image: ptr("example/worker:2")}, true},
+		{"command", spec.EndpointSpec{Command: ptr([]string{"fake-worker", "--v2"})}, true},
+		{"env", spec.EndpointSpec{Env: ptr(map[string]string{"MODEL": "b"})}, true},
+		{"memoryMb", spec.EndpointSpec{MemoryMB: ptr(512)}, true},
+		{"cpus", spec.EndpointSpec{CPUs: ptr(1.5)}, true},
+		{"pidsLimit", spec.EndpointSpec{PidsLimit: ptr(100)}, true},
+		{"network", spec.EndpointSpec{Network: ptr(spec.NetworkNone)}, true},
+		{"init", spec.EndpointSpec{Init: ptr(false)}, true},
+		{"gpuCount", spec.EndpointSpec{GPUCount: ptr(1)}, true},
+		{"gpuTypes", spec.EndpointSpec{GPUTypes: ptr([]string{"NVIDIA H100"})}, true},
+		{"gpuMemoryMb", spec.EndpointSpec{GPUCount: ptr(1), GPUMemoryMB: ptr(1000)}, true},
 
-		{"name", EndpointSpec{Name: ptr("renamed")}, false},
-		{"workersMax", EndpointSpec{WorkersMax: ptr(4)}, false},
-		{"idleTimeout", EndpointSpec{IdleTimeout: ptr(60)}, false},
-		{"scaler", EndpointSpec{ScalerType: ptr(ScalerRequestCount), ScalerValue: ptr(2)}, false},
-		{"executionTimeoutMs", EndpointSpec{ExecutionTimeoutMs: ptr(int64(60_000))}, false},
-		{"maxAttempts", EndpointSpec{MaxAttempts: ptr(5)}, false},
-		{"initTimeout", EndpointSpec{InitTimeout: ptr(60)}, false},
-		{"flashboot", EndpointSpec{Flashboot: ptr(true), FlashbootWindow: ptr(60)}, false},
-		{"same env", EndpointSpec{Env: ptr(map[string]string{"MODEL": "a"})}, false},
-		{"same command", EndpointSpec{Command: ptr([]string{"fake-worker"})}, false},
+		{"name", spec.EndpointSpec{Name: ptr("renamed")}, false},
+		{"workersMax", spec.EndpointSpec{WorkersMax: ptr(4)}, false},
+		{"idleTimeout", spec.EndpointSpec{IdleTimeout: ptr(60)}, false},
+		{"scaler", spec.EndpointSpec{ScalerType: ptr(spec.ScalerRequestCount), ScalerValue: ptr(2)}, false},
+		{"executionTimeoutMs", spec.EndpointSpec{ExecutionTimeoutMs: ptr(int64(60_000))}, false},
+		{"maxAttempts", spec.EndpointSpec{MaxAttempts: ptr(5)}, false},
+		{"initTimeout", spec.EndpointSpec{InitTimeout: ptr(60)}, false},
+		{"flashboot", spec.EndpointSpec{Flashboot: ptr(true), FlashbootWindow: ptr(60)}, false},
+		{"same env", spec.EndpointSpec{Env: ptr(map[string]string{"MODEL": "a"})}, false},
+		{"same command", spec.EndpointSpec{Command: ptr([]string{"fake-worker"})}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)
 			h.worker() // the harness's endpoint's
-			e, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: ptr("rolled"), Command: ptr([]string{"fake-worker"}),
+			e, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: ptr("rolled"), Command: ptr([]string{"fake-worker"}),
 				Env: ptr(map[string]string{"MODEL": "a"}), WorkersMin: ptr(1), WorkersMax: ptr(1), GPUCount: ptr(0)})
 			if err != nil {
 				t.Fatal(err)
@@ -124,7 +125,7 @@ func TestRollingGenerationByField(t *testing.T) {
 func TestRollingBusyWorkerFinishes(t *testing.T) {
 	h := newHarness(t, nil)
 	old := h.worker()
-	first := h.submit(Submission{})
+	first := h.submit(spec.Submission{})
 	if got := h.take(old).ID; got != first {
 		t.Fatalf("took %s, want %s", got, first)
 	}
@@ -136,7 +137,7 @@ func TestRollingBusyWorkerFinishes(t *testing.T) {
 	}()
 	time.Sleep(20 * time.Millisecond)
 
-	e, err := h.s.UpdateEndpoint(h.ctx, h.ep, EndpointSpec{Env: ptr(map[string]string{"MODEL": "b"})})
+	e, err := h.s.UpdateEndpoint(h.ctx, h.ep, spec.EndpointSpec{Env: ptr(map[string]string{"MODEL": "b"})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestRollingBusyWorkerFinishes(t *testing.T) {
 		t.Fatal("the old worker is not listed")
 	}
 
-	second := h.submit(Submission{})
+	second := h.submit(spec.Submission{})
 	if got := h.take(next).ID; got != second {
 		t.Fatalf("new worker took %s, want %s", got, second)
 	}
@@ -214,7 +215,7 @@ func TestRollingKeepsWorkersMin(t *testing.T) {
 		h.takeEmpty(w)
 		olds = append(olds, w)
 	}
-	if _, err := h.s.UpdateEndpoint(h.ctx, h.ep, EndpointSpec{Command: ptr([]string{"fake-worker", "--v2"})}); err != nil {
+	if _, err := h.s.UpdateEndpoint(h.ctx, h.ep, spec.EndpointSpec{Command: ptr([]string{"fake-worker", "--v2"})}); err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range olds {
@@ -246,19 +247,19 @@ func TestRollingFrozenReplaced(t *testing.T) {
 	h.worker()
 	ep := h.flashEndpoint("flash", 1, 60, 0)
 	h.ep = ep
-	h.submit(Submission{})
+	h.submit(spec.Submission{})
 	w := h.worker()
 	h.done(w, h.take(w).ID, Result{Output: []byte(`1`)})
 	eventually(t, "worker frozen after its idle timeout", func() bool { return h.workerState(w.id) == WorkerFrozen })
 
-	if _, err := h.s.UpdateEndpoint(h.ctx, ep, EndpointSpec{Env: ptr(map[string]string{"MODEL": "b"})}); err != nil {
+	if _, err := h.s.UpdateEndpoint(h.ctx, ep, spec.EndpointSpec{Env: ptr(map[string]string{"MODEL": "b"})}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "frozen worker stopped", w.wasStopped)
 	if _, _, thaws := w.isFrozen(); thaws != 0 {
 		t.Fatalf("the frozen old worker was revived (%d thaws)", thaws)
 	}
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	next := h.worker()
 	if next.env["MODEL"] != "b" {
 		t.Fatalf("new worker env MODEL=%q, want b", next.env["MODEL"])
@@ -280,11 +281,11 @@ func TestRollingAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	legacy, err := s.CreateEndpoint(context.Background(), EndpointSpec{Name: ptr("legacy"), Command: ptr([]string{"fake"}), GPUCount: ptr(0)})
+	legacy, err := s.CreateEndpoint(context.Background(), spec.EndpointSpec{Name: ptr("legacy"), Command: ptr([]string{"fake"}), GPUCount: ptr(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rolled, err := s.CreateEndpoint(context.Background(), EndpointSpec{Name: ptr("rolled"), Command: ptr([]string{"fake"}), GPUCount: ptr(0)})
+	rolled, err := s.CreateEndpoint(context.Background(), spec.EndpointSpec{Name: ptr("rolled"), Command: ptr([]string{"fake"}), GPUCount: ptr(0)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // The autoscaler. scaleLocked runs on every event that changes what an
@@ -74,7 +75,7 @@ func (s *Scheduler) desiredLocked(ep *endpointState) int {
 	queuedHigh := ep.inQueue - ep.lowQueued
 	want := 0
 	switch d.ScalerType {
-	case ScalerRequestCount:
+	case spec.ScalerRequestCount:
 		want = ceilDiv(ceilDiv(queuedHigh+ep.inProgress, d.ScalerValue), hint)
 	default:
 		busy := c.alive - c.idle

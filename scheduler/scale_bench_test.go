@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // BenchmarkScaleDecision measures one autoscaler decision (scaleLocked on
@@ -24,11 +26,11 @@ func BenchmarkScaleDecision(b *testing.B) {
 	}
 	defer s.Close()
 	cmd := []string{"w"}
-	one, max, rc := 1, 4, ScalerRequestCount
+	one, max, rc := 1, 4, spec.ScalerRequestCount
 	var eps []string
 	for i := 0; i < 50; i++ {
 		name := fmt.Sprintf("ep%02d", i)
-		e, err := s.CreateEndpoint(b.Context(), EndpointSpec{Name: &name, Command: &cmd, GPUCount: &one, WorkersMax: &max, ScalerType: &rc, ScalerValue: &one})
+		e, err := s.CreateEndpoint(b.Context(), spec.EndpointSpec{Name: &name, Command: &cmd, GPUCount: &one, WorkersMax: &max, ScalerType: &rc, ScalerValue: &one})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -89,31 +90,31 @@ func TestDesired(t *testing.T) {
 		workers    []wk
 		want       int
 	}{
-		{name: "nothing to do", scaler: ScalerQueueDelay, value: 4, max: 3, want: 0},
-		{name: "workersMin kept", scaler: ScalerQueueDelay, value: 4, min: 2, max: 3, want: 2},
-		{name: "scale from zero at once", scaler: ScalerQueueDelay, value: 4, max: 3, queued: 1, want: 1},
-		{name: "queue delay not yet passed", scaler: ScalerQueueDelay, value: 4, max: 3, queued: 5, oldest: 3 * time.Second,
+		{name: "nothing to do", scaler: spec.ScalerQueueDelay, value: 4, max: 3, want: 0},
+		{name: "workersMin kept", scaler: spec.ScalerQueueDelay, value: 4, min: 2, max: 3, want: 2},
+		{name: "scale from zero at once", scaler: spec.ScalerQueueDelay, value: 4, max: 3, queued: 1, want: 1},
+		{name: "queue delay not yet passed", scaler: spec.ScalerQueueDelay, value: 4, max: 3, queued: 5, oldest: 3 * time.Second,
 			workers: []wk{{held: 1, state: WorkerRunning}}, want: 1},
-		{name: "queue delay passed adds one", scaler: ScalerQueueDelay, value: 4, max: 3, queued: 5, oldest: 5 * time.Second,
+		{name: "queue delay passed adds one", scaler: spec.ScalerQueueDelay, value: 4, max: 3, queued: 5, oldest: 5 * time.Second,
 			workers: []wk{{held: 1, state: WorkerRunning}}, want: 2},
-		{name: "queue delay passed but free slots", scaler: ScalerQueueDelay, value: 4, max: 3, queued: 2, oldest: 5 * time.Second,
+		{name: "queue delay passed but free slots", scaler: spec.ScalerQueueDelay, value: 4, max: 3, queued: 2, oldest: 5 * time.Second,
 			workers: []wk{{held: 1, slots: 4, state: WorkerRunning}}, want: 1},
-		{name: "queue delay capped at workersMax", scaler: ScalerQueueDelay, value: 1, max: 2, queued: 9, oldest: 5 * time.Second,
+		{name: "queue delay capped at workersMax", scaler: spec.ScalerQueueDelay, value: 1, max: 2, queued: 9, oldest: 5 * time.Second,
 			workers: []wk{{held: 1, state: WorkerRunning}, {held: 1, state: WorkerRunning}}, want: 2},
-		{name: "idle surplus not wanted", scaler: ScalerQueueDelay, value: 4, max: 3,
+		{name: "idle surplus not wanted", scaler: spec.ScalerQueueDelay, value: 4, max: 3,
 			workers: []wk{{held: 1, state: WorkerRunning}, {state: WorkerIdle}, {state: WorkerIdle}}, want: 1},
-		{name: "idle wanted for queued jobs", scaler: ScalerQueueDelay, value: 4, max: 3, queued: 1,
+		{name: "idle wanted for queued jobs", scaler: spec.ScalerQueueDelay, value: 4, max: 3, queued: 1,
 			workers: []wk{{held: 1, state: WorkerRunning}, {state: WorkerIdle}, {state: WorkerIdle}}, want: 2},
-		{name: "low priority never scales up", scaler: ScalerQueueDelay, value: 1, max: 3, queued: 10, low: 10, oldest: time.Minute,
+		{name: "low priority never scales up", scaler: spec.ScalerQueueDelay, value: 1, max: 3, queued: 10, low: 10, oldest: time.Minute,
 			workers: []wk{{held: 1, state: WorkerRunning}}, want: 1},
-		{name: "low priority alone starts one worker", scaler: ScalerRequestCount, value: 1, max: 3, queued: 10, low: 10, want: 1},
-		{name: "request count", scaler: ScalerRequestCount, value: 4, max: 10, queued: 7, inProgress: 2, want: 3},
-		{name: "request count low excluded", scaler: ScalerRequestCount, value: 1, max: 10, queued: 7, low: 5, inProgress: 1,
+		{name: "low priority alone starts one worker", scaler: spec.ScalerRequestCount, value: 1, max: 3, queued: 10, low: 10, want: 1},
+		{name: "request count", scaler: spec.ScalerRequestCount, value: 4, max: 10, queued: 7, inProgress: 2, want: 3},
+		{name: "request count low excluded", scaler: spec.ScalerRequestCount, value: 1, max: 10, queued: 7, low: 5, inProgress: 1,
 			workers: []wk{{held: 1, state: WorkerRunning}}, want: 3},
-		{name: "request count capped", scaler: ScalerRequestCount, value: 1, max: 8, queued: 1000, want: 8},
-		{name: "request count in concurrency slots", scaler: ScalerRequestCount, value: 1, max: 10, queued: 10, inProgress: 2, hint: 4,
+		{name: "request count capped", scaler: spec.ScalerRequestCount, value: 1, max: 8, queued: 1000, want: 8},
+		{name: "request count in concurrency slots", scaler: spec.ScalerRequestCount, value: 1, max: 10, queued: 10, inProgress: 2, hint: 4,
 			workers: []wk{{held: 2, slots: 4, state: WorkerRunning}}, want: 3},
-		{name: "frozen and draining are not capacity", scaler: ScalerQueueDelay, value: 4, max: 3, queued: 1,
+		{name: "frozen and draining are not capacity", scaler: spec.ScalerQueueDelay, value: 4, max: 3, queued: 1,
 			workers: []wk{{state: WorkerFrozen}, {state: WorkerDraining}}, want: 1},
 	}
 	now := time.Unix(1_000_000, 0)
@@ -149,7 +150,7 @@ func (h *harness) flashEndpoint(name string, max, window int, gpus int) string {
 	h.t.Helper()
 	cmd := []string{"fake-worker"}
 	zero, idle, yes := 0, 1, true
-	e, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &max,
+	e, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &max,
 		IdleTimeout: &idle, GPUCount: &gpus, Flashboot: &yes, FlashbootWindow: &window})
 	if err != nil {
 		h.t.Fatalf("CreateEndpoint: %v", err)
@@ -269,7 +270,7 @@ func TestReclaimFrozenThenIdle(t *testing.T) {
 
 	// "keep" holds GPU B with workersMin 1: never reclaimed.
 	name, cmd := "keep", []string{"w"}
-	if _, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &one}); err != nil {
+	if _, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &one}); err != nil {
 		t.Fatal(err)
 	}
 	kw := h.worker()
@@ -322,8 +323,8 @@ func TestReclaimIdleLRU(t *testing.T) {
 	h.worker()
 	name, cmd := "busy", []string{"w"}
 	zero, one, two, long := 0, 1, 2, 3600
-	busy, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &two, GPUCount: &one, IdleTimeout: &long,
-		ScalerType: ptr(ScalerRequestCount), ScalerValue: &one})
+	busy, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &two, GPUCount: &one, IdleTimeout: &long,
+		ScalerType: ptr(spec.ScalerRequestCount), ScalerValue: &one})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,7 +416,7 @@ func TestGPUFreeMemoryFilter(t *testing.T) {
 	h.worker()
 	name, cmd := "big", []string{"w"}
 	one, mem := 1, 40<<10
-	if _, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &one, GPUMemoryMB: &mem}); err != nil {
+	if _, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &one, GPUMemoryMB: &mem}); err != nil {
 		t.Fatal(err)
 	}
 	w := h.worker()
@@ -439,7 +440,7 @@ func TestConcurrentScaleUpsNoDoubleAllocation(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for k := 0; k < 5; k++ {
-				h.s.Submit(h.ctx, ep, Submission{Input: []byte(`{}`)})
+				h.s.Submit(h.ctx, ep, spec.Submission{Input: []byte(`{}`)})
 			}
 		}()
 	}
@@ -490,7 +491,7 @@ func TestInitTimeoutUnhealthy(t *testing.T) {
 	h.worker()
 	name, cmd := "slow", []string{"w"}
 	one, init := 1, 10
-	e, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: new(int), InitTimeout: &init})
+	e, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: new(int), InitTimeout: &init})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -533,7 +534,7 @@ func TestInitTimeoutUnhealthy(t *testing.T) {
 func TestKillAfterStopGrace(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.StopGrace = 300 * time.Millisecond })
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 	if _, err := h.s.Cancel(h.ctx, h.ep, id); err != nil {
 		t.Fatal(err)
@@ -551,7 +552,7 @@ func TestKillAfterStopGrace(t *testing.T) {
 
 	// The replacement lets go of its cancelled job at once: not killed.
 	w2 := h.worker()
-	id2 := h.submit(Submission{})
+	id2 := h.submit(spec.Submission{})
 	h.take(w2)
 	h.s.Cancel(h.ctx, h.ep, id2)
 	h.s.Ping(h.ep, w2.id, nil, "1.12.0", "", "")
@@ -568,7 +569,7 @@ func TestEndpointMaxAttempts(t *testing.T) {
 	h.worker()
 	name, cmd := "crashy", []string{"w"}
 	one, two := 1, 2
-	e, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: new(int), MaxAttempts: &two})
+	e, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: new(int), MaxAttempts: &two})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/limits"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 	"github.com/emberhq/ember/scheduler/webhook"
 )
@@ -39,39 +40,13 @@ type Config struct {
 	// WorkerAPIBase is the base URL workers use to reach the worker API,
 	// e.g. http://127.0.0.1:7080. It goes into the RunPod webhook templates.
 	WorkerAPIBase string
+	// Tunables are the settings that may change while running.
+	Tunables
 
-	// RunRetention and SyncRetention keep terminal results readable
-	// (RunPod: 30 min after /run, 1 min after /runsync).
-	RunRetention  time.Duration
-	SyncRetention time.Duration
-	// TakeHold is how long an empty job-take is held before 204 (< 90 s,
-	// the SDK's own limit). Default 20 s.
-	TakeHold time.Duration
-	// StopHold is how long an empty job-stop poll is held. Default 20 s.
-	StopHold time.Duration
 	// StreamHold caps how long /stream waits for a chunk. Default 5 s.
 	StreamHold time.Duration
-	// MaxUnreadStream caps a job's stream bytes posted and not yet read
-	// by /stream; past it the job fails. Default limits.MaxUnreadStream.
-	MaxUnreadStream int64
-	// PingInterval is RUNPOD_PING_INTERVAL for workers. Default 10 s.
-	PingInterval time.Duration
-	// LeaseGrace is how long a taken job may be missing from a worker's
-	// pings before it is re-queued. Default 3 ping intervals.
-	LeaseGrace time.Duration
-	// MaxAttempts bounds how often one job is handed to a worker before it
-	// fails. Default 3.
-	MaxAttempts int
-	// MaxStartFailures is how many of an endpoint's workers in a row may
-	// fail to start (or exit before their first job-take) before its
-	// queued jobs fail with the last start error. Default 5.
-	MaxStartFailures int
-	// WebhookRetryDelay separates webhook attempts (RunPod: 10 s).
-	WebhookRetryDelay time.Duration
 	// WebhookAttempts is the total number of POSTs per webhook (RunPod: 3).
 	WebhookAttempts int
-	// StopGrace is how long a stopped worker may drain before SIGKILL.
-	StopGrace time.Duration
 	// MinFreeBytes: below this much free disk, new work is refused
 	// (package diskguard). Default limits.DefaultMinFreeDisk.
 	MinFreeBytes uint64
@@ -126,24 +101,8 @@ func (c *Config) setDefaults() {
 			*d = v
 		}
 	}
-	def(&c.RunRetention, 30*time.Minute)
-	def(&c.SyncRetention, time.Minute)
-	def(&c.TakeHold, 20*time.Second)
-	def(&c.StopHold, 20*time.Second)
+	c.Tunables.setDefaults()
 	def(&c.StreamHold, 5*time.Second)
-	def(&c.PingInterval, 10*time.Second)
-	def(&c.LeaseGrace, 3*c.PingInterval)
-	def(&c.WebhookRetryDelay, 10*time.Second)
-	def(&c.StopGrace, 30*time.Second)
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 3
-	}
-	if c.MaxStartFailures <= 0 {
-		c.MaxStartFailures = DefaultMaxStartFailures
-	}
-	if c.MaxUnreadStream <= 0 {
-		c.MaxUnreadStream = limits.MaxUnreadStream
-	}
 	if c.WebhookAttempts <= 0 {
 		c.WebhookAttempts = 3
 	}
@@ -245,7 +204,8 @@ func Open(cfg Config) (*Scheduler, error) {
 	if cfg.InMemoryStore {
 		s.disk = nil // nothing on disk to guard
 	}
-	s.tunables.Store(cfg.tunables())
+	t := cfg.Tunables
+	s.tunables.Store(&t)
 	outbox := webhook.NewOutbox(webhook.Config{Store: st, Client: cfg.HTTPClient, Attempts: cfg.WebhookAttempts,
 		RetryDelay: func() time.Duration { return s.tun().WebhookRetryDelay }, Logger: cfg.Logger})
 	s.webhooks = outbox
@@ -363,13 +323,13 @@ func (s *Scheduler) loadEndpointsLocked() error {
 	for _, e := range eps {
 		// Records written before these fields existed.
 		if e.Network == "" {
-			e.Network = NetworkHost
+			e.Network = spec.NetworkHost
 		}
 		if e.InitTimeoutSec == 0 {
-			e.InitTimeoutSec = DefaultInitTimeoutSec
+			e.InitTimeoutSec = spec.DefaultInitTimeoutSec
 		}
 		if e.FlashbootWindowSec == 0 {
-			e.FlashbootWindowSec = DefaultFlashbootWindowSec
+			e.FlashbootWindowSec = spec.DefaultFlashbootWindowSec
 		}
 		if e.Generation == 0 {
 			e.Generation = 1
@@ -545,38 +505,4 @@ func ceilDiv(a, b int) int {
 		return a
 	}
 	return int(math.Ceil(float64(a) / float64(b)))
-}
-
-// Tunables are the settings that may change while the scheduler runs
-// (emberd reloads them on SIGHUP). Zero values take Config's defaults.
-// Changes apply from the next use: a new long-poll, the next ping check,
-// a job finished from now on, a worker started from now on
-// (PingInterval).
-type Tunables struct {
-	TakeHold, StopHold, PingInterval, LeaseGrace   time.Duration
-	RunRetention, SyncRetention, WebhookRetryDelay time.Duration
-	StopGrace                                      time.Duration
-	MaxAttempts, MaxStartFailures                  int
-	MaxUnreadStream                                int64
-}
-
-// tun returns the current tunables.
-func (s *Scheduler) tun() *Tunables { return s.tunables.Load() }
-
-// SetTunables replaces the tunables; zero values take the defaults.
-func (s *Scheduler) SetTunables(t Tunables) {
-	c := Config{TakeHold: t.TakeHold, StopHold: t.StopHold, PingInterval: t.PingInterval, LeaseGrace: t.LeaseGrace,
-		RunRetention: t.RunRetention, SyncRetention: t.SyncRetention, WebhookRetryDelay: t.WebhookRetryDelay,
-		StopGrace: t.StopGrace, MaxAttempts: t.MaxAttempts, MaxStartFailures: t.MaxStartFailures,
-		MaxUnreadStream: t.MaxUnreadStream}
-	c.setDefaults()
-	s.tunables.Store(c.tunables())
-}
-
-// tunables are c's settings that may change while running.
-func (c *Config) tunables() *Tunables {
-	return &Tunables{TakeHold: c.TakeHold, StopHold: c.StopHold, PingInterval: c.PingInterval, LeaseGrace: c.LeaseGrace,
-		RunRetention: c.RunRetention, SyncRetention: c.SyncRetention, WebhookRetryDelay: c.WebhookRetryDelay,
-		StopGrace: c.StopGrace, MaxAttempts: c.MaxAttempts, MaxStartFailures: c.MaxStartFailures,
-		MaxUnreadStream: c.MaxUnreadStream}
 }

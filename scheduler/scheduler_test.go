@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -126,14 +127,16 @@ func testConfig(t *testing.T, rt *fakeRuntime) Config {
 		InMemoryStore: true,
 		Runtime:       rt,
 		WorkerAPIBase: "http://127.0.0.1:1",
-		TakeHold:      200 * time.Millisecond,
-		StopHold:      200 * time.Millisecond,
-		StreamHold:    200 * time.Millisecond,
-		PingInterval:  50 * time.Millisecond,
-		LeaseGrace:    300 * time.Millisecond,
-		StopGrace:     time.Second,
-		MaxAttempts:   3,
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Tunables: Tunables{
+			TakeHold:     200 * time.Millisecond,
+			StopHold:     200 * time.Millisecond,
+			PingInterval: 50 * time.Millisecond,
+			LeaseGrace:   300 * time.Millisecond,
+			StopGrace:    time.Second,
+			MaxAttempts:  3,
+		},
+		StreamHold: 200 * time.Millisecond,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
 
@@ -173,7 +176,7 @@ func (h *harness) createEndpoint(name string, min, max int) string {
 	h.t.Helper()
 	cmd := []string{"fake-worker"}
 	zero := 0
-	e, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &min, WorkersMax: &max, GPUCount: &zero})
+	e, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &min, WorkersMax: &max, GPUCount: &zero})
 	if err != nil {
 		h.t.Fatalf("CreateEndpoint: %v", err)
 	}
@@ -195,7 +198,7 @@ func (h *harness) worker() *fakeWorker {
 	}
 }
 
-func (h *harness) submit(sub Submission) string {
+func (h *harness) submit(sub spec.Submission) string {
 	h.t.Helper()
 	if sub.Input == nil {
 		sub.Input = json.RawMessage(`{"n":1}`)
@@ -537,10 +540,10 @@ func TestWorkerEnv(t *testing.T) {
 func TestTakeOrder(t *testing.T) {
 	h := newHarness(t, nil)
 	w := h.worker()
-	l1 := h.submit(Submission{LowPriority: true, Input: json.RawMessage(`"l1"`)})
-	n1 := h.submit(Submission{Input: json.RawMessage(`"n1"`)})
-	l2 := h.submit(Submission{LowPriority: true, Input: json.RawMessage(`"l2"`)})
-	n2 := h.submit(Submission{Input: json.RawMessage(`"n2"`)})
+	l1 := h.submit(spec.Submission{LowPriority: true, Input: json.RawMessage(`"l1"`)})
+	n1 := h.submit(spec.Submission{Input: json.RawMessage(`"n1"`)})
+	l2 := h.submit(spec.Submission{LowPriority: true, Input: json.RawMessage(`"l2"`)})
+	n2 := h.submit(spec.Submission{Input: json.RawMessage(`"n2"`)})
 	want := []string{n1, n2, l1, l2}
 	for i, id := range want {
 		got := h.take(w)
@@ -557,7 +560,7 @@ func TestTakeBatchAndInput(t *testing.T) {
 	w := h.worker()
 	var want []string
 	for i := 0; i < 5; i++ {
-		want = append(want, h.submit(Submission{Input: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)), S3Config: json.RawMessage(`{"bucketName":"b"}`), Webhook: ""}))
+		want = append(want, h.submit(spec.Submission{Input: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)), S3Config: json.RawMessage(`{"bucketName":"b"}`), Webhook: ""}))
 	}
 	l, err := h.s.Take(h.ctx, h.ep, w.id, 3, 0)
 	if err != nil {
@@ -597,7 +600,7 @@ func TestTakeWakesOnSubmit(t *testing.T) {
 		ch <- res{l, err}
 	}()
 	time.Sleep(50 * time.Millisecond) // let Take start waiting (it works either way)
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	select {
 	case r := <-ch:
 		if r.err != nil {
@@ -645,8 +648,8 @@ func TestTakeEmptyAfterHold(t *testing.T) {
 func TestLeaseNotDelivered(t *testing.T) {
 	h := newHarness(t, nil)
 	w := h.worker()
-	a := h.submit(Submission{})
-	b := h.submit(Submission{})
+	a := h.submit(spec.Submission{})
+	b := h.submit(spec.Submission{})
 	l, err := h.s.Take(h.ctx, h.ep, w.id, 1, 0)
 	if err != nil || len(l.Jobs) != 1 || l.Jobs[0].ID != a {
 		t.Fatalf("take: %v %v", l, err)
@@ -714,7 +717,7 @@ func TestDoneSemantics(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)
 			w := h.worker()
-			id := h.submit(Submission{})
+			id := h.submit(spec.Submission{})
 			h.take(w)
 			for i, p := range tc.posts {
 				wid := w.id
@@ -755,7 +758,7 @@ func TestDoneSemantics(t *testing.T) {
 func TestProgressShownWhileRunning(t *testing.T) {
 	h := newHarness(t, nil)
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 	h.done(w, id, Result{Progress: true, Output: json.RawMessage(`{"step":3}`)})
 	v := h.status(id)
@@ -771,7 +774,7 @@ func TestProgressShownWhileRunning(t *testing.T) {
 func TestWaitReturnsFinal(t *testing.T) {
 	h := newHarness(t, nil)
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	// Not terminal: Wait returns the live status after the wait.
 	v, err := h.s.Wait(h.ctx, h.ep, id, 50*time.Millisecond)
 	if err != nil || v.Status != store.InQueue {
@@ -806,7 +809,7 @@ func TestWaitReturnsFinal(t *testing.T) {
 func TestExecutionTimeout(t *testing.T) {
 	h := newHarness(t, nil)
 	w := h.worker()
-	id := h.submit(Submission{ExecutionTimeoutMs: 200})
+	id := h.submit(spec.Submission{ExecutionTimeoutMs: 200})
 	h.take(w)
 	v := h.waitStatus(id, store.TimedOut)
 	if !strings.Contains(v.Error, "200 ms") || !v.HasExecution {
@@ -838,7 +841,7 @@ func TestExecutionTimeout(t *testing.T) {
 func TestStopSignalsWakes(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.StopHold = 5 * time.Second })
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 	ch := make(chan []string, 1)
 	go func() {
@@ -874,7 +877,7 @@ func TestTTL(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)
 			w := h.worker()
-			id := h.submit(Submission{TTLMs: 300})
+			id := h.submit(spec.Submission{TTLMs: 300})
 			if tc.taken {
 				h.take(w)
 			}
@@ -921,7 +924,7 @@ func TestCancel(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)
 			w := h.worker()
-			id := h.submit(Submission{})
+			id := h.submit(spec.Submission{})
 			if tc.taken {
 				h.take(w)
 			}
@@ -991,7 +994,7 @@ func TestRetry(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)
 			w := h.worker()
-			sub := Submission{Input: json.RawMessage(`{"keep":"me"}`)}
+			sub := spec.Submission{Input: json.RawMessage(`{"keep":"me"}`)}
 			if tc.state == timedOut {
 				sub.ExecutionTimeoutMs = 100
 			}
@@ -1073,11 +1076,11 @@ func TestRetry(t *testing.T) {
 func TestPurge(t *testing.T) {
 	h := newHarness(t, nil)
 	w := h.worker()
-	running := h.submit(Submission{})
+	running := h.submit(spec.Submission{})
 	h.take(w)
 	var queued []string
 	for i := 0; i < 3; i++ {
-		queued = append(queued, h.submit(Submission{LowPriority: i == 2}))
+		queued = append(queued, h.submit(spec.Submission{LowPriority: i == 2}))
 	}
 	n, err := h.s.Purge(h.ctx, h.ep)
 	if err != nil || n != 3 {
@@ -1111,8 +1114,8 @@ func TestPurge(t *testing.T) {
 func TestWorkerExitRequeues(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxAttempts = 2 })
 	w1 := h.worker()
-	id := h.submit(Submission{})
-	other := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
+	other := h.submit(spec.Submission{})
 	h.take(w1)
 	w1.finish(oci.ExitStatus{Code: 1})
 
@@ -1163,7 +1166,7 @@ func TestPastWorkerResultAccepted(t *testing.T) {
 	// still finish the job; first final result wins.
 	h := newHarness(t, nil)
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 	if err := h.s.Ping(h.ep, w.id, nil, "1.7.0", "", ""); err != nil {
 		t.Fatal(err)
@@ -1203,7 +1206,7 @@ func TestPingLease(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil) // LeaseGrace 300ms
 			w := h.worker()
-			id := h.submit(Submission{})
+			id := h.submit(spec.Submission{})
 			h.take(w)
 			var list []string
 			if tc.listJob {
@@ -1247,7 +1250,7 @@ func TestPingsStop(t *testing.T) {
 	// grace loses its jobs and is stopped.
 	h := newHarness(t, nil)
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 	if err := h.s.Ping(h.ep, w.id, []string{id}, "1.7.0", "", ""); err != nil {
 		t.Fatal(err)
@@ -1269,7 +1272,7 @@ func TestPingsStop(t *testing.T) {
 func TestUnhealthyPing(t *testing.T) {
 	h := newHarness(t, nil)
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 	if err := h.s.Ping(h.ep, w.id, []string{id}, "1.11.0", "unhealthy", "gpu: no device"); err != nil {
 		t.Fatal(err)
@@ -1288,7 +1291,7 @@ func TestUnhealthyPing(t *testing.T) {
 func TestStopPodRecycles(t *testing.T) {
 	h := newHarness(t, nil)
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 	h.done(w, id, Result{Output: json.RawMessage(`1`), StopPod: true})
 	if !w.wasStopped() {
@@ -1303,7 +1306,7 @@ func TestStopPodRecycles(t *testing.T) {
 func TestStreamChunks(t *testing.T) {
 	h := newHarness(t, nil)
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 	v, err := h.s.Stream(h.ctx, h.ep, id, 50*time.Millisecond)
 	if err != nil || v.Status != store.InProgress || v.Stream == nil || len(v.Stream) != 0 {
@@ -1348,7 +1351,7 @@ func TestRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	name, cmd, zero := "rec", []string{"fake"}, 0
-	e, err := s.CreateEndpoint(context.Background(), EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, GPUCount: &zero})
+	e, err := s.CreateEndpoint(context.Background(), spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, GPUCount: &zero})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1467,7 +1470,7 @@ func TestRecovery(t *testing.T) {
 		t.Errorf("y-running attempts after the retake = %d, want 2", n)
 	}
 	// New jobs get sequence numbers after the recovered ones.
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	s2.mu.Lock()
 	seq := s2.jobs[id].rec.Seq
 	s2.mu.Unlock()
@@ -1489,8 +1492,8 @@ func TestCloseKeepsQueuedJobs(t *testing.T) {
 	h := &harness{t: t, s: s, rt: rt, ctx: ctx}
 	h.ep = h.createEndpoint("keep", 1, 1)
 	w := h.worker()
-	q := h.submit(Submission{})
-	r := h.submit(Submission{})
+	q := h.submit(spec.Submission{})
+	r := h.submit(spec.Submission{})
 	if got := h.take(w); got.ID != q {
 		t.Fatalf("took %s", got.ID)
 	}
@@ -1500,7 +1503,7 @@ func TestCloseKeepsQueuedJobs(t *testing.T) {
 	if !w.wasStopped() {
 		t.Error("Close did not stop the worker")
 	}
-	if _, err := s.Submit(ctx, h.ep, Submission{Input: json.RawMessage(`1`)}); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.Submit(ctx, h.ep, spec.Submission{Input: json.RawMessage(`1`)}); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Submit after Close: %v", err)
 	}
 	s2, err := Open(cfg)
@@ -1546,7 +1549,7 @@ func TestStartFailureBacksOff(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// Jobs still queue while no worker can start.
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	if v := h.status(id); v.Status != store.InQueue {
 		t.Errorf("%+v", v)
 	}
@@ -1554,46 +1557,15 @@ func TestStartFailureBacksOff(t *testing.T) {
 
 func TestSubmitUnknownEndpoint(t *testing.T) {
 	h := newHarness(t, nil)
-	if _, err := h.s.Submit(h.ctx, "nope", Submission{Input: json.RawMessage(`1`)}); !errors.Is(err, ErrNotFound) {
+	if _, err := h.s.Submit(h.ctx, "nope", spec.Submission{Input: json.RawMessage(`1`)}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Submit to unknown endpoint: %v", err)
 	}
-	id := h.submit(Submission{Sync: true})
+	id := h.submit(spec.Submission{Sync: true})
 	if !strings.HasPrefix(id, "sync-") {
 		t.Errorf("sync job id %q lacks the sync- prefix", id)
 	}
 	if err := h.s.DeleteEndpoint(h.ctx, h.ep); !errors.Is(err, ErrConflict) {
 		t.Errorf("deleting an endpoint with a queued job: %v", err)
-	}
-}
-
-func TestSubmissionValidate(t *testing.T) {
-	in := json.RawMessage(`{}`)
-	cases := []struct {
-		name string
-		sub  Submission
-		ok   bool
-	}{
-		{"defaults", Submission{Input: in}, true},
-		{"no input", Submission{}, false},
-		{"null input", Submission{Input: json.RawMessage(`null`)}, false},
-		{"exec min", Submission{Input: in, ExecutionTimeoutMs: MinExecutionTimeoutMs}, true},
-		{"exec below", Submission{Input: in, ExecutionTimeoutMs: MinExecutionTimeoutMs - 1}, false},
-		{"exec max", Submission{Input: in, ExecutionTimeoutMs: MaxExecutionTimeoutMs}, true},
-		{"exec above", Submission{Input: in, ExecutionTimeoutMs: MaxExecutionTimeoutMs + 1}, false},
-		{"exec negative", Submission{Input: in, ExecutionTimeoutMs: -1}, false},
-		{"ttl min", Submission{Input: in, TTLMs: MinTTLMs}, true},
-		{"ttl below", Submission{Input: in, TTLMs: MinTTLMs - 1}, false},
-		{"ttl above", Submission{Input: in, TTLMs: MaxTTLMs + 1}, false},
-	}
-	for _, tc := range cases {
-		err := tc.sub.Validate()
-		if (err == nil) != tc.ok {
-			t.Errorf("%s: Validate() = %v, want ok=%v", tc.name, err, tc.ok)
-		}
-		var fe *FieldError
-		if err != nil && !errors.As(err, &fe) {
-			t.Errorf("%s: error %T is not a *FieldError", tc.name, err)
-		}
 	}
 }
 
@@ -1603,7 +1575,7 @@ func TestSilentWorkerDoesNotRequeueFinalizingJob(t *testing.T) {
 	// finished job back in the queue, where a worker would run it again.
 	h := newHarness(t, nil)
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 	if err := h.s.Ping(h.ep, w.id, []string{id}, "1.7.0", "", ""); err != nil {
 		t.Fatal(err)

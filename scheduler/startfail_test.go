@@ -11,6 +11,7 @@ import (
 
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/scheduler/limits"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -90,17 +91,17 @@ func TestValidateEndpointSizes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := defaultEndpoint()
+			e := spec.Default()
 			e.Name, e.Command = "x", []string{"/w"}
 			tc.mod(&e)
-			err := validateEndpoint(&e)
+			err := spec.Validate(&e)
 			if tc.field == "" {
 				if err != nil {
 					t.Fatalf("refused at the limit: %v", err)
 				}
 				return
 			}
-			var fe *FieldError
+			var fe *spec.FieldError
 			if !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(fe.Msg, strconv.Itoa(tc.limit)) {
 				t.Fatalf("got %v, want a %s error naming the limit %d", err, tc.field, tc.limit)
 			}
@@ -145,23 +146,23 @@ func TestCheckRunnable(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	name, img, missing, zero := "c", "ember/worker:1", "ember/nope:1", 0
-	_, err = s.CreateEndpoint(ctx, EndpointSpec{Name: &name, Image: &missing, GPUCount: &zero})
-	var fe *FieldError
+	_, err = s.CreateEndpoint(ctx, spec.EndpointSpec{Name: &name, Image: &missing, GPUCount: &zero})
+	var fe *spec.FieldError
 	if !errors.As(err, &fe) || fe.Field != "image" || !strings.Contains(fe.Msg, "ember image import FILE") || !strings.Contains(fe.Msg, `"ember/nope:1"`) {
 		t.Fatalf("create with an image not imported: %v", err)
 	}
-	e, err := s.CreateEndpoint(ctx, EndpointSpec{Name: &name, Image: &img, GPUCount: &zero})
+	e, err := s.CreateEndpoint(ctx, spec.EndpointSpec{Name: &name, Image: &img, GPUCount: &zero})
 	if err != nil {
 		t.Fatalf("create with an imported image: %v", err)
 	}
-	if _, err := s.UpdateEndpoint(ctx, e.ID, EndpointSpec{Image: &missing}); !errors.As(err, &fe) || fe.Field != "image" {
+	if _, err := s.UpdateEndpoint(ctx, e.ID, spec.EndpointSpec{Image: &missing}); !errors.As(err, &fe) || fe.Field != "image" {
 		t.Fatalf("update to an image not imported: %v", err)
 	}
 	// Image removal is refused while an endpoint uses it, but a damaged
 	// store may still lose one: other fields stay editable.
 	imported = ""
 	two := 2
-	if _, err := s.UpdateEndpoint(ctx, e.ID, EndpointSpec{WorkersMax: &two}); err != nil {
+	if _, err := s.UpdateEndpoint(ctx, e.ID, spec.EndpointSpec{WorkersMax: &two}); err != nil {
 		t.Fatalf("update of another field: %v", err)
 	}
 
@@ -183,7 +184,7 @@ func TestCheckRunnable(t *testing.T) {
 		{[]string{"/opt/worker/bin/worker", "-v"}, true},
 	} {
 		n := "p" + strconv.Itoa(len(tc.cmd[0]))
-		_, err := ps.CreateEndpoint(ctx, EndpointSpec{Name: &n, Command: &tc.cmd, GPUCount: &zero})
+		_, err := ps.CreateEndpoint(ctx, spec.EndpointSpec{Name: &n, Command: &tc.cmd, GPUCount: &zero})
 		if tc.ok != (err == nil) {
 			t.Errorf("%q: %v, want ok=%v", tc.cmd, err, tc.ok)
 		}
@@ -217,7 +218,7 @@ func startFailHarness(t *testing.T, failing bool) *harness {
 // a later job gets a fresh series and runs once a worker can start.
 func TestStartFailuresFailQueuedJobs(t *testing.T) {
 	h := startFailHarness(t, true)
-	a, b := h.submit(Submission{}), h.submit(Submission{})
+	a, b := h.submit(spec.Submission{}), h.submit(spec.Submission{})
 	for _, id := range []string{a, b} {
 		v := h.waitStatus(id, store.Failed)
 		if want := "worker start failed 2 times in a row: fake runtime refuses to start"; v.Error != want {
@@ -236,7 +237,7 @@ func TestStartFailuresFailQueuedJobs(t *testing.T) {
 	h.rt.mu.Lock()
 	h.rt.failing = false
 	h.rt.mu.Unlock()
-	c := h.submit(Submission{})
+	c := h.submit(spec.Submission{})
 	if v := h.status(c); v.Status != store.InQueue {
 		t.Fatalf("a job after the failures: %+v", v)
 	}
@@ -250,7 +251,7 @@ func TestStartFailuresFailQueuedJobs(t *testing.T) {
 // first job-take counts; one that became ready resets the count.
 func TestCrashBeforeReadyCountsAsStartFailure(t *testing.T) {
 	h := startFailHarness(t, false)
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.worker().finish(oci.ExitStatus{Code: 1})
 	// A ready worker in between resets the series: it takes the job and
 	// crashes, which re-queues it (attempt counted, 1 of 3).
@@ -277,7 +278,7 @@ func TestCrashBeforeReadyCountsAsStartFailure(t *testing.T) {
 // ping reports it unhealthy (the SDK's fitness checks) never became ready.
 func TestUnhealthyBeforeReadyCountsAsStartFailure(t *testing.T) {
 	h := startFailHarness(t, false)
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	for range 2 {
 		w := h.worker()
 		if err := h.s.Ping(h.ep, w.id, nil, "1.12.0", "unhealthy", "no CUDA device"); err != nil {
@@ -301,7 +302,7 @@ func TestThrottledIsNotStartFailure(t *testing.T) {
 	one := 1
 	name, cmd := "keep", []string{"w"}
 	// workersMin 1: its worker, holding the only GPU, is never reclaimed.
-	if _, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &one}); err != nil {
+	if _, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &one}); err != nil {
 		t.Fatal(err)
 	}
 	h.worker()
@@ -329,7 +330,7 @@ func TestThrottledIsNotStartFailure(t *testing.T) {
 // error names the real cause.
 func TestStoppedWorkerKeepsAttempts(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxAttempts = 2 })
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	stop := func() {
 		t.Helper()
 		w := h.worker()
@@ -380,7 +381,7 @@ func TestShutdownKeepsAttempts(t *testing.T) {
 	ctx := context.Background()
 	h := &harness{t: t, s: s, rt: rt, ctx: ctx}
 	h.ep = h.createEndpoint("ep", 1, 1)
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	w := h.worker()
 	h.take(w)
 	if err := s.Close(); err != nil {

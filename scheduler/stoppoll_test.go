@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // lingerRuntime starts fake workers that, like runpod-python, do not exit
@@ -86,7 +87,7 @@ func TestStopPollAnsweredOnDrain(t *testing.T) {
 		{"scale-down (workersMin lowered)", func(h *harness, w *fakeWorker) { h.takeEmpty(w) },
 			func(h *harness, w *fakeWorker) error {
 				zero, one := 0, 1
-				_, err := h.s.UpdateEndpoint(h.ctx, h.ep, EndpointSpec{WorkersMin: &zero, IdleTimeout: &one})
+				_, err := h.s.UpdateEndpoint(h.ctx, h.ep, spec.EndpointSpec{WorkersMin: &zero, IdleTimeout: &one})
 				return err
 			}},
 		{"operator stop", func(h *harness, w *fakeWorker) { h.takeEmpty(w) },
@@ -111,12 +112,12 @@ func TestStopPollAnsweredOnDrain(t *testing.T) {
 				// a job (the default endpoint's worker is left alone).
 				h.worker()
 				name, cmd, zero, one := "idle", []string{"fake-worker"}, 0, 1
-				e, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &one, IdleTimeout: &one, GPUCount: &zero})
+				e, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &one, IdleTimeout: &one, GPUCount: &zero})
 				if err != nil {
 					t.Fatal(err)
 				}
 				h.ep = e.ID
-				h.submit(Submission{})
+				h.submit(spec.Submission{})
 			}
 			w = h.worker()
 			tc.ready(h, w)
@@ -164,7 +165,7 @@ func TestStopPollDrainingBusyWorker(t *testing.T) {
 		c.Runtime = lingerRuntime{c.Runtime.(*fakeRuntime)}
 	})
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 	pending := h.pollStop(w)
 	if err := h.s.StopWorker(w.id); err != nil {
@@ -176,7 +177,7 @@ func TestStopPollDrainingBusyWorker(t *testing.T) {
 	if st := h.status(id).Status; st != "IN_PROGRESS" {
 		t.Fatalf("the draining worker's job is %s, want IN_PROGRESS", st)
 	}
-	other := h.submit(Submission{})
+	other := h.submit(spec.Submission{})
 	h.takeEmpty(w)
 	if _, err := h.s.Cancel(h.ctx, h.ep, id); err != nil {
 		t.Fatal(err)
@@ -230,12 +231,12 @@ func TestStopPollGPUReclaim(t *testing.T) {
 	h.worker() // the harness endpoint's CPU worker
 	name, cmd := "holder", []string{"w"}
 	zero, one, long := 0, 1, 3600
-	holder, err := h.s.CreateEndpoint(h.ctx, EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &one, GPUCount: &one, IdleTimeout: &long})
+	holder, err := h.s.CreateEndpoint(h.ctx, spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, WorkersMax: &one, GPUCount: &one, IdleTimeout: &long})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.ep = holder.ID
-	h.submit(Submission{})
+	h.submit(spec.Submission{})
 	w := h.worker()
 	h.done(w, h.take(w).ID, Result{Output: []byte(`1`)})
 	pending := h.pollStop(w)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/scheduler/limits"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -64,7 +65,7 @@ func tags(v StreamView) []int {
 func TestStreamLimit(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxUnreadStream = 1000 })
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 
 	h.addChunks(w, id, 0, 3, 300) // 900 unread
@@ -118,7 +119,7 @@ func TestStreamLimitDefault(t *testing.T) {
 	}
 	h.s.SetTunables(Tunables{MaxUnreadStream: 500})
 	w := h.worker()
-	id := h.submit(Submission{})
+	id := h.submit(spec.Submission{})
 	h.take(w)
 	h.addChunks(w, id, 0, 1, 500)
 	var sl *StreamLimitError
@@ -147,7 +148,7 @@ func TestStreamPages(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)
 			w := h.worker()
-			id := h.submit(Submission{})
+			id := h.submit(spec.Submission{})
 			h.take(w)
 			h.addChunks(w, id, 0, 8, size)
 			// One chunk bigger than a page goes alone, even with room left
@@ -191,24 +192,24 @@ func TestLateChunks(t *testing.T) {
 	w := h.worker()
 	other := h.createEndpoint("other", 0, 1)
 
-	completed := h.submit(Submission{})
+	completed := h.submit(spec.Submission{})
 	h.take(w)
 	h.done(w, completed, Result{Output: json.RawMessage(`1`)})
 
-	cancelled := h.submit(Submission{})
+	cancelled := h.submit(spec.Submission{})
 	h.take(w)
 	if _, err := h.s.Cancel(h.ctx, h.ep, cancelled); err != nil {
 		t.Fatal(err)
 	}
 
 	// Taken back from w (its pings stopped listing it): w no longer holds it.
-	requeued := h.submit(Submission{})
+	requeued := h.submit(spec.Submission{})
 	h.take(w)
 	h.s.mu.Lock()
 	h.s.requeueLocked(h.s.jobs[requeued], "test", false)
 	h.s.mu.Unlock()
 
-	theirs, err := h.s.Submit(h.ctx, other, Submission{Input: json.RawMessage(`1`)})
+	theirs, err := h.s.Submit(h.ctx, other, spec.Submission{Input: json.RawMessage(`1`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +256,7 @@ func TestStreamRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	name, cmd, zero := "rec", []string{"fake"}, 0
-	e, err := s.CreateEndpoint(context.Background(), EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, GPUCount: &zero})
+	e, err := s.CreateEndpoint(context.Background(), spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &zero, GPUCount: &zero})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,34 +64,6 @@ func existsf(format string, a ...any) error {
 // work.
 type InsufficientStorageError = store.NoSpaceError
 
-// FieldError is a validation failure naming the offending field.
-type FieldError struct {
-	Field string
-	Msg   string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
-
-func fieldErr(field, format string, a ...any) error {
-	return &FieldError{Field: field, Msg: fmt.Sprintf(format, a...)}
-}
-
-// Submission is a validated /run or /runsync request.
-type Submission struct {
-	Input     json.RawMessage
-	Webhook   string
-	WebhookV2 string
-	S3Config  json.RawMessage
-	// ExecutionTimeoutMs and TTLMs are zero when the request left them to
-	// the endpoint's and the daemon's defaults.
-	ExecutionTimeoutMs int64
-	TTLMs              int64
-	LowPriority        bool
-	// Sync marks a /runsync job: its id gets the "sync-" prefix and its
-	// result is kept for the shorter sync retention.
-	Sync bool
-}
-
 // Limits RunPod documents for policy values.
 const (
 	MinExecutionTimeoutMs = 5_000
@@ -194,19 +166,4 @@ type TakenJob struct {
 	Input    json.RawMessage `json:"input"`
 	S3Config json.RawMessage `json:"s3Config,omitempty"`
 	Webhook  string          `json:"webhook,omitempty"`
-}
-
-// Validate checks the policy ranges RunPod documents. Zero values mean
-// "default" and pass.
-func (sub *Submission) Validate() error {
-	if sub.ExecutionTimeoutMs != 0 && (sub.ExecutionTimeoutMs < MinExecutionTimeoutMs || sub.ExecutionTimeoutMs > MaxExecutionTimeoutMs) {
-		return fieldErr("policy.executionTimeout", "must be between %d and %d ms (5 s to 7 days), got %d", MinExecutionTimeoutMs, MaxExecutionTimeoutMs, sub.ExecutionTimeoutMs)
-	}
-	if sub.TTLMs != 0 && (sub.TTLMs < MinTTLMs || sub.TTLMs > MaxTTLMs) {
-		return fieldErr("policy.ttl", "must be between %d and %d ms (10 s to 7 days), got %d", MinTTLMs, MaxTTLMs, sub.TTLMs)
-	}
-	if len(sub.Input) == 0 || string(sub.Input) == "null" {
-		return fieldErr("input", "is required")
-	}
-	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -295,21 +296,21 @@ func (s *Scheduler) startWorkerLocked(ep *endpointState) bool {
 }
 
 // runWorker owns one worker from start to exit.
-func (s *Scheduler) runWorker(w *worker, spec oci.Spec) {
-	if spec.VolumeDir != "" {
-		if err := os.MkdirAll(spec.VolumeDir, 0o750); err != nil {
+func (s *Scheduler) runWorker(w *worker, ws oci.Spec) {
+	if ws.VolumeDir != "" {
+		if err := os.MkdirAll(ws.VolumeDir, 0o750); err != nil {
 			s.workerExited(w, oci.ExitStatus{Code: -1, Err: err})
 			return
 		}
 	}
-	if spec.Dir != os.TempDir() {
-		if err := os.MkdirAll(spec.Dir, 0o750); err != nil {
+	if ws.Dir != os.TempDir() {
+		if err := os.MkdirAll(ws.Dir, 0o750); err != nil {
 			s.workerExited(w, oci.ExitStatus{Code: -1, Err: err})
 			return
 		}
-		defer os.RemoveAll(spec.Dir)
+		defer os.RemoveAll(ws.Dir)
 	}
-	h, err := s.cfg.Runtime.Start(s.ctx, spec)
+	h, err := s.cfg.Runtime.Start(s.ctx, ws)
 	if err != nil {
 		s.log.Error("worker failed to start", "worker", w.id, "endpoint", w.endpoint, "err", err)
 		s.mu.Lock()
@@ -322,7 +323,7 @@ func (s *Scheduler) runWorker(w *worker, spec oci.Spec) {
 	w.handle = h
 	stopNow := w.draining
 	s.mu.Unlock()
-	if spec.Network == NetworkNone && s.cfg.ServeInNetns != nil {
+	if ws.Network == spec.NetworkNone && s.cfg.ServeInNetns != nil {
 		// The worker's network namespace has only loopback: emberd serves
 		// the worker API there too, on the same address.
 		closer, err := s.cfg.ServeInNetns(h.PID())

@@ -55,70 +55,15 @@ type Endpoint struct {
 	Raw json.RawMessage `json:"-"`
 }
 
-// UnmarshalJSON accepts numbers both as JSON numbers and as strings, because
-// the /v1 routes go through grpc-gateway, whose protojson encoding writes
-// 64-bit integers as strings ("executionTimeoutMs": "600000").
+// UnmarshalJSON accepts integers as JSON numbers and as strings (see
+// decodeLenient): the /v1 routes go through grpc-gateway, whose protojson
+// encoding writes the 64-bit generation as a string ("generation": "3"),
+// while the int32 fields (executionTimeoutMs among them) arrive as numbers.
 func (e *Endpoint) UnmarshalJSON(b []byte) error {
-	var aux struct {
-		ID                 string            `json:"id"`
-		Name               string            `json:"name"`
-		Image              string            `json:"image"`
-		Command            []string          `json:"command"`
-		Env                map[string]string `json:"env"`
-		WorkersMin         flexInt           `json:"workersMin"`
-		WorkersMax         flexInt           `json:"workersMax"`
-		IdleTimeout        flexInt           `json:"idleTimeout"`
-		ExecutionTimeoutMs flexInt           `json:"executionTimeoutMs"`
-		ScalerType         string            `json:"scalerType"`
-		ScalerValue        flexInt           `json:"scalerValue"`
-		GPUCount           flexInt           `json:"gpuCount"`
-		GPUTypes           []string          `json:"gpuTypes"`
-		MemoryMB           flexInt           `json:"memoryMb"`
-		CPUs               float64           `json:"cpus"`
-		PidsLimit          flexInt           `json:"pidsLimit"`
-		Network            string            `json:"network"`
-		InitTimeout        flexInt           `json:"initTimeout"`
-		Flashboot          bool              `json:"flashboot"`
-		FlashbootWindow    flexInt           `json:"flashbootWindow"`
-		MaxAttempts        flexInt           `json:"maxAttempts"`
-		GPUMemoryMB        flexInt           `json:"gpuMemoryMb"`
-		Generation         flexInt           `json:"generation"`
-		Init               bool              `json:"init"`
-		CreatedAt          string            `json:"createdAt"`
-		UpdatedAt          string            `json:"updatedAt"`
-	}
-	if err := json.Unmarshal(b, &aux); err != nil {
+	if err := decodeLenient(b, e); err != nil {
 		return err
 	}
-	*e = Endpoint{
-		ID:                 aux.ID,
-		Name:               aux.Name,
-		Image:              aux.Image,
-		Command:            aux.Command,
-		Env:                aux.Env,
-		WorkersMin:         int(aux.WorkersMin),
-		WorkersMax:         int(aux.WorkersMax),
-		IdleTimeout:        int(aux.IdleTimeout),
-		ExecutionTimeoutMs: int64(aux.ExecutionTimeoutMs),
-		ScalerType:         aux.ScalerType,
-		ScalerValue:        int(aux.ScalerValue),
-		GPUCount:           int(aux.GPUCount),
-		GPUTypes:           aux.GPUTypes,
-		MemoryMB:           int(aux.MemoryMB),
-		CPUs:               aux.CPUs,
-		PidsLimit:          int(aux.PidsLimit),
-		Network:            aux.Network,
-		InitTimeout:        int(aux.InitTimeout),
-		Flashboot:          aux.Flashboot,
-		FlashbootWindow:    int(aux.FlashbootWindow),
-		MaxAttempts:        int(aux.MaxAttempts),
-		Generation:         int64(aux.Generation),
-		GPUMemoryMB:        int(aux.GPUMemoryMB),
-		Init:               aux.Init,
-		CreatedAt:          aux.CreatedAt,
-		UpdatedAt:          aux.UpdatedAt,
-		Raw:                bytes.Clone(b),
-	}
+	e.Raw = bytes.Clone(b)
 	return nil
 }
 
@@ -151,62 +96,10 @@ type EndpointSpec struct {
 	Init               *bool             `json:"init,omitempty"`
 }
 
-// UnmarshalJSON accepts numbers as strings too, so that the output of
-// "ember endpoint get --json" (protojson writes int64 as strings) can be fed
-// back as a definition.
+// UnmarshalJSON accepts integers as strings too (see decodeLenient), so
+// that a definition may write them as protojson writes 64-bit integers.
 func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
-	var aux struct {
-		Name               string            `json:"name"`
-		Image              string            `json:"image"`
-		Command            []string          `json:"command"`
-		Env                map[string]string `json:"env"`
-		WorkersMin         *flexInt          `json:"workersMin"`
-		WorkersMax         *flexInt          `json:"workersMax"`
-		IdleTimeout        *flexInt          `json:"idleTimeout"`
-		ExecutionTimeoutMs *flexInt          `json:"executionTimeoutMs"`
-		ScalerType         string            `json:"scalerType"`
-		ScalerValue        *flexInt          `json:"scalerValue"`
-		GPUCount           *flexInt          `json:"gpuCount"`
-		GPUTypes           []string          `json:"gpuTypes"`
-		MemoryMB           *flexInt          `json:"memoryMb"`
-		CPUs               *float64          `json:"cpus"`
-		PidsLimit          *flexInt          `json:"pidsLimit"`
-		Network            string            `json:"network"`
-		InitTimeout        *flexInt          `json:"initTimeout"`
-		Flashboot          *bool             `json:"flashboot"`
-		FlashbootWindow    *flexInt          `json:"flashbootWindow"`
-		MaxAttempts        *flexInt          `json:"maxAttempts"`
-		GPUMemoryMB        *flexInt          `json:"gpuMemoryMb"`
-		Init               *bool             `json:"init"`
-	}
-	if err := json.Unmarshal(b, &aux); err != nil {
-		return err
-	}
-	*s = EndpointSpec{
-		Name:               aux.Name,
-		Image:              aux.Image,
-		Command:            aux.Command,
-		Env:                aux.Env,
-		WorkersMin:         aux.WorkersMin.intPtr(),
-		WorkersMax:         aux.WorkersMax.intPtr(),
-		IdleTimeout:        aux.IdleTimeout.intPtr(),
-		ExecutionTimeoutMs: aux.ExecutionTimeoutMs.int64Ptr(),
-		ScalerType:         aux.ScalerType,
-		ScalerValue:        aux.ScalerValue.intPtr(),
-		GPUCount:           aux.GPUCount.intPtr(),
-		GPUTypes:           aux.GPUTypes,
-		MemoryMB:           aux.MemoryMB.intPtr(),
-		CPUs:               aux.CPUs,
-		PidsLimit:          aux.PidsLimit.intPtr(),
-		Network:            aux.Network,
-		InitTimeout:        aux.InitTimeout.intPtr(),
-		Flashboot:          aux.Flashboot,
-		FlashbootWindow:    aux.FlashbootWindow.intPtr(),
-		MaxAttempts:        aux.MaxAttempts.intPtr(),
-		GPUMemoryMB:        aux.GPUMemoryMB.intPtr(),
-		Init:               aux.Init,
-	}
-	return nil
+	return decodeLenient(b, s)
 }
 
 // readOnlyEndpointFields are set by the daemon. ParseEndpointSpec drops them
@@ -407,18 +300,65 @@ func (f *flexInt) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func (f *flexInt) intPtr() *int {
-	if f == nil {
-		return nil
+// decodeLenient decodes the JSON object b into *dst, a struct of exported
+// fields, as json.Unmarshal decodes into a zero value, except that its
+// integer fields (and pointers to them) are read as flexInt: a JSON
+// number, a string holding one, a float (cut to an integer) or null. It
+// decodes into a struct of the same fields and JSON names with flexInt in
+// place of each integer, so the field list is the struct's own and cannot
+// drift from a copy. Fields tagged json:"-" are left zero.
+func decodeLenient(b []byte, dst any) error {
+	v := reflect.ValueOf(dst).Elem()
+	t := v.Type()
+	flex := reflect.TypeFor[flexInt]()
+	var fields []reflect.StructField
+	var index []int // of each aux field in t
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		// Only the name: the options concern encoding, and
+		// json.Unmarshal's type errors print the type with its tags.
+		f.Tag = reflect.StructTag(`json:"` + name + `"`)
+		switch {
+		case isInteger(f.Type):
+			f.Type = flex
+		case f.Type.Kind() == reflect.Pointer && isInteger(f.Type.Elem()):
+			f.Type = reflect.PointerTo(flex)
+		}
+		fields = append(fields, f)
+		index = append(index, i)
 	}
-	n := int(*f)
-	return &n
+	aux := reflect.New(reflect.StructOf(fields))
+	if err := json.Unmarshal(b, aux.Interface()); err != nil {
+		return err
+	}
+	v.SetZero()
+	for i, j := range index {
+		from, to := aux.Elem().Field(i), v.Field(j)
+		switch {
+		case from.Type() == flex:
+			to.SetInt(from.Int())
+		case from.Type() == reflect.PointerTo(flex):
+			if !from.IsNil() {
+				p := reflect.New(to.Type().Elem())
+				p.Elem().SetInt(from.Elem().Int())
+				to.Set(p)
+			}
+		default:
+			to.Set(from)
+		}
+	}
+	return nil
 }
 
-func (f *flexInt) int64Ptr() *int64 {
-	if f == nil {
-		return nil
+// isInteger says whether t is a signed integer type.
+func isInteger(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return true
 	}
-	n := int64(*f)
-	return &n
+	return false
 }

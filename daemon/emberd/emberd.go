@@ -80,26 +80,14 @@ type Options struct {
 	// loopback, which are otherwise refused without TLS (tls.go).
 	InsecureListen bool
 
-	TakeHold          time.Duration
-	StopHold          time.Duration
-	PingInterval      time.Duration
-	LeaseGrace        time.Duration
-	RunRetention      time.Duration
-	SyncRetention     time.Duration
-	WebhookRetryDelay time.Duration
-	StopGrace         time.Duration
-	MaxAttempts       int
-	// MaxStartFailures is how many workers of an endpoint in a row may
-	// fail to start before its queued jobs fail (scheduler.Config).
-	MaxStartFailures int
+	// Tunables are the scheduler's settings that a reload (SIGHUP)
+	// applies at once (reload.go).
+	scheduler.Tunables
 	// MinFreeDiskMB: below this much free space on the data disk, new work
 	// is refused with 507 (0: 64). DiskReserveMB: below this much, every
 	// write is refused (0: 32); it must be smaller.
 	MinFreeDiskMB int
 	DiskReserveMB int
-	// MaxUnreadStreamMiB caps each job's stream output not yet read by
-	// /stream, in MiB; past it the job fails (0: limits.MaxUnreadStream).
-	MaxUnreadStreamMiB int
 	// MaxConnections caps concurrent client connections (REST and gRPC
 	// together); past it a reserve keeps the worker API and the probes
 	// reachable (daemon/connlimit). 0 sizes it from the open-files limit.
@@ -496,31 +484,21 @@ func Run(ctx context.Context, o Options) error {
 	go func() { errc <- gs.Serve(grpcLn) }()
 	defer gs.Stop()
 	sched, err = openScheduler(ctx, lazy, log, scheduler.Config{
-		ServeInNetns:      netnsServer(workerSrv, strings.TrimPrefix(base, "http://")),
-		DataDir:           o.DataDir,
-		Runtime:           wr.rt,
-		Adopt:             wr.adopt,
-		AllocateGPUs:      wr.images != nil,
-		RequireImage:      wr.images != nil,
-		ImageExists:       wr.imageExists(),
-		AbsoluteCommand:   wr.images == nil,
-		GPUs:              wr.gpus,
-		GPUFreeMemory:     wr.freeMemory,
-		WorkerAPIBase:     base,
-		TakeHold:          o.TakeHold,
-		StopHold:          o.StopHold,
-		PingInterval:      o.PingInterval,
-		LeaseGrace:        o.LeaseGrace,
-		RunRetention:      o.RunRetention,
-		SyncRetention:     o.SyncRetention,
-		WebhookRetryDelay: o.WebhookRetryDelay,
-		StopGrace:         o.StopGrace,
-		MaxAttempts:       o.MaxAttempts,
-		MaxStartFailures:  o.MaxStartFailures,
-		MinFreeBytes:      uint64(o.MinFreeDiskMB) << 20,
-		DiskReserveBytes:  uint64(o.DiskReserveMB) << 20,
-		MaxUnreadStream:   int64(o.MaxUnreadStreamMiB) << 20,
-		Logger:            log,
+		ServeInNetns:     netnsServer(workerSrv, strings.TrimPrefix(base, "http://")),
+		DataDir:          o.DataDir,
+		Runtime:          wr.rt,
+		Adopt:            wr.adopt,
+		AllocateGPUs:     wr.images != nil,
+		RequireImage:     wr.images != nil,
+		ImageExists:      wr.imageExists(),
+		AbsoluteCommand:  wr.images == nil,
+		GPUs:             wr.gpus,
+		GPUFreeMemory:    wr.freeMemory,
+		WorkerAPIBase:    base,
+		Tunables:         o.Tunables,
+		MinFreeBytes:     uint64(o.MinFreeDiskMB) << 20,
+		DiskReserveBytes: uint64(o.DiskReserveMB) << 20,
+		Logger:           log,
 	})
 	if err != nil {
 		return err

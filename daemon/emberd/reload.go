@@ -10,14 +10,6 @@ import (
 	"github.com/emberhq/ember/scheduler"
 )
 
-// tunables are the settings of o a running daemon can take over.
-func tunables(o Options) scheduler.Tunables {
-	return scheduler.Tunables{TakeHold: o.TakeHold, StopHold: o.StopHold, PingInterval: o.PingInterval, LeaseGrace: o.LeaseGrace,
-		RunRetention: o.RunRetention, SyncRetention: o.SyncRetention, WebhookRetryDelay: o.WebhookRetryDelay,
-		StopGrace: o.StopGrace, MaxAttempts: o.MaxAttempts, MaxStartFailures: o.MaxStartFailures,
-		MaxUnreadStream: int64(o.MaxUnreadStreamMiB) << 20}
-}
-
 // restartOnly names the settings that take effect only at the next start,
 // with how to read each from Options.
 var restartOnly = []struct {
@@ -59,12 +51,9 @@ func applyReloads(ctx context.Context, o Options, sched *scheduler.Scheduler, ce
 		if certs != nil {
 			certs.Reload() // logs the outcome
 		}
-		if tunables(n) != tunables(cur) {
-			sched.SetTunables(tunables(n))
-			log.Info("reloaded: scheduler settings applied", "take_hold", n.TakeHold, "stop_hold", n.StopHold, "ping_interval", n.PingInterval,
-				"lease_grace", n.LeaseGrace, "run_retention", n.RunRetention, "sync_retention", n.SyncRetention,
-				"webhook_retry_delay", n.WebhookRetryDelay, "stop_grace", n.StopGrace, "max_attempts", n.MaxAttempts,
-				"max_start_failures", n.MaxStartFailures, "max_unread_stream_mib", n.MaxUnreadStreamMiB)
+		if n.Tunables != cur.Tunables {
+			sched.SetTunables(n.Tunables)
+			log.Info("reloaded: scheduler settings applied", n.Tunables.LogArgs()...)
 		}
 		if n.RateLimits != cur.RateLimits {
 			// main checked the value before sending it.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 	"github.com/emberhq/ember/daemon/audit"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/scheduler"
-	"github.com/emberhq/ember/scheduler/store"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // Version is reported by the health service; set by the daemon at start.
@@ -51,7 +52,7 @@ func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	var fe *scheduler.FieldError
+	var fe *spec.FieldError
 	if se, ok := asStorage(err); ok {
 		return storageStatus(err, se)
 	}
@@ -78,6 +79,82 @@ func toStatus(err error) error {
 
 // ---- endpoints ----
 
+// specFrom maps an endpoint message to the fields a create or update sets.
+// mask nil (a create, or an update without a mask) gives every field the
+// message holds: an optional field that is present, a string, list or map
+// that is not empty. A mask gives the fields it names, empty ones too (a
+// masked "" or [] clears); names it has that are not settable fields are
+// ignored.
+func specFrom(e *emberv1.Endpoint, mask []string) spec.EndpointSpec {
+	var sp spec.EndpointSpec
+	if e == nil {
+		return sp
+	}
+	for _, f := range endpointFields {
+		if mask == nil || slices.Contains(mask, f.path) {
+			f.set(e, &sp, mask != nil)
+		}
+	}
+	return sp
+}
+
+// endpointFields are the settable fields of emberv1.Endpoint, by the
+// proto names an update mask uses, with what sets each in a spec. named
+// says the update mask names the field, which then applies even empty.
+// The read-only fields (id, generation, created_at, updated_at) are not
+// here; a test checks that every other field of the message is.
+var endpointFields = []struct {
+	path string
+	set  func(e *emberv1.Endpoint, sp *spec.EndpointSpec, named bool)
+}{
+	{"name", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, named bool) {
+		sp.Name = nonEmpty(e.Name, len(e.Name), named)
+	}},
+	{"image", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, named bool) {
+		sp.Image = nonEmpty(e.Image, len(e.Image), named)
+	}},
+	{"command", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, named bool) {
+		sp.Command = nonEmpty(e.Command, len(e.Command), named)
+	}},
+	{"env", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, named bool) {
+		sp.Env = nonEmpty(e.Env, len(e.Env), named)
+	}},
+	{"gpu_types", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, named bool) {
+		sp.GPUTypes = nonEmpty(e.GpuTypes, len(e.GpuTypes), named)
+	}},
+	{"workers_min", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.WorkersMin = i32(e.WorkersMin) }},
+	{"workers_max", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.WorkersMax = i32(e.WorkersMax) }},
+	{"idle_timeout", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.IdleTimeout = i32(e.IdleTimeout) }},
+	{"execution_timeout_ms", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) {
+		sp.ExecutionTimeoutMs = i64(e.ExecutionTimeoutMs)
+	}},
+	{"scaler_type", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.ScalerType = e.ScalerType }},
+	{"scaler_value", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.ScalerValue = i32(e.ScalerValue) }},
+	{"gpu_count", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.GPUCount = i32(e.GpuCount) }},
+	{"memory_mb", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.MemoryMB = i32(e.MemoryMb) }},
+	{"cpus", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.CPUs = e.Cpus }},
+	{"pids_limit", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.PidsLimit = i32(e.PidsLimit) }},
+	{"network", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.Network = e.Network }},
+	{"init_timeout", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.InitTimeout = i32(e.InitTimeout) }},
+	{"flashboot", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.Flashboot = e.Flashboot }},
+	{"flashboot_window", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) {
+		sp.FlashbootWindow = i32(e.FlashbootWindow)
+	}},
+	{"max_attempts", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.MaxAttempts = i32(e.MaxAttempts) }},
+	{"gpu_memory_mb", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.GPUMemoryMB = i32(e.GpuMemoryMb) }},
+	{"init", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.Init = e.Init }},
+}
+
+// nonEmpty points at v, a proto3 field without presence whose length is n,
+// when it counts as given: not empty, or named by an update mask.
+func nonEmpty[T any](v T, n int, named bool) *T {
+	if n == 0 && !named {
+		return nil
+	}
+	return &v
+}
+
+// i32 widens an optional int32 field; nil stays nil (not given).
 func i32(p *int32) *int {
 	if p == nil {
 		return nil
@@ -86,94 +163,13 @@ func i32(p *int32) *int {
 	return &v
 }
 
-func specFrom(e *emberv1.Endpoint, mask []string) scheduler.EndpointSpec {
-	var sp scheduler.EndpointSpec
-	if e == nil {
-		return sp
+// i64 widens an optional int32 field; nil stays nil (not given).
+func i64(p *int32) *int64 {
+	if p == nil {
+		return nil
 	}
-	all := mask == nil
-	has := func(field string) bool {
-		if all {
-			return true
-		}
-		for _, m := range mask {
-			if m == field {
-				return true
-			}
-		}
-		return false
-	}
-	if has("name") && (e.Name != "" || !all) {
-		sp.Name = &e.Name
-	}
-	if has("image") && (e.Image != "" || !all) {
-		sp.Image = &e.Image
-	}
-	if has("command") && (len(e.Command) > 0 || !all) {
-		c := e.Command
-		sp.Command = &c
-	}
-	if has("env") && (len(e.Env) > 0 || !all) {
-		env := e.Env
-		sp.Env = &env
-	}
-	if has("gpu_types") && (len(e.GpuTypes) > 0 || !all) {
-		t := e.GpuTypes
-		sp.GPUTypes = &t
-	}
-	if has("workers_min") {
-		sp.WorkersMin = i32(e.WorkersMin)
-	}
-	if has("workers_max") {
-		sp.WorkersMax = i32(e.WorkersMax)
-	}
-	if has("idle_timeout") {
-		sp.IdleTimeout = i32(e.IdleTimeout)
-	}
-	if has("execution_timeout_ms") && e.ExecutionTimeoutMs != nil {
-		v := int64(*e.ExecutionTimeoutMs)
-		sp.ExecutionTimeoutMs = &v
-	}
-	if has("scaler_type") && e.ScalerType != nil {
-		sp.ScalerType = e.ScalerType
-	}
-	if has("scaler_value") {
-		sp.ScalerValue = i32(e.ScalerValue)
-	}
-	if has("gpu_count") {
-		sp.GPUCount = i32(e.GpuCount)
-	}
-	if has("memory_mb") {
-		sp.MemoryMB = i32(e.MemoryMb)
-	}
-	if has("cpus") && e.Cpus != nil {
-		sp.CPUs = e.Cpus
-	}
-	if has("pids_limit") {
-		sp.PidsLimit = i32(e.PidsLimit)
-	}
-	if has("network") && e.Network != nil {
-		sp.Network = e.Network
-	}
-	if has("init_timeout") {
-		sp.InitTimeout = i32(e.InitTimeout)
-	}
-	if has("flashboot") && e.Flashboot != nil {
-		sp.Flashboot = e.Flashboot
-	}
-	if has("flashboot_window") {
-		sp.FlashbootWindow = i32(e.FlashbootWindow)
-	}
-	if has("max_attempts") {
-		sp.MaxAttempts = i32(e.MaxAttempts)
-	}
-	if has("gpu_memory_mb") {
-		sp.GPUMemoryMB = i32(e.GpuMemoryMb)
-	}
-	if has("init") && e.Init != nil {
-		sp.Init = e.Init
-	}
-	return sp
+	v := int64(*p)
+	return &v
 }
 
 func p32(v int) *int32 {
@@ -181,8 +177,9 @@ func p32(v int) *int32 {
 	return &x
 }
 
-// EndpointProto converts a stored endpoint to its API form.
-func EndpointProto(e store.Endpoint) *emberv1.Endpoint {
+// EndpointProto converts an endpoint definition to its API form, the
+// inverse of specFrom.
+func EndpointProto(e spec.Endpoint) *emberv1.Endpoint {
 	st, cpus, network, flashboot, init := e.ScalerType, e.CPUs, e.Network, e.Flashboot, !e.NoInit
 	return &emberv1.Endpoint{
 		Id:                 e.ID,
@@ -323,8 +320,8 @@ func (sv *Servers) DeleteEndpoint(ctx context.Context, req *emberv1.DeleteEndpoi
 
 // ---- jobs ----
 
-func submissionFrom(req *emberv1.RunJobRequest, sync bool) (scheduler.Submission, error) {
-	sub := scheduler.Submission{Webhook: req.GetWebhook(), Sync: sync}
+func submissionFrom(req *emberv1.RunJobRequest, sync bool) (spec.Submission, error) {
+	sub := spec.Submission{Webhook: req.GetWebhook(), Sync: sync}
 	if req.GetInput() == nil {
 		return sub, status.Error(codes.InvalidArgument, "input: is required")
 	}

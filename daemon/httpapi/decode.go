@@ -11,6 +11,7 @@ import (
 
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // maxWebhookLen caps a webhook URL. The body limits (spec 1.2) are in
@@ -27,8 +28,8 @@ func badf(format string, a ...any) error { return &badRequest{msg: fmt.Sprintf(f
 // decodeSubmission parses a /run or /runsync body (spec 1.2). Unknown
 // top-level keys are ignored, as RunPod does; known keys must have the
 // right type and range.
-func decodeSubmission(body []byte, query url.Values) (scheduler.Submission, error) {
-	var sub scheduler.Submission
+func decodeSubmission(body []byte, query url.Values) (spec.Submission, error) {
+	var sub spec.Submission
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return sub, badf("request body is empty; expected a JSON object with an \"input\" field")
@@ -78,7 +79,7 @@ func decodeSubmission(body []byte, query url.Values) (scheduler.Submission, erro
 	return sub, sub.Validate()
 }
 
-func decodePolicy(raw json.RawMessage, sub *scheduler.Submission) error {
+func decodePolicy(raw json.RawMessage, sub *spec.Submission) error {
 	var p map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return badf("field \"policy\" must be an object")

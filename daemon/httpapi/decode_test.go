@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 func TestDecodeSubmission(t *testing.T) {
@@ -21,39 +22,39 @@ func TestDecodeSubmission(t *testing.T) {
 		body  string
 		query string
 		// want, when the body is accepted
-		want scheduler.Submission
+		want spec.Submission
 		// errHas, when it is refused: a substring of the message
 		errHas string
 	}{
 		// Bodies as the SDKs send them (spec 1.2).
 		{name: "JS SDK run", body: `{"input":{"msg":"hi"}}`,
-			want: scheduler.Submission{Input: []byte(`{"msg":"hi"}`)}},
+			want: spec.Submission{Input: []byte(`{"msg":"hi"}`)}},
 		{name: "docs example with every field", body: `{
   "input": {"prompt": "Hello"},
   "webhook": "https://example.internal/hook",
   "policy": {"executionTimeout": 900000, "ttl": 3600000, "lowPriority": false},
   "s3Config": {"accessId": "AK", "accessSecret": "SK", "bucketName": "b", "endpointUrl": "https://s3.internal", "objectPath": "optional/prefix"}
 }`,
-			want: scheduler.Submission{Input: []byte(`{"prompt":"Hello"}`), Webhook: "https://example.internal/hook", ExecutionTimeoutMs: 900000, TTLMs: 3600000,
+			want: spec.Submission{Input: []byte(`{"prompt":"Hello"}`), Webhook: "https://example.internal/hook", ExecutionTimeoutMs: 900000, TTLMs: 3600000,
 				S3Config: []byte(`{"accessId":"AK","accessSecret":"SK","bucketName":"b","endpointUrl":"https://s3.internal","objectPath":"optional/prefix"}`)}},
 		{name: "Go SDK with webhookV2 and low priority", body: `{"input":[1,2],"webhookV2":"https://h/v2","policy":{"lowPriority":true}}`,
-			want: scheduler.Submission{Input: []byte(`[1,2]`), WebhookV2: "https://h/v2", LowPriority: true}},
+			want: spec.Submission{Input: []byte(`[1,2]`), WebhookV2: "https://h/v2", LowPriority: true}},
 		{name: "nested nulls are defaults", body: `{"input":{"a":null},"webhook":null,"webhookV2":null,"s3Config":null,"policy":{"executionTimeout":null,"ttl":null,"lowPriority":null}}`,
-			want: scheduler.Submission{Input: []byte(`{"a":null}`)}},
-		{name: "policy null", body: `{"input":1,"policy":null}`, want: scheduler.Submission{Input: []byte(`1`)}},
-		{name: "unknown keys ignored", body: `{"input":"x","foo":{"bar":[1]},"policy":{"other":1}}`, want: scheduler.Submission{Input: []byte(`"x"`)}},
-		{name: "scalar inputs", body: `{"input":false}`, want: scheduler.Submission{Input: []byte(`false`)}},
-		{name: "empty object input", body: `{"input":{}}`, want: scheduler.Submission{Input: []byte(`{}`)}},
-		{name: "whitespace around body", body: "\n\t {\"input\" : { \"a\" : [ 1 , 2 ] } } \r\n", want: scheduler.Submission{Input: []byte(`{"a":[1,2]}`)}},
-		{name: "newlines inside input are compacted", body: "{\"input\":{\n\"a\":\n\"line\\nbreak\"\n}}", want: scheduler.Submission{Input: []byte(`{"a":"line\nbreak"}`)}},
-		{name: "empty webhook means none", body: `{"input":1,"webhook":""}`, want: scheduler.Submission{Input: []byte(`1`)}},
-		{name: "integral float ms", body: `{"input":1,"policy":{"executionTimeout":5000}}`, want: scheduler.Submission{Input: []byte(`1`), ExecutionTimeoutMs: 5000}},
+			want: spec.Submission{Input: []byte(`{"a":null}`)}},
+		{name: "policy null", body: `{"input":1,"policy":null}`, want: spec.Submission{Input: []byte(`1`)}},
+		{name: "unknown keys ignored", body: `{"input":"x","foo":{"bar":[1]},"policy":{"other":1}}`, want: spec.Submission{Input: []byte(`"x"`)}},
+		{name: "scalar inputs", body: `{"input":false}`, want: spec.Submission{Input: []byte(`false`)}},
+		{name: "empty object input", body: `{"input":{}}`, want: spec.Submission{Input: []byte(`{}`)}},
+		{name: "whitespace around body", body: "\n\t {\"input\" : { \"a\" : [ 1 , 2 ] } } \r\n", want: spec.Submission{Input: []byte(`{"a":[1,2]}`)}},
+		{name: "newlines inside input are compacted", body: "{\"input\":{\n\"a\":\n\"line\\nbreak\"\n}}", want: spec.Submission{Input: []byte(`{"a":"line\nbreak"}`)}},
+		{name: "empty webhook means none", body: `{"input":1,"webhook":""}`, want: spec.Submission{Input: []byte(`1`)}},
+		{name: "integral float ms", body: `{"input":1,"policy":{"executionTimeout":5000}}`, want: spec.Submission{Input: []byte(`1`), ExecutionTimeoutMs: 5000}},
 		{name: "policy bounds inclusive", body: fmt.Sprintf(`{"input":1,"policy":{"executionTimeout":%d,"ttl":%d}}`, scheduler.MaxExecutionTimeoutMs, scheduler.MinTTLMs),
-			want: scheduler.Submission{Input: []byte(`1`), ExecutionTimeoutMs: scheduler.MaxExecutionTimeoutMs, TTLMs: scheduler.MinTTLMs}},
-		{name: "ttl query", body: `{"input":1}`, query: "ttl=60000", want: scheduler.Submission{Input: []byte(`1`), TTLMs: 60000}},
-		{name: "policy ttl wins over query", body: `{"input":1,"policy":{"ttl":20000}}`, query: "ttl=60000", want: scheduler.Submission{Input: []byte(`1`), TTLMs: 20000}},
-		{name: "policy ttl wins over a bad query", body: `{"input":1,"policy":{"ttl":20000}}`, query: "ttl=x", want: scheduler.Submission{Input: []byte(`1`), TTLMs: 20000}},
-		{name: "unrelated query ignored", body: `{"input":1}`, query: "wait=5&foo=bar", want: scheduler.Submission{Input: []byte(`1`)}},
+			want: spec.Submission{Input: []byte(`1`), ExecutionTimeoutMs: scheduler.MaxExecutionTimeoutMs, TTLMs: scheduler.MinTTLMs}},
+		{name: "ttl query", body: `{"input":1}`, query: "ttl=60000", want: spec.Submission{Input: []byte(`1`), TTLMs: 60000}},
+		{name: "policy ttl wins over query", body: `{"input":1,"policy":{"ttl":20000}}`, query: "ttl=60000", want: spec.Submission{Input: []byte(`1`), TTLMs: 20000}},
+		{name: "policy ttl wins over a bad query", body: `{"input":1,"policy":{"ttl":20000}}`, query: "ttl=x", want: spec.Submission{Input: []byte(`1`), TTLMs: 20000}},
+		{name: "unrelated query ignored", body: `{"input":1}`, query: "wait=5&foo=bar", want: spec.Submission{Input: []byte(`1`)}},
 
 		// Refusals.
 		{name: "empty body", body: "", errHas: "empty"},
@@ -123,11 +124,11 @@ func TestDecodeSubmission(t *testing.T) {
 }
 
 // checkClientError requires an error that the server answers with 400 and
-// a message: a *badRequest, or a *scheduler.FieldError from Validate.
+// a message: a *badRequest, or a *spec.FieldError from Validate.
 func checkClientError(t *testing.T, err error) {
 	t.Helper()
 	var br *badRequest
-	var fe *scheduler.FieldError
+	var fe *spec.FieldError
 	switch {
 	case errors.As(err, &br):
 		if br.msg == "" {
@@ -138,7 +139,7 @@ func checkClientError(t *testing.T, err error) {
 			t.Errorf("FieldError without field or message: %+v", fe)
 		}
 	default:
-		t.Errorf("error %T (%v) is neither *badRequest nor *scheduler.FieldError: it would be a 500", err, err)
+		t.Errorf("error %T (%v) is neither *badRequest nor *spec.FieldError: it would be a 500", err, err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // Seeds: bodies real clients send (spec 1.2, 3.7, 3.8), malformed JSON,
@@ -184,8 +185,8 @@ func FuzzParseChunk(f *testing.F) {
 }
 
 // requireClientError: every refusal must become a 400 with a message.
-// Validation failures from scheduler.Submission.Validate arrive as
-// *scheduler.FieldError, which the server also answers with 400.
+// Validation failures from spec.Submission.Validate arrive as
+// *spec.FieldError, which the server also answers with 400.
 func requireClientError(t *testing.T, err error) {
 	t.Helper()
 	switch e := err.(type) {
@@ -193,11 +194,11 @@ func requireClientError(t *testing.T, err error) {
 		if e.msg == "" {
 			t.Fatal("badRequest with an empty message")
 		}
-	case *scheduler.FieldError:
+	case *spec.FieldError:
 		if e.Field == "" || e.Msg == "" {
 			t.Fatalf("FieldError without field or message: %+v", e)
 		}
 	default:
-		t.Fatalf("error %T (%v) is neither *badRequest nor *scheduler.FieldError", err, err)
+		t.Fatalf("error %T (%v) is neither *badRequest nor *spec.FieldError", err, err)
 	}
 }

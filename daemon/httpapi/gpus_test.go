@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 func TestGPUsRoute(t *testing.T) {
@@ -23,7 +24,7 @@ func TestGPUsRoute(t *testing.T) {
 		DataDir:       t.TempDir(),
 		Runtime:       rt,
 		WorkerAPIBase: "http://127.0.0.1:1",
-		StopGrace:     time.Second,
+		Tunables:      scheduler.Tunables{StopGrace: time.Second},
 		MinFreeBytes:  1,
 		AllocateGPUs:  true,
 		GPUs:          gpus,
@@ -35,7 +36,7 @@ func TestGPUsRoute(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	name, cmd, one := "gpu", []string{"fake-worker"}, 1
 	types := []string{"H100"}
-	ep, err := s.CreateEndpoint(context.Background(), scheduler.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &one, GPUTypes: &types})
+	ep, err := s.CreateEndpoint(context.Background(), spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &one, GPUTypes: &types})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // scrape GETs /metrics without a key, as Prometheus does, and parses it.
@@ -90,7 +91,7 @@ func labelValue(m *dto.Metric, name string) string {
 func runJob(t *testing.T, e *workersEnv) {
 	t.Helper()
 	ctx := context.Background()
-	job, err := e.s.Submit(ctx, e.ep, scheduler.Submission{Input: json.RawMessage(`{"n":1}`)})
+	job, err := e.s.Submit(ctx, e.ep, spec.Submission{Input: json.RawMessage(`{"n":1}`)})
 	if err != nil {
 		t.Fatal(err)
 	}

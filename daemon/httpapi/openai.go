@@ -15,6 +15,7 @@ import (
 
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
+	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -99,7 +100,7 @@ func (h *Server) serveOpenAI(w http.ResponseWriter, r *http.Request, ep string, 
 		writeOpenAIError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	v, err := h.s.Submit(r.Context(), ep, scheduler.Submission{Input: input})
+	v, err := h.s.Submit(r.Context(), ep, spec.Submission{Input: input})
 	if err != nil {
 		writeOpenAISchedErr(w, err)
 		return

@@ -18,6 +18,7 @@ import (
 	"github.com/emberhq/ember/daemon/ratelimit"
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 const rateKey = "rate-test-key"
@@ -48,11 +49,11 @@ func newRateEnv(t testing.TB) *rateEnv {
 	}
 	t.Cleanup(func() { s.Close() })
 	name, cmd, zero, one := "limited", []string{"fake-worker"}, 0, 1
-	ep, err := s.CreateEndpoint(context.Background(), scheduler.EndpointSpec{Name: &name, Command: &cmd, WorkersMax: &one, GPUCount: &zero})
+	ep, err := s.CreateEndpoint(context.Background(), spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMax: &one, GPUCount: &zero})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := s.Submit(context.Background(), ep.ID, scheduler.Submission{Input: json.RawMessage(`{"n":1}`)})
+	v, err := s.Submit(context.Background(), ep.ID, spec.Submission{Input: json.RawMessage(`{"n":1}`)})
 	if err != nil {
 		t.Fatal(err)
 	}

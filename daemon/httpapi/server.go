@@ -37,6 +37,7 @@ import (
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // Config configures the HTTP surface.
@@ -369,7 +370,7 @@ func storageErrorBody(msg string, se *scheduler.InsufficientStorageError) map[st
 // schedErrStatus is the status code of a scheduler error, and the message
 // to show: a bad request's or a field error's own text, else err's.
 func schedErrStatus(err error) (int, string) {
-	var fe *scheduler.FieldError
+	var fe *spec.FieldError
 	var br *badRequest
 	var sl *scheduler.StreamLimitError
 	switch {

@@ -17,6 +17,7 @@ import (
 	"github.com/emberhq/ember/daemon/client"
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 const workersKey = "workers-key"
@@ -81,7 +82,7 @@ func newWorkersEnv(t *testing.T) *workersEnv {
 		DataDir:       t.TempDir(),
 		Runtime:       rt,
 		WorkerAPIBase: "http://127.0.0.1:1",
-		StopGrace:     time.Second,
+		Tunables:      scheduler.Tunables{StopGrace: time.Second},
 		MinFreeBytes:  1,
 		Logger:        slog.New(slog.DiscardHandler),
 	})
@@ -90,7 +91,7 @@ func newWorkersEnv(t *testing.T) *workersEnv {
 	}
 	t.Cleanup(func() { s.Close() })
 	name, cmd, one, zero := "logs", []string{"fake-worker"}, 1, 0
-	ep, err := s.CreateEndpoint(context.Background(), scheduler.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &zero})
+	ep, err := s.CreateEndpoint(context.Background(), spec.EndpointSpec{Name: &name, Command: &cmd, WorkersMin: &one, WorkersMax: &one, GPUCount: &zero})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ package store
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 // Status is a RunPod job state. The names are the wire values.
@@ -82,40 +84,9 @@ func (j *Job) Deadline() time.Time {
 	return time.UnixMilli(j.SubmittedAt + j.TTLMs)
 }
 
-// Endpoint is the persisted form of an endpoint definition.
-type Endpoint struct {
-	ID                 string            `json:"id"`
-	Name               string            `json:"name"`
-	Image              string            `json:"image,omitempty"`
-	Command            []string          `json:"command,omitempty"`
-	Env                map[string]string `json:"env,omitempty"`
-	WorkersMin         int               `json:"workersMin"`
-	WorkersMax         int               `json:"workersMax"`
-	IdleTimeoutSec     int               `json:"idleTimeout"`
-	ExecutionTimeoutMs int64             `json:"executionTimeoutMs"`
-	ScalerType         string            `json:"scalerType"`
-	ScalerValue        int               `json:"scalerValue"`
-	GPUCount           int               `json:"gpuCount"`
-	GPUTypes           []string          `json:"gpuTypes,omitempty"`
-	MemoryMB           int               `json:"memoryMb,omitempty"`
-	CPUs               float64           `json:"cpus,omitempty"`
-	PidsLimit          int               `json:"pidsLimit,omitempty"`
-	Network            string            `json:"network,omitempty"`
-	// InitTimeoutSec, FlashbootWindowSec: 0 in records written before the
-	// fields existed, read as the defaults.
-	InitTimeoutSec     int   `json:"initTimeout,omitempty"`
-	Flashboot          bool  `json:"flashboot,omitempty"`
-	FlashbootWindowSec int   `json:"flashbootWindow,omitempty"`
-	MaxAttempts        int   `json:"maxAttempts,omitempty"`
-	GPUMemoryMB        int   `json:"gpuMemoryMb,omitempty"`
-	NoInit             bool  `json:"noInit,omitempty"` // init false; zero (older records too): an init
-	CreatedAt          int64 `json:"createdAt"`
-	UpdatedAt          int64 `json:"updatedAt"`
-	// Generation counts the updates that changed what a worker runs
-	// (changesWorkers in package scheduler); records written before it
-	// existed have none and read as generation 1.
-	Generation int64 `json:"generation,omitempty"`
-}
+// Endpoint is the persisted form of an endpoint definition. Its type (and
+// so its JSON form) is the endpoint schema's, in scheduler/spec.
+type Endpoint = spec.Endpoint
 
 // Chunk is one streamed output value of a job, in arrival order.
 type Chunk struct {

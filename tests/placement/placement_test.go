@@ -29,6 +29,7 @@ import (
 	"github.com/emberhq/ember/oci/gpu"
 	"github.com/emberhq/ember/oci/runc"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/spec"
 )
 
 func TestMain(m *testing.M) {
@@ -103,7 +104,7 @@ func newRig(t *testing.T, n int) *rig {
 	s, err := scheduler.Open(scheduler.Config{
 		DataDir: filepath.Join(dir, "data"), Runtime: rt, WorkerAPIBase: url,
 		AllocateGPUs: true, GPUs: gpus, RequireImage: true,
-		StopGrace: 2 * time.Second, PingInterval: time.Second, Logger: log,
+		Tunables: scheduler.Tunables{StopGrace: 2 * time.Second, PingInterval: time.Second}, Logger: log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +124,7 @@ func newRig(t *testing.T, n int) *rig {
 	return &rig{t: t, s: s, url: url, key: key}
 }
 
-func (r *rig) endpoint(name string, sp scheduler.EndpointSpec) string {
+func (r *rig) endpoint(name string, sp spec.EndpointSpec) string {
 	r.t.Helper()
 	img, one := "worker", 1
 	sp.Name, sp.Image = &name, &img
@@ -185,8 +186,8 @@ func stats(t *testing.T, s *scheduler.Scheduler, ep string) scheduler.EndpointSt
 func TestReclaimFrozenAndIdle(t *testing.T) {
 	r := newRig(t, 2)
 	yes, idle1, idleLong, window, two := true, 1, 600, 600, 2
-	flash := r.endpoint("flash", scheduler.EndpointSpec{Flashboot: &yes, IdleTimeout: &idle1, FlashbootWindow: &window})
-	lazy := r.endpoint("lazy", scheduler.EndpointSpec{IdleTimeout: &idleLong})
+	flash := r.endpoint("flash", spec.EndpointSpec{Flashboot: &yes, IdleTimeout: &idle1, FlashbootWindow: &window})
+	lazy := r.endpoint("lazy", spec.EndpointSpec{IdleTimeout: &idleLong})
 	r.runsync(flash, `{"output":1}`)
 	waitFor(t, 30*time.Second, "flash worker frozen", func() bool {
 		ws := r.workers(flash)
@@ -199,8 +200,8 @@ func TestReclaimFrozenAndIdle(t *testing.T) {
 		t.Fatalf("two workers hold GPU %s", frozenGPU)
 	}
 
-	rc, one := scheduler.ScalerRequestCount, 1
-	needy := r.endpoint("needy", scheduler.EndpointSpec{WorkersMax: &two, ScalerType: &rc, ScalerValue: &one})
+	rc, one := spec.ScalerRequestCount, 1
+	needy := r.endpoint("needy", spec.EndpointSpec{WorkersMax: &two, ScalerType: &rc, ScalerValue: &one})
 
 	// The first needy job takes the frozen worker's GPU.
 	first := r.runsync(needy, `{"output":"a"}`)
@@ -246,10 +247,10 @@ func TestReclaimFrozenAndIdle(t *testing.T) {
 // completes.
 func TestNoDoubleAllocation(t *testing.T) {
 	r := newRig(t, 8)
-	rc, one, four, idle := scheduler.ScalerRequestCount, 1, 4, 1
+	rc, one, four, idle := spec.ScalerRequestCount, 1, 4, 1
 	var eps []string
 	for i := 0; i < 5; i++ {
-		eps = append(eps, r.endpoint(fmt.Sprintf("e%d", i), scheduler.EndpointSpec{ScalerType: &rc, ScalerValue: &one, WorkersMax: &four, IdleTimeout: &idle}))
+		eps = append(eps, r.endpoint(fmt.Sprintf("e%d", i), spec.EndpointSpec{ScalerType: &rc, ScalerValue: &one, WorkersMax: &four, IdleTimeout: &idle}))
 	}
 	stop := make(chan struct{})
 	violations := make(chan string, 1)

@@ -60,7 +60,7 @@ func run(args []string) int {
 		fmt.Println("emberd", version)
 		return 0
 	}
-	o := s.opts
+	o := s.options()
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(s.logLevel)); err != nil {
 		fmt.Fprintf(os.Stderr, "emberd: --log-level %q: %v\n", s.logLevel, err)
@@ -99,6 +99,16 @@ type settings struct {
 	logLevel    string
 	showVersion bool
 	configPath  string
+	// maxUnreadStreamMiB is --max-unread-stream-mib; options gives it to
+	// the scheduler in bytes.
+	maxUnreadStreamMiB int
+}
+
+// options are the daemon's settings as the flags set them.
+func (s *settings) options() emberd.Options {
+	o := s.opts
+	o.MaxUnreadStream = int64(s.maxUnreadStreamMiB) << 20
+	return o
 }
 
 // newFlagSet defines emberd's flags, writing into s. Every flag but
@@ -129,7 +139,7 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.IntVar(&o.MaxStartFailures, "max-start-failures", scheduler.DefaultMaxStartFailures, "how many workers of an endpoint in a row may fail to start (or exit before their first job-take) before its queued jobs fail with the reason")
 	fs.IntVar(&o.MinFreeDiskMB, "min-free-disk-mb", limits.DefaultMinFreeDisk>>20, "free space (MiB) on the data disk below which new work (jobs, endpoints, keys, images) is refused with 507")
 	fs.IntVar(&o.DiskReserveMB, "disk-reserve-mb", limits.DefaultDiskReserve>>20, "free space (MiB) on the data disk below which every write is refused, so the store never faults on a full disk; at most --min-free-disk-mb")
-	fs.IntVar(&o.MaxUnreadStreamMiB, "max-unread-stream-mib", limits.MaxUnreadStream>>20, "MiB of a job's stream output that may wait unread by /stream; a chunk past it is refused and the job fails")
+	fs.IntVar(&s.maxUnreadStreamMiB, "max-unread-stream-mib", limits.MaxUnreadStream>>20, "MiB of a job's stream output that may wait unread by /stream; a chunk past it is refused and the job fails")
 	fs.IntVar(&o.MaxConnections, "max-connections", 0, "cap on concurrent client connections, REST and gRPC together; idle ones are closed first past it, and an eighth more (16 to 1024) are held for the worker API and /healthz, /readyz (default half the open-files limit, at most 8192)")
 	fs.StringVar(&o.RateLimits, "rate-limits", "", "rate limits per key, endpoint and operation (runsync, run, status, stream, cancel, purge-queue, openai): off, or comma-separated OP=N/DURATION[:CONCURRENT] or OP=off overriding RunPod's defaults, e.g. run=500/10s:100 (default RunPod's: run=1000/10s:200, runsync, status, stream and openai 2000/10s:400, cancel=100/10s:20, purge-queue=2/10s); reloaded on SIGHUP")
 	fs.StringVar(&o.PreloadDir, "preload-dir", "", "folder of image archives and endpoint definitions (*.json) imported and created at start, once each (default DATA-DIR/preload)")
@@ -207,7 +217,7 @@ func reloadOnHUP(ctx context.Context, args []string, hup <-chan os.Signal, level
 			level.Set(lvl)
 		}
 		select {
-		case reloads <- s.opts:
+		case reloads <- s.options():
 		case <-ctx.Done():
 			return
 		}
