@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
 )
@@ -70,8 +71,8 @@ func decodeSubmission(body []byte, query url.Values) (scheduler.Submission, erro
 		if err != nil {
 			return sub, badf("query parameter \"ttl\" must be an integer number of milliseconds")
 		}
-		if v < scheduler.MinTTLMs || v > scheduler.MaxTTLMs {
-			return sub, badf("query parameter \"ttl\" must be between %d and %d ms (10 s to 7 days), got %d", scheduler.MinTTLMs, scheduler.MaxTTLMs, v)
+		if msg := runpod.CheckTTL(v); msg != "" {
+			return sub, badf("query parameter \"ttl\" %s", msg)
 		}
 		sub.TTLMs = v
 	}
@@ -89,7 +90,8 @@ func decodePolicy(raw json.RawMessage, sub *scheduler.Submission) error {
 			return err
 		}
 		if n == 0 {
-			return badf("field \"policy.executionTimeout\" must be between %d and %d ms (5 s to 7 days), got 0", scheduler.MinExecutionTimeoutMs, scheduler.MaxExecutionTimeoutMs)
+			// An explicit 0 is out of range, not the default a missing field gets.
+			return badf("field \"policy.executionTimeout\" %s", runpod.CheckExecutionTimeout(0))
 		}
 		sub.ExecutionTimeoutMs = n
 	}
@@ -99,7 +101,7 @@ func decodePolicy(raw json.RawMessage, sub *scheduler.Submission) error {
 			return err
 		}
 		if n == 0 {
-			return badf("field \"policy.ttl\" must be between %d and %d ms (10 s to 7 days), got 0", scheduler.MinTTLMs, scheduler.MaxTTLMs)
+			return badf("field \"policy.ttl\" %s", runpod.CheckTTL(0))
 		}
 		sub.TTLMs = n
 	}
@@ -169,7 +171,7 @@ func parseResult(body []byte) (scheduler.Result, error) {
 	}
 	if st, ok := top["status"]; ok {
 		var s string
-		if json.Unmarshal(st, &s) == nil && s == "IN_PROGRESS" {
+		if json.Unmarshal(st, &s) == nil && runpod.Status(s) == runpod.InProgress {
 			res.Progress = true
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/emberhq/ember/daemon/auth"
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
 )
@@ -24,12 +25,12 @@ const (
 )
 
 var workerOps = map[string]workerOp{
-	"job-take":       opTake,
-	"job-take-batch": opTakeBatch,
-	"job-stop":       opStop,
-	"job-done":       opDone,
-	"job-stream":     opStream,
-	"ping":           opPing,
+	runpod.RouteJobTake:      opTake,
+	runpod.RouteJobTakeBatch: opTakeBatch,
+	runpod.RouteJobStop:      opStop,
+	runpod.RouteJobDone:      opDone,
+	runpod.RouteJobStream:    opStream,
+	runpod.RoutePing:         opPing,
 }
 
 // pathID cleans the last path segment: an SDK given a template without "?"
