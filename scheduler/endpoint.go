@@ -43,7 +43,7 @@ type EndpointSpec struct {
 	Init *bool
 }
 
-// RunPod's endpoint defaults (spec section 4).
+// RunPod's endpoint defaults (docs/compat.md, Endpoint configuration).
 const (
 	DefaultWorkersMax         = 3
 	DefaultIdleTimeoutSec     = 5

@@ -14,7 +14,7 @@ import (
 	"github.com/emberhq/ember/scheduler/limits"
 )
 
-// maxWebhookLen caps a webhook URL. The body limits (spec 1.2) are in
+// maxWebhookLen caps a webhook URL. The body limits (docs/limits.md) are in
 // scheduler/limits, shared with every transport.
 const maxWebhookLen = 2048
 
@@ -25,7 +25,8 @@ func (e *badRequest) Error() string { return e.msg }
 
 func badf(format string, a ...any) error { return &badRequest{msg: fmt.Sprintf(format, a...)} }
 
-// decodeSubmission parses a /run or /runsync body (spec 1.2). Unknown
+// decodeSubmission parses a /run or /runsync body (docs/compat.md, Submit
+// body). Unknown
 // top-level keys are ignored, as RunPod does; known keys must have the
 // right type and range.
 func decodeSubmission(body []byte, query url.Values) (scheduler.Submission, error) {
@@ -155,7 +156,8 @@ func decodeWebhook(name string, raw json.RawMessage) (string, error) {
 	return s, nil
 }
 
-// parseResult reads a worker's job-done body (spec 3.7). The SDK labels it
+// parseResult reads a worker's job-done body (docs/compat.md, Job done). The
+// SDK labels it
 // application/x-www-form-urlencoded but sends raw JSON; it is never parsed
 // as a form. status IN_PROGRESS marks a progress update; any "error" marks
 // a failure, with non-string errors kept as their JSON text.
@@ -184,8 +186,9 @@ func parseResult(body []byte) (scheduler.Result, error) {
 		if json.Unmarshal(e, &s) == nil {
 			res.Error = s
 		} else {
-			// A dict error (spec 3.7): RunPod showed COMPLETED without output;
-			// a FAILED job with the error's JSON text is what users asked for.
+			// A dict error (docs/compat.md, Job done): RunPod showed COMPLETED
+			// without output; a FAILED job with the error's JSON text is what
+			// users asked for.
 			res.Error = string(compact(e))
 		}
 		if res.Error == "" {

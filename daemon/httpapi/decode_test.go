@@ -25,7 +25,7 @@ func TestDecodeSubmission(t *testing.T) {
 		// errHas, when it is refused: a substring of the message
 		errHas string
 	}{
-		// Bodies as the SDKs send them (spec 1.2).
+		// Bodies as the SDKs send them (docs/compat.md, Submit body).
 		{name: "JS SDK run", body: `{"input":{"msg":"hi"}}`,
 			want: scheduler.Submission{Input: []byte(`{"msg":"hi"}`)}},
 		{name: "docs example with every field", body: `{
@@ -149,7 +149,7 @@ func TestParseResult(t *testing.T) {
 		want   scheduler.Result
 		errHas string
 	}{
-		// Bodies from spec 3.7.
+		// Bodies from docs/compat.md, Job done.
 		{name: "plain output", body: `{"output": {"image_url": "https://x"}}`, want: scheduler.Result{Output: []byte(`{"image_url":"https://x"}`)}},
 		{name: "None output", body: `{"output": null}`, want: scheduler.Result{Output: []byte(`null`)}},
 		{name: "empty list output", body: `{"output": []}`, want: scheduler.Result{Output: []byte(`[]`)}},
@@ -372,7 +372,8 @@ func TestPresentedKey(t *testing.T) {
 			t.Errorf("presentedKey(%q) = %q, want %q", tc.header, got, tc.want)
 		}
 	}
-	// The header name is matched case-insensitively (spec 1.1): net/http
+	// The header name is matched case-insensitively (docs/compat.md, Client
+	// API): net/http
 	// canonicalises it when it parses the request.
 	r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET /v2/ep/health HTTP/1.1\r\nHost: x\r\nauthorization: Bearer lower\r\n\r\n")))
 	if err != nil {

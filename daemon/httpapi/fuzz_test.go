@@ -9,7 +9,8 @@ import (
 	"github.com/emberhq/ember/scheduler"
 )
 
-// Seeds: bodies real clients send (spec 1.2, 3.7, 3.8), malformed JSON,
+// Seeds: bodies real clients send (docs/compat.md: Submit body, Job done,
+// Stream posts), malformed JSON,
 // numbers at and past every limit, and nulls at every level.
 var submissionSeeds = []struct{ body, query string }{
 	{`{"input":{"msg":"hi"}}`, ""},

@@ -25,7 +25,7 @@ var openAIKeepAlive = 15 * time.Second
 const openAIWaitStep = time.Minute
 
 // serveOpenAI serves the OpenAI-compatible route, /v2/{ep}/openai/v1/...
-// (spec runpod-compat.md section 2). Every call, whatever its method and
+// (docs/compat.md, OpenAI route). Every call, whatever its method and
 // path, becomes an ordinary durable /run job on the endpoint, answered by
 // the endpoint's worker (as worker-vllm does) and relayed back in OpenAI's
 // shape:

@@ -59,7 +59,7 @@ type route struct {
 	// openAI routes answer errors in OpenAI's shape.
 	openAI bool
 	// rate is the rate-limited operation the route counts as (RunPod's
-	// table, spec 1.8; ratelimit.go), nil for a route with no budget. A
+	// table, docs/limits.md; ratelimit.go), nil for a route with no budget. A
 	// gateway route takes its method's (grpcapi.MethodRateOp).
 	rate *ratelimit.Op
 	// serve handles the request once it is allowed.
