@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
@@ -40,7 +41,7 @@ func TestAdoptAfterCrash(t *testing.T) {
 	now := time.Now()
 	b := st.NewBatch()
 	job := &store.Job{ID: "job-1", EndpointID: e.ID, Status: store.InProgress, Seq: 1, Input: json.RawMessage(`{}`),
-		ExecutionTimeoutMs: 600000, TTLMs: DefaultTTLMs, SubmittedAt: now.UnixMilli(), StartedAt: now.UnixMilli(), Attempts: 1, WorkerID: "w-alive"}
+		ExecutionTimeoutMs: 600000, TTLMs: runpod.DefaultTTLMs, SubmittedAt: now.UnixMilli(), StartedAt: now.UnixMilli(), Attempts: 1, WorkerID: "w-alive"}
 	if err := b.PutJob(job, job.Deadline()); err != nil {
 		t.Fatal(err)
 	}

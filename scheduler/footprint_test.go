@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
@@ -41,7 +42,7 @@ func TestQueuedJobFootprint(t *testing.T) {
 		s.mu.Lock()
 		s.seq++
 		rec := store.Job{ID: newJobID(false), EndpointID: ep.def.ID, Status: store.InQueue, Seq: s.seq, Input: input,
-			ExecutionTimeoutMs: ep.def.ExecutionTimeoutMs, TTLMs: DefaultTTLMs, SubmittedAt: now}
+			ExecutionTimeoutMs: ep.def.ExecutionTimeoutMs, TTLMs: runpod.DefaultTTLMs, SubmittedAt: now}
 		s.admitLocked(ep, newJob(&rec))
 		s.mu.Unlock()
 	}

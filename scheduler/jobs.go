@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
@@ -50,7 +51,7 @@ func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub spec.Subm
 	}
 	s.mu.Unlock()
 	if rec.TTLMs == 0 {
-		rec.TTLMs = DefaultTTLMs
+		rec.TTLMs = runpod.DefaultTTLMs
 	}
 
 	b := s.store.NewBatch()

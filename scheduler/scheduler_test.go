@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
@@ -1367,7 +1368,7 @@ func TestRecovery(t *testing.T) {
 	now := time.Now()
 	mk := func(id string, seq uint64, status store.Status, attempts int) *store.Job {
 		r := &store.Job{ID: id, EndpointID: e.ID, Status: status, Seq: seq, Input: json.RawMessage(`"` + id + `"`),
-			ExecutionTimeoutMs: 600000, TTLMs: DefaultTTLMs, SubmittedAt: now.UnixMilli(), Attempts: attempts}
+			ExecutionTimeoutMs: 600000, TTLMs: runpod.DefaultTTLMs, SubmittedAt: now.UnixMilli(), Attempts: attempts}
 		if status == store.InProgress {
 			r.WorkerID, r.StartedAt = "w-dead", now.UnixMilli()
 		}

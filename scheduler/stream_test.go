@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
@@ -272,7 +273,7 @@ func TestStreamRecovery(t *testing.T) {
 	}
 	now := time.Now()
 	rec := &store.Job{ID: "streaming", EndpointID: e.ID, Status: store.InProgress, Seq: 1, Input: json.RawMessage(`1`),
-		ExecutionTimeoutMs: 600000, TTLMs: DefaultTTLMs, SubmittedAt: now.UnixMilli(), Attempts: 1, WorkerID: "w-dead", StartedAt: now.UnixMilli()}
+		ExecutionTimeoutMs: 600000, TTLMs: runpod.DefaultTTLMs, SubmittedAt: now.UnixMilli(), Attempts: 1, WorkerID: "w-dead", StartedAt: now.UnixMilli()}
 	b := st.NewBatch()
 	if err := b.PutJob(rec, rec.Deadline()); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -64,16 +65,8 @@ func existsf(format string, a ...any) error {
 // work.
 type InsufficientStorageError = store.NoSpaceError
 
-// Limits RunPod documents for policy values.
-const (
-	MinExecutionTimeoutMs = 5_000
-	MaxExecutionTimeoutMs = 7 * 24 * 3600 * 1000
-	MinTTLMs              = 10_000
-	MaxTTLMs              = 7 * 24 * 3600 * 1000
-	DefaultTTLMs          = 24 * 3600 * 1000
-)
-
-// JobView is the RunPod status object of a job.
+// JobView is what the scheduler tells of a job: the RunPod status object
+// and what Ember's own API adds to it (the endpoint, the retries).
 type JobView struct {
 	ID            string
 	EndpointID    string
@@ -88,38 +81,26 @@ type JobView struct {
 	Retries       int
 }
 
-// MarshalJSON writes the single-line RunPod status object, leaving out the
-// fields RunPod leaves out.
-func (v JobView) MarshalJSON() ([]byte, error) {
-	type wire struct {
-		ID            string          `json:"id"`
-		Status        store.Status    `json:"status"`
-		DelayTime     *int64          `json:"delayTime,omitempty"`
-		ExecutionTime *int64          `json:"executionTime,omitempty"`
-		Output        json.RawMessage `json:"output,omitempty"`
-		Error         string          `json:"error,omitempty"`
-		WorkerID      string          `json:"workerId,omitempty"`
-	}
-	w := wire{ID: v.ID, Status: v.Status, Output: v.Output, Error: v.Error, WorkerID: v.WorkerID}
+// wire is the job's RunPod status object.
+func (v JobView) wire() runpod.JobStatus {
+	w := runpod.JobStatus{ID: v.ID, Status: v.Status, Output: v.Output, Error: v.Error, WorkerID: v.WorkerID}
 	if v.HasDelay {
 		w.DelayTime = &v.DelayTime
 	}
 	if v.HasExecution {
 		w.ExecutionTime = &v.ExecutionTime
 	}
-	return json.Marshal(w)
+	return w
 }
+
+// MarshalJSON writes the job's RunPod status object.
+func (v JobView) MarshalJSON() ([]byte, error) { return json.Marshal(v.wire()) }
 
 // Chunk is one streamed output, as /stream returns it.
-type Chunk struct {
-	Output json.RawMessage `json:"output"`
-}
+type Chunk = runpod.StreamChunk
 
 // StreamView is the /stream answer.
-type StreamView struct {
-	Status store.Status `json:"status"`
-	Stream []Chunk      `json:"stream"`
-}
+type StreamView = runpod.StreamStatus
 
 // Result is what a worker posts to job-done.
 type Result struct {
@@ -135,35 +116,14 @@ type Result struct {
 }
 
 // Health is the /health answer.
-type Health struct {
-	Jobs    JobCounts    `json:"jobs"`
-	Workers WorkerCounts `json:"workers"`
-}
+type Health = runpod.Health
 
 // JobCounts are the /health job counters. Completed, Failed and Retried
 // count over the last result-retention window.
-type JobCounts struct {
-	Completed  int `json:"completed"`
-	Failed     int `json:"failed"`
-	InProgress int `json:"inProgress"`
-	InQueue    int `json:"inQueue"`
-	Retried    int `json:"retried"`
-}
+type JobCounts = runpod.JobCounts
 
 // WorkerCounts are the /health worker counters.
-type WorkerCounts struct {
-	Idle         int `json:"idle"`
-	Initializing int `json:"initializing"`
-	Ready        int `json:"ready"`
-	Running      int `json:"running"`
-	Throttled    int `json:"throttled"`
-	Unhealthy    int `json:"unhealthy"`
-}
+type WorkerCounts = runpod.WorkerCounts
 
 // TakenJob is a job handed to a worker, in the shape the worker SDK reads.
-type TakenJob struct {
-	ID       string          `json:"id"`
-	Input    json.RawMessage `json:"input"`
-	S3Config json.RawMessage `json:"s3Config,omitempty"`
-	Webhook  string          `json:"webhook,omitempty"`
-}
+type TakenJob = runpod.TakenJob

@@ -4,16 +4,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
@@ -490,11 +489,10 @@ func (s *Scheduler) maybeRecycleLocked(w *worker) {
 	}
 }
 
-// workerEnv is the RunPod worker environment (spec 3.2/3.3): the endpoint's
-// own variables first, then the protocol variables, which must win.
+// workerEnv is the RunPod worker environment (docs/compat.md): the
+// endpoint's own variables first, then the protocol variables, which must
+// win.
 func (s *Scheduler) workerEnv(ep *endpointState, w *worker) []string {
-	base := s.cfg.WorkerAPIBase + "/v2/" + url.PathEscape(ep.def.ID)
-	q := "?gpu=" + url.QueryEscape(gpuLabel(ep.def.GPUCount))
 	var env []string
 	keys := make([]string, 0, len(ep.def.Env))
 	for k := range ep.def.Env {
@@ -505,36 +503,16 @@ func (s *Scheduler) workerEnv(ep *endpointState, w *worker) []string {
 		env = append(env, k+"="+ep.def.Env[k])
 	}
 	host, _ := os.Hostname()
-	env = append(env,
-		// The worker id is rendered here; only $ID (the job id) is left for
-		// the SDK to substitute in the result and stream templates.
-		"RUNPOD_WEBHOOK_GET_JOB="+base+"/job-take/"+w.id+q,
-		"RUNPOD_WEBHOOK_POST_OUTPUT="+base+"/job-done/"+w.id+"/$ID"+q,
-		"RUNPOD_WEBHOOK_POST_STREAM="+base+"/job-stream/"+w.id+"/$ID"+q,
-		"RUNPOD_WEBHOOK_PING="+base+"/ping/"+w.id+q,
-		"RUNPOD_AI_API_KEY="+w.token,
-		"RUNPOD_POD_ID="+w.id,
-		"RUNPOD_ENDPOINT_ID="+ep.def.ID,
-		"RUNPOD_PING_INTERVAL="+strconv.FormatInt(s.tun().PingInterval.Milliseconds(), 10),
-		"RUNPOD_POD_HOSTNAME="+host,
-		"RUNPOD_GPU_COUNT="+strconv.Itoa(ep.def.GPUCount),
-		"RUNPOD_CPU_COUNT="+strconv.Itoa(runtime.NumCPU()),
-		"RUNPOD_DC_ID=ember",
-		// Air-gapped appliances: SDK >= 1.9 otherwise fails its fitness
-		// check (TCP to 8.8.8.8:53) and exits before taking a job, and SDK
-		// 1.12 refuses private download URLs.
-		"RUNPOD_SKIP_AUTO_SYSTEM_CHECKS=true",
-		"RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS=true",
-		"RUNPOD_LOG_LEVEL=INFO",
-	)
-	return env
-}
-
-func gpuLabel(n int) string {
-	if n == 0 {
-		return "cpu"
-	}
-	return strconv.Itoa(n) + "gpu"
+	return append(env, runpod.Worker{
+		APIBase:      s.cfg.WorkerAPIBase,
+		EndpointID:   ep.def.ID,
+		WorkerID:     w.id,
+		Token:        w.token,
+		PingInterval: s.tun().PingInterval,
+		Hostname:     host,
+		GPUCount:     ep.def.GPUCount,
+		CPUCount:     runtime.NumCPU(),
+	}.Env()...)
 }
 
 // rememberWorker records a starting worker, so that a restarted emberd can

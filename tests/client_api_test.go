@@ -1,6 +1,6 @@
 package tests
 
-// End-to-end tests of the RunPod client API (spec runpod-compat.md section 1)
+// End-to-end tests of the RunPod client API (docs/compat.md, Client API)
 // against a real emberd and the real example worker (process runtime), over
 // HTTP on loopback. Each test runs its own daemon.
 

@@ -1,7 +1,7 @@
 package tests
 
 // End-to-end tests of the OpenAI-compatible route /v2/{ep}/openai/v1/...
-// (spec runpod-compat.md section 2) against a real emberd and the real
+// (docs/compat.md, OpenAI route) against a real emberd and the real
 // example worker in OpenAI mode (process runtime), spoken to as an OpenAI
 // client would: JSON in, JSON or server-sent events out.
 

@@ -2,8 +2,8 @@ package tests
 
 // An SDK-like worker: the test binary itself, started by emberd (process
 // runtime) with EMBER_TEST_SDK_WORKER=1, behaves as runpod-python 1.12's
-// worker loop does on the points that decide when it exits (spec 3.10,
-// 3.13, 3.14; runpod/serverless/modules/rp_scale.py):
+// worker loop does on the points that decide when it exits (docs/compat.md:
+// Job stop, Worker exit; runpod/serverless/modules/rp_scale.py):
 //
 //   - job-take and job-stop are concurrent long-polls, each bounded at 90 s
 //     and never cancelled by SIGTERM;

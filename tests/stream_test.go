@@ -42,7 +42,8 @@ func procStatusMB(t *testing.T, pid int, field string) float64 {
 	return 0
 }
 
-// streamURL is the job-stream URL as the SDK builds it (spec 3.8).
+// streamURL is the job-stream URL as the SDK builds it (docs/compat.md,
+// Stream posts).
 func (f *fakeWorker) streamURL(jobID string) string {
 	u := strings.ReplaceAll(f.Env["RUNPOD_WEBHOOK_POST_STREAM"], "$RUNPOD_POD_ID", f.ID)
 	return strings.ReplaceAll(u, "$ID", jobID) + "&isStream=false"

@@ -1,6 +1,6 @@
 package tests
 
-// End-to-end tests of webhook delivery (spec runpod-compat.md 1.7): one POST
+// End-to-end tests of webhook delivery (docs/compat.md, Webhooks): one POST
 // of the status object when a job ends, retried up to 3 attempts in all,
 // and kept across a daemon restart.
 

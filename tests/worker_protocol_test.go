@@ -1,7 +1,7 @@
 package tests
 
-// End-to-end tests of the worker-facing protocol (spec runpod-compat.md
-// section 3). Most tests act as the worker themselves: the endpoint's command
+// End-to-end tests of the worker-facing protocol (docs/compat.md, Worker
+// protocol). Most tests act as the worker themselves: the endpoint's command
 // is a shell script that dumps its environment and sleeps, and the test reads
 // the credentials from that dump and drives job-take, job-done, ping and
 // job-stop with net/http exactly as runpod-python sends them. The last tests
@@ -141,7 +141,8 @@ func waitFakeWorker(t *testing.T, d *Daemon, dir string, seen map[int]bool) *fak
 	return nil
 }
 
-// URLs as the SDK builds them (spec 3.3, 3.5, 3.7, 3.9, 3.10).
+// URLs as the SDK builds them (docs/compat.md: Worker environment, Job take,
+// Job done, Ping, Job stop).
 
 func (f *fakeWorker) takeURL() string {
 	return strings.ReplaceAll(f.Env["RUNPOD_WEBHOOK_GET_JOB"], "$ID", f.ID)
@@ -470,7 +471,8 @@ func TestWorkerEnvContract(t *testing.T) {
 	}
 }
 
-// TestWorkerJobTake covers job-take and job-take-batch (spec 3.5, 3.6).
+// TestWorkerJobTake covers job-take and job-take-batch (docs/compat.md, Job
+// take).
 func TestWorkerJobTake(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t) // --take-hold 2s
@@ -584,7 +586,7 @@ func TestWorkerJobTake(t *testing.T) {
 }
 
 // TestWorkerTakeDisconnect: a take the worker gives up on must not swallow
-// a job (spec 3.5 "Do not lose jobs on disconnect").
+// a job (docs/compat.md, Job take: lost answers).
 func TestWorkerTakeDisconnect(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t, "--lease-grace", "1500ms")
@@ -673,7 +675,8 @@ func TestWorkerLeaseFromPings(t *testing.T) {
 	}
 }
 
-// TestWorkerJobDone covers job-done bodies and idempotence (spec 3.7).
+// TestWorkerJobDone covers job-done bodies and idempotence (docs/compat.md,
+// Job done).
 func TestWorkerJobDone(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t)
@@ -765,7 +768,7 @@ func TestWorkerJobDone(t *testing.T) {
 }
 
 // TestWorkerTokens: a worker credential is good for its own endpoint and
-// its own jobs only (spec 3.17 item 2).
+// its own jobs only (docs/compat.md, Worker auth).
 func TestWorkerTokens(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t)
@@ -846,7 +849,7 @@ func TestWorkerTokens(t *testing.T) {
 }
 
 // TestWorkerJobStop: cancelling a running job reaches its worker through the
-// job-stop long-poll (spec 3.10); a late result changes nothing.
+// job-stop long-poll (docs/compat.md, Job stop); a late result changes nothing.
 func TestWorkerJobStop(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t)
@@ -908,7 +911,8 @@ func TestWorkerJobStop(t *testing.T) {
 	}
 }
 
-// TestWorkerUnhealthyPing: an unhealthy report (spec 3.11) stops the worker;
+// TestWorkerUnhealthyPing: an unhealthy report (docs/compat.md, Unhealthy
+// workers) stops the worker;
 // what it held is re-queued and runs on a replacement.
 func TestWorkerUnhealthyPing(t *testing.T) {
 	t.Parallel()
@@ -955,7 +959,8 @@ func TestWorkerUnhealthyPing(t *testing.T) {
 }
 
 // TestWorkerStopPod: a final result with stopPod recycles the worker after
-// the job (spec 3.7, 3.14); the endpoint also scales from zero for a job.
+// the job (docs/compat.md: Job done, Worker exit); the endpoint also scales
+// from zero for a job.
 func TestWorkerStopPod(t *testing.T) {
 	t.Parallel()
 	d := StartDaemon(t)

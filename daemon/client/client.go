@@ -4,7 +4,8 @@
 // the daemon through one implementation of its HTTP contract: the admin API
 // under /v1 (served through grpc-gateway) and the RunPod-Serverless-compatible
 // job API under /v2. It deliberately depends on nothing but the standard
-// library, so that anything in the module can import it cheaply.
+// library and package runpod (the wire contract, itself standard library
+// only), so that anything in the module can import it cheaply.
 package client
 
 import (

@@ -10,16 +10,18 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/emberhq/ember/runpod"
 )
 
-// Job states, as in RunPod Serverless.
+// Job states, as in RunPod Serverless (runpod/status.go).
 const (
-	StatusInQueue    = "IN_QUEUE"
-	StatusInProgress = "IN_PROGRESS"
-	StatusCompleted  = "COMPLETED"
-	StatusFailed     = "FAILED"
-	StatusCancelled  = "CANCELLED"
-	StatusTimedOut   = "TIMED_OUT"
+	StatusInQueue    = string(runpod.InQueue)
+	StatusInProgress = string(runpod.InProgress)
+	StatusCompleted  = string(runpod.Completed)
+	StatusFailed     = string(runpod.Failed)
+	StatusCancelled  = string(runpod.Cancelled)
+	StatusTimedOut   = string(runpod.TimedOut)
 )
 
 // MaxWait is the longest long-poll the client asks for. It matches the wait
@@ -73,13 +75,7 @@ func (s *JobStatus) UnmarshalJSON(b []byte) error {
 }
 
 // Terminal reports whether the job has reached a state it will not leave.
-func (s *JobStatus) Terminal() bool {
-	switch s.Status {
-	case StatusCompleted, StatusFailed, StatusCancelled, StatusTimedOut:
-		return true
-	}
-	return false
-}
+func (s *JobStatus) Terminal() bool { return runpod.Status(s.Status).Terminal() }
 
 // RequestBody builds a /run or /runsync body from input. An object that
 // already has an "input" key is taken as a full request body (so webhook and

@@ -9,12 +9,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/spec"
 )
 
-// maxWebhookLen caps a webhook URL. The body limits (spec 1.2) are in
+// maxWebhookLen caps a webhook URL. The body limits (docs/limits.md) are in
 // scheduler/limits, shared with every transport.
 const maxWebhookLen = 2048
 
@@ -25,7 +26,8 @@ func (e *badRequest) Error() string { return e.msg }
 
 func badf(format string, a ...any) error { return &badRequest{msg: fmt.Sprintf(format, a...)} }
 
-// decodeSubmission parses a /run or /runsync body (spec 1.2). Unknown
+// decodeSubmission parses a /run or /runsync body (docs/compat.md, Submit
+// body). Unknown
 // top-level keys are ignored, as RunPod does; known keys must have the
 // right type and range.
 func decodeSubmission(body []byte, query url.Values) (spec.Submission, error) {
@@ -71,8 +73,8 @@ func decodeSubmission(body []byte, query url.Values) (spec.Submission, error) {
 		if err != nil {
 			return sub, badf("query parameter \"ttl\" must be an integer number of milliseconds")
 		}
-		if v < scheduler.MinTTLMs || v > scheduler.MaxTTLMs {
-			return sub, badf("query parameter \"ttl\" must be between %d and %d ms (10 s to 7 days), got %d", scheduler.MinTTLMs, scheduler.MaxTTLMs, v)
+		if msg := runpod.CheckTTL(v); msg != "" {
+			return sub, badf("query parameter \"ttl\" %s", msg)
 		}
 		sub.TTLMs = v
 	}
@@ -90,7 +92,8 @@ func decodePolicy(raw json.RawMessage, sub *spec.Submission) error {
 			return err
 		}
 		if n == 0 {
-			return badf("field \"policy.executionTimeout\" must be between %d and %d ms (5 s to 7 days), got 0", scheduler.MinExecutionTimeoutMs, scheduler.MaxExecutionTimeoutMs)
+			// An explicit 0 is out of range, not the default a missing field gets.
+			return badf("field \"policy.executionTimeout\" %s", runpod.CheckExecutionTimeout(0))
 		}
 		sub.ExecutionTimeoutMs = n
 	}
@@ -100,7 +103,7 @@ func decodePolicy(raw json.RawMessage, sub *spec.Submission) error {
 			return err
 		}
 		if n == 0 {
-			return badf("field \"policy.ttl\" must be between %d and %d ms (10 s to 7 days), got 0", scheduler.MinTTLMs, scheduler.MaxTTLMs)
+			return badf("field \"policy.ttl\" %s", runpod.CheckTTL(0))
 		}
 		sub.TTLMs = n
 	}
@@ -154,7 +157,8 @@ func decodeWebhook(name string, raw json.RawMessage) (string, error) {
 	return s, nil
 }
 
-// parseResult reads a worker's job-done body (spec 3.7). The SDK labels it
+// parseResult reads a worker's job-done body (docs/compat.md, Job done). The
+// SDK labels it
 // application/x-www-form-urlencoded but sends raw JSON; it is never parsed
 // as a form. status IN_PROGRESS marks a progress update; any "error" marks
 // a failure, with non-string errors kept as their JSON text.
@@ -170,7 +174,7 @@ func parseResult(body []byte) (scheduler.Result, error) {
 	}
 	if st, ok := top["status"]; ok {
 		var s string
-		if json.Unmarshal(st, &s) == nil && s == "IN_PROGRESS" {
+		if json.Unmarshal(st, &s) == nil && runpod.Status(s) == runpod.InProgress {
 			res.Progress = true
 		}
 	}
@@ -183,8 +187,9 @@ func parseResult(body []byte) (scheduler.Result, error) {
 		if json.Unmarshal(e, &s) == nil {
 			res.Error = s
 		} else {
-			// A dict error (spec 3.7): RunPod showed COMPLETED without output;
-			// a FAILED job with the error's JSON text is what users asked for.
+			// A dict error (docs/compat.md, Job done): RunPod showed COMPLETED
+			// without output; a FAILED job with the error's JSON text is what
+			// users asked for.
 			res.Error = string(compact(e))
 		}
 		if res.Error == "" {

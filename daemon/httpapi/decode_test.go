@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/spec"
 )
@@ -26,7 +27,7 @@ func TestDecodeSubmission(t *testing.T) {
 		// errHas, when it is refused: a substring of the message
 		errHas string
 	}{
-		// Bodies as the SDKs send them (spec 1.2).
+		// Bodies as the SDKs send them (docs/compat.md, Submit body).
 		{name: "JS SDK run", body: `{"input":{"msg":"hi"}}`,
 			want: spec.Submission{Input: []byte(`{"msg":"hi"}`)}},
 		{name: "docs example with every field", body: `{
@@ -49,8 +50,8 @@ func TestDecodeSubmission(t *testing.T) {
 		{name: "newlines inside input are compacted", body: "{\"input\":{\n\"a\":\n\"line\\nbreak\"\n}}", want: spec.Submission{Input: []byte(`{"a":"line\nbreak"}`)}},
 		{name: "empty webhook means none", body: `{"input":1,"webhook":""}`, want: spec.Submission{Input: []byte(`1`)}},
 		{name: "integral float ms", body: `{"input":1,"policy":{"executionTimeout":5000}}`, want: spec.Submission{Input: []byte(`1`), ExecutionTimeoutMs: 5000}},
-		{name: "policy bounds inclusive", body: fmt.Sprintf(`{"input":1,"policy":{"executionTimeout":%d,"ttl":%d}}`, scheduler.MaxExecutionTimeoutMs, scheduler.MinTTLMs),
-			want: spec.Submission{Input: []byte(`1`), ExecutionTimeoutMs: scheduler.MaxExecutionTimeoutMs, TTLMs: scheduler.MinTTLMs}},
+		{name: "policy bounds inclusive", body: fmt.Sprintf(`{"input":1,"policy":{"executionTimeout":%d,"ttl":%d}}`, runpod.MaxExecutionTimeoutMs, runpod.MinTTLMs),
+			want: spec.Submission{Input: []byte(`1`), ExecutionTimeoutMs: runpod.MaxExecutionTimeoutMs, TTLMs: runpod.MinTTLMs}},
 		{name: "ttl query", body: `{"input":1}`, query: "ttl=60000", want: spec.Submission{Input: []byte(`1`), TTLMs: 60000}},
 		{name: "policy ttl wins over query", body: `{"input":1,"policy":{"ttl":20000}}`, query: "ttl=60000", want: spec.Submission{Input: []byte(`1`), TTLMs: 20000}},
 		{name: "policy ttl wins over a bad query", body: `{"input":1,"policy":{"ttl":20000}}`, query: "ttl=x", want: spec.Submission{Input: []byte(`1`), TTLMs: 20000}},
@@ -78,7 +79,7 @@ func TestDecodeSubmission(t *testing.T) {
 		{name: "executionTimeout zero", body: `{"input":1,"policy":{"executionTimeout":0}}`, errHas: "policy.executionTimeout"},
 		{name: "executionTimeout below", body: `{"input":1,"policy":{"executionTimeout":4999}}`, errHas: "policy.executionTimeout"},
 		{name: "executionTimeout negative", body: `{"input":1,"policy":{"executionTimeout":-1}}`, errHas: "policy.executionTimeout"},
-		{name: "executionTimeout above", body: fmt.Sprintf(`{"input":1,"policy":{"executionTimeout":%d}}`, scheduler.MaxExecutionTimeoutMs+1), errHas: "policy.executionTimeout"},
+		{name: "executionTimeout above", body: fmt.Sprintf(`{"input":1,"policy":{"executionTimeout":%d}}`, runpod.MaxExecutionTimeoutMs+1), errHas: "policy.executionTimeout"},
 		{name: "executionTimeout huge", body: `{"input":1,"policy":{"executionTimeout":1e400}}`, errHas: "policy.executionTimeout"},
 		{name: "executionTimeout beyond int64", body: `{"input":1,"policy":{"executionTimeout":99999999999999999999}}`, errHas: "policy.executionTimeout"},
 		{name: "ttl zero", body: `{"input":1,"policy":{"ttl":0}}`, errHas: "policy.ttl"},
@@ -87,7 +88,7 @@ func TestDecodeSubmission(t *testing.T) {
 		{name: "lowPriority string", body: `{"input":1,"policy":{"lowPriority":"true"}}`, errHas: "lowPriority"},
 		{name: "ttl query not a number", body: `{"input":1}`, query: "ttl=1h", errHas: "ttl"},
 		{name: "ttl query below", body: `{"input":1}`, query: "ttl=5", errHas: "ttl"},
-		{name: "ttl query above", body: `{"input":1}`, query: fmt.Sprintf("ttl=%d", scheduler.MaxTTLMs+1), errHas: "ttl"},
+		{name: "ttl query above", body: `{"input":1}`, query: fmt.Sprintf("ttl=%d", runpod.MaxTTLMs+1), errHas: "ttl"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,7 +151,7 @@ func TestParseResult(t *testing.T) {
 		want   scheduler.Result
 		errHas string
 	}{
-		// Bodies from spec 3.7.
+		// Bodies from docs/compat.md, Job done.
 		{name: "plain output", body: `{"output": {"image_url": "https://x"}}`, want: scheduler.Result{Output: []byte(`{"image_url":"https://x"}`)}},
 		{name: "None output", body: `{"output": null}`, want: scheduler.Result{Output: []byte(`null`)}},
 		{name: "empty list output", body: `{"output": []}`, want: scheduler.Result{Output: []byte(`[]`)}},
@@ -373,7 +374,8 @@ func TestPresentedKey(t *testing.T) {
 			t.Errorf("presentedKey(%q) = %q, want %q", tc.header, got, tc.want)
 		}
 	}
-	// The header name is matched case-insensitively (spec 1.1): net/http
+	// The header name is matched case-insensitively (docs/compat.md, Client
+	// API): net/http
 	// canonicalises it when it parses the request.
 	r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET /v2/ep/health HTTP/1.1\r\nHost: x\r\nauthorization: Bearer lower\r\n\r\n")))
 	if err != nil {

@@ -6,11 +6,12 @@ import (
 	"net/url"
 	"testing"
 
-	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/spec"
 )
 
-// Seeds: bodies real clients send (spec 1.2, 3.7, 3.8), malformed JSON,
+// Seeds: bodies real clients send (docs/compat.md: Submit body, Job done,
+// Stream posts), malformed JSON,
 // numbers at and past every limit, and nulls at every level.
 var submissionSeeds = []struct{ body, query string }{
 	{`{"input":{"msg":"hi"}}`, ""},
@@ -78,10 +79,10 @@ func FuzzDecodeSubmission(f *testing.F) {
 		if sub.S3Config != nil && (!json.Valid(sub.S3Config) || sub.S3Config[0] != '{' || bytes.ContainsAny(sub.S3Config, "\n\r")) {
 			t.Fatalf("accepted s3Config %q", sub.S3Config)
 		}
-		if v := sub.ExecutionTimeoutMs; v != 0 && (v < scheduler.MinExecutionTimeoutMs || v > scheduler.MaxExecutionTimeoutMs) {
+		if v := sub.ExecutionTimeoutMs; v != 0 && (v < runpod.MinExecutionTimeoutMs || v > runpod.MaxExecutionTimeoutMs) {
 			t.Fatalf("executionTimeout %d out of range", v)
 		}
-		if v := sub.TTLMs; v != 0 && (v < scheduler.MinTTLMs || v > scheduler.MaxTTLMs) {
+		if v := sub.TTLMs; v != 0 && (v < runpod.MinTTLMs || v > runpod.MaxTTLMs) {
 			t.Fatalf("ttl %d out of range", v)
 		}
 		if sub.Webhook != "" {

@@ -11,12 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/spec"
-	"github.com/emberhq/ember/scheduler/store"
 )
 
 // openAIKeepAlive is the longest silence on an event stream before a comment
@@ -27,7 +26,7 @@ var openAIKeepAlive = 15 * time.Second
 const openAIWaitStep = time.Minute
 
 // serveOpenAI serves the OpenAI-compatible route, /v2/{ep}/openai/v1/...
-// (spec runpod-compat.md section 2). Every call, whatever its method and
+// (docs/compat.md, OpenAI route). Every call, whatever its method and
 // path, becomes an ordinary durable /run job on the endpoint, answered by
 // the endpoint's worker (as worker-vllm does) and relayed back in OpenAI's
 // shape:
@@ -194,7 +193,7 @@ func (h *Server) openAIWait(w http.ResponseWriter, r *http.Request, ep, id strin
 		if !v.Status.Terminal() {
 			continue
 		}
-		if v.Status == store.Completed {
+		if v.Status == runpod.Completed {
 			out := firstOutput(v.Output)
 			if out == nil {
 				writeOpenAIError(w, http.StatusBadGateway, "the worker completed job "+id+" without an output (a generator handler must be started with return_aggregate_stream)")
@@ -303,15 +302,15 @@ func (h *Server) openAIStream(w http.ResponseWriter, r *http.Request, ep, id str
 }
 
 // finishStream ends the event stream of a terminal job.
-func (h *Server) finishStream(send func([]byte) bool, ep, id string, st store.Status, sawDone bool) {
+func (h *Server) finishStream(send func([]byte) bool, ep, id string, st runpod.Status, sawDone bool) {
 	if sawDone {
-		if st != store.Completed {
+		if st != runpod.Completed {
 			h.log.Info("openai route: job ended after the worker's [DONE]; nothing more sent", "endpoint", ep, "job", id, "status", st)
 		}
 		return
 	}
 	var buf bytes.Buffer
-	if st != store.Completed {
+	if st != runpod.Completed {
 		v, err := h.s.Status(ep, id)
 		var code int
 		var obj map[string]any
@@ -415,13 +414,13 @@ func openAIGoneError(id string, err error) (int, map[string]any) {
 // an OpenAI error object.
 func openAIJobError(v scheduler.JobView) (int, map[string]any) {
 	switch v.Status {
-	case store.TimedOut:
+	case runpod.TimedOut:
 		msg := v.Error
 		if msg == "" {
 			msg = "timed out"
 		}
 		return http.StatusGatewayTimeout, openAIErrorObject(http.StatusGatewayTimeout, "job "+v.ID+" timed out: "+msg)
-	case store.Cancelled:
+	case runpod.Cancelled:
 		return http.StatusServiceUnavailable, openAIErrorObject(http.StatusServiceUnavailable, "job "+v.ID+" was cancelled before it finished")
 	}
 	return workerOpenAIError(v.Error)
@@ -522,7 +521,7 @@ func decodeLoose(s string) (any, bool) {
 	if json.Unmarshal([]byte(s), &v) == nil {
 		return v, true
 	}
-	v, err := parsePyLiteral(s)
+	v, err := runpod.ParsePyLiteral(s)
 	return v, err == nil
 }
 
@@ -569,204 +568,4 @@ func writeOpenAISchedErr(w http.ResponseWriter, err error) {
 		obj["freeBytes"], obj["neededBytes"] = se.Free, se.Needed
 	}
 	writeOpenAIObject(w, code, obj)
-}
-
-// parsePyLiteral parses the Python literals repr() produces for decoded JSON
-// (dict, list, tuple, str, int, float, True, False, None) into the values
-// encoding/json would produce. Worker SDKs report a yielded error dict as its
-// str(), so this is how an OpenAI error from a worker is recognised.
-func parsePyLiteral(s string) (any, error) {
-	p := &pyParser{s: s}
-	v, err := p.value(0)
-	if err != nil {
-		return nil, err
-	}
-	p.space()
-	if p.i != len(p.s) {
-		return nil, p.errorf("trailing data")
-	}
-	return v, nil
-}
-
-type pyParser struct {
-	s string
-	i int
-}
-
-func (p *pyParser) errorf(format string, a ...any) error {
-	return fmt.Errorf("python literal at byte %d: %s", p.i, fmt.Sprintf(format, a...))
-}
-
-func (p *pyParser) space() {
-	for p.i < len(p.s) && strings.IndexByte(" \t\r\n", p.s[p.i]) >= 0 {
-		p.i++
-	}
-}
-
-func (p *pyParser) value(depth int) (any, error) {
-	if depth > 64 {
-		return nil, p.errorf("nested too deeply")
-	}
-	p.space()
-	if p.i >= len(p.s) {
-		return nil, p.errorf("unexpected end")
-	}
-	switch c := p.s[p.i]; {
-	case c == '{':
-		return p.dict(depth)
-	case c == '[' || c == '(':
-		return p.list(depth, map[byte]byte{'[': ']', '(': ')'}[c])
-	case c == '\'' || c == '"':
-		return p.str()
-	}
-	for word, v := range map[string]any{"True": true, "False": false, "None": nil} {
-		if strings.HasPrefix(p.s[p.i:], word) {
-			p.i += len(word)
-			return v, nil
-		}
-	}
-	return p.number()
-}
-
-func (p *pyParser) dict(depth int) (any, error) {
-	p.i++ // {
-	m := map[string]any{}
-	for {
-		p.space()
-		if p.i < len(p.s) && p.s[p.i] == '}' {
-			p.i++
-			return m, nil
-		}
-		k, err := p.value(depth + 1)
-		if err != nil {
-			return nil, err
-		}
-		p.space()
-		if p.i >= len(p.s) || p.s[p.i] != ':' {
-			return nil, p.errorf("expected ':'")
-		}
-		p.i++
-		v, err := p.value(depth + 1)
-		if err != nil {
-			return nil, err
-		}
-		key, ok := k.(string)
-		if !ok {
-			key = fmt.Sprint(k)
-		}
-		m[key] = v
-		p.space()
-		if p.i < len(p.s) && p.s[p.i] == ',' {
-			p.i++
-			continue
-		}
-		if p.i < len(p.s) && p.s[p.i] == '}' {
-			p.i++
-			return m, nil
-		}
-		return nil, p.errorf("expected ',' or '}'")
-	}
-}
-
-func (p *pyParser) list(depth int, end byte) (any, error) {
-	p.i++
-	out := []any{}
-	for {
-		p.space()
-		if p.i < len(p.s) && p.s[p.i] == end {
-			p.i++
-			return out, nil
-		}
-		v, err := p.value(depth + 1)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-		p.space()
-		if p.i < len(p.s) && p.s[p.i] == ',' {
-			p.i++
-			continue
-		}
-		if p.i < len(p.s) && p.s[p.i] == end {
-			p.i++
-			return out, nil
-		}
-		return nil, p.errorf("expected ',' or %q", end)
-	}
-}
-
-func (p *pyParser) str() (any, error) {
-	q := p.s[p.i]
-	p.i++
-	var b strings.Builder
-	for p.i < len(p.s) {
-		c := p.s[p.i]
-		switch {
-		case c == q:
-			p.i++
-			return b.String(), nil
-		case c == '\n':
-			return nil, p.errorf("newline in string")
-		case c != '\\':
-			b.WriteByte(c)
-			p.i++
-			continue
-		}
-		if p.i+1 >= len(p.s) {
-			break
-		}
-		e := p.s[p.i+1]
-		p.i += 2
-		switch e {
-		case 'n':
-			b.WriteByte('\n')
-		case 'r':
-			b.WriteByte('\r')
-		case 't':
-			b.WriteByte('\t')
-		case 'b':
-			b.WriteByte('\b')
-		case 'f':
-			b.WriteByte('\f')
-		case 'v':
-			b.WriteByte('\v')
-		case 'a':
-			b.WriteByte('\a')
-		case '0':
-			b.WriteByte(0)
-		case '\\', '\'', '"':
-			b.WriteByte(e)
-		case 'x', 'u', 'U':
-			n := map[byte]int{'x': 2, 'u': 4, 'U': 8}[e]
-			if p.i+n > len(p.s) {
-				return nil, p.errorf("short \\%c escape", e)
-			}
-			r, err := strconv.ParseUint(p.s[p.i:p.i+n], 16, 32)
-			if err != nil || !utf8.ValidRune(rune(r)) {
-				return nil, p.errorf("bad \\%c escape", e)
-			}
-			b.WriteRune(rune(r))
-			p.i += n
-		default:
-			b.WriteByte('\\')
-			b.WriteByte(e)
-		}
-	}
-	return nil, p.errorf("unterminated string")
-}
-
-func (p *pyParser) number() (any, error) {
-	start := p.i
-	for p.i < len(p.s) && strings.IndexByte("+-0123456789.eE_", p.s[p.i]) >= 0 {
-		p.i++
-	}
-	tok := strings.ReplaceAll(p.s[start:p.i], "_", "")
-	if tok == "" {
-		return nil, p.errorf("unexpected %q", p.s[p.i])
-	}
-	f, err := strconv.ParseFloat(tok, 64)
-	if err != nil {
-		return nil, p.errorf("bad number %q", tok)
-	}
-	return f, nil
 }

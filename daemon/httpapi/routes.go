@@ -10,6 +10,7 @@ import (
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/ratelimit"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/limits"
 )
 
@@ -58,7 +59,7 @@ type route struct {
 	// openAI routes answer errors in OpenAI's shape.
 	openAI bool
 	// rate is the rate-limited operation the route counts as (RunPod's
-	// table, spec 1.8; ratelimit.go), nil for a route with no budget. A
+	// table, docs/limits.md; ratelimit.go), nil for a route with no budget. A
 	// gateway route takes its method's (grpcapi.MethodRateOp).
 	rate *ratelimit.Op
 	// serve handles the request once it is allowed.
@@ -108,12 +109,12 @@ var routeTable = []route{
 	{methods: get, pattern: "/metrics", access: accessKey, need: needRead, serve: (*Server).serveMetrics},
 
 	// RunPod's worker API (worker.go): the handler checks the token.
-	{pattern: "/v2/{endpoint}/job-take/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
-	{pattern: "/v2/{endpoint}/job-take-batch/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
-	{pattern: "/v2/{endpoint}/job-stop/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
-	{pattern: "/v2/{endpoint}/job-done/{worker}/{job}", limit: limits.ResultBody, access: accessWorker, serve: (*Server).serveV2},
-	{pattern: "/v2/{endpoint}/job-stream/{worker}/{job}", limit: limits.ChunkBody, access: accessWorker, serve: (*Server).serveV2},
-	{pattern: "/v2/{endpoint}/ping/{worker}", access: accessWorker, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/" + runpod.RouteJobTake + "/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/" + runpod.RouteJobTakeBatch + "/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/" + runpod.RouteJobStop + "/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/" + runpod.RouteJobDone + "/{worker}/{job}", limit: limits.ResultBody, access: accessWorker, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/" + runpod.RouteJobStream + "/{worker}/{job}", limit: limits.ChunkBody, access: accessWorker, serve: (*Server).serveV2},
+	{pattern: "/v2/{endpoint}/" + runpod.RoutePing + "/{worker}", access: accessWorker, serve: (*Server).serveV2},
 
 	// RunPod's client API (client.go).
 	{methods: post, pattern: "/v2/{endpoint}/run", rate: rated(ratelimit.Run), limit: limits.RunBody, access: accessKey, need: needInvoke, serve: (*Server).serveV2},

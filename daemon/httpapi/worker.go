@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/emberhq/ember/daemon/auth"
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
 )
@@ -24,16 +25,17 @@ const (
 )
 
 var workerOps = map[string]workerOp{
-	"job-take":       opTake,
-	"job-take-batch": opTakeBatch,
-	"job-stop":       opStop,
-	"job-done":       opDone,
-	"job-stream":     opStream,
-	"ping":           opPing,
+	runpod.RouteJobTake:      opTake,
+	runpod.RouteJobTakeBatch: opTakeBatch,
+	runpod.RouteJobStop:      opStop,
+	runpod.RouteJobDone:      opDone,
+	runpod.RouteJobStream:    opStream,
+	runpod.RoutePing:         opPing,
 }
 
 // pathID cleans the last path segment: an SDK given a template without "?"
-// appends "&isStream=false" to the path itself (spec 3.3).
+// appends "&isStream=false" to the path itself (docs/compat.md, Worker
+// environment).
 func pathID(s string) string {
 	if i := strings.IndexByte(s, '&'); i >= 0 {
 		return s[:i]
@@ -41,7 +43,8 @@ func pathID(s string) string {
 	return s
 }
 
-// serveWorker handles the worker protocol (spec 3). Every call carries the
+// serveWorker handles the worker protocol (docs/compat.md, Worker protocol).
+// Every call carries the
 // worker's own token, which works only for its endpoint and its jobs.
 func (h *Server) serveWorker(w http.ResponseWriter, r *http.Request, ep string, op workerOp, rest []string) {
 	wantSegs := 1

@@ -115,7 +115,7 @@ type Limits [numOps]Limit
 const Window = 10 * time.Second
 
 // Defaults are RunPod's documented limits per user and endpoint
-// (docs/runpod-compat.md 1.8). /purge-queue has no concurrency cap there.
+// (docs/limits.md, Rate limits). /purge-queue has no concurrency cap there.
 func Defaults() Limits {
 	var l Limits
 	l[RunSync] = Limit{Rate: 2000, Per: Window, Concurrent: 400}

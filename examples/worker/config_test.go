@@ -37,7 +37,8 @@ func TestLoadConfig(t *testing.T) {
 		wantErr string
 	}{
 		{"substitution and defaults", full, func(t *testing.T, c Config, w []string) {
-			// $RUNPOD_POD_ID in the take template is not replaced (spec 3.3).
+			// $RUNPOD_POD_ID in the take template is not replaced (docs/compat.md,
+			// Worker environment).
 			eq(t, "take", c.TakeURL, "http://d/v2/ep/job-take/w1?gpu=X&x=$RUNPOD_POD_ID")
 			eq(t, "done", c.DoneTemplate, "http://d/v2/ep/job-done/w1/$ID?gpu=X")
 			eq(t, "stream", c.StreamTemplate, "http://d/v2/ep/job-stream/w1/$ID?gpu=X")

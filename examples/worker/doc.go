@@ -1,6 +1,6 @@
 // Command worker is Ember's example worker: a Go program that speaks the RunPod Serverless
-// worker protocol exactly as runpod-python SDK 1.12 does on the wire (spec
-// runpod-compat.md section 3), with a handler whose behaviour is chosen by the job input.
+// worker protocol exactly as runpod-python SDK 1.12 does on the wire (docs/compat.md,
+// Worker protocol), with a handler whose behaviour is chosen by the job input.
 // The daemon's tests and `make run` use it as a stand-in for a real worker image, so the
 // input contract below is stable: change it only together with its tests.
 //
@@ -64,9 +64,9 @@
 // # OpenAI mode
 //
 // With openai_route the handler behaves like worker-vllm answering the platform's
-// /openai/v1/... passthrough (spec section 2): a generator with return_aggregate_stream,
-// so each yielded value is one chunk post and the final isStream=true post carries the
-// list of them. The model echoes: the completion text is the last chat message's content
+// /openai/v1/... passthrough (docs/compat.md, OpenAI route): a generator with
+// return_aggregate_stream, so each yielded value is one chunk post and the final
+// isStream=true post carries the list of them. The model echoes: the completion text is the last chat message's content
 // (string, or its "text" parts joined with spaces) or the prompt (a list of strings is
 // joined with spaces); usage counts words.
 //

@@ -9,7 +9,7 @@ import (
 	"unicode"
 )
 
-// OpenAI mode (spec runpod-compat.md section 2): a job whose input has "openai_route" is
+// OpenAI mode (docs/compat.md, OpenAI route): a job whose input has "openai_route" is
 // answered the way worker-vllm answers the platform's /openai/v1/... passthrough, as a
 // generator handler started with return_aggregate_stream. The "model" is an echo: the
 // completion text is the last chat message's content, or the prompt.

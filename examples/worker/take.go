@@ -30,7 +30,8 @@ func (w *Worker) takeURL(n int) string {
 }
 
 // take asks for up to n jobs and returns those received plus how long to wait before the
-// next take, following the SDK's reaction to each status (spec 3.5).
+// next take, following the SDK's reaction to each status (docs/compat.md,
+// Job take).
 func (w *Worker) take(ctx context.Context, n int) ([]*Job, time.Duration) {
 	url := w.takeURL(n)
 	tctx, cancel := context.WithTimeout(ctx, w.cfg.TakeTimeout)

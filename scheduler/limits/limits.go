@@ -7,9 +7,10 @@
 // The package has no dependencies so that every layer may import it.
 package limits
 
-// Job payloads, from RunPod's documented limits (shared/spec/runpod-compat.md,
-// section 1: "/run body 10 MB", "/runsync body 20 MB", "result posted by a
-// worker about 20 MB").
+// Job payloads, from RunPod's documented limits (docs/limits.md: "/run body
+// 10 MB", "/runsync body 20 MB", "result posted by a worker about 20 MB").
+// They stay here rather than in package runpod: they are byte caps every
+// transport applies, the gRPC and /v1 routes included, not RunPod wire.
 const (
 	// RunBody caps a job submitted to run later: /run, POST
 	// /v1/endpoints/{id}/jobs, gRPC SubmitJob and the OpenAI route.

@@ -1,6 +1,10 @@
 package spec
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/emberhq/ember/runpod"
+)
 
 // Submission is a validated /run or /runsync request.
 type Submission struct {
@@ -18,23 +22,18 @@ type Submission struct {
 	Sync bool
 }
 
-// The policy ranges RunPod documents (docs/limits.md): a job's execution
-// timeout and its TTL, in milliseconds.
-const (
-	MinExecutionTimeoutMs = 5_000
-	MaxExecutionTimeoutMs = 7 * 24 * 3600 * 1000
-	MinTTLMs              = 10_000
-	MaxTTLMs              = 7 * 24 * 3600 * 1000
-)
-
-// Validate checks the policy ranges RunPod documents. Zero values mean
-// "default" and pass.
+// Validate checks the policy ranges RunPod documents (runpod/policy.go).
+// Zero values mean "default" and pass.
 func (sub *Submission) Validate() error {
-	if sub.ExecutionTimeoutMs != 0 && (sub.ExecutionTimeoutMs < MinExecutionTimeoutMs || sub.ExecutionTimeoutMs > MaxExecutionTimeoutMs) {
-		return Errorf("policy.executionTimeout", "must be between %d and %d ms (5 s to 7 days), got %d", MinExecutionTimeoutMs, MaxExecutionTimeoutMs, sub.ExecutionTimeoutMs)
+	if sub.ExecutionTimeoutMs != 0 {
+		if msg := runpod.CheckExecutionTimeout(sub.ExecutionTimeoutMs); msg != "" {
+			return Errorf("policy.executionTimeout", "%s", msg)
+		}
 	}
-	if sub.TTLMs != 0 && (sub.TTLMs < MinTTLMs || sub.TTLMs > MaxTTLMs) {
-		return Errorf("policy.ttl", "must be between %d and %d ms (10 s to 7 days), got %d", MinTTLMs, MaxTTLMs, sub.TTLMs)
+	if sub.TTLMs != 0 {
+		if msg := runpod.CheckTTL(sub.TTLMs); msg != "" {
+			return Errorf("policy.ttl", "%s", msg)
+		}
 	}
 	if len(sub.Input) == 0 || string(sub.Input) == "null" {
 		return Errorf("input", "is required")

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+
+	"github.com/emberhq/ember/runpod"
 )
 
 func TestSubmissionValidate(t *testing.T) {
@@ -16,14 +18,14 @@ func TestSubmissionValidate(t *testing.T) {
 		{"defaults", Submission{Input: in}, true},
 		{"no input", Submission{}, false},
 		{"null input", Submission{Input: json.RawMessage(`null`)}, false},
-		{"exec min", Submission{Input: in, ExecutionTimeoutMs: MinExecutionTimeoutMs}, true},
-		{"exec below", Submission{Input: in, ExecutionTimeoutMs: MinExecutionTimeoutMs - 1}, false},
-		{"exec max", Submission{Input: in, ExecutionTimeoutMs: MaxExecutionTimeoutMs}, true},
-		{"exec above", Submission{Input: in, ExecutionTimeoutMs: MaxExecutionTimeoutMs + 1}, false},
+		{"exec min", Submission{Input: in, ExecutionTimeoutMs: runpod.MinExecutionTimeoutMs}, true},
+		{"exec below", Submission{Input: in, ExecutionTimeoutMs: runpod.MinExecutionTimeoutMs - 1}, false},
+		{"exec max", Submission{Input: in, ExecutionTimeoutMs: runpod.MaxExecutionTimeoutMs}, true},
+		{"exec above", Submission{Input: in, ExecutionTimeoutMs: runpod.MaxExecutionTimeoutMs + 1}, false},
 		{"exec negative", Submission{Input: in, ExecutionTimeoutMs: -1}, false},
-		{"ttl min", Submission{Input: in, TTLMs: MinTTLMs}, true},
-		{"ttl below", Submission{Input: in, TTLMs: MinTTLMs - 1}, false},
-		{"ttl above", Submission{Input: in, TTLMs: MaxTTLMs + 1}, false},
+		{"ttl min", Submission{Input: in, TTLMs: runpod.MinTTLMs}, true},
+		{"ttl below", Submission{Input: in, TTLMs: runpod.MinTTLMs - 1}, false},
+		{"ttl above", Submission{Input: in, TTLMs: runpod.MaxTTLMs + 1}, false},
 	}
 	for _, tc := range cases {
 		err := tc.sub.Validate()

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/limits"
 )
 
@@ -105,8 +106,8 @@ var rules = []rule{
 	{"idleTimeout", func(e *Endpoint) bool { return between(e.IdleTimeoutSec, 1, maxIdleSec) },
 		says("must be between 1 and %d seconds", maxIdleSec)},
 	{"executionTimeoutMs", func(e *Endpoint) bool {
-		return between(e.ExecutionTimeoutMs, MinExecutionTimeoutMs, MaxExecutionTimeoutMs)
-	}, says("must be between %d and %d ms (5 s to 7 days)", MinExecutionTimeoutMs, MaxExecutionTimeoutMs)},
+		return between(e.ExecutionTimeoutMs, runpod.MinExecutionTimeoutMs, runpod.MaxExecutionTimeoutMs)
+	}, says("must be between %d and %d ms (5 s to 7 days)", runpod.MinExecutionTimeoutMs, runpod.MaxExecutionTimeoutMs)},
 	{"scalerType", func(e *Endpoint) bool { return e.ScalerType == ScalerQueueDelay || e.ScalerType == ScalerRequestCount },
 		says("must be %s or %s", ScalerQueueDelay, ScalerRequestCount)},
 	{"scalerValue", func(e *Endpoint) bool { return between(e.ScalerValue, 1, maxScalerValue) },

@@ -11,31 +11,22 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/spec"
 )
 
-// Status is a RunPod job state. The names are the wire values.
-type Status string
+// Status is a job's RunPod state, stored as its wire name.
+type Status = runpod.Status
 
-// The RunPod job states. RUNNING is deliberately absent: the real API never
-// returns it.
+// The job states (runpod/status.go).
 const (
-	InQueue    Status = "IN_QUEUE"
-	InProgress Status = "IN_PROGRESS"
-	Completed  Status = "COMPLETED"
-	Failed     Status = "FAILED"
-	Cancelled  Status = "CANCELLED"
-	TimedOut   Status = "TIMED_OUT"
+	InQueue    = runpod.InQueue
+	InProgress = runpod.InProgress
+	Completed  = runpod.Completed
+	Failed     = runpod.Failed
+	Cancelled  = runpod.Cancelled
+	TimedOut   = runpod.TimedOut
 )
-
-// Terminal reports whether no further transition is possible except retry.
-func (s Status) Terminal() bool {
-	switch s {
-	case Completed, Failed, Cancelled, TimedOut:
-		return true
-	}
-	return false
-}
 
 // Job is the persisted form of one job. Times are Unix milliseconds so the
 // record stays small and round-trips exactly through JSON.
