@@ -273,7 +273,7 @@ func TestParseEndpointSpec(t *testing.T) {
 		{name: "minimal", in: `{"name":"a"}`, want: &EndpointSpec{Name: "a"}},
 		{
 			name: "exported endpoint",
-			in:   `{"id":"ep1","name":"a","workersMin":0,"executionTimeoutMs":"600000","createdAt":"2025-01-01T00:00:00Z","updatedAt":"2025-01-01T00:00:00Z"}`,
+			in:   `{"id":"ep1","name":"a","workersMin":0,"executionTimeoutMs":"600000","generation":"3","createdAt":"2025-01-01T00:00:00Z","updatedAt":"2025-01-01T00:00:00Z"}`,
 			want: &EndpointSpec{Name: "a", WorkersMin: ptr(0), ExecutionTimeoutMs: ptr(int64(600000))},
 		},
 		{

@@ -104,7 +104,7 @@ func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
 
 // readOnlyEndpointFields are set by the daemon. ParseEndpointSpec drops them
 // so that an exported endpoint can be used as a definition as it is.
-var readOnlyEndpointFields = []string{"id", "createdAt", "updatedAt"}
+var readOnlyEndpointFields = []string{"id", "generation", "createdAt", "updatedAt"}
 
 // specFields lists the JSON names of EndpointSpec, derived from its tags so
 // that the list cannot drift from the struct.
