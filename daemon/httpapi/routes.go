@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/emberhq/ember/daemon/auth"
-	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/authz"
 	"github.com/emberhq/ember/daemon/ratelimit"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/scheduler/limits"
@@ -51,15 +51,15 @@ type route struct {
 	// access says who may call the route; need, for accessKey, which
 	// scopes (and whether an invoke key's endpoint list applies).
 	access access
-	need   grpcapi.Need
+	need   authz.Need
 	// rpc is the gRPC method a /v1 gateway route calls; its need comes
-	// from grpcapi.MethodNeed, the table gRPC itself uses.
+	// from authz.MethodNeed, the table gRPC itself uses.
 	rpc string
 	// openAI routes answer errors in OpenAI's shape.
 	openAI bool
 	// rate is the rate-limited operation the route counts as (RunPod's
 	// table, spec 1.8; ratelimit.go), nil for a route with no budget. A
-	// gateway route takes its method's (grpcapi.MethodRateOp).
+	// gateway route takes its method's (authz.MethodRateOp).
 	rate *ratelimit.Op
 	// serve handles the request once it is allowed.
 	serve func(h *Server, w http.ResponseWriter, r *http.Request, segs []string)
@@ -78,12 +78,12 @@ var (
 	get        = []string{http.MethodGet, http.MethodHead}
 	post       = []string{http.MethodPost}
 	getPost    = []string{http.MethodGet, http.MethodPost, http.MethodHead}
-	needRead   = grpcapi.Need{Scopes: []auth.Scope{auth.Read}}
-	needAdmin  = grpcapi.Need{Scopes: []auth.Scope{auth.Admin}}
-	needInvoke = grpcapi.Need{Scopes: []auth.Scope{auth.Invoke}, EndpointField: "endpoint"}
+	needRead   = authz.Need{Scopes: []auth.Scope{auth.Read}}
+	needAdmin  = authz.Need{Scopes: []auth.Scope{auth.Admin}}
+	needInvoke = authz.Need{Scopes: []auth.Scope{auth.Invoke}, EndpointField: "endpoint"}
 	// needHealth: an endpoint's health is for monitoring (read) and for
 	// the SDKs' clients (invoke).
-	needHealth = grpcapi.Need{Scopes: []auth.Scope{auth.Read, auth.Invoke}, EndpointField: "endpoint"}
+	needHealth = authz.Need{Scopes: []auth.Scope{auth.Read, auth.Invoke}, EndpointField: "endpoint"}
 )
 
 // routeTable is every route of the HTTP surface, and the one place that
@@ -200,12 +200,12 @@ func checkRoutes(table []route) ([]route, error) {
 			rt.limit = limits.SmallBody
 		}
 		if rt.rpc != "" {
-			need, ok := grpcapi.MethodNeed(rt.rpc)
+			need, ok := authz.MethodNeed(rt.rpc)
 			if !ok {
-				return nil, fmt.Errorf("route %s: gRPC method %s has no scope in grpcapi's table", rt.name, rt.rpc)
+				return nil, fmt.Errorf("route %s: gRPC method %s has no scope in daemon/authz's table", rt.name, rt.rpc)
 			}
 			rt.need, rt.serve = need, (*Server).serveGateway
-			if op, ok := grpcapi.MethodRateOp(rt.rpc); ok {
+			if op, ok := authz.MethodRateOp(rt.rpc); ok {
 				rt.rate = &op
 			}
 			rt.access = accessKey

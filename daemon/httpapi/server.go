@@ -10,7 +10,7 @@
 // Every route is a row of one table (routes.go) that gives its body limit,
 // how long it may hold, and who may call it: no one in particular, a
 // worker with its token, or a key of a given scope (the /v1 gateway routes
-// take their gRPC method's scope from grpcapi).
+// take their gRPC method's scope from daemon/authz, as gRPC does).
 //
 // RunPod's wire quirks live here on purpose: GET and POST on status and
 // stream, success always HTTP 200 with single-line JSON, keys raw or
@@ -31,7 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/emberhq/ember/daemon/auth"
-	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/authz"
 	"github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/daemon/ratelimit"
 	"github.com/emberhq/ember/oci/image"
@@ -136,9 +136,9 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.access == accessKey {
-		c, ref := grpcapi.Authenticate(h.lookup, presentedKey(r))
+		c, ref := authz.Authenticate(h.lookup, presentedKey(r))
 		if ref == nil {
-			ref = grpcapi.Authorize(c, rt.need, rt.name, rt.endpointOf(segs))
+			ref = authz.Authorize(c, rt.need, rt.name, rt.endpointOf(segs))
 		}
 		if ref != nil {
 			ref.Count()
@@ -186,7 +186,7 @@ func (h *Server) noRoute(w http.ResponseWriter, r *http.Request, segs []string, 
 // writeRefusal answers a 401 or 403: {"error","reason"} with "keyId",
 // "neededScope" and "expiresAt" when they apply; in OpenAI's error shape on
 // the OpenAI routes, with the same fields beside it.
-func writeRefusal(w http.ResponseWriter, rt *route, ref *grpcapi.Refusal) {
+func writeRefusal(w http.ResponseWriter, rt *route, ref *authz.Refusal) {
 	body := map[string]any{"error": ref.Message, "reason": ref.Reason}
 	if rt.openAI {
 		typ := "authentication_error"
@@ -304,11 +304,7 @@ func splitPath(p string) []string {
 // presentedKey extracts the key from Authorization, accepting "Bearer KEY"
 // (the SDKs) and the bare key (RunPod's curl examples and the worker SDK).
 func presentedKey(r *http.Request) string {
-	v := strings.TrimSpace(r.Header.Get("Authorization"))
-	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-		return strings.TrimSpace(v[7:])
-	}
-	return v
+	return authz.PresentedKey(r.Header.Get("Authorization"))
 }
 
 // serveV2 serves RunPod's routes under /v2/{endpoint}/: the worker API
