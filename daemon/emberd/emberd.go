@@ -34,6 +34,7 @@ import (
 	"github.com/emberhq/ember/daemon/connlimit"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/httpapi"
+	"github.com/emberhq/ember/daemon/imagesvc"
 	apikeys "github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/daemon/ratelimit"
 	"github.com/emberhq/ember/daemon/tlsconf"
@@ -541,7 +542,7 @@ func Run(ctx context.Context, o Options) error {
 	// held their calls until lazy.set below.
 	servers.S = sched
 	if wr.images != nil {
-		images.InUse = grpcapi.EndpointsUsingImage(sched, wr.images)
+		images.InUse = imagesvc.EndpointsUsingImage(sched, wr.images)
 	}
 
 	gw := runtime.NewServeMux(runtime.WithErrorHandler(grpcapi.GatewayErrorHandler), runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
