@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/scheduler/limits"
+	"github.com/emberhq/ember/scheduler/workerid"
 )
 
 // sweepWorkerLogs deletes the log files (and rotated parts) of workers that
@@ -28,7 +29,7 @@ func (s *Scheduler) sweepWorkerLogs(keep time.Duration) int {
 	for _, e := range entries {
 		name := e.Name()
 		id, _, ok := strings.Cut(name, ".log")
-		if !ok || !strings.HasPrefix(id, "w-") || e.IsDir() {
+		if !ok || !strings.HasPrefix(id, workerid.Prefix) || e.IsDir() {
 			continue
 		}
 		s.mu.Lock()

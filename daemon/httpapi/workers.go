@@ -14,6 +14,7 @@ import (
 
 	"github.com/emberhq/ember/daemon/audit"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/workerid"
 )
 
 // maxLogTail bounds how much of a log's end GET /v1/workers/{id}/logs
@@ -71,7 +72,7 @@ func (h *Server) stopWorker(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on /v1/workers/{id}:stop; use POST")
 		return
 	}
-	if !validWorkerID(id) {
+	if !workerid.Valid(id) {
 		audit.Record(r.Context(), h.log, audit.WorkerStop, id, scheduler.ErrNotFound, slog.String("worker", id))
 		writeError(w, http.StatusNotFound, "worker "+strconv.Quote(id)+" not found")
 		return
@@ -93,20 +94,6 @@ func (h *Server) stopWorker(w http.ResponseWriter, r *http.Request, id string) {
 		}
 	}
 	writeJSON(w, map[string]string{"id": id, "state": string(scheduler.WorkerStopped)})
-}
-
-// validWorkerID accepts what the scheduler generates, "w-" and hex, so
-// that an id can never name a file outside the workers' log directory.
-func validWorkerID(id string) bool {
-	if len(id) < 3 || len(id) > 66 || id[:2] != "w-" {
-		return false
-	}
-	for _, c := range id[2:] {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // serveWorkerLogs answers with the end of a worker's log: all of its last
@@ -134,7 +121,7 @@ func (h *Server) serveWorkerLogs(w http.ResponseWriter, r *http.Request, id stri
 		}
 		follow = b
 	}
-	if !validWorkerID(id) {
+	if !workerid.Valid(id) {
 		writeError(w, http.StatusNotFound, "worker "+strconv.Quote(id)+" not found")
 		return
 	}
