@@ -615,7 +615,7 @@ func Run(ctx context.Context, o Options) error {
 	preloaded := make(chan struct{})
 	go func() {
 		defer close(preloaded)
-		res, err := preload(preloadCtx, preloadDir, o.DataDir, wr.images, servers, log)
+		res, err := preload(preloadCtx, preloadDir, o.DataDir, wr.images, sched, log)
 		if err != nil && preloadCtx.Err() == nil {
 			log.Error("preload failed", "dir", preloadDir, "err", err)
 			return
