@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci/logindex"
+	"github.com/emberhq/ember/oci/workerlog"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
 )
@@ -142,16 +143,15 @@ func (h *Server) serveEndpointLogs(w http.ResponseWriter, r *http.Request, segs 
 // dropped.
 func (h *Server) followEndpoint(ctx context.Context, id string, backlog []*logSource, out io.Writer, flush func(), opts logOptions) {
 	type part struct {
-		lf *logFollower
+		lf *workerlog.Follower
 		pw *prefixWriter
 	}
 	parts := map[string]*part{}
 	seen := map[string]bool{}
 	// order keeps each round's output in the workers' start order.
 	var order []string
-	add := func(wid string, lf *logFollower) {
+	add := func(wid string, lf *workerlog.Follower) {
 		pw := &prefixWriter{id: wid, out: out, opts: opts}
-		lf.w, lf.flush = pw, func() {}
 		parts[wid] = &part{lf, pw}
 		order = append(order, wid)
 	}
@@ -166,7 +166,7 @@ func (h *Server) followEndpoint(ctx context.Context, id string, backlog []*logSo
 	}
 	defer func() {
 		for _, p := range parts {
-			p.lf.f.Close()
+			p.lf.Close()
 		}
 	}()
 	t := time.NewTicker(logPollInterval)
@@ -187,7 +187,7 @@ func (h *Server) followEndpoint(ctx context.Context, id string, backlog []*logSo
 				st, err := f.Stat()
 				if err == nil && st.Mode().IsRegular() {
 					seen[wi.ID] = true
-					add(wi.ID, &logFollower{path: wi.LogPath, f: f})
+					add(wi.ID, workerlog.Follow(wi.LogPath, f, 0))
 					continue
 				}
 				f.Close()
@@ -202,11 +202,11 @@ func (h *Server) followEndpoint(ctx context.Context, id string, backlog []*logSo
 			_, live := h.s.WorkerLog(wid)
 			now := time.Now()
 			p.pw.now = now
-			err := p.lf.poll()
+			err := p.lf.Poll(p.pw, nil)
 			if err != nil || !live || gone {
 				// Stopped: its log is complete and was just sent.
 				p.pw.end()
-				p.lf.f.Close()
+				p.lf.Close()
 				delete(parts, wid)
 				continue
 			}
@@ -376,13 +376,8 @@ func (s *logSource) next() {
 
 // follower hands the source's file on to follow it from where the
 // backlog ended.
-func (s *logSource) follower() *logFollower {
-	lf := &logFollower{path: s.path, f: s.f, off: s.end}
-	tail := make([]byte, min(int64(lastKeep), s.end))
-	if n, _ := s.f.ReadAt(tail, s.end-int64(len(tail))); n > 0 {
-		lf.remember(tail[:n])
-	}
-	return lf
+func (s *logSource) follower() *workerlog.Follower {
+	return workerlog.Follow(s.path, s.f, s.end)
 }
 
 func (s *logSource) close() {
