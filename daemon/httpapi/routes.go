@@ -107,7 +107,7 @@ var routeTable = []route{
 	{methods: get, pattern: "/openapi.json", access: accessPublic, serve: (*Server).serveOpenAPI},
 	{methods: get, pattern: "/metrics", access: accessKey, need: needRead, serve: (*Server).serveMetrics},
 
-	// RunPod's worker API (worker.go): the handler checks the token.
+	// RunPod's worker API (runpodworker.go): the handler checks the token.
 	{pattern: "/v2/{endpoint}/job-take/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
 	{pattern: "/v2/{endpoint}/job-take-batch/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
 	{pattern: "/v2/{endpoint}/job-stop/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
@@ -115,7 +115,7 @@ var routeTable = []route{
 	{pattern: "/v2/{endpoint}/job-stream/{worker}/{job}", limit: limits.ChunkBody, access: accessWorker, serve: (*Server).serveV2},
 	{pattern: "/v2/{endpoint}/ping/{worker}", access: accessWorker, serve: (*Server).serveV2},
 
-	// RunPod's client API (client.go).
+	// RunPod's client API (runpodclient.go).
 	{methods: post, pattern: "/v2/{endpoint}/run", rate: rated(ratelimit.Run), limit: limits.RunBody, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
 	{methods: post, pattern: "/v2/{endpoint}/runsync", rate: rated(ratelimit.RunSync), limit: limits.RunSyncBody, hold: holdWait, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
 	{methods: getPost, pattern: "/v2/{endpoint}/status/{job}", rate: rated(ratelimit.Status), access: accessKey, need: needInvoke, serve: (*Server).serveV2},

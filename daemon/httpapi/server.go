@@ -1,11 +1,12 @@
 // Package httpapi is emberd's HTTP surface: RunPod's client API (/v2/{ep}/run
-// and friends), RunPod's worker API (job-take, job-done, ...), the REST
-// gateway for Ember's own API (/v1, generated from proto/), the image
-// upload (POST /v1/images:upload), the worker list and logs (GET
-// /v1/workers, /v1/workers/{id}/logs) and POST /v1/workers/{id}:stop, the
-// named API keys (/v1/keys), the GPUs (GET /v1/gpus), the probes (GET
-// /healthz, /readyz), the OpenAPI document, and the Prometheus metrics
-// (GET /metrics).
+// and friends: runpodclient.go), RunPod's worker API (job-take, job-done,
+// ...: runpodworker.go), the REST gateway for Ember's own API (/v1,
+// generated from proto/), the image upload (POST /v1/images:upload:
+// images.go), the worker list and logs (GET /v1/workers,
+// /v1/workers/{id}/logs) and POST /v1/workers/{id}:stop (workers.go), an
+// endpoint's logs (endpointlogs.go), the named API keys (/v1/keys), the
+// GPUs (GET /v1/gpus), the probes (GET /healthz, /readyz), the OpenAPI
+// document, and the Prometheus metrics (GET /metrics).
 //
 // Every route is a row of one table (routes.go) that gives its body limit,
 // how long it may hold, and who may call it: no one in particular, a
