@@ -1,6 +1,16 @@
-// Package emberd assembles the daemon: the scheduler, the worker runtime,
-// the HTTP surface (RunPod client and worker APIs, REST gateway) and the
-// gRPC server, and runs them until told to stop.
+// Package emberd is the daemon's wiring: it assembles the scheduler, the
+// worker runtime, the HTTP surface (RunPod client and worker APIs, REST
+// gateway) and the gRPC server from Options, and runs them until told to
+// stop (Run). The emberd command (daemon/cmd/emberd) is only its front
+// door: it reads flags and the config file into Options, calls Run, and
+// passes reloads on.
+//
+// Besides the wiring it holds what belongs to the daemon's process and to
+// no API: listeners and their TLS, systemd notification, the journal, the
+// network namespace, reloads, and the preload folder (preload.go, which
+// creates endpoints through the scheduler). Business rules live below it
+// (the scheduler, daemon/imagesvc, daemon/authz); the transports
+// (daemon/httpapi, daemon/grpcapi) must not import it.
 package emberd
 
 import (
