@@ -1,6 +1,7 @@
 // Package workerlog reads a worker's log file while the runtime writes
-// and rotates it: Follower sends what is appended, across both kinds of
-// rotation the log may go through. The runc runtime rotates in place
+// and rotates it: Lines reads its backlog (its last bytes, each line with
+// the time its index gives it), and Follower sends what is appended, across
+// both kinds of rotation the log may go through. The runc runtime rotates in place
 // (oci/runc/logs.go: the file's head is copied to PATH.1 and cut out of
 // the live file, or, where ranges cannot be collapsed, the whole file is
 // copied and truncated); a log can also be renamed away and replaced. The
@@ -8,7 +9,8 @@
 //
 // It is a package of its own, not part of oci/runc, so that the API that
 // serves logs (daemon/httpapi) does not link libcontainer. It imports
-// nothing of Ember; it must not import the runtimes or the daemon.
+// only oci/logindex and scheduler/limits (the one table of limits); it
+// must not import the runtimes or the daemon.
 package workerlog
 
 import (
