@@ -7,36 +7,18 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/emberhq/ember/daemon/auth"
+	"github.com/emberhq/ember/daemon/internal/apimethods"
 	"github.com/emberhq/ember/daemon/keys"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 )
 
-// emberMethods lists every method of Ember's gRPC services with its
-// request type.
-func emberMethods(t *testing.T) map[string]protoreflect.MessageType {
-	t.Helper()
-	out := map[string]protoreflect.MessageType{}
-	for _, file := range []protoreflect.FileDescriptor{emberv1.File_ember_v1_endpoint_proto, emberv1.File_ember_v1_job_proto, emberv1.File_ember_v1_health_proto, emberv1.File_ember_v1_image_proto} {
-		for i := range file.Services().Len() {
-			svc := file.Services().Get(i)
-			for j := range svc.Methods().Len() {
-				m := svc.Methods().Get(j)
-				mt, err := protoregistry.GlobalTypes.FindMessageByName(m.Input().FullName())
-				if err != nil {
-					t.Fatal(err)
-				}
-				out["/"+string(svc.FullName())+"/"+string(m.Name())] = mt
-			}
-		}
-	}
-	return out
-}
-
 func TestMethodTable(t *testing.T) {
-	ms := emberMethods(t)
+	ms, err := apimethods.All()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(ms) != len(methodNeeds) {
 		t.Errorf("%d methods in the services, %d in the table", len(ms), len(methodNeeds))
 	}

@@ -13,10 +13,10 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/emberhq/ember/daemon/auth"
 	"github.com/emberhq/ember/daemon/authz"
+	"github.com/emberhq/ember/daemon/internal/apimethods"
 	"github.com/emberhq/ember/daemon/keys"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 )
@@ -38,32 +38,15 @@ func testLookup(secret string) (auth.Caller, error) {
 	return auth.Caller{}, keys.ErrWrong
 }
 
-// emberMethods lists every method of Ember's gRPC services with its
-// request type.
-func emberMethods(t *testing.T) map[string]protoreflect.MessageType {
-	t.Helper()
-	out := map[string]protoreflect.MessageType{}
-	for _, file := range []protoreflect.FileDescriptor{emberv1.File_ember_v1_endpoint_proto, emberv1.File_ember_v1_job_proto, emberv1.File_ember_v1_health_proto, emberv1.File_ember_v1_image_proto} {
-		for i := range file.Services().Len() {
-			svc := file.Services().Get(i)
-			for j := range svc.Methods().Len() {
-				m := svc.Methods().Get(j)
-				mt, err := protoregistry.GlobalTypes.FindMessageByName(m.Input().FullName())
-				if err != nil {
-					t.Fatal(err)
-				}
-				out["/"+string(svc.FullName())+"/"+string(m.Name())] = mt
-			}
-		}
-	}
-	return out
-}
-
 // TestUnaryAuth calls every Ember method through the interceptor with
 // each kind of key.
 func TestUnaryAuth(t *testing.T) {
 	ic := UnaryAuth(testLookup)
-	for m, mt := range emberMethods(t) {
+	ms, err := apimethods.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m, mt := range ms {
 		need, _ := authz.MethodNeed(m)
 		for _, ep := range []string{"ep-a", "ep-b"} {
 			req := mt.New()
