@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"syscall"
@@ -24,12 +23,13 @@ func (f fakeEndpoints) Endpoints() []store.Endpoint { return f }
 // under name too.
 func importImage(t *testing.T, st *image.Store, img testimage.Image, name string) *testimage.Built {
 	t.Helper()
-	b, data, err := testimage.Archive(img)
+	b, err := img.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "image.tar")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
+	// An OCI layout directory, which the store imports like an archive.
+	path := t.TempDir()
+	if err := b.WriteLayout(path); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Import(context.Background(), path, image.ImportOptions{}); err != nil {
