@@ -1,6 +1,17 @@
 // Package oci holds what runs workers: the Runtime seam the scheduler talks
 // to, and (in subpackages) its implementations. Nothing here knows about
 // jobs, endpoints' queues or HTTP.
+//
+// oci/ is the home of every worker runtime, whether it runs containers or
+// not: oci/runc (OCI containers through runc's libcontainer, the
+// production runtime) and oci/process (the development runtime: the
+// command run directly on the host, no image, no isolation). The tree is
+// named for the OCI runtime spec that Spec and the Runtime seam follow,
+// not for what every runtime must be. Beside the runtimes live what they
+// share or need: oci/image (the image store), oci/bundle (OCI bundles),
+// oci/gpu (GPU inventory and injection), oci/logindex and oci/workerlog
+// (workers' log files). A new runtime goes in a subpackage here and
+// imports nothing above oci/.
 package oci
 
 import (

@@ -15,6 +15,7 @@ import (
 	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
+	"github.com/emberhq/ember/scheduler/workerid"
 )
 
 // WorkerState is a worker's lifecycle state.
@@ -238,7 +239,7 @@ func randomToken() string {
 // startWorkerLocked registers a worker and launches it in the background;
 // the worker counts as initializing until its first take or ping.
 func (s *Scheduler) startWorkerLocked(ep *endpointState) bool {
-	id := "w-" + randomToken()[:12]
+	id := workerid.New()
 	gpus := s.allocateGPUsLocked(ep, id)
 	if ep.def.GPUCount > 0 && s.cfg.AllocateGPUs && gpus == nil {
 		return false // throttled: no GPU free

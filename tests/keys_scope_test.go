@@ -25,7 +25,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/emberhq/ember/daemon/auth"
-	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/authz"
 	"github.com/emberhq/ember/daemon/httpapi"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 )
@@ -224,7 +224,7 @@ func TestKeyScopes(t *testing.T) {
 			for j := range svc.Methods().Len() {
 				m := svc.Methods().Get(j)
 				full := "/" + string(svc.FullName()) + "/" + string(m.Name())
-				need, ok := grpcapi.MethodNeed(full)
+				need, ok := authz.MethodNeed(full)
 				if !ok {
 					t.Errorf("%s has no scope", full)
 					continue

@@ -4,9 +4,11 @@
 // the counter of refused requests.
 //
 // Authentication (which key) and authorization (may it call this route)
-// are done by the transports from their route tables; this package only
-// names the vocabulary, so that the audit trail (daemon/audit), the rate
-// limiter and the handlers read one Caller type whatever the transport.
+// are daemon/authz's one check, which every transport runs; this package
+// only names the vocabulary, so that the audit trail (daemon/audit), the
+// rate limiter and the handlers read one Caller type whatever the
+// transport. It imports nothing of Ember, so that every daemon package may
+// import it.
 package auth
 
 import (

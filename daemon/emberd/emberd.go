@@ -1,6 +1,16 @@
-// Package emberd assembles the daemon: the scheduler, the worker runtime,
-// the HTTP surface (RunPod client and worker APIs, REST gateway) and the
-// gRPC server, and runs them until told to stop.
+// Package emberd is the daemon's wiring: it assembles the scheduler, the
+// worker runtime, the HTTP surface (RunPod client and worker APIs, REST
+// gateway) and the gRPC server from Options, and runs them until told to
+// stop (Run). The emberd command (daemon/cmd/emberd) is only its front
+// door: it reads flags and the config file into Options, calls Run, and
+// passes reloads on.
+//
+// Besides the wiring it holds what belongs to the daemon's process and to
+// no API: listeners and their TLS, systemd notification, the journal, the
+// network namespace, reloads, and the preload folder (preload.go, which
+// creates endpoints through the scheduler). Business rules live below it
+// (the scheduler, daemon/imagesvc, daemon/authz); the transports
+// (daemon/httpapi, daemon/grpcapi) must not import it.
 package emberd
 
 import (
@@ -34,6 +44,7 @@ import (
 	"github.com/emberhq/ember/daemon/connlimit"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/httpapi"
+	"github.com/emberhq/ember/daemon/imagesvc"
 	apikeys "github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/daemon/ratelimit"
 	"github.com/emberhq/ember/daemon/tlsconf"
@@ -522,7 +533,7 @@ func Run(ctx context.Context, o Options) error {
 	// held their calls until lazy.set below.
 	servers.S = sched
 	if wr.images != nil {
-		images.InUse = grpcapi.EndpointsUsingImage(sched, wr.images)
+		images.InUse = imagesvc.EndpointsUsingImage(sched, wr.images)
 	}
 
 	gw := runtime.NewServeMux(runtime.WithErrorHandler(grpcapi.GatewayErrorHandler), runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
@@ -595,7 +606,7 @@ func Run(ctx context.Context, o Options) error {
 	preloaded := make(chan struct{})
 	go func() {
 		defer close(preloaded)
-		res, err := preload(preloadCtx, preloadDir, o.DataDir, wr.images, servers, log)
+		res, err := preload(preloadCtx, preloadDir, o.DataDir, wr.images, sched, log)
 		if err != nil && preloadCtx.Err() == nil {
 			log.Error("preload failed", "dir", preloadDir, "err", err)
 			return

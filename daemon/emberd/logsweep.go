@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/emberhq/ember/scheduler/workerid"
 )
 
 // Worker log retention. Workers log to <data dir>/workers/<id>.log (and
@@ -68,7 +70,7 @@ func (l *logSweeper) sweep() int {
 	for _, e := range entries {
 		name := e.Name()
 		id, _, ok := strings.Cut(name, ".log")
-		if !ok || !strings.HasPrefix(id, "w-") || e.IsDir() {
+		if !ok || !workerid.Valid(id) || e.IsDir() {
 			continue
 		}
 		if l.live(id) {

@@ -12,14 +12,17 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/emberhq/ember/daemon/audit"
 	"github.com/emberhq/ember/daemon/auth"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/oci/image"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
+	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/spec"
+	"github.com/emberhq/ember/scheduler/store"
 )
 
 // Preload: an appliance leaves the factory with its models ready by
@@ -47,10 +50,11 @@ type preloadResult struct {
 	Images, Endpoints, Skipped, Failed int
 }
 
-// preload runs one pass over dir. images is nil for the process runtime,
-// whose endpoints need no image: archives are then left for a later start
-// with the runc runtime.
-func preload(ctx context.Context, dir, dataDir string, images *image.Store, servers *grpcapi.Servers, log *slog.Logger) (preloadResult, error) {
+// preload runs one pass over dir, creating endpoints through sched (the
+// scheduler). images is nil for the process runtime, whose endpoints need
+// no image: archives are then left for a later start with the runc
+// runtime.
+func preload(ctx context.Context, dir, dataDir string, images *image.Store, sched endpointCreator, log *slog.Logger) (preloadResult, error) {
 	var res preloadResult
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -131,7 +135,7 @@ func preload(ctx context.Context, dir, dataDir string, images *image.Store, serv
 			res.Skipped++
 			continue
 		}
-		created, err := preloadEndpoint(ctx, path, servers)
+		created, err := preloadEndpoint(ctx, path, sched, log)
 		switch {
 		case err != nil:
 			log.Error("preload: create endpoint", "entry", path, "err", err)
@@ -152,9 +156,16 @@ func preload(ctx context.Context, dir, dataDir string, images *image.Store, serv
 	return res, nil
 }
 
-// preloadEndpoint creates the endpoint defined in path; it returns its id,
-// or "" when an endpoint of that name exists already.
-func preloadEndpoint(ctx context.Context, path string, servers *grpcapi.Servers) (string, error) {
+// endpointCreator creates endpoints (the scheduler does).
+type endpointCreator interface {
+	CreateEndpoint(ctx context.Context, sp spec.EndpointSpec) (store.Endpoint, error)
+}
+
+// preloadEndpoint creates the endpoint defined in path through the
+// scheduler, read as CreateEndpoint reads its request, with the audit
+// record CreateEndpoint leaves; it returns its id, or "" when an endpoint
+// of that name exists already.
+func preloadEndpoint(ctx context.Context, path string, sched endpointCreator, log *slog.Logger) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
@@ -163,15 +174,23 @@ func preloadEndpoint(ctx context.Context, path string, servers *grpcapi.Servers)
 	if err := protojson.Unmarshal(b, &ep); err != nil {
 		return "", fmt.Errorf("%s is not an endpoint definition (the body of POST /v1/endpoints): %v", path, err)
 	}
-	// The audit trail names the preload folder as the actor.
-	created, err := servers.CreateEndpoint(auth.WithCaller(ctx, auth.Caller{KeyID: "preload", Name: "preload", Scope: auth.Admin}), &emberv1.CreateEndpointRequest{Endpoint: &ep})
-	if status.Code(err) == codes.AlreadyExists || (err != nil && strings.Contains(err.Error(), "already exists")) {
-		return "", nil
-	}
+	sp, err := grpcapi.CreateSpec(&ep)
 	if err != nil {
 		return "", fmt.Errorf("%s: %s", path, status.Convert(err).Message())
 	}
-	return created.GetId(), nil
+	// The audit trail names the preload folder as the actor.
+	ctx = auth.WithCaller(ctx, auth.Caller{KeyID: "preload", Name: "preload", Scope: auth.Admin})
+	e, err := sched.CreateEndpoint(ctx, sp)
+	if err != nil {
+		// No id yet: the object is the name asked for.
+		audit.Record(ctx, log, audit.EndpointCreate, ep.GetName(), err, slog.String("name", ep.GetName()))
+		if errors.Is(err, scheduler.ErrExists) || strings.Contains(err.Error(), "already exists") {
+			return "", nil
+		}
+		return "", fmt.Errorf("%s: %s", path, err.Error())
+	}
+	audit.Record(ctx, log, audit.EndpointCreate, e.ID, nil, slog.String("endpoint", e.ID), slog.String("name", e.Name))
+	return e.ID, nil
 }
 
 // fingerprint identifies an entry's content cheaply: its size and

@@ -13,9 +13,10 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/emberhq/ember/daemon/auth"
+	"github.com/emberhq/ember/daemon/authz"
+	"github.com/emberhq/ember/daemon/internal/apimethods"
 	"github.com/emberhq/ember/daemon/keys"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 )
@@ -37,64 +38,16 @@ func testLookup(secret string) (auth.Caller, error) {
 	return auth.Caller{}, keys.ErrWrong
 }
 
-// emberMethods lists every method of Ember's gRPC services with its
-// request type.
-func emberMethods(t *testing.T) map[string]protoreflect.MessageType {
-	t.Helper()
-	out := map[string]protoreflect.MessageType{}
-	for _, file := range []protoreflect.FileDescriptor{emberv1.File_ember_v1_endpoint_proto, emberv1.File_ember_v1_job_proto, emberv1.File_ember_v1_health_proto, emberv1.File_ember_v1_image_proto} {
-		for i := range file.Services().Len() {
-			svc := file.Services().Get(i)
-			for j := range svc.Methods().Len() {
-				m := svc.Methods().Get(j)
-				mt, err := protoregistry.GlobalTypes.FindMessageByName(m.Input().FullName())
-				if err != nil {
-					t.Fatal(err)
-				}
-				out["/"+string(svc.FullName())+"/"+string(m.Name())] = mt
-			}
-		}
-	}
-	return out
-}
-
-func TestMethodTable(t *testing.T) {
-	ms := emberMethods(t)
-	if len(ms) != len(methodNeeds) {
-		t.Errorf("%d methods in the services, %d in the table", len(ms), len(methodNeeds))
-	}
-	for m, mt := range ms {
-		need, ok := MethodNeed(m)
-		switch {
-		case !ok:
-			t.Errorf("%s has no scope", m)
-		case !need.Public && len(need.Scopes) == 0:
-			t.Errorf("%s: neither public nor scoped", m)
-		case need.EndpointField != "" && mt.Descriptor().Fields().ByName(protoreflect.Name(need.EndpointField)) == nil:
-			t.Errorf("%s: request %s has no field %s", m, mt.Descriptor().FullName(), need.EndpointField)
-		}
-	}
-	for m, want := range map[string]bool{
-		"/grpc.health.v1.Health/Check":                                   true,
-		"/grpc.health.v1.Health/Watch":                                   true,
-		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      false,
-		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": false,
-	} {
-		if need, ok := MethodNeed(m); !ok || need.Public != want {
-			t.Errorf("%s: %+v %v; want public %v", m, need, ok, want)
-		}
-	}
-	if _, ok := MethodNeed("/ember.v1.NewService/New"); ok {
-		t.Error("a method in no table has a need")
-	}
-}
-
 // TestUnaryAuth calls every Ember method through the interceptor with
 // each kind of key.
 func TestUnaryAuth(t *testing.T) {
 	ic := UnaryAuth(testLookup)
-	for m, mt := range emberMethods(t) {
-		need, _ := MethodNeed(m)
+	ms, err := apimethods.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m, mt := range ms {
+		need, _ := authz.MethodNeed(m)
 		for _, ep := range []string{"ep-a", "ep-b"} {
 			req := mt.New()
 			if f := need.EndpointField; f != "" {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/emberhq/ember/daemon/imagesvc"
 	"github.com/emberhq/ember/daemon/internal/testimage"
 	"github.com/emberhq/ember/oci/image"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
@@ -205,7 +206,7 @@ func TestImageServiceDelete(t *testing.T) {
 		{ID: "ep-4", Name: "plain", Command: []string{"/bin/true"}},
 	}
 	sv := &ImageServer{Store: st}
-	sv.InUse = EndpointsUsingImage(eps, st)
+	sv.InUse = imagesvc.EndpointsUsingImage(eps, st)
 	for _, p := range []string{path, opath} {
 		if _, err := sv.ImportImage(ctx, &emberv1.ImportImageRequest{Path: p}); err != nil {
 			t.Fatal(err)
@@ -236,7 +237,7 @@ func TestImageServiceDelete(t *testing.T) {
 
 	// Once no endpoint uses it, the image goes and its layer with it.
 	layerDirs := dirEntries(t, filepath.Join(st.Dir(), "l"))
-	sv.InUse = EndpointsUsingImage(eps[2:], st)
+	sv.InUse = imagesvc.EndpointsUsingImage(eps[2:], st)
 	resp, err = sv.DeleteImage(ctx, &emberv1.DeleteImageRequest{Ref: "ghcr.io/acme/echo:1"})
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +272,7 @@ func TestImageDeleteSharedID(t *testing.T) {
 		t.Fatal("fixture: want one config, two manifests")
 	}
 	sv := &ImageServer{Store: st}
-	sv.InUse = EndpointsUsingImage(fakeEndpoints{{ID: "ep-1", Name: "echo", Image: "ghcr.io/acme/echo:1"}}, st)
+	sv.InUse = imagesvc.EndpointsUsingImage(fakeEndpoints{{ID: "ep-1", Name: "echo", Image: "ghcr.io/acme/echo:1"}}, st)
 	for _, p := range []string{ppath, gpath} {
 		if _, err := sv.ImportImage(ctx, &emberv1.ImportImageRequest{Path: p}); err != nil {
 			t.Fatal(err)
@@ -381,7 +382,7 @@ func TestImageGateway(t *testing.T) {
 func TestImageGRPC(t *testing.T) {
 	st := openStore(t)
 	_, path := writeArchive(t, echoImage)
-	sv := &ImageServer{Store: st, InUse: EndpointsUsingImage(fakeEndpoints{{ID: "ep-1", Name: "echo", Image: "ghcr.io/acme/echo:1"}}, st)}
+	sv := &ImageServer{Store: st, InUse: imagesvc.EndpointsUsingImage(fakeEndpoints{{ID: "ep-1", Name: "echo", Image: "ghcr.io/acme/echo:1"}}, st)}
 	lis := bufconn.Listen(1 << 20)
 	g := grpc.NewServer()
 	sv.Register(g)

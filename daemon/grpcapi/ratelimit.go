@@ -11,28 +11,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/emberhq/ember/daemon/auth"
+	"github.com/emberhq/ember/daemon/authz"
 	"github.com/emberhq/ember/daemon/ratelimit"
-	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 )
-
-// rateOps are the JobService methods the rate limiter counts, as the /v2
-// routes they mirror (GetEndpointHealth, like /health, is not limited).
-var rateOps = map[string]ratelimit.Op{
-	emberv1.JobService_Run_FullMethodName:        ratelimit.Run,
-	emberv1.JobService_RunSync_FullMethodName:    ratelimit.RunSync,
-	emberv1.JobService_GetJob_FullMethodName:     ratelimit.Status,
-	emberv1.JobService_StreamJob_FullMethodName:  ratelimit.Stream,
-	emberv1.JobService_CancelJob_FullMethodName:  ratelimit.Cancel,
-	emberv1.JobService_RetryJob_FullMethodName:   ratelimit.Run,
-	emberv1.JobService_PurgeQueue_FullMethodName: ratelimit.PurgeQueue,
-}
-
-// MethodRateOp is the rate-limited operation method counts as, for the
-// /v1 gateway routes that call it (httpapi's route table).
-func MethodRateOp(method string) (ratelimit.Op, bool) {
-	op, ok := rateOps[method]
-	return op, ok
-}
 
 // RateLimitInterceptor applies l to JobService's calls, keyed on the
 // caller's key id (auth.FromContext; a call with no caller is on a public
@@ -43,7 +24,7 @@ func MethodRateOp(method string) (ratelimit.Op, bool) {
 // limits nothing.
 func RateLimitInterceptor(l *ratelimit.Limiter) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		op, limited := rateOps[info.FullMethod]
+		op, limited := authz.MethodRateOp(info.FullMethod)
 		er, hasEP := req.(interface{ GetEndpointId() string })
 		if l == nil || !limited || !hasEP {
 			return handler(ctx, req)

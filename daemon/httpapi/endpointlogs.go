@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/emberhq/ember/oci/logindex"
+	"github.com/emberhq/ember/oci/workerlog"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
 )
@@ -142,16 +142,15 @@ func (h *Server) serveEndpointLogs(w http.ResponseWriter, r *http.Request, segs 
 // dropped.
 func (h *Server) followEndpoint(ctx context.Context, id string, backlog []*logSource, out io.Writer, flush func(), opts logOptions) {
 	type part struct {
-		lf *logFollower
+		lf *workerlog.Follower
 		pw *prefixWriter
 	}
 	parts := map[string]*part{}
 	seen := map[string]bool{}
 	// order keeps each round's output in the workers' start order.
 	var order []string
-	add := func(wid string, lf *logFollower) {
+	add := func(wid string, lf *workerlog.Follower) {
 		pw := &prefixWriter{id: wid, out: out, opts: opts}
-		lf.w, lf.flush = pw, func() {}
 		parts[wid] = &part{lf, pw}
 		order = append(order, wid)
 	}
@@ -160,13 +159,12 @@ func (h *Server) followEndpoint(ctx context.Context, id string, backlog []*logSo
 		// Followed even if it has stopped since: what it wrote last is
 		// read by the follower's first poll, which then ends its part.
 		if s.live {
-			add(s.id, s.follower())
-			s.f = nil // the follower owns it now
+			add(s.id, s.lines.Follow()) // the follower owns the file now
 		}
 	}
 	defer func() {
 		for _, p := range parts {
-			p.lf.f.Close()
+			p.lf.Close()
 		}
 	}()
 	t := time.NewTicker(logPollInterval)
@@ -187,7 +185,7 @@ func (h *Server) followEndpoint(ctx context.Context, id string, backlog []*logSo
 				st, err := f.Stat()
 				if err == nil && st.Mode().IsRegular() {
 					seen[wi.ID] = true
-					add(wi.ID, &logFollower{path: wi.LogPath, f: f})
+					add(wi.ID, workerlog.Follow(wi.LogPath, f, 0))
 					continue
 				}
 				f.Close()
@@ -202,11 +200,11 @@ func (h *Server) followEndpoint(ctx context.Context, id string, backlog []*logSo
 			_, live := h.s.WorkerLog(wid)
 			now := time.Now()
 			p.pw.now = now
-			err := p.lf.poll()
+			err := p.lf.Poll(p.pw, nil)
 			if err != nil || !live || gone {
 				// Stopped: its log is complete and was just sent.
 				p.pw.end()
-				p.lf.f.Close()
+				p.lf.Close()
 				delete(parts, wid)
 				continue
 			}
@@ -291,105 +289,29 @@ func writeLogLine(w io.Writer, scratch *[]byte, id string, t time.Time, line []b
 	return err
 }
 
-// logSource reads one worker's log line by line for the merge, each line
-// with the time its index gives it.
+// logSource is one worker's log in the merge: its lines in file order,
+// each with the time its index gives it (workerlog.Lines).
 type logSource struct {
 	id    string
-	path  string
-	f     *os.File
-	br    *bufio.Reader
-	off   int64 // where br is in the file
-	end   int64 // the file's size when opened: where the backlog ends
-	marks []logindex.Mark
-	mtime time.Time
-	// holdPartial leaves an unfinished last line (no newline yet) out of
-	// the backlog: end is moved back to its start, where a follow begins.
-	holdPartial bool
+	lines *workerlog.Lines
 	// live says the worker was live when the request came: it is
 	// followed.
 	live bool
-
-	// The line read ahead, and its time; ok is false at the end.
-	line []byte
-	at   time.Time
-	ok   bool
 }
 
 // openLogSource opens worker id's log at path for the backlog: its last
 // maxLogTail bytes, from the first line written since since (holdPartial:
-// see logSource). It returns nil when there is no log to read.
+// an unfinished last line is left to the follow). It returns nil when
+// there is no log to read.
 func openLogSource(id, path string, since time.Time, holdPartial bool) *logSource {
-	if path == "" {
+	l := workerlog.OpenLines(path, maxLogTail, since, holdPartial)
+	if l == nil {
 		return nil
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() {
-		f.Close()
-		return nil
-	}
-	marks, _ := logindex.Load(path)
-	s := &logSource{id: id, path: path, f: f, end: st.Size(), marks: marks, mtime: st.ModTime(), holdPartial: holdPartial}
-	s.off = max(s.end-maxLogTail, 0)
-	if !since.IsZero() {
-		s.off = max(s.off, logindex.StartFor(marks, since))
-	}
-	s.off = min(s.off, s.end)
-	s.br = bufio.NewReaderSize(io.NewSectionReader(f, s.off, s.end-s.off), limits.LogLine)
-	if s.off > 0 {
-		// Inside a line unless the byte before is a newline: skip to the
-		// next line.
-		b := make([]byte, 1)
-		if _, err := f.ReadAt(b, s.off-1); err != nil || b[0] != '\n' {
-			s.next()
-		}
-	}
-	s.next()
-	return s
+	return &logSource{id: id, lines: l}
 }
 
-// next reads the next line (a piece of limits.LogLine bytes of a longer
-// one) into s.line, with its time.
-func (s *logSource) next() {
-	b, err := s.br.ReadSlice('\n')
-	if len(b) == 0 || (err != nil && err != bufio.ErrBufferFull && err != io.EOF) {
-		s.ok, s.line = false, nil
-		return
-	}
-	if err == io.EOF && s.holdPartial {
-		s.end = s.off
-		s.ok, s.line = false, nil
-		return
-	}
-	s.off += int64(len(b))
-	s.line = append(s.line[:0], bytes.TrimSuffix(b, []byte{'\n'})...)
-	var ok bool
-	if s.at, ok = logindex.TimeOf(s.marks, s.off); !ok {
-		// Written after the last mark, and so by the last write.
-		s.at = s.mtime
-	}
-	s.ok = true
-}
-
-// follower hands the source's file on to follow it from where the
-// backlog ended.
-func (s *logSource) follower() *logFollower {
-	lf := &logFollower{path: s.path, f: s.f, off: s.end}
-	tail := make([]byte, min(int64(lastKeep), s.end))
-	if n, _ := s.f.ReadAt(tail, s.end-int64(len(tail))); n > 0 {
-		lf.remember(tail[:n])
-	}
-	return lf
-}
-
-func (s *logSource) close() {
-	if s.f != nil {
-		s.f.Close()
-	}
-}
+func (s *logSource) close() { s.lines.Close() }
 
 // mergeLogs writes the sources' lines in time order (by their index; a
 // tie goes to the worker that started first, and one worker's lines stay
@@ -398,19 +320,21 @@ func mergeLogs(w io.Writer, srcs []*logSource, opts logOptions) error {
 	var scratch []byte
 	for {
 		var first *logSource
+		var line []byte
+		var at time.Time
 		for _, s := range srcs {
-			if s.ok && (first == nil || s.at.Before(first.at)) {
-				first = s
+			if l, t, ok := s.lines.Line(); ok && (first == nil || t.Before(at)) {
+				first, line, at = s, l, t
 			}
 		}
 		if first == nil {
 			return nil
 		}
-		if opts.since.IsZero() || !first.at.Before(opts.since) {
-			if err := writeLogLine(w, &scratch, first.id, first.at, first.line, opts.timestamps); err != nil {
+		if opts.since.IsZero() || !at.Before(opts.since) {
+			if err := writeLogLine(w, &scratch, first.id, at, line, opts.timestamps); err != nil {
 				return err
 			}
 		}
-		first.next()
+		first.lines.Next()
 	}
 }

@@ -92,9 +92,15 @@ func TestMergeLogsNoIndex(t *testing.T) {
 	if err := mergeLogs(&out, []*logSource{h}, logOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if want := "w-cc | c1\n"; out.String() != want || h.end != 3 {
-		t.Errorf("got %q, end %d; want %q, end 3", out.String(), h.end, want)
+	if want := "w-cc | c1\n"; out.String() != want {
+		t.Errorf("got %q, want %q", out.String(), want)
 	}
+	lf := h.lines.Follow()
+	var rest bytes.Buffer
+	if err := lf.Poll(&rest, nil); err != nil || rest.String() != "c2 partial" {
+		t.Errorf("the follow sent %q (%v); want %q, from offset 3", rest.String(), err, "c2 partial")
+	}
+	lf.Close()
 }
 
 func TestPrefixWriter(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/emberhq/ember/daemon/audit"
-	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/imagesvc"
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/scheduler/diskguard"
 )
@@ -40,7 +40,7 @@ func (h *Server) serveImageUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	st := h.cfg.Images
 	if st == nil {
-		writeError(w, http.StatusNotFound, grpcapi.NoImageStoreMessage)
+		writeError(w, http.StatusNotFound, imagesvc.NoImageStoreMessage)
 		return
 	}
 	if h.cfg.Scheduler != nil {
@@ -107,7 +107,7 @@ func (h *Server) serveImageUpload(w http.ResponseWriter, r *http.Request) {
 	audit.Record(r.Context(), h.log, audit.ImageImport, imageObject(name, img), nil, slog.String("source", "upload"),
 		slog.String("image_id", img.ID), slog.String("digest", img.Digest))
 	h.log.Info("image imported", "names", img.Names, "id", img.ID, "upload_bytes", n, "size", img.Size, "duration", time.Since(start).Round(time.Millisecond))
-	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(grpcapi.ImageProto(st, img))
+	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(imagesvc.Proto(st, img))
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "encode response: "+err.Error())
 		return
@@ -126,7 +126,7 @@ func uploadStatus(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, image.ErrInUse):
 		return http.StatusConflict
-	case grpcapi.IsServerFault(err):
+	case imagesvc.IsServerFault(err):
 		return http.StatusInternalServerError
 	}
 	// ErrNameRequired, ErrHostile, ErrDigestMismatch, and archives that

@@ -459,7 +459,7 @@ func TestOpenAPIKeyShapes(t *testing.T) {
 }
 
 // TestOpenAPIGatewayAccess: a /v1 gateway route needs no key in the
-// document exactly when the route table (from grpcapi's method table) makes
+// document exactly when the route table (from daemon/authz's method table) makes
 // it public.
 func TestOpenAPIGatewayAccess(t *testing.T) {
 	doc := loadDoc(t)

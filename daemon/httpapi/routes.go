@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/emberhq/ember/daemon/auth"
-	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/authz"
 	"github.com/emberhq/ember/daemon/ratelimit"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/runpod"
@@ -52,15 +52,15 @@ type route struct {
 	// access says who may call the route; need, for accessKey, which
 	// scopes (and whether an invoke key's endpoint list applies).
 	access access
-	need   grpcapi.Need
+	need   authz.Need
 	// rpc is the gRPC method a /v1 gateway route calls; its need comes
-	// from grpcapi.MethodNeed, the table gRPC itself uses.
+	// from authz.MethodNeed, the table gRPC itself uses.
 	rpc string
 	// openAI routes answer errors in OpenAI's shape.
 	openAI bool
 	// rate is the rate-limited operation the route counts as (RunPod's
 	// table, docs/limits.md; ratelimit.go), nil for a route with no budget. A
-	// gateway route takes its method's (grpcapi.MethodRateOp).
+	// gateway route takes its method's (authz.MethodRateOp).
 	rate *ratelimit.Op
 	// serve handles the request once it is allowed.
 	serve func(h *Server, w http.ResponseWriter, r *http.Request, segs []string)
@@ -79,12 +79,12 @@ var (
 	get        = []string{http.MethodGet, http.MethodHead}
 	post       = []string{http.MethodPost}
 	getPost    = []string{http.MethodGet, http.MethodPost, http.MethodHead}
-	needRead   = grpcapi.Need{Scopes: []auth.Scope{auth.Read}}
-	needAdmin  = grpcapi.Need{Scopes: []auth.Scope{auth.Admin}}
-	needInvoke = grpcapi.Need{Scopes: []auth.Scope{auth.Invoke}, EndpointField: "endpoint"}
+	needRead   = authz.Need{Scopes: []auth.Scope{auth.Read}}
+	needAdmin  = authz.Need{Scopes: []auth.Scope{auth.Admin}}
+	needInvoke = authz.Need{Scopes: []auth.Scope{auth.Invoke}, EndpointField: "endpoint"}
 	// needHealth: an endpoint's health is for monitoring (read) and for
 	// the SDKs' clients (invoke).
-	needHealth = grpcapi.Need{Scopes: []auth.Scope{auth.Read, auth.Invoke}, EndpointField: "endpoint"}
+	needHealth = authz.Need{Scopes: []auth.Scope{auth.Read, auth.Invoke}, EndpointField: "endpoint"}
 )
 
 // routeTable is every route of the HTTP surface, and the one place that
@@ -108,7 +108,7 @@ var routeTable = []route{
 	{methods: get, pattern: "/openapi.json", access: accessPublic, serve: (*Server).serveOpenAPI},
 	{methods: get, pattern: "/metrics", access: accessKey, need: needRead, serve: (*Server).serveMetrics},
 
-	// RunPod's worker API (worker.go): the handler checks the token.
+	// RunPod's worker API (runpodworker.go): the handler checks the token.
 	{pattern: "/v2/{endpoint}/" + runpod.RouteJobTake + "/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
 	{pattern: "/v2/{endpoint}/" + runpod.RouteJobTakeBatch + "/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
 	{pattern: "/v2/{endpoint}/" + runpod.RouteJobStop + "/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},
@@ -116,7 +116,7 @@ var routeTable = []route{
 	{pattern: "/v2/{endpoint}/" + runpod.RouteJobStream + "/{worker}/{job}", limit: limits.ChunkBody, access: accessWorker, serve: (*Server).serveV2},
 	{pattern: "/v2/{endpoint}/" + runpod.RoutePing + "/{worker}", access: accessWorker, serve: (*Server).serveV2},
 
-	// RunPod's client API (client.go).
+	// RunPod's client API (runpodclient.go).
 	{methods: post, pattern: "/v2/{endpoint}/run", rate: rated(ratelimit.Run), limit: limits.RunBody, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
 	{methods: post, pattern: "/v2/{endpoint}/runsync", rate: rated(ratelimit.RunSync), limit: limits.RunSyncBody, hold: holdWait, access: accessKey, need: needInvoke, serve: (*Server).serveV2},
 	{methods: getPost, pattern: "/v2/{endpoint}/status/{job}", rate: rated(ratelimit.Status), access: accessKey, need: needInvoke, serve: (*Server).serveV2},
@@ -201,12 +201,12 @@ func checkRoutes(table []route) ([]route, error) {
 			rt.limit = limits.SmallBody
 		}
 		if rt.rpc != "" {
-			need, ok := grpcapi.MethodNeed(rt.rpc)
+			need, ok := authz.MethodNeed(rt.rpc)
 			if !ok {
-				return nil, fmt.Errorf("route %s: gRPC method %s has no scope in grpcapi's table", rt.name, rt.rpc)
+				return nil, fmt.Errorf("route %s: gRPC method %s has no scope in daemon/authz's table", rt.name, rt.rpc)
 			}
 			rt.need, rt.serve = need, (*Server).serveGateway
-			if op, ok := grpcapi.MethodRateOp(rt.rpc); ok {
+			if op, ok := authz.MethodRateOp(rt.rpc); ok {
 				rt.rate = &op
 			}
 			rt.access = accessKey

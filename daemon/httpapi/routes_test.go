@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/emberhq/ember/daemon/auth"
-	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/authz"
 	"github.com/emberhq/ember/daemon/keys"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 )
@@ -72,7 +72,7 @@ func TestGatewayRoutesMatchProto(t *testing.T) {
 			for j := range svc.Methods().Len() {
 				m := svc.Methods().Get(j)
 				full := "/" + string(svc.FullName()) + "/" + string(m.Name())
-				if _, ok := grpcapi.MethodNeed(full); !ok {
+				if _, ok := authz.MethodNeed(full); !ok {
 					t.Errorf("gRPC method %s has no scope", full)
 				}
 				hr, _ := proto.GetExtension(m.Options(), annotations.E_Http).(*annotations.HttpRule)
@@ -105,7 +105,7 @@ func TestGatewayRoutesMatchProto(t *testing.T) {
 	for _, rt := range routes {
 		if rt.rpc != "" {
 			got = append(got, rule{rt.methods[0], rt.pattern, rt.rpc})
-			need, _ := grpcapi.MethodNeed(rt.rpc)
+			need, _ := authz.MethodNeed(rt.rpc)
 			if !slices.Equal(rt.need.Scopes, need.Scopes) || rt.need.Public != need.Public {
 				t.Errorf("%s: scopes %v, its method %s has %v", rt.name, rt.need.Scopes, rt.rpc, need.Scopes)
 			}

@@ -1,16 +1,17 @@
 // Package httpapi is emberd's HTTP surface: RunPod's client API (/v2/{ep}/run
-// and friends), RunPod's worker API (job-take, job-done, ...), the REST
-// gateway for Ember's own API (/v1, generated from proto/), the image
-// upload (POST /v1/images:upload), the worker list and logs (GET
-// /v1/workers, /v1/workers/{id}/logs) and POST /v1/workers/{id}:stop, the
-// named API keys (/v1/keys), the GPUs (GET /v1/gpus), the probes (GET
-// /healthz, /readyz), the OpenAPI document, and the Prometheus metrics
-// (GET /metrics).
+// and friends: runpodclient.go), RunPod's worker API (job-take, job-done,
+// ...: runpodworker.go), the REST gateway for Ember's own API (/v1,
+// generated from proto/), the image upload (POST /v1/images:upload:
+// images.go), the worker list and logs (GET /v1/workers,
+// /v1/workers/{id}/logs) and POST /v1/workers/{id}:stop (workers.go), an
+// endpoint's logs (endpointlogs.go), the named API keys (/v1/keys), the
+// GPUs (GET /v1/gpus), the probes (GET /healthz, /readyz), the OpenAPI
+// document, and the Prometheus metrics (GET /metrics).
 //
 // Every route is a row of one table (routes.go) that gives its body limit,
 // how long it may hold, and who may call it: no one in particular, a
 // worker with its token, or a key of a given scope (the /v1 gateway routes
-// take their gRPC method's scope from grpcapi).
+// take their gRPC method's scope from daemon/authz, as gRPC does).
 //
 // RunPod's wire quirks live here on purpose: GET and POST on status and
 // stream, success always HTTP 200 with single-line JSON, keys raw or
@@ -31,7 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/emberhq/ember/daemon/auth"
-	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/authz"
 	"github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/daemon/ratelimit"
 	"github.com/emberhq/ember/oci/image"
@@ -137,9 +138,9 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.access == accessKey {
-		c, ref := grpcapi.Authenticate(h.lookup, presentedKey(r))
+		c, ref := authz.Authenticate(h.lookup, presentedKey(r))
 		if ref == nil {
-			ref = grpcapi.Authorize(c, rt.need, rt.name, rt.endpointOf(segs))
+			ref = authz.Authorize(c, rt.need, rt.name, rt.endpointOf(segs))
 		}
 		if ref != nil {
 			ref.Count()
@@ -187,7 +188,7 @@ func (h *Server) noRoute(w http.ResponseWriter, r *http.Request, segs []string, 
 // writeRefusal answers a 401 or 403: {"error","reason"} with "keyId",
 // "neededScope" and "expiresAt" when they apply; in OpenAI's error shape on
 // the OpenAI routes, with the same fields beside it.
-func writeRefusal(w http.ResponseWriter, rt *route, ref *grpcapi.Refusal) {
+func writeRefusal(w http.ResponseWriter, rt *route, ref *authz.Refusal) {
 	body := map[string]any{"error": ref.Message, "reason": ref.Reason}
 	if rt.openAI {
 		typ := "authentication_error"
@@ -305,11 +306,7 @@ func splitPath(p string) []string {
 // presentedKey extracts the key from Authorization, accepting "Bearer KEY"
 // (the SDKs) and the bare key (RunPod's curl examples and the worker SDK).
 func presentedKey(r *http.Request) string {
-	v := strings.TrimSpace(r.Header.Get("Authorization"))
-	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-		return strings.TrimSpace(v[7:])
-	}
-	return v
+	return authz.PresentedKey(r.Header.Get("Authorization"))
 }
 
 // serveV2 serves RunPod's routes under /v2/{endpoint}/: the worker API

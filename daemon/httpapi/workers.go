@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/daemon/audit"
+	"github.com/emberhq/ember/oci/workerlog"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/workerid"
 )
 
 // maxLogTail bounds how much of a log's end GET /v1/workers/{id}/logs
@@ -71,7 +73,7 @@ func (h *Server) stopWorker(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on /v1/workers/{id}:stop; use POST")
 		return
 	}
-	if !validWorkerID(id) {
+	if !workerid.Valid(id) {
 		audit.Record(r.Context(), h.log, audit.WorkerStop, id, scheduler.ErrNotFound, slog.String("worker", id))
 		writeError(w, http.StatusNotFound, "worker "+strconv.Quote(id)+" not found")
 		return
@@ -93,20 +95,6 @@ func (h *Server) stopWorker(w http.ResponseWriter, r *http.Request, id string) {
 		}
 	}
 	writeJSON(w, map[string]string{"id": id, "state": string(scheduler.WorkerStopped)})
-}
-
-// validWorkerID accepts what the scheduler generates, "w-" and hex, so
-// that an id can never name a file outside the workers' log directory.
-func validWorkerID(id string) bool {
-	if len(id) < 3 || len(id) > 66 || id[:2] != "w-" {
-		return false
-	}
-	for _, c := range id[2:] {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // serveWorkerLogs answers with the end of a worker's log: all of its last
@@ -134,7 +122,7 @@ func (h *Server) serveWorkerLogs(w http.ResponseWriter, r *http.Request, id stri
 		}
 		follow = b
 	}
-	if !validWorkerID(id) {
+	if !workerid.Valid(id) {
 		writeError(w, http.StatusNotFound, "worker "+strconv.Quote(id)+" not found")
 		return
 	}
@@ -165,18 +153,15 @@ func (h *Server) serveWorkerLogs(w http.ResponseWriter, r *http.Request, id stri
 		writeError(w, http.StatusInternalServerError, "worker log: "+err.Error())
 		return
 	}
-	lf := &logFollower{path: path, f: f, w: w}
-	defer func() { lf.f.Close() }()
-
 	start := max(st.Size()-maxLogTail, 0)
 	buf := make([]byte, st.Size()-start)
 	n, err := f.ReadAt(buf, start)
+	lf := workerlog.Follow(path, f, start+int64(n))
+	defer lf.Close()
 	if err != nil && err != io.EOF {
 		writeError(w, http.StatusInternalServerError, "reading worker log: "+err.Error())
 		return
 	}
-	lf.off = start + int64(n)
-	lf.remember(buf[:n])
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
@@ -188,16 +173,18 @@ func (h *Server) serveWorkerLogs(w http.ResponseWriter, r *http.Request, id stri
 		return
 	}
 	rc := http.NewResponseController(w)
-	lf.flush = func() { rc.Flush() }
-	lf.flush()
+	flush := func() { rc.Flush() }
+	flush()
 	if !live {
-		lf.poll()
+		lf.Poll(w, flush)
 		return
 	}
-	h.followLog(r.Context(), lf, id)
+	h.followLog(r.Context(), lf, id, w, flush)
 }
 
-func (h *Server) followLog(ctx context.Context, lf *logFollower, id string) {
+// followLog sends what worker id writes to its log, polling every
+// logPollInterval, until the client goes away or the worker is gone.
+func (h *Server) followLog(ctx context.Context, lf *workerlog.Follower, id string, w io.Writer, flush func()) {
 	t := time.NewTicker(logPollInterval)
 	defer t.Stop()
 	for {
@@ -207,7 +194,7 @@ func (h *Server) followLog(ctx context.Context, lf *logFollower, id string) {
 		case <-t.C:
 		}
 		_, live := h.s.WorkerLog(id)
-		if err := lf.poll(); err != nil || !live {
+		if err := lf.Poll(w, flush); err != nil || !live {
 			// Gone: its log is complete, and was just sent to the end.
 			return
 		}
@@ -241,138 +228,4 @@ func lastLines(buf []byte, n int, partial bool) []byte {
 		}
 	}
 	return buf
-}
-
-// logFollower sends what is appended to a log file from off on.
-type logFollower struct {
-	path  string
-	f     *os.File
-	off   int64
-	w     io.Writer
-	flush func()
-	// last holds the file's last bytes before off (up to lastKeep), to
-	// notice the file being rewritten under the same name and size.
-	last []byte
-}
-
-const lastKeep = 64
-
-func (lf *logFollower) remember(p []byte) {
-	if len(p) >= lastKeep {
-		lf.last = append(lf.last[:0], p[len(p)-lastKeep:]...)
-		return
-	}
-	lf.last = append(lf.last, p...)
-	if over := len(lf.last) - lastKeep; over > 0 {
-		lf.last = append(lf.last[:0], lf.last[over:]...)
-	}
-}
-
-// rewritten reports whether the bytes before lf.off are no longer the ones
-// that were read there: the file was rotated in place and has grown back
-// past lf.off since.
-func (lf *logFollower) rewritten() bool {
-	m := min(int64(len(lf.last)), lf.off)
-	if m == 0 {
-		return false
-	}
-	b := make([]byte, m)
-	if _, err := lf.f.ReadAt(b, lf.off-m); err != nil {
-		return true
-	}
-	return !bytes.Equal(b, lf.last[int64(len(lf.last))-m:])
-}
-
-// poll sends what was written since the last poll. Two kinds of rotation
-// are followed: a file renamed away and replaced (the inode behind the path
-// changes: the old file is read to its end, then the new one from its
-// start), and the runc runtime's rotation in place, which copies the
-// file's head to PATH.1 and cuts it out of the live file (the file
-// shrinks, or no longer holds the bytes last read before lf.off when it
-// has grown back since: what was not sent yet is taken from PATH.1, then
-// the live file goes on where that ends).
-func (lf *logFollower) poll() error {
-	if cur, err := os.Stat(lf.path); err == nil {
-		if old, err := lf.f.Stat(); err == nil && !os.SameFile(cur, old) {
-			if err := lf.copyRest(lf.f); err != nil {
-				return err
-			}
-			nf, err := os.Open(lf.path)
-			if err != nil {
-				return nil // replaced again meanwhile: next poll
-			}
-			lf.f.Close()
-			lf.f, lf.off, lf.last = nf, 0, lf.last[:0]
-		}
-	}
-	st, err := lf.f.Stat()
-	if err != nil {
-		return err
-	}
-	if st.Size() < lf.off || lf.rewritten() {
-		next, err := lf.sendRotated(st.Size())
-		if err != nil {
-			return err
-		}
-		if next == 0 {
-			lf.last = lf.last[:0]
-		}
-		lf.off = next
-	}
-	return lf.copyRest(lf.f)
-}
-
-// sendRotated sends the part of PATH.1 past lf.off, after the live file
-// shrank to size, and returns where to go on in the live file. PATH.1
-// holds the live file's first bytes before the rotation (all of them when
-// the file was copied and truncated), so what was sent up to lf.off is
-// either all in PATH.1 or continues lf.off-len(PATH.1) into the live file.
-// Without a PATH.1 (a plain truncation) the live file is read from its
-// start.
-func (lf *logFollower) sendRotated(size int64) (int64, error) {
-	r1, err := os.Open(lf.path + ".1")
-	if err != nil {
-		return 0, nil
-	}
-	defer r1.Close()
-	st1, err := r1.Stat()
-	if err != nil {
-		return 0, nil
-	}
-	head := st1.Size()
-	switch {
-	case lf.off < head:
-		return 0, lf.copyFrom(r1, lf.off)
-	case lf.off-head <= size:
-		return lf.off - head, nil
-	}
-	return 0, nil
-}
-
-// copyRest sends f from lf.off to its end and advances lf.off.
-func (lf *logFollower) copyRest(f *os.File) error {
-	n, err := io.Copy(recorder{lf}, io.NewSectionReader(f, lf.off, 1<<62))
-	lf.off += n
-	if n > 0 {
-		lf.flush()
-	}
-	return err
-}
-
-// copyFrom sends f from off to its end, leaving lf.off alone.
-func (lf *logFollower) copyFrom(f *os.File, off int64) error {
-	n, err := io.Copy(lf.w, io.NewSectionReader(f, off, 1<<62))
-	if n > 0 {
-		lf.flush()
-	}
-	return err
-}
-
-// recorder writes to the client and remembers the last bytes written.
-type recorder struct{ lf *logFollower }
-
-func (r recorder) Write(p []byte) (int, error) {
-	n, err := r.lf.w.Write(p)
-	r.lf.remember(p[:n])
-	return n, err
 }

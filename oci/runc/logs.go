@@ -23,6 +23,8 @@ import (
 // writes meanwhile. Where the file system cannot collapse ranges (tmpfs,
 // some network file systems) the file is copied whole and truncated, and
 // what the worker writes between the copy and the truncation is lost.
+// Readers follow a log across this rotation with oci/workerlog's Follower,
+// which knows the scheme: change both together.
 
 // openLog opens (creating it) a worker's log for appending.
 func openLog(path string) (*os.File, error) {

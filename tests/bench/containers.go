@@ -42,8 +42,9 @@ func containerFigures(tmp string) error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build the no-op program: %v\n%s", err, out)
 	}
+	images := runc.StaticImages{"true": oci.RootFS{Layers: []string{layer}}}
 	rt, err := runc.New(runc.Options{
-		Images:   runc.StaticImages{"true": oci.RootFS{Layers: []string{layer}}},
+		Images:   images,
 		StateDir: filepath.Join(tmp, "runc-state"),
 	})
 	if err != nil {
@@ -54,7 +55,7 @@ func containerFigures(tmp string) error {
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return err
 	}
-	res, err := runc.Bench(ctx, runc.BenchOptions{Runtime: rt, Image: "true", Args: []string{"/true"}, N: 20, WorkDir: work})
+	res, err := Bench(ctx, BenchOptions{Runtime: rt, Images: images, Image: "true", Args: []string{"/true"}, N: 20, WorkDir: work})
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package runc
+package main
 
 import (
 	"context"
@@ -11,34 +11,24 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
-	"github.com/opencontainers/runc/libcontainer/specconv"
-
 	"github.com/emberhq/ember/oci"
-	"github.com/emberhq/ember/oci/bundle"
 	"github.com/emberhq/ember/oci/logindex"
+	"github.com/emberhq/ember/oci/runc"
 )
 
-// StaticImages is an oci.Images of fixed root filesystems, by reference:
-// for benchmarks and tests that have no image store.
-type StaticImages map[string]oci.RootFS
-
-// Resolve implements oci.Images.
-func (im StaticImages) Resolve(ref string) (oci.RootFS, error) {
-	r, ok := im[ref]
-	if !ok {
-		return oci.RootFS{}, fmt.Errorf("no image %q", ref)
-	}
-	return r, nil
-}
+// The runc runtime's start figures: a bare libcontainer run
+// (runc.Runtime.RunBare) against a worker start through the runtime, and
+// freeze/thaw cycles of running workers.
 
 // BenchOptions configure Bench.
 type BenchOptions struct {
 	// Runtime runs both halves (its state dir, cgroup parent, limits and
 	// seccomp setting are used for the bare half too).
-	Runtime *Runtime
-	// Image is what Runtime's image store resolves to the worker image;
-	// its single layer is also the bare half's rootfs (copied).
+	Runtime *runc.Runtime
+	// Images is Runtime's image store.
+	Images oci.Images
+	// Image is what Images resolves to the worker image; its single layer
+	// is also the bare half's rootfs (copied).
 	Image string
 	// Args is the program to run, a /bin/true-like static binary in the
 	// image, e.g. {"/probe", "true"}.
@@ -56,22 +46,12 @@ type BenchOptions struct {
 	FreezeCycles int
 }
 
-// BarePhases are the phases of a bare libcontainer run: a prepared rootfs
-// directory, the same spec (limits, seccomp, mounts) as a worker's.
-type BarePhases struct {
-	Create  time.Duration // libcontainer.Create
-	Run     time.Duration // container.Run (init, namespaces, cgroups, exec)
-	Wait    time.Duration // process.Wait: the program's run and exit
-	Destroy time.Duration // container.Destroy
-	Total   time.Duration // all of the above
-}
-
 // WorkerPhases are the phases of a full worker start through the Runtime.
 type WorkerPhases struct {
-	StartTimings               // Resolve, Mount, Spec, Create, Start, Total (= Runtime.Start)
-	Wait         time.Duration // from Start's return to the exit
-	Cleanup      time.Duration // destroy, unmount, remove
-	Lifetime     time.Duration // Runtime.Start called to Done closed
+	runc.StartTimings               // Resolve, Mount, Spec, Create, Start, Total (= Runtime.Start)
+	Wait              time.Duration // from Start's return to the exit
+	Cleanup           time.Duration // destroy, unmount, remove
+	Lifetime          time.Duration // Runtime.Start called to Done closed
 }
 
 // FreezePhases are the medians of freeze/thaw cycles of a running worker
@@ -94,7 +74,7 @@ type FreezePhases struct {
 // cycles (zero without BenchOptions.RunArgs).
 type BenchResult struct {
 	N      int
-	Bare   BarePhases
+	Bare   runc.BarePhases
 	Worker WorkerPhases
 	Freeze FreezePhases
 }
@@ -112,8 +92,11 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	if n <= 0 {
 		n = 20
 	}
+	if o.Images == nil {
+		return BenchResult{}, errors.New("bench: Images is required")
+	}
 	r := o.Runtime
-	img, err := r.images.Resolve(o.Image)
+	img, err := o.Images.Resolve(o.Image)
 	if err != nil {
 		return BenchResult{}, fmt.Errorf("bench: %w", err)
 	}
@@ -127,46 +110,46 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 	defer os.RemoveAll(bareRoot)
 
 	res := BenchResult{N: n}
-	var bare []BarePhases
+	var bare []runc.BarePhases
 	var work []WorkerPhases
 	tag := strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	for i := range n {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		b, err := r.benchBare(bareRoot, fmt.Sprintf("bench-bare-%s-%d", tag, i), o.Args)
+		b, err := r.RunBare(bareRoot, fmt.Sprintf("bench-bare-%s-%d", tag, i), o.Args)
 		if err != nil {
 			return res, fmt.Errorf("bench: bare run %d: %w", i, err)
 		}
 		bare = append(bare, b)
-		w, err := r.benchWorker(ctx, o, fmt.Sprintf("bench-worker-%s-%d", tag, i))
+		w, err := benchWorker(ctx, o, fmt.Sprintf("bench-worker-%s-%d", tag, i))
 		if err != nil {
 			return res, fmt.Errorf("bench: worker run %d: %w", i, err)
 		}
 		work = append(work, w)
 	}
-	res.Bare = BarePhases{
-		Create:  median(bare, func(p BarePhases) time.Duration { return p.Create }),
-		Run:     median(bare, func(p BarePhases) time.Duration { return p.Run }),
-		Wait:    median(bare, func(p BarePhases) time.Duration { return p.Wait }),
-		Destroy: median(bare, func(p BarePhases) time.Duration { return p.Destroy }),
-		Total:   median(bare, func(p BarePhases) time.Duration { return p.Total }),
+	res.Bare = runc.BarePhases{
+		Create:  medianBy(bare, func(p runc.BarePhases) time.Duration { return p.Create }),
+		Run:     medianBy(bare, func(p runc.BarePhases) time.Duration { return p.Run }),
+		Wait:    medianBy(bare, func(p runc.BarePhases) time.Duration { return p.Wait }),
+		Destroy: medianBy(bare, func(p runc.BarePhases) time.Duration { return p.Destroy }),
+		Total:   medianBy(bare, func(p runc.BarePhases) time.Duration { return p.Total }),
 	}
 	res.Worker = WorkerPhases{
-		StartTimings: StartTimings{
-			Resolve: median(work, func(p WorkerPhases) time.Duration { return p.Resolve }),
-			Mount:   median(work, func(p WorkerPhases) time.Duration { return p.Mount }),
-			Spec:    median(work, func(p WorkerPhases) time.Duration { return p.Spec }),
-			Create:  median(work, func(p WorkerPhases) time.Duration { return p.Create }),
-			Start:   median(work, func(p WorkerPhases) time.Duration { return p.StartTimings.Start }),
-			Total:   median(work, func(p WorkerPhases) time.Duration { return p.Total }),
+		StartTimings: runc.StartTimings{
+			Resolve: medianBy(work, func(p WorkerPhases) time.Duration { return p.Resolve }),
+			Mount:   medianBy(work, func(p WorkerPhases) time.Duration { return p.Mount }),
+			Spec:    medianBy(work, func(p WorkerPhases) time.Duration { return p.Spec }),
+			Create:  medianBy(work, func(p WorkerPhases) time.Duration { return p.Create }),
+			Start:   medianBy(work, func(p WorkerPhases) time.Duration { return p.StartTimings.Start }),
+			Total:   medianBy(work, func(p WorkerPhases) time.Duration { return p.Total }),
 		},
-		Wait:     median(work, func(p WorkerPhases) time.Duration { return p.Wait }),
-		Cleanup:  median(work, func(p WorkerPhases) time.Duration { return p.Cleanup }),
-		Lifetime: median(work, func(p WorkerPhases) time.Duration { return p.Lifetime }),
+		Wait:     medianBy(work, func(p WorkerPhases) time.Duration { return p.Wait }),
+		Cleanup:  medianBy(work, func(p WorkerPhases) time.Duration { return p.Cleanup }),
+		Lifetime: medianBy(work, func(p WorkerPhases) time.Duration { return p.Lifetime }),
 	}
 	if len(o.RunArgs) > 0 {
-		f, err := r.benchFreeze(ctx, o, tag)
+		f, err := benchFreeze(ctx, o, tag)
 		if err != nil {
 			return res, fmt.Errorf("bench: freeze: %w", err)
 		}
@@ -177,29 +160,30 @@ func Bench(ctx context.Context, o BenchOptions) (BenchResult, error) {
 
 // benchFreeze starts two workers running o.RunArgs and times freeze/thaw
 // cycles of the first: alone, then while the second is frozen.
-func (r *Runtime) benchFreeze(ctx context.Context, o BenchOptions, tag string) (FreezePhases, error) {
+func benchFreeze(ctx context.Context, o BenchOptions, tag string) (FreezePhases, error) {
 	n := o.FreezeCycles
 	if n <= 0 {
 		n = 50
 	}
 	p := FreezePhases{Cycles: n}
-	var ws []*Worker
+	var ws []*runc.Worker
+	var dirs []string
 	defer func() {
-		for _, w := range ws {
+		for i, w := range ws {
 			w.Kill()
 			<-w.Done()
-			os.RemoveAll(w.paths.dir)
-			os.Remove(w.logPath)
-			os.Remove(logindex.Path(w.logPath))
+			os.RemoveAll(dirs[i])
+			os.Remove(dirs[i] + ".log")
+			os.Remove(logindex.Path(dirs[i] + ".log"))
 		}
 	}()
 	for i := range 2 {
 		dir := filepath.Join(o.WorkDir, fmt.Sprintf("bench-freeze-%s-%d", tag, i))
-		w, err := r.start(ctx, oci.Spec{ID: filepath.Base(dir), Image: o.Image, Command: o.RunArgs, LogPath: dir + ".log", Dir: dir})
+		w, err := startWorker(ctx, o.Runtime, oci.Spec{ID: filepath.Base(dir), Image: o.Image, Command: o.RunArgs, LogPath: dir + ".log", Dir: dir})
 		if err != nil {
 			return p, err
 		}
-		ws = append(ws, w)
+		ws, dirs = append(ws, w), append(dirs, dir)
 	}
 	cycles := func() (freeze, thaw time.Duration, err error) {
 		var fs, ts []time.Duration
@@ -219,7 +203,7 @@ func (r *Runtime) benchFreeze(ctx context.Context, o BenchOptions, tag string) (
 			ts = append(ts, time.Since(t))
 		}
 		id := func(d time.Duration) time.Duration { return d }
-		return median(fs, id), median(ts, id), nil
+		return medianBy(fs, id), medianBy(ts, id), nil
 	}
 	var err error
 	if p.Freeze, p.Thaw, err = cycles(); err != nil {
@@ -241,66 +225,23 @@ func (r *Runtime) benchFreeze(ctx context.Context, o BenchOptions, tag string) (
 	return p, nil
 }
 
-func (r *Runtime) benchBare(rootfs, id string, args []string) (BarePhases, error) {
-	var p BarePhases
-	s, err := bundle.Build(bundle.Options{
-		Spec:        oci.Spec{ID: id, Command: args},
-		Rootfs:      rootfs,
-		CgroupsPath: r.cgroupsPath(id),
-		Limits:      r.limits,
-		Host:        r.host,
-	})
+// startWorker starts a worker through rt.Start, as the scheduler does.
+func startWorker(ctx context.Context, rt *runc.Runtime, spec oci.Spec) (*runc.Worker, error) {
+	w, err := rt.Start(ctx, spec)
 	if err != nil {
-		return p, err
+		return nil, err
 	}
-	if !SeccompEnabled() {
-		s.Linux.Seccomp = nil
-	}
-	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, UseSystemdCgroup: r.systemd, Spec: s})
-	if err != nil {
-		return p, err
-	}
-	proc, err := newProcess(s.Process)
-	if err != nil {
-		return p, err
-	}
-	proc.Init = true
-	t0 := time.Now()
-	c, err := libcontainer.Create(r.stateDir, id, cfg)
-	if err != nil {
-		return p, err
-	}
-	p.Create = time.Since(t0)
-	t := time.Now()
-	if err := c.Run(proc); err != nil {
-		_ = c.Destroy()
-		return p, err
-	}
-	p.Run = time.Since(t)
-	t = time.Now()
-	ps, err := proc.Wait()
-	p.Wait = time.Since(t)
-	if st := exitStatus(ps, err); st.Code != 0 {
-		_ = c.Destroy()
-		return p, fmt.Errorf("the program %s", st)
-	}
-	t = time.Now()
-	if err := c.Destroy(); err != nil {
-		return p, err
-	}
-	p.Destroy = time.Since(t)
-	p.Total = time.Since(t0)
-	return p, nil
+	return w.(*runc.Worker), nil
 }
 
-func (r *Runtime) benchWorker(ctx context.Context, o BenchOptions, id string) (WorkerPhases, error) {
+func benchWorker(ctx context.Context, o BenchOptions, id string) (WorkerPhases, error) {
 	var p WorkerPhases
 	dir := filepath.Join(o.WorkDir, id)
 	defer os.RemoveAll(dir)
 	defer os.Remove(dir + ".log")
 	defer os.Remove(logindex.Path(dir + ".log"))
 	t0 := time.Now()
-	w, err := r.start(ctx, oci.Spec{
+	w, err := startWorker(ctx, o.Runtime, oci.Spec{
 		ID:      id,
 		Image:   o.Image,
 		Command: o.Args,
@@ -328,7 +269,8 @@ func (r *Runtime) benchWorker(ctx context.Context, o BenchOptions, id string) (W
 	return p, nil
 }
 
-func median[T any](xs []T, f func(T) time.Duration) time.Duration {
+// medianBy is the median of f over xs.
+func medianBy[T any](xs []T, f func(T) time.Duration) time.Duration {
 	if len(xs) == 0 {
 		return 0
 	}

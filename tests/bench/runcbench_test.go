@@ -1,20 +1,78 @@
-package runc
+package main
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/oci/runc"
+)
+
+func TestMain(m *testing.M) {
+	runc.InitIfChild() // Bench starts containers in-process
+	os.Exit(m.Run())
+}
+
+// probeSource is the program the bench runs: it exits at once, or, given
+// "pause", runs until it is killed.
+const probeSource = `package main
+
+import (
+	"os"
 	"time"
 )
 
+func main() {
+	for len(os.Args) > 1 && os.Args[1] == "pause" {
+		time.Sleep(time.Hour)
+	}
+}
+`
+
+// benchRuntime builds the probe into a one-layer image and returns a runc
+// runtime that has it as "probe", or skips when containers cannot run.
+func benchRuntime(t testing.TB) (*runc.Runtime, oci.Images) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the runc bench needs root (containers)")
+	}
+	tmp := t.TempDir()
+	layer := filepath.Join(tmp, "layer")
+	if err := os.MkdirAll(layer, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(tmp, "probe.go")
+	if err := os.WriteFile(src, []byte(probeSource), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(layer, "probe"), src)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the probe: %v\n%s", err, out)
+	}
+	images := runc.StaticImages{"probe": oci.RootFS{Layers: []string{layer}}}
+	rt, err := runc.New(runc.Options{Images: images, StateDir: filepath.Join(tmp, "state"), AllowNoSeccomp: true})
+	if err != nil {
+		t.Skipf("no runc runtime here: %v", err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	return rt, images
+}
+
 // TestBench runs Bench briefly (the numbers are logged with -v).
 func TestBench(t *testing.T) {
-	e := newTestRuntime(t, nil)
+	rt, images := benchRuntime(t)
 	res, err := Bench(context.Background(), BenchOptions{
-		Runtime:      e.r,
+		Runtime:      rt,
+		Images:       images,
 		Image:        "probe",
-		Args:         []string{"/probe", "true"},
+		Args:         []string{"/probe"},
 		N:            5,
-		WorkDir:      e.work,
+		WorkDir:      t.TempDir(),
 		RunArgs:      []string{"/probe", "pause"},
 		FreezeCycles: 20,
 	})
@@ -47,20 +105,9 @@ func logBench(t testing.TB, r BenchResult) {
 // BenchmarkStart reports, per op, one bare libcontainer run and one worker
 // lifetime; the phase medians are reported as metrics.
 func BenchmarkStart(b *testing.B) {
-	requireContainers(b)
-	r, err := New(Options{
-		Images:         probeImages(),
-		StateDir:       b.TempDir(),
-		CgroupDriver:   "cgroupfs",
-		CgroupParent:   testCgroupParent(),
-		AllowNoSeccomp: true,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close()
+	rt, images := benchRuntime(b)
 	b.ResetTimer()
-	res, err := Bench(context.Background(), BenchOptions{Runtime: r, Image: "probe", Args: []string{"/probe", "true"}, N: b.N, WorkDir: b.TempDir(), RunArgs: []string{"/probe", "pause"}})
+	res, err := Bench(context.Background(), BenchOptions{Runtime: rt, Images: images, Image: "probe", Args: []string{"/probe"}, N: b.N, WorkDir: b.TempDir(), RunArgs: []string{"/probe", "pause"}})
 	if err != nil {
 		b.Fatal(err)
 	}
