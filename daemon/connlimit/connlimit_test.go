@@ -121,13 +121,36 @@ func (s *server) waitStats(t *testing.T, what string, ok func(Stats) bool) {
 	}
 }
 
+// waitIdle polls until n connections are on the limiter's idle list (5 s
+// at most).
+func (s *server) waitIdle(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.l.mu.Lock()
+		got := s.l.idle.Len()
+		s.l.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle connections, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestIdleClosedOldestFirst(t *testing.T) {
 	s := startServer(t, 2, 1)
 	a, b := s.dial(t), s.dial(t)
-	for _, c := range []*conn{a, b} {
+	for i, c := range []*conn{a, b} {
 		if code, _, err := c.get("/"); code != 200 {
 			t.Fatalf("first requests: %d %v", code, err)
 		}
+		// The server marks a connection idle after it has written the
+		// answer, so the client can read it first: wait, or b may go
+		// idle before a under load and "oldest" would be b.
+		s.waitIdle(t, i+1)
 	}
 	s.waitStats(t, "two idle", func(st Stats) bool { return st.Open == 2 })
 	c := s.dial(t)
