@@ -113,6 +113,10 @@ type Config struct {
 	WorkerLogRetention time.Duration
 	// InMemoryStore is for unit tests only.
 	InMemoryStore bool
+	// Store is the job store. Nil: Open opens the Badger store that
+	// StoreOptions describes. Open takes it over: Close closes it, and so
+	// does an Open that fails.
+	Store store.Store
 	// HTTPClient sends webhooks. Default: a client with a 10 s timeout.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
@@ -168,7 +172,7 @@ func (c *Config) setDefaults() {
 // Scheduler owns jobs, endpoints and workers.
 type Scheduler struct {
 	cfg   Config
-	store *store.Store
+	store store.Store
 	log   *slog.Logger
 	now   func() time.Time
 
@@ -206,9 +210,30 @@ type Scheduler struct {
 	disk *DiskGuard
 }
 
-// Open opens the store, recovers every job from it (one scan), and starts
-// the timers, webhook deliveries, autoscaler and store maintenance.
-func Open(cfg Config) (*Scheduler, error) {
+// StoreOptions describes the Badger store for cfg, which Open opens when
+// cfg.Store is nil: in cfg.DataDir (in memory with InMemoryStore), with
+// cfg's spill threshold, refusing writes below cfg's disk reserve after its
+// default, so that the store's gate and the scheduler's DiskGuard
+// (disk.go) count with the same figure. It fails, as Open does, when the
+// reserve exceeds MinFreeBytes.
+func StoreOptions(cfg Config) (store.BadgerOptions, error) {
+	cfg.setDefaults()
+	if cfg.DiskReserveBytes > cfg.MinFreeBytes {
+		return store.BadgerOptions{}, fmt.Errorf("scheduler: the disk reserve (%d bytes, --disk-reserve-mb) must not exceed the free space kept for new work (%d bytes, --min-free-disk-mb)", cfg.DiskReserveBytes, cfg.MinFreeBytes)
+	}
+	return store.BadgerOptions{Dir: cfg.DataDir, InMemory: cfg.InMemoryStore, SpillThreshold: cfg.SpillThreshold, Reserve: cfg.DiskReserveBytes, Logger: cfg.Logger}, nil
+}
+
+// Open opens the store (or takes over cfg.Store), recovers every job from
+// it (one scan), and starts the timers, webhook deliveries, autoscaler and
+// store maintenance.
+func Open(cfg Config) (_ *Scheduler, err error) {
+	st := cfg.Store
+	defer func() {
+		if err != nil && st != nil {
+			st.Close()
+		}
+	}()
 	cfg.setDefaults()
 	if cfg.Runtime == nil {
 		return nil, errors.New("scheduler: no runtime configured")
@@ -218,12 +243,16 @@ func Open(cfg Config) (*Scheduler, error) {
 			return nil, fmt.Errorf("create worker dir: %w", err)
 		}
 	}
-	if cfg.DiskReserveBytes > cfg.MinFreeBytes {
-		return nil, fmt.Errorf("scheduler: the disk reserve (%d bytes, --disk-reserve-mb) must not exceed the free space kept for new work (%d bytes, --min-free-disk-mb)", cfg.DiskReserveBytes, cfg.MinFreeBytes)
-	}
-	st, err := store.Open(store.Options{Dir: cfg.DataDir, InMemory: cfg.InMemoryStore, SpillThreshold: cfg.SpillThreshold, Reserve: cfg.DiskReserveBytes, Logger: cfg.Logger})
+	opts, err := StoreOptions(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if st == nil {
+		b, err := store.OpenBadger(opts)
+		if err != nil {
+			return nil, err
+		}
+		st = b
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Scheduler{
@@ -254,7 +283,6 @@ func Open(cfg Config) (*Scheduler, error) {
 	s.mu.Unlock()
 	if err != nil {
 		cancel()
-		st.Close()
 		return nil, err
 	}
 	s.goOwned(func() { s.store.Maintain(ctx, time.Minute) })
@@ -320,7 +348,7 @@ func (s *Scheduler) Close() error {
 // Jobs that were in progress when the daemon died go back to the queue with
 // their attempt counted, or fail once they have used up their attempts.
 func (s *Scheduler) recover() error {
-	eps, err := s.store.Endpoints()
+	eps, err := s.store.Endpoints(s.ctx)
 	if err != nil {
 		return fmt.Errorf("load endpoints: %w", err)
 	}
@@ -345,7 +373,7 @@ func (s *Scheduler) recover() error {
 	var requeued, failed, queued, resumed int
 	var fixes []*store.Job
 	var orphans []string
-	err = s.store.ScanJobs(func(r *store.Job) error {
+	err = s.store.ScanJobs(s.ctx, func(r *store.Job) error {
 		if r.Seq > s.seq {
 			s.seq = r.Seq
 		}

@@ -30,7 +30,7 @@ func newOutbox(s *Scheduler) *outbox {
 
 // add puts a delivery for r into batch b if r has a webhook, and returns
 // it (nil without a webhook) for schedule once the batch is committed.
-func (o *outbox) add(b *store.Batch, r *store.Job) (*store.Delivery, error) {
+func (o *outbox) add(b store.Batch, r *store.Job) (*store.Delivery, error) {
 	if r.Webhook == "" {
 		return nil, nil
 	}
@@ -64,7 +64,7 @@ func (o *outbox) poke() {
 
 // load resumes deliveries that were pending when the daemon stopped.
 func (o *outbox) load() error {
-	ds, err := o.s.store.Deliveries()
+	ds, err := o.s.store.Deliveries(o.s.ctx)
 	if err != nil {
 		return fmt.Errorf("load webhook outbox: %w", err)
 	}

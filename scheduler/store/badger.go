@@ -17,12 +17,6 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-// ErrNotFound is returned when a key does not exist (or has expired).
-var ErrNotFound = errors.New("not found")
-
-// ErrClosed is returned by writes after Close.
-var ErrClosed = errors.New("store closed")
-
 // Key prefixes. One byte plus a slash keeps keys short and prefixes disjoint.
 const (
 	prefixEndpoint = "e/"
@@ -32,8 +26,8 @@ const (
 	prefixWorker   = "k/"
 )
 
-// Options configures a Store.
-type Options struct {
+// BadgerOptions configures a Badger store.
+type BadgerOptions struct {
 	// Dir holds the Badger files; spilled payloads go to Dir/spill.
 	Dir string
 	// InMemory keeps everything in memory (unit tests only: no durability).
@@ -59,11 +53,15 @@ type Options struct {
 	unguarded bool
 }
 
-// Store is the Badger-backed persistence layer.
-type Store struct {
+// Badger is the Store on one machine's disk, in Badger (an LSM tree with a
+// value log) under Dir/badger, with big payloads and stream chunks in files
+// under Dir/spill. Writes go through a single committer goroutine that
+// groups concurrent writers into one Badger transaction, so many
+// submitters share one fsync.
+type Badger struct {
 	db       *badger.DB
 	spillDir string
-	opts     Options
+	opts     BadgerOptions
 	log      *slog.Logger
 
 	reqs     chan *commitReq
@@ -88,8 +86,11 @@ const (
 	valueLogFileSize = 64 << 20
 )
 
-// Open opens (or creates) the store in opts.Dir.
-func Open(opts Options) (*Store, error) {
+var _ Store = (*Badger)(nil)
+
+// OpenBadger opens (or creates) the store in opts.Dir. It fails with a
+// *NoSpaceError while the disk has no room to open Badger (space.go).
+func OpenBadger(opts BadgerOptions) (*Badger, error) {
 	if opts.SpillThreshold <= 0 {
 		opts.SpillThreshold = 64 << 10
 	}
@@ -134,7 +135,7 @@ func Open(opts Options) (*Store, error) {
 	if err := os.MkdirAll(spillDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create spill dir: %w", err)
 	}
-	s := &Store{
+	s := &Badger{
 		spillDir: spillDir,
 		opts:     opts,
 		log:      opts.Logger,
@@ -160,7 +161,7 @@ func Open(opts Options) (*Store, error) {
 
 // Close stops the committer after it has written everything queued, then
 // closes Badger.
-func (s *Store) Close() error {
+func (s *Badger) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -197,9 +198,10 @@ type op struct {
 	expiresAt uint64 // Unix seconds; 0 = never
 }
 
-// Batch collects writes that must land atomically.
-type Batch struct {
-	s   *Store
+// batch is the Badger store's Batch: operations on keys, encoded when
+// they are added, with big payloads already written to their files.
+type batch struct {
+	s   *Badger
 	ops []op
 	// err is a failed file write of a method that returns nothing
 	// (PutChunk); committing the batch returns it and writes nothing.
@@ -207,10 +209,10 @@ type Batch struct {
 }
 
 // NewBatch starts an empty batch.
-func (s *Store) NewBatch() *Batch { return &Batch{s: s} }
+func (s *Badger) NewBatch() Batch { return &batch{s: s} }
 
 // Len is the number of operations in the batch.
-func (b *Batch) Len() int { return len(b.ops) }
+func (b *batch) Len() int { return len(b.ops) }
 
 func expiry(t time.Time) uint64 {
 	if t.IsZero() {
@@ -230,7 +232,7 @@ func expiry(t time.Time) uint64 {
 // record never points at a file that a crash lost). The record expires at
 // expiresAt (zero: never); Badger then hides it, which is how result
 // retention and TTL survive restarts without a sweep over all jobs.
-func (b *Batch) PutJob(j *Job, expiresAt time.Time) error {
+func (b *batch) PutJob(j *Job, expiresAt time.Time) error {
 	rec := *j
 	if len(rec.Input) > b.s.opts.SpillThreshold {
 		name := rec.ID + ".in"
@@ -255,7 +257,7 @@ func (b *Batch) PutJob(j *Job, expiresAt time.Time) error {
 }
 
 // DeleteJob removes a job record. Its spill files are reclaimed by the sweep.
-func (b *Batch) DeleteJob(id string) {
+func (b *batch) DeleteJob(id string) {
 	b.ops = append(b.ops, op{kind: opDelete, key: []byte(prefixJob + id)})
 }
 
@@ -268,7 +270,7 @@ func chunkKey(jobID string, idx uint64) []byte {
 }
 
 // PutEndpoint writes an endpoint definition.
-func (b *Batch) PutEndpoint(e *Endpoint) error {
+func (b *batch) PutEndpoint(e *Endpoint) error {
 	val, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode endpoint %s: %w", e.ID, err)
@@ -278,7 +280,7 @@ func (b *Batch) PutEndpoint(e *Endpoint) error {
 }
 
 // DeleteEndpoint removes an endpoint definition.
-func (b *Batch) DeleteEndpoint(id string) {
+func (b *batch) DeleteEndpoint(id string) {
 	b.ops = append(b.ops, op{kind: opDelete, key: []byte(prefixEndpoint + id)})
 }
 
@@ -288,7 +290,7 @@ func deliveryKey(d *Delivery) []byte {
 
 // PutDelivery queues or updates a webhook delivery. A job has at most one
 // pending delivery: a retried job that turns terminal again replaces it.
-func (b *Batch) PutDelivery(d *Delivery) error {
+func (b *batch) PutDelivery(d *Delivery) error {
 	val, err := json.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("encode delivery for %s: %w", d.JobID, err)
@@ -298,12 +300,12 @@ func (b *Batch) PutDelivery(d *Delivery) error {
 }
 
 // DeleteDelivery removes a finished webhook delivery.
-func (b *Batch) DeleteDelivery(jobID string) {
+func (b *batch) DeleteDelivery(jobID string) {
 	b.ops = append(b.ops, op{kind: opDelete, key: []byte(prefixDelivery + jobID)})
 }
 
 // PutWorker remembers a running worker.
-func (b *Batch) PutWorker(w *WorkerRecord) error {
+func (b *batch) PutWorker(w *WorkerRecord) error {
 	val, err := json.Marshal(w)
 	if err != nil {
 		return fmt.Errorf("encode worker %s: %w", w.ID, err)
@@ -313,12 +315,12 @@ func (b *Batch) PutWorker(w *WorkerRecord) error {
 }
 
 // DeleteWorker forgets a worker that has stopped.
-func (b *Batch) DeleteWorker(id string) {
+func (b *batch) DeleteWorker(id string) {
 	b.ops = append(b.ops, op{kind: opDelete, key: []byte(prefixWorker + id)})
 }
 
 // Workers returns the remembered workers.
-func (s *Store) Workers() ([]WorkerRecord, error) {
+func (s *Badger) Workers(context.Context) ([]WorkerRecord, error) {
 	var out []WorkerRecord
 	err := s.scan(prefixWorker, func(_ []byte, v []byte) error {
 		var w WorkerRecord
@@ -342,7 +344,7 @@ type commitReq struct {
 
 // Commit writes the batch durably: when it returns nil the data has been
 // fsynced. Concurrent Commits share one transaction and one fsync.
-func (s *Store) Commit(ctx context.Context, b *Batch) error {
+func (s *Badger) Commit(ctx context.Context, b Batch) error {
 	done := s.CommitLater(b)
 	select {
 	case err := <-done:
@@ -358,13 +360,18 @@ func (s *Store) Commit(ctx context.Context, b *Batch) error {
 // channel that yields its outcome once it is durable. Work that must only
 // follow the write in the store (not in time) can go ahead meanwhile: every
 // later commit lands after this one.
-func (s *Store) CommitLater(b *Batch) <-chan error {
-	req := &commitReq{ops: b.ops, done: make(chan error, 1)}
-	if b.err != nil {
-		req.done <- b.err
+func (s *Badger) CommitLater(b Batch) <-chan error {
+	bb, err := s.own(b)
+	if err == nil {
+		err = bb.err
+	}
+	req := &commitReq{done: make(chan error, 1)}
+	if err != nil {
+		req.done <- err
 		return req.done
 	}
-	if len(b.ops) == 0 {
+	req.ops = bb.ops
+	if len(req.ops) == 0 {
 		req.done <- nil
 		return req.done
 	}
@@ -379,19 +386,33 @@ func (s *Store) CommitLater(b *Batch) <-chan error {
 // its own within LazyDelay, so it costs no fsync of its own; a crash may lose
 // it. Used for writes whose loss is harmless (a lease record: the job is
 // re-queued either way) or that are made durable later by Flush.
-func (s *Store) CommitAsync(b *Batch) {
-	if b.err != nil {
-		s.log.Error("asynchronous store write dropped", "err", b.err)
+func (s *Badger) CommitAsync(b Batch) {
+	bb, err := s.own(b)
+	if err == nil {
+		err = bb.err
+	}
+	if err != nil {
+		s.log.Error("asynchronous store write dropped", "err", err)
 		return
 	}
-	if len(b.ops) == 0 {
+	if len(bb.ops) == 0 {
 		return
 	}
-	_ = s.enqueue(context.Background(), &commitReq{ops: b.ops, lazy: true})
+	_ = s.enqueue(context.Background(), &commitReq{ops: bb.ops, lazy: true})
+}
+
+// own returns b as this store's batch: a batch of another store holds
+// keys and payload files that are not this one's.
+func (s *Badger) own(b Batch) (*batch, error) {
+	bb, ok := b.(*batch)
+	if !ok || bb.s != s {
+		return nil, fmt.Errorf("commit a batch of another store (%T)", b)
+	}
+	return bb, nil
 }
 
 // Flush makes everything queued so far durable.
-func (s *Store) Flush(ctx context.Context) error {
+func (s *Badger) Flush(ctx context.Context) error {
 	req := &commitReq{done: make(chan error, 1)}
 	if err := s.enqueue(ctx, req); err != nil {
 		return err
@@ -404,7 +425,7 @@ func (s *Store) Flush(ctx context.Context) error {
 	}
 }
 
-func (s *Store) enqueue(ctx context.Context, req *commitReq) error {
+func (s *Badger) enqueue(ctx context.Context, req *commitReq) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -422,7 +443,7 @@ func (s *Store) enqueue(ctx context.Context, req *commitReq) error {
 // into one transaction, so the fsync cost is shared by all of them. Lazy
 // requests wait for the next durable one (or LazyDelay) and go into its
 // transaction; order is kept, so a later write of a key always wins.
-func (s *Store) committer() {
+func (s *Badger) committer() {
 	defer close(s.stopped)
 	var (
 		group   []*commitReq
@@ -488,7 +509,7 @@ func (s *Store) committer() {
 	}
 }
 
-func (s *Store) apply(group []*commitReq) {
+func (s *Badger) apply(group []*commitReq) {
 	err := s.writeOps(group)
 	for _, r := range group {
 		if r.done != nil {
@@ -499,7 +520,7 @@ func (s *Store) apply(group []*commitReq) {
 	}
 }
 
-func (s *Store) writeOps(group []*commitReq) error {
+func (s *Badger) writeOps(group []*commitReq) error {
 	n := 0
 	for _, r := range group {
 		n += len(r.ops)
@@ -534,7 +555,7 @@ func (s *Store) writeOps(group []*commitReq) error {
 	return nil
 }
 
-func (s *Store) setOp(txn *badger.Txn, o op) error {
+func (s *Badger) setOp(txn *badger.Txn, o op) error {
 	if o.kind == opDelete {
 		return txn.Delete(o.key)
 	}
@@ -545,7 +566,7 @@ func (s *Store) setOp(txn *badger.Txn, o op) error {
 
 // ---- spill files ----
 
-func (s *Store) writeSpill(name string, data []byte) error {
+func (s *Badger) writeSpill(name string, data []byte) error {
 	path := filepath.Join(s.spillDir, name)
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
@@ -588,7 +609,7 @@ func syncDir(dir string) error {
 	return nil
 }
 
-func (s *Store) readSpill(name string) ([]byte, error) {
+func (s *Badger) readSpill(name string) ([]byte, error) {
 	if strings.ContainsAny(name, "/\\") {
 		return nil, fmt.Errorf("bad spill reference %q", name)
 	}
@@ -603,7 +624,7 @@ func (s *Store) readSpill(name string) ([]byte, error) {
 
 // Job reads one job record. With payloads set, spilled input and output are
 // loaded back into the record.
-func (s *Store) Job(id string, payloads bool) (*Job, error) {
+func (s *Badger) Job(_ context.Context, id string, payloads bool) (*Job, error) {
 	var j Job
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(prefixJob + id))
@@ -626,7 +647,7 @@ func (s *Store) Job(id string, payloads bool) (*Job, error) {
 	return &j, nil
 }
 
-func (s *Store) loadPayloads(j *Job) error {
+func (s *Badger) loadPayloads(j *Job) error {
 	if j.InputRef != "" {
 		b, err := s.readSpill(j.InputRef)
 		if err != nil {
@@ -647,7 +668,7 @@ func (s *Store) loadPayloads(j *Job) error {
 // ScanJobs calls fn for every live job record in one pass over the job
 // prefix. Spilled payloads are not loaded. It is meant for start-up recovery:
 // the caller rebuilds its in-memory queues from this single scan.
-func (s *Store) ScanJobs(fn func(*Job) error) error {
+func (s *Badger) ScanJobs(_ context.Context, fn func(*Job) error) error {
 	return s.scan(prefixJob, func(_ []byte, v []byte) error {
 		var j Job
 		if err := json.Unmarshal(v, &j); err != nil {
@@ -658,7 +679,7 @@ func (s *Store) ScanJobs(fn func(*Job) error) error {
 }
 
 // Endpoints returns every endpoint definition.
-func (s *Store) Endpoints() ([]Endpoint, error) {
+func (s *Badger) Endpoints(context.Context) ([]Endpoint, error) {
 	var out []Endpoint
 	err := s.scan(prefixEndpoint, func(_ []byte, v []byte) error {
 		var e Endpoint
@@ -672,7 +693,7 @@ func (s *Store) Endpoints() ([]Endpoint, error) {
 }
 
 // Deliveries returns every pending webhook delivery.
-func (s *Store) Deliveries() ([]Delivery, error) {
+func (s *Badger) Deliveries(context.Context) ([]Delivery, error) {
 	var out []Delivery
 	err := s.scan(prefixDelivery, func(_ []byte, v []byte) error {
 		var d Delivery
@@ -685,7 +706,7 @@ func (s *Store) Deliveries() ([]Delivery, error) {
 	return out, err
 }
 
-func (s *Store) scan(prefix string, fn func(k, v []byte) error) error {
+func (s *Badger) scan(prefix string, fn func(k, v []byte) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix = []byte(prefix)
@@ -707,7 +728,7 @@ func (s *Store) scan(prefix string, fn func(k, v []byte) error) error {
 
 // Maintain runs value-log GC and the spill-file sweep every interval until
 // ctx ends. The caller owns the goroutine.
-func (s *Store) Maintain(ctx context.Context, interval time.Duration) {
+func (s *Badger) Maintain(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -727,7 +748,7 @@ func (s *Store) Maintain(ctx context.Context, interval time.Duration) {
 
 // RunGC rewrites value-log files until Badger reports nothing left to
 // reclaim. Each call handles at most one file, hence the loop.
-func (s *Store) RunGC() int {
+func (s *Badger) RunGC() int {
 	n := 0
 	for n < 100 && s.gcRoom() {
 		if err := s.db.RunValueLogGC(0.5); err != nil {
@@ -741,7 +762,7 @@ func (s *Store) RunGC() int {
 // SweepSpill removes spill files whose job record no longer exists (expired
 // or deleted) and that are older than minAge, which protects files written
 // for a record that is still being committed.
-func (s *Store) SweepSpill(minAge time.Duration) (int, error) {
+func (s *Badger) SweepSpill(minAge time.Duration) (int, error) {
 	entries, err := os.ReadDir(s.spillDir)
 	if err != nil {
 		return 0, fmt.Errorf("read spill dir: %w", err)
@@ -755,7 +776,7 @@ func (s *Store) SweepSpill(minAge time.Duration) (int, error) {
 		}
 		stream := strings.HasSuffix(name, streamSuffix)
 		id := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, ".tmp"), ".in"), ".out"), streamSuffix)
-		j, err := s.Job(id, false)
+		j, err := s.Job(context.Background(), id, false)
 		if err == nil && (j.InputRef == name || j.OutputRef == name || stream) {
 			continue // a stream file lives as long as its job's record
 		}
