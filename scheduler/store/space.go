@@ -20,7 +20,7 @@ import (
 //
 //   - The gate: every group commit first reads the free space (one statfs)
 //     and fails with a *NoSpaceError if the commit would leave less than
-//     Options.Reserve. The reserve is the room Badger needs for what a
+//     BadgerOptions.Reserve. The reserve is the room Badger needs for what a
 //     commit may set off in the background: a memtable flush and an L0
 //     compaction.
 //   - The write-ahead log that every commit writes into (the newest .mem
@@ -72,7 +72,7 @@ func FreeBytes(dir string) (uint64, error) {
 	return st.Bavail * uint64(st.Bsize), nil
 }
 
-// DefaultReserve is Options.Reserve when zero: room for a flush of one
+// DefaultReserve is BadgerOptions.Reserve when zero: room for a flush of one
 // memtable (8 MiB), the fallocated write-ahead log that replaces it
 // (16 MiB) and an L0 compaction's first tables.
 const DefaultReserve = 32 << 20
@@ -225,7 +225,7 @@ func (s *Badger) afterCommit() {
 }
 
 // ensureBallast allocates the ballast file if it is missing and the disk
-// has room for it beyond twice the reserve. Only the committer and Open
+// has room for it beyond twice the reserve. Only the committer and OpenBadger
 // call it (noBallast is the committer's).
 func (s *Badger) ensureBallast() {
 	if !s.spaceGuarded() || s.opts.Reserve == 0 {

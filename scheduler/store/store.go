@@ -47,16 +47,17 @@ var ErrClosed = errors.New("store closed")
 //     in queue order: an acknowledged commit brings every commit queued
 //     before it, asynchronous ones included.
 //   - Atomicity. A batch lands whole, for readers and across a crash, as
-//     long as it fits in one engine transaction (Badger: about 1 MB of
-//     records, far above any batch the scheduler builds but a recovery
-//     after a mass failure); a larger one lands in order, in parts, so a
-//     crash may leave a prefix of it.
+//     long as the commits written with it fit in one engine transaction
+//     (Badger groups concurrent commits into one, which holds about 1 MB
+//     of records: far above what the scheduler's commits add up to, except
+//     a recovery after a mass failure); a larger group lands in order, in
+//     parts, and a crash may leave a prefix of it.
 //   - Idempotence. Writes are puts and deletes of records keyed by id, so
 //     committing a batch again (one whose outcome is unknown because its
 //     context ended) leaves the state it would have left once.
 //   - Visibility. A read sees every acknowledged write, and possibly writes
-//     still being acknowledged; never part of a batch that fits one
-//     transaction.
+//     still being acknowledged; never part of a batch, but as Atomicity
+//     says.
 //   - Space. A write the data disk has no room for is refused whole with a
 //     *NoSpaceError (errors.Is ErrNoSpace) before any record of it is
 //     written; the store goes on serving reads, and takes writes again once
