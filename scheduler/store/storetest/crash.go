@@ -194,10 +194,36 @@ func testCrash(t *testing.T, e Engine) {
 	t.Run("after a Commit", func(t *testing.T) { crashOnce(t, e, "ack") })
 }
 
-// crashOnce runs the writer and kills it after the first acknowledgement
-// of kind trigger past crashAcks.
+// crashOnce runs the writer, kills it after the first acknowledgement of
+// kind trigger past crashAcks, and checks what its directory holds.
 func crashOnce(t *testing.T, e Engine, trigger string) {
 	dir := t.TempDir()
+	jobs := runCrashChild(t, dir, trigger)
+	s := open(t, e, dir)
+	got := listCrashed(t, s)
+	for id, o := range jobs {
+		checkCrashedJob(t, s, got, id, o)
+	}
+	for id := range got.jobs {
+		if jobs[id] == nil {
+			t.Errorf("ScanJobs listed %s, which the writer never queued", id)
+		}
+	}
+	for id := range got.spans {
+		if jobs[id] == nil {
+			t.Errorf("ScanChunkSpans listed %s, which the writer never queued", id)
+		}
+	}
+	// The recovered store takes writes.
+	putJob(t, s, crashJob("after", 0, store.InQueue), time.Time{})
+	if _, err := s.Job(bg, "after", false); err != nil {
+		t.Errorf("a write after recovery: %v", err)
+	}
+}
+
+// runCrashChild runs the writer on dir and kills it; it returns what the
+// writer queued and acknowledged, by job.
+func runCrashChild(t *testing.T, dir, trigger string) map[string]*crashOps {
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -217,33 +243,22 @@ func crashOnce(t *testing.T, e Engine, trigger string) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
+	kill := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	defer kill.Stop()
 
 	jobs := map[string]*crashOps{}
 	acked := 0
 	killed := false
-	kill := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
-	defer kill.Stop()
 	sc := bufio.NewScanner(r)
 	// Read to the end: acknowledgements written before the kill count.
 	for sc.Scan() {
 		what, rest, _ := strings.Cut(sc.Text(), " ")
 		op, id, _ := strings.Cut(rest, " ")
-		o := jobs[id]
-		if o == nil {
-			o = &crashOps{}
-			jobs[id] = o
+		if err := crashRecord(jobs, what, op, id); err != nil {
+			t.Fatal(err)
 		}
-		switch what {
-		case "try":
-			o.tried = append(o.tried, op)
-		case "ack", "flush":
-			if o.acked >= len(o.tried) || o.tried[o.acked] != op {
-				t.Fatalf("acknowledgement %q of %s out of order (tried %v, %d acknowledged)", op, id, o.tried, o.acked)
-			}
-			o.acked++
+		if what != "try" {
 			acked++
-		default:
-			t.Fatalf("child wrote %q", sc.Text())
 		}
 		if acked >= crashAcks && what == trigger && !killed {
 			killed = true
@@ -257,91 +272,117 @@ func crashOnce(t *testing.T, e Engine, trigger string) {
 		t.Fatalf("the writer stopped after %d acknowledged writes (%v):\n%s", acked, werr, out.String())
 	}
 	t.Logf("killed the writer after %d acknowledged writes of %d jobs", acked, len(jobs))
+	return jobs
+}
 
-	s := open(t, e, dir)
-	scanned := map[string]bool{}
+// crashRecord adds one line of the writer's to jobs.
+func crashRecord(jobs map[string]*crashOps, what, op, id string) error {
+	o := jobs[id]
+	if o == nil {
+		o = &crashOps{}
+		jobs[id] = o
+	}
+	switch what {
+	case "try":
+		o.tried = append(o.tried, op)
+	case "ack", "flush":
+		if o.acked >= len(o.tried) || o.tried[o.acked] != op {
+			return fmt.Errorf("acknowledgement %q of %s out of order (queued %v, %d acknowledged)", op, id, o.tried, o.acked)
+		}
+		o.acked++
+	default:
+		return fmt.Errorf("the writer wrote %q", what+" "+op+" "+id)
+	}
+	return nil
+}
+
+// crashListing is what the recovery scans find after the crash.
+type crashListing struct {
+	jobs       map[string]bool
+	spans      map[string]store.ChunkSpan
+	deliveries map[string]bool
+}
+
+func listCrashed(t *testing.T, s store.Store) crashListing {
+	l := crashListing{jobs: map[string]bool{}, spans: map[string]store.ChunkSpan{}, deliveries: map[string]bool{}}
 	if err := s.ScanJobs(bg, func(j *store.Job) error {
-		if scanned[j.ID] {
+		if l.jobs[j.ID] {
 			t.Errorf("ScanJobs: %s twice", j.ID)
 		}
-		scanned[j.ID] = true
+		l.jobs[j.ID] = true
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	spans := map[string]store.ChunkSpan{}
-	if err := s.ScanChunkSpans(bg, func(id string, sp store.ChunkSpan) { spans[id] = sp }); err != nil {
+	if err := s.ScanChunkSpans(bg, func(id string, sp store.ChunkSpan) { l.spans[id] = sp }); err != nil {
 		t.Fatal(err)
 	}
 	ds, err := s.Deliveries(bg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deliveries := map[string]bool{}
 	for _, d := range ds {
-		deliveries[d.JobID] = true
+		l.deliveries[d.JobID] = true
 	}
-	for id, o := range jobs {
-		n, err := strconv.Atoi(id[strings.IndexByte(id, '-')+1:])
-		if err != nil {
-			t.Fatalf("child wrote job id %q", id)
-		}
-		j, err := s.Job(bg, id, true)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			t.Fatalf("Job(%s): %v", id, err)
-		}
-		// The state after the first k operations.
-		state := "absent"
-		switch {
-		case err == nil && j.Status == store.InQueue:
-			state = "put"
-		case err == nil && j.Status == store.Completed:
-			state = "upd"
-		case err == nil:
-			t.Errorf("%s: status %s, never written", id, j.Status)
-		}
-		ok := false
-		for k := o.acked; k <= len(o.tried); k++ {
-			want := "absent"
-			if k > 0 {
-				want = o.tried[k-1]
-			}
-			if want == "del" {
-				want = "absent"
-			}
-			ok = ok || want == state
-		}
-		if !ok {
-			t.Errorf("%s: %s after the crash; queued %v, the first %d acknowledged", id, state, o.tried, o.acked)
-			continue
-		}
-		if err == nil && string(j.Input) != fmt.Sprintf(`{"n":%q}`, id) {
+	return l
+}
+
+// crashStates is a job's state after each of its operations: put queues
+// it (with chunk 0), upd completes it (with chunk 1), del deletes it.
+var crashStates = map[string]struct {
+	status store.Status // "": absent
+	span   store.ChunkSpan
+}{
+	"":    {},
+	"put": {store.InQueue, store.ChunkSpan{First: 0, Next: 1, Bytes: 4}},
+	"upd": {store.Completed, store.ChunkSpan{First: 0, Next: 2, Bytes: 8}},
+	"del": {},
+}
+
+// checkCrashedJob checks one job after the crash: its state is the one
+// after some prefix of its operations that holds every acknowledged one,
+// its batches are whole, and the scans agree with the read.
+func checkCrashedJob(t *testing.T, s store.Store, got crashListing, id string, o *crashOps) {
+	n, err := strconv.Atoi(id[strings.IndexByte(id, '-')+1:])
+	if err != nil {
+		t.Fatalf("the writer wrote job id %q", id)
+	}
+	var status store.Status
+	j, err := s.Job(bg, id, true)
+	switch {
+	case err == nil:
+		status = j.Status
+		if string(j.Input) != fmt.Sprintf(`{"n":%q}`, id) {
 			t.Errorf("%s: input %s", id, j.Input)
 		}
-		// Batches are whole, and the scans agree with the reads.
-		wantSpan := map[string]store.ChunkSpan{"absent": {}, "put": {First: 0, Next: 1, Bytes: 4}, "upd": {First: 0, Next: 2, Bytes: 8}}[state]
-		if sp := spans[id]; sp != wantSpan {
-			t.Errorf("%s: %s, with chunks %+v", id, state, sp)
-		}
-		if scanned[id] != (state != "absent") {
-			t.Errorf("%s: %s, and ScanJobs listed it: %v", id, state, scanned[id])
-		}
-		if wantD := state != "absent" && n%2 == 0; deliveries[id] != wantD {
-			t.Errorf("%s: %s, delivery %v", id, state, deliveries[id])
-		}
-		delete(scanned, id)
+	case !errors.Is(err, store.ErrNotFound):
+		t.Fatalf("Job(%s): %v", id, err)
 	}
-	for id := range scanned {
-		t.Errorf("ScanJobs listed %s, which the writer never queued", id)
-	}
-	for id := range spans {
-		if jobs[id] == nil {
-			t.Errorf("ScanChunkSpans listed %s, which the writer never queued", id)
+	ok := false
+	for k := o.acked; k <= len(o.tried); k++ {
+		op := ""
+		if k > 0 {
+			op = o.tried[k-1]
 		}
+		ok = ok || crashStates[op].status == status
 	}
-	// The recovered store takes writes.
-	putJob(t, s, crashJob("after", 0, store.InQueue), time.Time{})
-	if _, err := s.Job(bg, "after", false); err != nil {
-		t.Errorf("a write after recovery: %v", err)
+	if !ok {
+		t.Errorf("%s: %q after the crash; queued %v, the first %d acknowledged", id, status, o.tried, o.acked)
+		return
+	}
+	want := crashStates["put"]
+	if status == "" {
+		want = crashStates[""]
+	} else if status == store.Completed {
+		want = crashStates["upd"]
+	}
+	if sp := got.spans[id]; sp != want.span {
+		t.Errorf("%s: %q, with chunks %+v", id, status, sp)
+	}
+	if got.jobs[id] != (status != "") {
+		t.Errorf("%s: %q, and ScanJobs listed it: %v", id, status, got.jobs[id])
+	}
+	if wantD := status != "" && n%2 == 0; got.deliveries[id] != wantD {
+		t.Errorf("%s: %q, delivery %v", id, status, got.deliveries[id])
 	}
 }

@@ -149,10 +149,21 @@ func sampleJob(id string) *store.Job {
 	}
 }
 
-func jobsEqual(a, b *store.Job) bool {
+func jobsEqual(a, b *store.Job) bool { return sameJSON(a, b) }
+
+// sameJSON reports whether a and b encode to the same JSON.
+func sameJSON(a, b any) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return bytes.Equal(ja, jb)
+}
+
+// must fails t with the errors, if there are any.
+func must(t *testing.T, errs ...error) {
+	t.Helper()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // bigValue is a JSON string of n bytes.
@@ -315,55 +326,45 @@ func testReopen(t *testing.T, e Engine) {
 	dir := t.TempDir()
 	s := e.Open(t, dir)
 	big := bigValue("y", 100<<10)
-	commit(t, s, func(b store.Batch) {
-		if err := b.PutJob(&store.Job{ID: "small", EndpointID: "ep", Status: store.InQueue, Seq: 1, Input: json.RawMessage(`{"a":1}`)}, time.Now().Add(time.Hour)); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.PutJob(&store.Job{ID: "big", EndpointID: "ep", Status: store.Completed, Seq: 2, Input: big, Output: big}, time.Time{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.PutJob(&store.Job{ID: "expiring", EndpointID: "ep", Status: store.Completed, Seq: 3}, time.Now().Add(1500*time.Millisecond)); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.PutEndpoint(&store.Endpoint{ID: "ep", Name: "n", WorkersMax: 2, Env: map[string]string{"K": "V"}}); err != nil {
-			t.Fatal(err)
-		}
-		b.PutChunk(store.Chunk{JobID: "small", Index: 3, Output: json.RawMessage(`"c3"`)}, time.Time{})
-		if err := b.PutDelivery(&store.Delivery{JobID: "big", URL: "http://x/", Body: json.RawMessage(`{"id":"big"}`), Attempts: 1, NextAt: 5}); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.PutWorker(&store.WorkerRecord{ID: "w-1", Endpoint: "ep", Token: "tok", GPUs: []string{"GPU-1"}, StartedAt: 9, Generation: 2}); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
+	jobs := []*store.Job{
+		{ID: "big", EndpointID: "ep", Status: store.Completed, Seq: 2, Input: big, Output: big},
+		{ID: "small", EndpointID: "ep", Status: store.InQueue, Seq: 1, Input: json.RawMessage(`{"a":1}`)},
 	}
+	ep := store.Endpoint{ID: "ep", Name: "n", WorkersMax: 2, Env: map[string]string{"K": "V"}}
+	d := store.Delivery{JobID: "big", URL: "http://x/", Body: json.RawMessage(`{"id":"big"}`), Attempts: 1, NextAt: 5}
+	w := store.WorkerRecord{ID: "w-1", Endpoint: "ep", Token: "tok", GPUs: []string{"GPU-1"}, StartedAt: 9, Generation: 2}
+	c := store.Chunk{JobID: "small", Index: 3, Output: json.RawMessage(`"c3"`)}
+	commit(t, s, func(b store.Batch) {
+		b.PutChunk(c, time.Time{})
+		must(t, b.PutJob(jobs[0], time.Time{}), b.PutJob(jobs[1], time.Now().Add(time.Hour)),
+			b.PutJob(&store.Job{ID: "expiring", EndpointID: "ep", Status: store.Completed, Seq: 3}, time.Now().Add(1500*time.Millisecond)),
+			b.PutEndpoint(&ep), b.PutDelivery(&d), b.PutWorker(&w))
+	})
+	must(t, s.Close())
 
 	s2 := open(t, e, dir)
-	j, err := s2.Job(bg, "small", true)
-	if err != nil || string(j.Input) != `{"a":1}` || j.Seq != 1 {
-		t.Errorf("small after reopen: %+v, %v", j, err)
+	for _, j := range jobs {
+		if got, err := s2.Job(bg, j.ID, true); err != nil || !jobsEqual(got, j) {
+			t.Errorf("%s after reopen: %v", j.ID, err)
+		}
 	}
-	j, err = s2.Job(bg, "big", true)
-	if err != nil || !bytes.Equal(j.Input, big) || !bytes.Equal(j.Output, big) {
-		t.Errorf("big after reopen: %v", err)
-	}
-	eps, err := s2.Endpoints(bg)
-	if err != nil || len(eps) != 1 || eps[0].ID != "ep" || eps[0].WorkersMax != 2 || eps[0].Env["K"] != "V" {
-		t.Errorf("endpoints after reopen: %+v, %v", eps, err)
-	}
-	cs, err := allChunks(s2, "small")
-	if err != nil || len(cs) != 1 || cs[0].Index != 3 || string(cs[0].Output) != `"c3"` {
-		t.Errorf("chunks after reopen: %+v, %v", cs, err)
-	}
-	ds, err := s2.Deliveries(bg)
-	if err != nil || len(ds) != 1 || ds[0].JobID != "big" || ds[0].Attempts != 1 || ds[0].NextAt != 5 {
-		t.Errorf("deliveries after reopen: %+v, %v", ds, err)
-	}
-	ws, err := s2.Workers(bg)
-	if err != nil || len(ws) != 1 || ws[0].ID != "w-1" || ws[0].Token != "tok" || fmt.Sprint(ws[0].GPUs) != "[GPU-1]" || ws[0].Generation != 2 {
-		t.Errorf("workers after reopen: %+v, %v", ws, err)
+	eps, err1 := s2.Endpoints(bg)
+	ds, err2 := s2.Deliveries(bg)
+	ws, err3 := s2.Workers(bg)
+	cs, err4 := allChunks(s2, "small")
+	must(t, err1, err2, err3, err4)
+	for _, kind := range []struct {
+		name      string
+		got, want any
+	}{
+		{"endpoints", eps, []store.Endpoint{ep}},
+		{"deliveries", ds, []store.Delivery{d}},
+		{"workers", ws, []store.WorkerRecord{w}},
+		{"chunks", cs, []store.Chunk{c}},
+	} {
+		if !sameJSON(kind.got, kind.want) {
+			t.Errorf("%s after reopen: %+v, want %+v", kind.name, kind.got, kind.want)
+		}
 	}
 	// The expiry survives the restart: the record goes at its time.
 	deadline := time.Now().Add(10 * time.Second)
