@@ -53,8 +53,9 @@ var ErrClosed = errors.New("store closed")
 //     a recovery after a mass failure); a larger group lands in order, in
 //     parts, and a crash may leave a prefix of it.
 //   - Idempotence. Writes are puts and deletes of records keyed by id, so
-//     committing a batch again (one whose outcome is unknown because its
-//     context ended) leaves the state it would have left once.
+//     committing the same writes again, in a new batch (a retry of a
+//     commit whose outcome is unknown because its context ended), leaves
+//     the state they would have left once.
 //   - Visibility. A read sees every acknowledged write, and possibly writes
 //     still being acknowledged; never part of a batch, but as Atomicity
 //     says.
@@ -73,7 +74,8 @@ var ErrClosed = errors.New("store closed")
 // on one disk: Badger locks its directory, so a second process cannot open
 // it. The interface assumes no more than that: callers reach the data only
 // through these methods (payload and stream references in records are the
-// engine's opaque names), every call that may wait takes a context, and
+// engine's opaque names), every call that waits for the data takes a
+// context (CommitLater and CommitAsync only queue), and
 // writes are idempotent records keyed by id, so an engine that replicates a
 // log of batches across machines can implement it, acknowledging a commit
 // once a quorum holds it.
