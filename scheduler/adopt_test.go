@@ -34,7 +34,7 @@ func TestAdoptAfterCrash(t *testing.T) {
 	}
 
 	// What a daemon killed mid-job leaves behind.
-	st, err := store.Open(store.Options{Dir: dir, Logger: cfg.Logger})
+	st, err := store.OpenBadger(store.BadgerOptions{Dir: dir, Logger: cfg.Logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestAdoptAfterCrash(t *testing.T) {
 	if err := s2.store.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	recs, err := s2.store.Workers()
+	recs, err := s2.store.Workers(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -226,7 +226,7 @@ func (s *Scheduler) buildLease(ctx context.Context, workerID string, taken []*jo
 			input = full.Input
 			if full.InputRef != "" {
 				var loaded *store.Job
-				if loaded, err = s.store.Job(j.rec.ID, true); err == nil {
+				if loaded, err = s.store.Job(ctx, j.rec.ID, true); err == nil {
 					input = loaded.Input
 				}
 			}
@@ -326,7 +326,7 @@ func (s *Scheduler) Done(ctx context.Context, endpointID, workerID, jobID string
 // fine (ignored) if the job exists or existed, an error only if the worker
 // could not have held it.
 func (s *Scheduler) checkFormerJob(endpointID, jobID string) error {
-	r, err := s.store.Job(jobID, false)
+	r, err := s.store.Job(s.ctx, jobID, false)
 	if err == nil && r.EndpointID != endpointID {
 		return fmt.Errorf("%w: job %s is not on endpoint %s", ErrForbidden, jobID, endpointID)
 	}

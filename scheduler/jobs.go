@@ -178,7 +178,7 @@ func (s *Scheduler) Status(endpointID, id string) (JobView, error) {
 		return s.viewLocked(j), nil
 	}
 	s.mu.Unlock()
-	r, err := s.store.Job(id, true)
+	r, err := s.store.Job(s.ctx, id, true)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && r.EndpointID != endpointID) {
 		return JobView{}, fmt.Errorf("%w: job %s", ErrNotFound, id)
 	}
@@ -295,7 +295,7 @@ func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, 
 	if !ok {
 		return JobView{}, fmt.Errorf("%w: endpoint %s", ErrNotFound, endpointID)
 	}
-	r, err := s.store.Job(id, false)
+	r, err := s.store.Job(ctx, id, false)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && r.EndpointID != endpointID) {
 		return JobView{}, fmt.Errorf("%w: job %s", ErrNotFound, id)
 	}
@@ -330,7 +330,7 @@ func (s *Scheduler) Retry(ctx context.Context, endpointID, id string) (JobView, 
 		return JobView{}, persistErr("persist retry", err)
 	}
 	// The earlier run's unread chunks stay readable, ahead of the new run's.
-	span, err := s.store.ChunkSpanOf(id)
+	span, err := s.store.ChunkSpanOf(s.ctx, id) // the retry is committed: no cancelling now
 	if err != nil {
 		return JobView{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -536,5 +536,5 @@ func (s *Scheduler) storedRecord(j *job) (*store.Job, error) {
 		return &r, nil
 	}
 	s.mu.Unlock()
-	return s.store.Job(j.rec.ID, false)
+	return s.store.Job(s.ctx, j.rec.ID, false)
 }

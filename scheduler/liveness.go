@@ -63,7 +63,7 @@ func (s *Scheduler) Check(ctx context.Context) error {
 	if p.closed {
 		return fmt.Errorf("%w: scheduler closed", ErrUnavailable)
 	}
-	if err := s.store.Ping(); err != nil {
+	if err := s.store.Ping(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil

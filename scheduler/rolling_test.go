@@ -293,7 +293,7 @@ func TestRollingAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	st, err := store.Open(store.Options{Dir: dir, Logger: cfg.Logger})
+	st, err := store.OpenBadger(store.BadgerOptions{Dir: dir, Logger: cfg.Logger})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,6 +88,10 @@ type Config struct {
 	ServeInNetns func(pid int) (io.Closer, error)
 	// InMemoryStore is for unit tests only.
 	InMemoryStore bool
+	// Store is the job store. Nil: Open opens the Badger store that
+	// StoreOptions describes. Open takes it over: Close closes it, and so
+	// does an Open that fails.
+	Store store.Store
 	// HTTPClient sends webhooks. Default: a client with a 10 s timeout.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
@@ -126,7 +130,7 @@ func (c *Config) setDefaults() {
 // Scheduler owns jobs, endpoints and workers.
 type Scheduler struct {
 	cfg   Config
-	store *store.Store
+	store store.Store
 	log   *slog.Logger
 	now   func() time.Time
 
@@ -164,9 +168,30 @@ type Scheduler struct {
 	disk *diskguard.Guard
 }
 
-// Open opens the store, recovers every job from it (one scan), and starts
-// the timers, webhook deliveries, autoscaler and store maintenance.
-func Open(cfg Config) (*Scheduler, error) {
+// StoreOptions describes the Badger store for cfg, which Open opens when
+// cfg.Store is nil: in cfg.DataDir (in memory with InMemoryStore), with
+// cfg's spill threshold, refusing writes below cfg's disk reserve after its
+// default, so that the store's gate and the disk guard (package diskguard)
+// count with the same figure. It fails, as Open does, when the reserve
+// exceeds MinFreeBytes.
+func StoreOptions(cfg Config) (store.BadgerOptions, error) {
+	cfg.setDefaults()
+	if cfg.DiskReserveBytes > cfg.MinFreeBytes {
+		return store.BadgerOptions{}, fmt.Errorf("scheduler: the disk reserve (%d bytes, --disk-reserve-mb) must not exceed the free space kept for new work (%d bytes, --min-free-disk-mb)", cfg.DiskReserveBytes, cfg.MinFreeBytes)
+	}
+	return store.BadgerOptions{Dir: cfg.DataDir, InMemory: cfg.InMemoryStore, SpillThreshold: cfg.SpillThreshold, Reserve: cfg.DiskReserveBytes, Logger: cfg.Logger}, nil
+}
+
+// Open opens the store (or takes over cfg.Store), recovers every job from
+// it (one scan), and starts the timers, webhook deliveries, autoscaler and
+// store maintenance.
+func Open(cfg Config) (_ *Scheduler, err error) {
+	st := cfg.Store
+	defer func() {
+		if err != nil && st != nil {
+			st.Close()
+		}
+	}()
 	cfg.setDefaults()
 	if cfg.Runtime == nil {
 		return nil, errors.New("scheduler: no runtime configured")
@@ -176,12 +201,16 @@ func Open(cfg Config) (*Scheduler, error) {
 			return nil, fmt.Errorf("create worker dir: %w", err)
 		}
 	}
-	if cfg.DiskReserveBytes > cfg.MinFreeBytes {
-		return nil, fmt.Errorf("scheduler: the disk reserve (%d bytes, --disk-reserve-mb) must not exceed the free space kept for new work (%d bytes, --min-free-disk-mb)", cfg.DiskReserveBytes, cfg.MinFreeBytes)
-	}
-	st, err := store.Open(store.Options{Dir: cfg.DataDir, InMemory: cfg.InMemoryStore, SpillThreshold: cfg.SpillThreshold, Reserve: cfg.DiskReserveBytes, Logger: cfg.Logger})
+	opts, err := StoreOptions(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if st == nil {
+		b, err := store.OpenBadger(opts)
+		if err != nil {
+			return nil, err
+		}
+		st = b
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Scheduler{
@@ -215,7 +244,6 @@ func Open(cfg Config) (*Scheduler, error) {
 	s.mu.Unlock()
 	if err != nil {
 		cancel()
-		st.Close()
 		return nil, err
 	}
 	s.goOwned(func() { s.store.Maintain(ctx, time.Minute) })
@@ -284,7 +312,7 @@ func (s *Scheduler) recover() error {
 		return err
 	}
 	rc := &recovery{adopted: s.adoptWorkers(), now: s.now()}
-	err := s.store.ScanJobs(func(r *store.Job) error {
+	err := s.store.ScanJobs(s.ctx, func(r *store.Job) error {
 		s.recoverJobLocked(rc, r)
 		return nil
 	})
@@ -301,7 +329,7 @@ func (s *Scheduler) recover() error {
 	if err := s.persistRecovery(rc); err != nil {
 		return err
 	}
-	if err := s.webhooks.Load(); err != nil {
+	if err := s.webhooks.Load(s.ctx); err != nil {
 		return err
 	}
 	// Workers taken back from an emberd that went away before it replaced
@@ -316,7 +344,7 @@ func (s *Scheduler) recover() error {
 // loadEndpointsLocked adds every stored endpoint, filling in the fields
 // that records written before they existed lack.
 func (s *Scheduler) loadEndpointsLocked() error {
-	eps, err := s.store.Endpoints()
+	eps, err := s.store.Endpoints(s.ctx)
 	if err != nil {
 		return fmt.Errorf("load endpoints: %w", err)
 	}

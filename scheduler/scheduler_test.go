@@ -886,7 +886,7 @@ func TestTTL(t *testing.T) {
 			if _, err := h.s.Wait(h.ctx, h.ep, id, 10*time.Millisecond); !errors.Is(err, ErrNotFound) {
 				t.Errorf("Wait after TTL: %v", err)
 			}
-			if _, err := h.s.store.Job(id, false); !errors.Is(err, store.ErrNotFound) {
+			if _, err := h.s.store.Job(context.Background(), id, false); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("record after TTL: %v", err)
 			}
 			if _, err := h.s.Retry(h.ctx, h.ep, id); !errors.Is(err, ErrNotFound) {
@@ -1361,7 +1361,7 @@ func TestRecovery(t *testing.T) {
 	}
 
 	// Simulate a crash: write the records a dying daemon would have left.
-	st, err := store.Open(store.Options{Dir: dir, Logger: cfg.Logger})
+	st, err := store.OpenBadger(store.BadgerOptions{Dir: dir, Logger: cfg.Logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1439,11 +1439,11 @@ func TestRecovery(t *testing.T) {
 	if _, err := s2.Status("deleted-endpoint", "u-orphan"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("orphan job: %v", err)
 	}
-	if _, err := s2.store.Job("u-orphan", false); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s2.store.Job(context.Background(), "u-orphan", false); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("orphan record not deleted: %v", err)
 	}
 	// The fixes are durable: the failed record says FAILED on disk.
-	if r, err := s2.store.Job("x-exhausted", false); err != nil || r.Status != store.Failed {
+	if r, err := s2.store.Job(context.Background(), "x-exhausted", false); err != nil || r.Status != store.Failed {
 		t.Errorf("stored exhausted record: %+v %v", r, err)
 	}
 	hl, _ := s2.Health(e.ID)
@@ -1465,7 +1465,7 @@ func TestRecovery(t *testing.T) {
 		h.done(w, got.ID, Result{Output: json.RawMessage(`1`)})
 	}
 	if n := func() int {
-		r, _ := s2.store.Job("y-running", false)
+		r, _ := s2.store.Job(context.Background(), "y-running", false)
 		return r.Attempts
 	}(); n != 2 {
 		t.Errorf("y-running attempts after the retake = %d, want 2", n)

@@ -182,5 +182,8 @@ func (ep *endpointState) recordFinishedLocked(r *store.Job) {
 }
 
 // StoreSize is the job store's size on disk in bytes, by part (see
-// store.Store.Size).
-func (s *Scheduler) StoreSize() (lsm, vlog, spilled int64) { return s.store.Size() }
+// store.Usage).
+func (s *Scheduler) StoreSize() (lsm, vlog, spilled int64) {
+	u := s.store.Usage()
+	return u.Index, u.Log, u.Files
+}

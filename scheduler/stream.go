@@ -120,7 +120,7 @@ func (s *Scheduler) overflowChunk(ctx context.Context, j *job, endpointID, jobID
 // lateChunk refuses a chunk for a job that is not live: ended (and
 // perhaps expired) or ending. A job of another endpoint is forbidden.
 func (s *Scheduler) lateChunk(endpointID, jobID string) error {
-	r, err := s.store.Job(jobID, false)
+	r, err := s.store.Job(s.ctx, jobID, false)
 	switch {
 	case err == nil && r.EndpointID != endpointID:
 		return fmt.Errorf("%w: job %s is not on endpoint %s", ErrForbidden, jobID, endpointID)
@@ -214,7 +214,7 @@ func (s *Scheduler) Stream(ctx context.Context, endpointID, id string, wait time
 // chunks land at to and beyond meanwhile, and j's record may change (id is
 // read from the request, not from it).
 func (s *Scheduler) streamPage(ctx context.Context, j *job, id string, status store.Status, from, to uint64) (StreamView, error) {
-	page, _, err := s.store.ChunkPage(id, from, to, limits.StreamPage)
+	page, _, err := s.store.ChunkPage(ctx, id, from, to, limits.StreamPage)
 	if err != nil {
 		return StreamView{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -235,14 +235,14 @@ func (s *Scheduler) streamPage(ctx context.Context, j *job, id string, status st
 // first terminal answer, and would lose the rest (README, "Choices where
 // RunPod is silent").
 func (s *Scheduler) streamStored(ctx context.Context, endpointID, id string) (StreamView, error) {
-	r, err := s.store.Job(id, false)
+	r, err := s.store.Job(ctx, id, false)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && r.EndpointID != endpointID) {
 		return StreamView{}, fmt.Errorf("%w: job %s", ErrNotFound, id)
 	}
 	if err != nil {
 		return StreamView{}, err
 	}
-	page, more, err := s.store.ChunkPage(id, 0, math.MaxUint64, limits.StreamPage)
+	page, more, err := s.store.ChunkPage(ctx, id, 0, math.MaxUint64, limits.StreamPage)
 	if err != nil {
 		return StreamView{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -278,7 +278,7 @@ func (s *Scheduler) deliverChunks(ctx context.Context, status store.Status, chun
 // overwritten by the next attempt's.
 func (s *Scheduler) recoverStreamsLocked() error {
 	n := 0
-	err := s.store.ScanChunkSpans(func(jobID string, sp store.ChunkSpan) {
+	err := s.store.ScanChunkSpans(s.ctx, func(jobID string, sp store.ChunkSpan) {
 		j, ok := s.jobs[jobID]
 		if !ok {
 			return // a terminal job's chunks are read from the store as they are

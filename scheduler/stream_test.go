@@ -235,7 +235,7 @@ func TestLateChunks(t *testing.T) {
 		t.Errorf("rejected counters %v, want late 4", got)
 	}
 	for _, id := range []string{completed, cancelled, requeued} {
-		if sp, err := h.s.store.ChunkSpanOf(id); err != nil || sp.Next != 0 {
+		if sp, err := h.s.store.ChunkSpanOf(context.Background(), id); err != nil || sp.Next != 0 {
 			t.Errorf("%s: a refused chunk was stored: %+v %v", id, sp, err)
 		}
 	}
@@ -267,7 +267,7 @@ func TestStreamRecovery(t *testing.T) {
 
 	// What a daemon killed mid-stream leaves: a running job whose first
 	// two chunks were read (deleted) and three were not.
-	st, err := store.Open(store.Options{Dir: dir, Logger: cfg.Logger})
+	st, err := store.OpenBadger(store.BadgerOptions{Dir: dir, Logger: cfg.Logger})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 
@@ -12,13 +13,13 @@ import (
 // their batch is committed, and recovery resumes the pending ones.
 type webhookOutbox interface {
 	Schedule(ds []*store.Delivery)
-	Load() error
+	Load(ctx context.Context) error
 }
 
 // putWebhook puts a delivery for r into batch b if r has a webhook, and
 // returns it (nil without a webhook) for the outbox once the batch is
 // committed. The body is the status object as it is now.
-func putWebhook(b *store.Batch, r *store.Job) (*store.Delivery, error) {
+func putWebhook(b store.Batch, r *store.Job) (*store.Delivery, error) {
 	if r.Webhook == "" {
 		return nil, nil
 	}

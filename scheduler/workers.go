@@ -531,7 +531,7 @@ func (s *Scheduler) rememberWorker(w *worker) {
 // still run, before the jobs are recovered so that their jobs stay with
 // them. Records of workers not taken back are dropped.
 func (s *Scheduler) adoptWorkers() map[string]*worker {
-	recs, err := s.store.Workers()
+	recs, err := s.store.Workers(s.ctx)
 	if err != nil {
 		s.log.Warn("load worker records", "err", err)
 		return nil

@@ -730,17 +730,27 @@ func (l *lazyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// openScheduler opens the scheduler, waiting while the data disk has no
-// room to open the store (a start on a full disk): emberd then keeps
-// answering /healthz, says in /readyz and in 507s why it waits (and in
-// systemd's STATUS=, extending its start timeout), and goes on by itself
-// once space is freed, instead of exiting into a restart loop.
+// openScheduler opens the job store (Badger, in the data directory) and the
+// scheduler on it, waiting while the data disk has no room to open the
+// store (a start on a full disk): emberd then keeps answering /healthz,
+// says in /readyz and in 507s why it waits (and in systemd's STATUS=,
+// extending its start timeout), and goes on by itself once space is freed,
+// instead of exiting into a restart loop.
 func openScheduler(ctx context.Context, lazy *lazyHandler, log *slog.Logger, cfg scheduler.Config) (*scheduler.Scheduler, error) {
+	opts, err := scheduler.StoreOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	var lastExtend time.Time
 	for {
-		sched, err := scheduler.Open(cfg)
+		st, err := store.OpenBadger(opts)
+		var sched *scheduler.Scheduler
+		if err == nil {
+			cfg.Store = st
+			sched, err = scheduler.Open(cfg) // closes st if it fails
+		}
 		var se *scheduler.InsufficientStorageError
 		if !errors.As(err, &se) {
 			lazy.diskWait.Store(nil)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -48,7 +49,7 @@ func parseRef(v []byte) (at, size int64) {
 	return -1, int64(len(v))
 }
 
-func (s *Store) streamPath(jobID string) (string, error) {
+func (s *Badger) streamPath(jobID string) (string, error) {
 	if jobID == "" || strings.ContainsAny(jobID, "/\\") {
 		return "", fmt.Errorf("bad job id %q for a stream file", jobID)
 	}
@@ -59,7 +60,7 @@ func (s *Store) streamPath(jobID string) (string, error) {
 // durably before it returns, and its index record to the batch. A failed
 // file write fails the batch's commit. A job's chunks must be put one at a
 // time (the scheduler serialises a job's posts).
-func (b *Batch) PutChunk(c Chunk, expiresAt time.Time) {
+func (b *batch) PutChunk(c Chunk, expiresAt time.Time) {
 	if b.err != nil {
 		return
 	}
@@ -72,13 +73,13 @@ func (b *Batch) PutChunk(c Chunk, expiresAt time.Time) {
 }
 
 // DeleteChunk removes a delivered stream chunk's index record.
-func (b *Batch) DeleteChunk(jobID string, idx uint64) {
+func (b *batch) DeleteChunk(jobID string, idx uint64) {
 	b.ops = append(b.ops, op{kind: opDelete, key: chunkKey(jobID, idx)})
 }
 
 // appendStream appends data to the job's stream file, fdatasyncs it, and
 // returns the offset it was written at.
-func (s *Store) appendStream(jobID string, data []byte) (int64, error) {
+func (s *Badger) appendStream(jobID string, data []byte) (int64, error) {
 	path, err := s.streamPath(jobID)
 	if err != nil {
 		return 0, err
@@ -125,7 +126,7 @@ func (s *Store) appendStream(jobID string, data []byte) (int64, error) {
 // reports that a chunk below to was left for the next page. Sizes come from
 // the index records, so a page never reads more than it returns. Chunks
 // whose stream file is gone (swept with an expired job) are skipped.
-func (s *Store) ChunkPage(jobID string, from, to uint64, budget int) (page []Chunk, more bool, err error) {
+func (s *Badger) ChunkPage(_ context.Context, jobID string, from, to uint64, budget int) (page []Chunk, more bool, err error) {
 	prefix := []byte(prefixChunk + jobID + "/")
 	err = s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
@@ -184,7 +185,7 @@ func (s *Store) ChunkPage(jobID string, from, to uint64, budget int) (page []Chu
 }
 
 // readStream fills in the chunks of page that lie in the stream file.
-func (s *Store) readStream(jobID string, page []Chunk) ([]Chunk, error) {
+func (s *Badger) readStream(jobID string, page []Chunk) ([]Chunk, error) {
 	var f *os.File
 	gone := false // swept with its job: its chunks are skipped
 	kept := page[:0]
@@ -222,7 +223,7 @@ func (s *Store) readStream(jobID string, page []Chunk) ([]Chunk, error) {
 // ReleaseChunks frees the disk space of delivered chunks (after their index
 // records were deleted) by punching their ranges out of the stream file. It
 // is best effort: the file goes anyway with its job.
-func (s *Store) ReleaseChunks(jobID string, page []Chunk) {
+func (s *Badger) ReleaseChunks(jobID string, page []Chunk) {
 	path, err := s.streamPath(jobID)
 	if err != nil {
 		return
@@ -242,13 +243,6 @@ func (s *Store) ReleaseChunks(jobID string, page []Chunk) {
 	}
 }
 
-// ChunkSpan is where a job's stored stream chunks lie: indexes First to
-// Next-1 (those not yet deleted), Bytes in all. The zero value is no chunks.
-type ChunkSpan struct {
-	First, Next uint64
-	Bytes       int64
-}
-
 func (c *ChunkSpan) add(idx uint64, size int64) {
 	if c.Next == 0 || idx < c.First {
 		c.First = idx
@@ -261,7 +255,7 @@ func (c *ChunkSpan) add(idx uint64, size int64) {
 
 // ScanChunkSpans calls fn once for every job that has stream chunks, in one
 // pass over the index records (start-up recovery).
-func (s *Store) ScanChunkSpans(fn func(jobID string, span ChunkSpan)) error {
+func (s *Badger) ScanChunkSpans(_ context.Context, fn func(jobID string, span ChunkSpan)) error {
 	var (
 		cur  string
 		span ChunkSpan
@@ -284,7 +278,7 @@ func (s *Store) ScanChunkSpans(fn func(jobID string, span ChunkSpan)) error {
 }
 
 // ChunkSpanOf returns where one job's stored stream chunks lie.
-func (s *Store) ChunkSpanOf(jobID string) (ChunkSpan, error) {
+func (s *Badger) ChunkSpanOf(_ context.Context, jobID string) (ChunkSpan, error) {
 	var span ChunkSpan
 	err := s.chunkIndex(prefixChunk+jobID+"/", func(id string, idx uint64, size int64) {
 		if id == jobID {
@@ -301,7 +295,7 @@ func (s *Store) ChunkSpanOf(jobID string) (ChunkSpan, error) {
 // the small ones (a chunk kept in its record is sized without reading it).
 // Keys sort by job id, then index (big-endian), so a job's chunks are
 // consecutive.
-func (s *Store) chunkIndex(prefix string, fn func(jobID string, idx uint64, size int64)) error {
+func (s *Badger) chunkIndex(prefix string, fn func(jobID string, idx uint64, size int64)) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix = []byte(prefix)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -14,7 +15,7 @@ var pingKey = []byte("p/ping")
 // Ping proves the store can serve a read: it is open, its committer is
 // running, and Badger answers a read-only transaction. It is cheap (no
 // disk write, no fsync) and safe to call often, e.g. from a watchdog.
-func (s *Store) Ping() error {
+func (s *Badger) Ping(context.Context) error {
 	s.mu.RLock()
 	closed := s.closed
 	s.mu.RUnlock()

@@ -1,10 +1,3 @@
-// Package store keeps Ember's durable state in Badger: endpoints, jobs,
-// stream chunks and the webhook outbox.
-//
-// The store knows records and keys, not job semantics: the scheduler decides
-// what a transition means and hands the store complete records to write.
-// Writes go through a single committer goroutine that groups concurrent
-// writers into one Badger transaction, so many submitters share one fsync.
 package store
 
 import (
@@ -39,7 +32,7 @@ type Job struct {
 	Seq uint64 `json:"seq"`
 
 	Input    json.RawMessage `json:"in,omitempty"`
-	InputRef string          `json:"inref,omitempty"` // spilled input file, relative to the spill dir
+	InputRef string          `json:"inref,omitempty"` // input kept apart (Badger: a spill file); opaque (Store.Job)
 	Webhook  string          `json:"wh,omitempty"`
 	// WebhookV2 is accepted and stored because RunPod's SDK types carry it;
 	// its semantics are undocumented, so Ember does not act on it.
@@ -84,8 +77,9 @@ type Chunk struct {
 	JobID  string
 	Index  uint64
 	Output json.RawMessage
-	// at is where a read chunk lies in its job's stream file (-1: kept in
-	// its index record, as earlier versions wrote chunks).
+	// at is where a chunk read by the Badger engine lies in its job's
+	// stream file (-1: kept in its index record, as earlier versions wrote
+	// chunks); ReleaseChunks punches it out. Other engines leave it zero.
 	at int64
 }
 

@@ -5,11 +5,12 @@ import (
 	"path/filepath"
 )
 
-// Size is the store's size on disk in bytes: Badger's LSM tree and value
+// Usage is the store's size on disk in bytes: Badger's LSM tree and value
 // log (as Badger last measured them; it refreshes about once a minute), and
-// the payloads spilled to files.
-func (s *Store) Size() (lsm, vlog, spilled int64) {
-	lsm, vlog = s.db.Size()
+// the payloads and streams in files.
+func (s *Badger) Usage() Usage {
+	lsm, vlog := s.db.Size()
+	var spilled int64
 	if s.spillDir != "" {
 		filepath.WalkDir(s.spillDir, func(_ string, d os.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
@@ -20,5 +21,5 @@ func (s *Store) Size() (lsm, vlog, spilled int64) {
 			return nil
 		})
 	}
-	return lsm, vlog, spilled
+	return Usage{Index: lsm, Log: vlog, Files: spilled}
 }

@@ -20,7 +20,7 @@ import (
 //
 //   - The gate: every group commit first reads the free space (one statfs)
 //     and fails with a *NoSpaceError if the commit would leave less than
-//     Options.Reserve. The reserve is the room Badger needs for what a
+//     BadgerOptions.Reserve. The reserve is the room Badger needs for what a
 //     commit may set off in the background: a memtable flush and an L0
 //     compaction.
 //   - The write-ahead log that every commit writes into (the newest .mem
@@ -72,7 +72,7 @@ func FreeBytes(dir string) (uint64, error) {
 	return st.Bavail * uint64(st.Bsize), nil
 }
 
-// DefaultReserve is Options.Reserve when zero: room for a flush of one
+// DefaultReserve is BadgerOptions.Reserve when zero: room for a flush of one
 // memtable (8 MiB), the fallocated write-ahead log that replaces it
 // (16 MiB) and an L0 compaction's first tables.
 const DefaultReserve = 32 << 20
@@ -92,10 +92,10 @@ func opsBytes(group []*commitReq) uint64 {
 
 // spaceGuarded reports whether the store checks free space at all: not in
 // memory, and not when a benchmark measures the unguarded baseline.
-func (s *Store) spaceGuarded() bool { return !s.opts.InMemory && !s.opts.unguarded }
+func (s *Badger) spaceGuarded() bool { return !s.opts.InMemory && !s.opts.unguarded }
 
 // checkSpace is the gate in front of every Badger write of n bytes.
-func (s *Store) checkSpace(n uint64) error {
+func (s *Badger) checkSpace(n uint64) error {
 	if !s.spaceGuarded() {
 		return nil
 	}
@@ -115,7 +115,7 @@ func (s *Store) checkSpace(n uint64) error {
 // that no write into its mapping can fault. It looks at the directory only
 // when its modification time has changed (Badger created or removed a
 // file), so a commit that did not rotate the memtable costs one stat.
-func (s *Store) backWAL() {
+func (s *Badger) backWAL() {
 	if !s.spaceGuarded() {
 		return
 	}
@@ -191,7 +191,7 @@ func openNeeds(dir string) uint64 {
 
 // makeRoom releases the ballast when the file system has less than need
 // free, and says whether there is room now.
-func (s *Store) makeRoom(need uint64, why string) error {
+func (s *Badger) makeRoom(need uint64, why string) error {
 	if !s.spaceGuarded() {
 		return nil
 	}
@@ -217,7 +217,7 @@ func (s *Store) makeRoom(need uint64, why string) error {
 
 // afterCommit runs in the committer after each write: it allocates a new
 // write-ahead log, and the reserve file if it is missing.
-func (s *Store) afterCommit() {
+func (s *Badger) afterCommit() {
 	s.backWAL()
 	if s.noBallast {
 		s.ensureBallast()
@@ -225,9 +225,9 @@ func (s *Store) afterCommit() {
 }
 
 // ensureBallast allocates the ballast file if it is missing and the disk
-// has room for it beyond twice the reserve. Only the committer and Open
+// has room for it beyond twice the reserve. Only the committer and OpenBadger
 // call it (noBallast is the committer's).
-func (s *Store) ensureBallast() {
+func (s *Badger) ensureBallast() {
 	if !s.spaceGuarded() || s.opts.Reserve == 0 {
 		return
 	}
@@ -266,7 +266,7 @@ func (s *Store) ensureBallast() {
 
 // gcRoom is the free space below which value-log GC is skipped: a GC run
 // rewrites up to one value-log file's live entries before it frees any.
-func (s *Store) gcRoom() bool {
+func (s *Badger) gcRoom() bool {
 	if !s.spaceGuarded() {
 		return true
 	}

@@ -15,42 +15,6 @@ import (
 	"time"
 )
 
-// A write the file system has no room for is refused with a NoSpaceError
-// naming the bytes, and the store serves reads and takes writes again
-// once there is room (here: once the reserve is lowered).
-func TestCommitRefusedWithoutSpace(t *testing.T) {
-	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	b := s.NewBatch()
-	b.PutEndpoint(&Endpoint{ID: "e1"})
-	if err := s.Commit(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
-	free, err := FreeBytes(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.opts.Reserve = free + 1<<30 // more than the disk has
-	b = s.NewBatch()
-	b.PutEndpoint(&Endpoint{ID: "e2"})
-	err = s.Commit(context.Background(), b)
-	var ns *NoSpaceError
-	if !errors.As(err, &ns) || !errors.Is(err, ErrNoSpace) || ns.Needed <= ns.Free {
-		t.Fatalf("got %v, want a NoSpaceError with needed > free", err)
-	}
-	if eps, err := s.Endpoints(); err != nil || len(eps) != 1 {
-		t.Fatalf("reads on a full disk: %v %v", eps, err)
-	}
-	s.opts.Reserve = DefaultReserve
-	if err := s.Commit(context.Background(), b); err != nil {
-		t.Fatalf("write once there is room: %v", err)
-	}
-}
-
 // BenchmarkCommitJob measures durable commits of 500-byte job records
 // with the disk-space rules (guarded: the free-space gate, the write-ahead
 // log's allocation) and without (unguarded), on two stores in the same
@@ -66,9 +30,9 @@ func BenchmarkCommitJob(b *testing.B) {
 	})
 	for _, writers := range []int{1, 16} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
-			var stores [2]*Store
+			var stores [2]*Badger
 			for i := range stores {
-				s, err := Open(Options{Dir: b.TempDir(), unguarded: i == 0, Logger: slog.New(slog.DiscardHandler)})
+				s, err := OpenBadger(BadgerOptions{Dir: b.TempDir(), unguarded: i == 0, Logger: slog.New(slog.DiscardHandler)})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -130,7 +94,7 @@ func TestFillWhileWriting(t *testing.T) {
 		t.Skipf("cannot mount a tmpfs (needs root): %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
-	s, err := Open(Options{Dir: filepath.Join(mnt, "data"), Logger: slog.New(slog.DiscardHandler)})
+	s, err := OpenBadger(BadgerOptions{Dir: filepath.Join(mnt, "data"), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

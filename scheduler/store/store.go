@@ -1,787 +1,222 @@
+// Package store keeps Ember's durable state: endpoints, jobs, stream
+// chunks, the webhook outbox and the records of running workers.
+//
+// The package has two halves. The contract (this file and record.go) is the
+// Store and Batch interfaces, the records they carry and their errors: it is
+// what the scheduler depends on, and what a second engine must implement.
+// The Badger engine (badger.go, chunks.go, space.go, ping.go, size.go) is
+// the one implementation, on one machine's disk. The conformance suite in
+// scheduler/store/storetest checks an engine against the contract; any
+// engine must pass it. docs/durability.md explains the promises below to an
+// operator.
+//
+// The store knows records and keys, not job semantics: the scheduler
+// decides what a transition means and hands the store complete records to
+// write. The package imports nothing of Ember (no scheduler, daemon or oci
+// package): the dependencies point from the scheduler down to it.
 package store
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"log/slog"
-	"os"
-	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
-
-	badger "github.com/dgraph-io/badger/v4"
 )
 
-// ErrNotFound is returned when a key does not exist (or has expired).
+// ErrNotFound is returned when a record does not exist (or has expired).
 var ErrNotFound = errors.New("not found")
 
 // ErrClosed is returned by writes after Close.
 var ErrClosed = errors.New("store closed")
 
-// Key prefixes. One byte plus a slash keeps keys short and prefixes disjoint.
-const (
-	prefixEndpoint = "e/"
-	prefixJob      = "j/"
-	prefixChunk    = "c/"
-	prefixDelivery = "w/"
-	prefixWorker   = "k/"
-)
+// Store is the scheduler's durable state, as transactions on records.
+//
+// # Writes
+//
+// Every write goes into a Batch, which one of Commit, CommitLater or
+// CommitAsync queues. The promises, which the scheduler's crash recovery
+// relies on (scheduler.go, recover):
+//
+//   - Order. Commits land in the order they were queued, whichever of the
+//     three queued them and from whichever goroutine, and a batch's writes
+//     in the order they were added: a later write of a record wins.
+//   - Durability. A commit is acknowledged (Commit returns nil, the channel
+//     of CommitLater yields nil, a Flush after it returns nil) only once it
+//     survives kill -9 of the process and a power cut. A write that was not
+//     acknowledged may or may not be there after a crash.
+//   - Prefix. After a crash, what is there is a prefix of what was queued,
+//     in queue order: an acknowledged commit brings every commit queued
+//     before it, asynchronous ones included.
+//   - Atomicity. A batch lands whole, for readers and across a crash, as
+//     long as the commits written with it fit in one engine transaction
+//     (Badger groups concurrent commits into one, which holds about 1 MB
+//     of records: far above what the scheduler's commits add up to, except
+//     a recovery after a mass failure); a larger group lands in order, in
+//     parts, and a crash may leave a prefix of it.
+//   - Idempotence. Writes are puts and deletes of records keyed by id, so
+//     committing the same writes again, in a new batch (a retry of a
+//     commit whose outcome is unknown because its context ended), leaves
+//     the state they would have left once.
+//   - Visibility. A read sees every acknowledged write, and possibly writes
+//     still being acknowledged; never part of a batch, but as Atomicity
+//     says.
+//   - Space. A write the data disk has no room for is refused whole with a
+//     *NoSpaceError (errors.Is ErrNoSpace) before any record of it is
+//     written; the store goes on serving reads, and takes writes again once
+//     there is room. An engine that cannot run out of space never returns it.
+//   - Expiry. A job or chunk record put with an expiry is hidden from every
+//     read from that instant on (rounded up to the engine's granularity,
+//     never early: Badger's is a second) and stays hidden after a restart;
+//     its space is reclaimed later (Maintain).
+//
+// # Engines
+//
+// Open is the engine's own (OpenBadger). The Badger engine is one process
+// on one disk: Badger locks its directory, so a second process cannot open
+// it. The interface assumes no more than that: callers reach the data only
+// through these methods (payload and stream references in records are the
+// engine's opaque names), every call that waits for the data takes a
+// context (CommitLater and CommitAsync only queue), and
+// writes are idempotent records keyed by id, so an engine that replicates a
+// log of batches across machines can implement it, acknowledging a commit
+// once a quorum holds it.
+//
+// Methods may be called from any goroutine.
+type Store interface {
+	// NewBatch starts an empty batch for this store. A batch is not safe
+	// for concurrent use and is committed at most once.
+	NewBatch() Batch
 
-// Options configures a Store.
-type Options struct {
-	// Dir holds the Badger files; spilled payloads go to Dir/spill.
-	Dir string
-	// InMemory keeps everything in memory (unit tests only: no durability).
-	InMemory bool
-	// SpillThreshold is the payload size above which inputs and outputs are
-	// written to their own files instead of into the record. Badger keeps
-	// values under its value threshold in the LSM tree; big values bloat the
-	// value log and its GC, so they live outside it.
-	SpillThreshold int
-	// MaxBatchOps bounds how many operations one group commit may carry.
-	MaxBatchOps int
-	// LazyDelay bounds how long an asynchronous write waits for a durable
-	// one to share its fsync (default 5 ms).
-	LazyDelay time.Duration
-	// Reserve is the free space (bytes) that no write may take: below it
-	// the store refuses writes with a *NoSpaceError instead of letting
-	// Badger fault on a full disk (space.go). Zero: DefaultReserve.
-	Reserve uint64
-	Logger  *slog.Logger
+	// Commit queues b behind every earlier commit and waits until it is
+	// durable. If ctx ends first it returns ctx's error and the batch may
+	// still land, like any unacknowledged write. Concurrent commits may
+	// share one disk sync. After Close it returns ErrClosed.
+	Commit(ctx context.Context, b Batch) error
+	// CommitLater queues b behind every earlier commit and returns a
+	// channel that yields its outcome once it is durable, as Commit would
+	// return it. Work that must only follow the write in the store (not in
+	// time) can go ahead meanwhile: every later commit lands after it. It
+	// waits for nothing but room in the queue.
+	CommitLater(b Batch) <-chan error
+	// CommitAsync queues b behind every earlier commit and returns at once.
+	// It is never acknowledged and a crash may lose it; it becomes durable
+	// with the next durable commit or Flush, or on its own shortly after
+	// (Badger: within BadgerOptions.LazyDelay), so it costs no disk sync of
+	// its own. Failures are logged, not returned; after Close the batch is
+	// dropped. For writes whose loss is harmless (a lease record: the job
+	// is re-queued either way) or that a later Flush makes durable.
+	CommitAsync(b Batch)
+	// Flush waits until everything queued before it is durable.
+	Flush(ctx context.Context) error
 
-	// unguarded turns the disk-space rules off (the baseline of the store
-	// benchmark; package tests only).
-	unguarded bool
+	// Job reads one job record, or returns ErrNotFound. Without payloads,
+	// input and output the engine keeps apart are left out, named by
+	// InputRef and OutputRef; with payloads they are loaded into the
+	// record and the references cleared.
+	Job(ctx context.Context, id string, payloads bool) (*Job, error)
+	// ScanJobs calls fn for every live job record, once each, from one
+	// consistent snapshot, without loading payloads kept apart. An error
+	// from fn stops the scan and is returned. It is meant for start-up
+	// recovery: the caller rebuilds its queues from this single scan.
+	ScanJobs(ctx context.Context, fn func(*Job) error) error
+	// Endpoints returns every endpoint definition.
+	Endpoints(ctx context.Context) ([]Endpoint, error)
+	// Deliveries returns every pending webhook delivery.
+	Deliveries(ctx context.Context) ([]Delivery, error)
+	// Workers returns the remembered workers.
+	Workers(ctx context.Context) ([]WorkerRecord, error)
+
+	// ChunkPage reads a job's stream chunks in index order, from index
+	// from up to (not including) to, until the next chunk would take the
+	// page past budget bytes; the first chunk is always read, however
+	// big. more reports that a chunk below to was left for the next page.
+	// Chunks whose bytes are gone with their expired job are skipped.
+	ChunkPage(ctx context.Context, jobID string, from, to uint64, budget int) (page []Chunk, more bool, err error)
+	// ReleaseChunks frees the space of chunks of page (read by ChunkPage)
+	// once their deletion has been committed. It is best effort and local:
+	// the space goes with the job's record anyway.
+	ReleaseChunks(jobID string, page []Chunk)
+	// ChunkSpanOf returns where one job's stored chunks lie.
+	ChunkSpanOf(ctx context.Context, jobID string) (ChunkSpan, error)
+	// ScanChunkSpans calls fn once for every job that has stored chunks
+	// (start-up recovery).
+	ScanChunkSpans(ctx context.Context, fn func(jobID string, span ChunkSpan)) error
+
+	// Ping proves the store can serve a read. It is cheap (no write, no
+	// disk sync) and safe to call often, e.g. from a watchdog; after
+	// Close it returns ErrClosed.
+	Ping(ctx context.Context) error
+	// Usage is the store's size on this machine's disk.
+	Usage() Usage
+	// Maintain reclaims the space of deleted and expired records every
+	// interval until ctx ends. The caller owns the goroutine.
+	Maintain(ctx context.Context, interval time.Duration)
+	// Close writes everything queued (asynchronous commits included),
+	// then releases the data. It is idempotent. A *NoSpaceError means it
+	// could not close cleanly for want of space: nothing acknowledged is
+	// lost, and the next open recovers as after a crash.
+	Close() error
 }
 
-// Store is the Badger-backed persistence layer.
-type Store struct {
-	db       *badger.DB
-	spillDir string
-	opts     Options
-	log      *slog.Logger
-
-	reqs     chan *commitReq
-	stopOnce sync.Once
-	stopped  chan struct{} // closed when the committer has exited
-	closing  chan struct{}
-	mu       sync.RWMutex // guards closed against concurrent Commit/Close
-	closed   bool
-
-	// The committer's record of the write-ahead log it has allocated.
-	walBacked   string
-	walDirMtime time.Time
-	walWarned   bool
-	// noBallast is set when the reserve file is missing (released, or
-	// never allocated); the committer allocates it once there is room.
-	noBallast bool
+// Batch collects writes that a commit lands together, in the order they
+// were added. Each write is a put or a delete of one record keyed by id;
+// putting a record replaces the one with the same key. A record passed to
+// a put may be changed by the caller as soon as the put returns.
+//
+// An engine may write a put's payload at once (Badger writes big inputs and
+// outputs and every chunk's bytes to files of their own, synced, before the
+// commit): a put that returns an error, a *NoSpaceError among them, or a
+// PutChunk whose commit fails, has written no record, and what it wrote of
+// a payload is swept later (Maintain).
+type Batch interface {
+	// PutJob writes a job record, which expires at expiresAt (zero:
+	// never): that is how result retention and TTL survive restarts
+	// without a sweep over all jobs. A job whose Input or Output is
+	// nil and whose InputRef or OutputRef names a payload the store
+	// keeps (read without payloads) keeps that payload.
+	PutJob(j *Job, expiresAt time.Time) error
+	// DeleteJob removes a job record; the space of its payloads and
+	// stream is reclaimed after it (Maintain).
+	DeleteJob(id string)
+	// PutChunk stores one stream chunk of a job, expiring at expiresAt
+	// (zero: never). A job's chunks are put one at a time and committed
+	// in index order (the scheduler serialises a job's posts). A failure
+	// fails the batch's commit, which then writes nothing.
+	PutChunk(c Chunk, expiresAt time.Time)
+	// DeleteChunk removes a delivered stream chunk.
+	DeleteChunk(jobID string, idx uint64)
+	// PutEndpoint writes an endpoint definition.
+	PutEndpoint(e *Endpoint) error
+	// DeleteEndpoint removes an endpoint definition.
+	DeleteEndpoint(id string)
+	// PutDelivery queues or updates a webhook delivery. A job has at most
+	// one pending delivery: a retried job that turns terminal again
+	// replaces it.
+	PutDelivery(d *Delivery) error
+	// DeleteDelivery removes a finished webhook delivery.
+	DeleteDelivery(jobID string)
+	// PutWorker remembers a running worker.
+	PutWorker(w *WorkerRecord) error
+	// DeleteWorker forgets a worker that has stopped.
+	DeleteWorker(id string)
+	// Len is the number of writes in the batch.
+	Len() int
 }
 
-// Badger sizes that the disk-space rules depend on (space.go).
-const (
-	memTableSize     = 8 << 20
-	valueLogFileSize = 64 << 20
-)
-
-// Open opens (or creates) the store in opts.Dir.
-func Open(opts Options) (*Store, error) {
-	if opts.SpillThreshold <= 0 {
-		opts.SpillThreshold = 64 << 10
-	}
-	if opts.MaxBatchOps <= 0 {
-		opts.MaxBatchOps = 2048
-	}
-	if opts.LazyDelay <= 0 {
-		opts.LazyDelay = 5 * time.Millisecond
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.Reserve == 0 {
-		opts.Reserve = DefaultReserve
-	}
-	bo := badger.DefaultOptions(filepath.Join(opts.Dir, "badger")).
-		WithSyncWrites(true).
-		WithLogger(badgerLogger{opts.Logger}).
-		// Small-memory settings measured in notes/stack.md (~125 MB peak
-		// under write load instead of ~210 MB).
-		WithMemTableSize(memTableSize).
-		WithNumMemtables(2).
-		WithBlockCacheSize(8 << 20).
-		WithIndexCacheSize(4 << 20).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(4).
-		WithValueLogFileSize(valueLogFileSize).
-		WithNumCompactors(2).
-		WithValueThreshold(int64(opts.SpillThreshold) + 4096)
-	if opts.InMemory {
-		bo = bo.WithDir("").WithValueDir("").WithInMemory(true)
-	}
-	if opts.InMemory && opts.Dir == "" {
-		// Spilled payloads still need a directory; keep it out of the cwd.
-		d, err := os.MkdirTemp("", "ember-spill-")
-		if err != nil {
-			return nil, fmt.Errorf("create spill dir: %w", err)
-		}
-		opts.Dir = d
-	}
-	spillDir := filepath.Join(opts.Dir, "spill")
-	if err := os.MkdirAll(spillDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create spill dir: %w", err)
-	}
-	s := &Store{
-		spillDir: spillDir,
-		opts:     opts,
-		log:      opts.Logger,
-		reqs:     make(chan *commitReq, 4096),
-		stopped:  make(chan struct{}),
-		closing:  make(chan struct{}),
-	}
-	// Opening writes (new mapped files, a flush of the last run's logs):
-	// on a disk without room for that it would fault, so it waits.
-	if err := s.makeRoom(openNeeds(opts.Dir), "open the job store"); err != nil {
-		return nil, err
-	}
-	db, err := badger.Open(bo)
-	if err != nil {
-		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
-	}
-	s.db = db
-	s.backWAL()
-	s.ensureBallast()
-	go s.committer()
-	return s, nil
+// ChunkSpan is where a job's stored stream chunks lie: indexes First to
+// Next-1 (those not yet deleted), Bytes in all. The zero value is no chunks.
+type ChunkSpan struct {
+	First, Next uint64
+	Bytes       int64
 }
 
-// Close stops the committer after it has written everything queued, then
-// closes Badger.
-func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	s.mu.Unlock()
-	close(s.closing)
-	<-s.stopped
-	// Closing flushes the memtable into a new table file, which would
-	// fault on a full disk. Everything committed is already in the fsynced
-	// write-ahead log, so without room the store is left as a crash would
-	// leave it, and the next start replays the log.
-	if err := s.makeRoom(s.opts.Reserve, "close the job store"); err != nil {
-		s.log.Error("job store left unclosed: the disk is full; its write-ahead log is replayed at the next start", "err", err)
-		return err
-	}
-	return s.db.Close()
-}
-
-// ---- writes ----
-
-type opKind uint8
-
-const (
-	opSet opKind = iota
-	opDelete
-)
-
-type op struct {
-	kind      opKind
-	key       []byte
-	val       []byte
-	expiresAt uint64 // Unix seconds; 0 = never
-}
-
-// Batch collects writes that must land atomically.
-type Batch struct {
-	s   *Store
-	ops []op
-	// err is a failed file write of a method that returns nothing
-	// (PutChunk); committing the batch returns it and writes nothing.
-	err error
-}
-
-// NewBatch starts an empty batch.
-func (s *Store) NewBatch() *Batch { return &Batch{s: s} }
-
-// Len is the number of operations in the batch.
-func (b *Batch) Len() int { return len(b.ops) }
-
-func expiry(t time.Time) uint64 {
-	if t.IsZero() {
-		return 0
-	}
-	sec := t.Unix()
-	if t.Nanosecond() > 0 {
-		sec++ // never expire early
-	}
-	if sec <= 0 {
-		return 1
-	}
-	return uint64(sec)
-}
-
-// PutJob writes j, spilling big payloads to files first (fsynced, so the
-// record never points at a file that a crash lost). The record expires at
-// expiresAt (zero: never); Badger then hides it, which is how result
-// retention and TTL survive restarts without a sweep over all jobs.
-func (b *Batch) PutJob(j *Job, expiresAt time.Time) error {
-	rec := *j
-	if len(rec.Input) > b.s.opts.SpillThreshold {
-		name := rec.ID + ".in"
-		if err := b.s.writeSpill(name, rec.Input); err != nil {
-			return err
-		}
-		rec.Input, rec.InputRef = nil, name
-	}
-	if len(rec.Output) > b.s.opts.SpillThreshold {
-		name := rec.ID + ".out"
-		if err := b.s.writeSpill(name, rec.Output); err != nil {
-			return err
-		}
-		rec.Output, rec.OutputRef = nil, name
-	}
-	val, err := json.Marshal(&rec)
-	if err != nil {
-		return fmt.Errorf("encode job %s: %w", j.ID, err)
-	}
-	b.ops = append(b.ops, op{kind: opSet, key: []byte(prefixJob + j.ID), val: val, expiresAt: expiry(expiresAt)})
-	return nil
-}
-
-// DeleteJob removes a job record. Its spill files are reclaimed by the sweep.
-func (b *Batch) DeleteJob(id string) {
-	b.ops = append(b.ops, op{kind: opDelete, key: []byte(prefixJob + id)})
-}
-
-func chunkKey(jobID string, idx uint64) []byte {
-	k := make([]byte, 0, len(prefixChunk)+len(jobID)+1+8)
-	k = append(k, prefixChunk...)
-	k = append(k, jobID...)
-	k = append(k, '/')
-	return binary.BigEndian.AppendUint64(k, idx)
-}
-
-// PutEndpoint writes an endpoint definition.
-func (b *Batch) PutEndpoint(e *Endpoint) error {
-	val, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encode endpoint %s: %w", e.ID, err)
-	}
-	b.ops = append(b.ops, op{kind: opSet, key: []byte(prefixEndpoint + e.ID), val: val})
-	return nil
-}
-
-// DeleteEndpoint removes an endpoint definition.
-func (b *Batch) DeleteEndpoint(id string) {
-	b.ops = append(b.ops, op{kind: opDelete, key: []byte(prefixEndpoint + id)})
-}
-
-func deliveryKey(d *Delivery) []byte {
-	return []byte(prefixDelivery + d.JobID)
-}
-
-// PutDelivery queues or updates a webhook delivery. A job has at most one
-// pending delivery: a retried job that turns terminal again replaces it.
-func (b *Batch) PutDelivery(d *Delivery) error {
-	val, err := json.Marshal(d)
-	if err != nil {
-		return fmt.Errorf("encode delivery for %s: %w", d.JobID, err)
-	}
-	b.ops = append(b.ops, op{kind: opSet, key: deliveryKey(d), val: val})
-	return nil
-}
-
-// DeleteDelivery removes a finished webhook delivery.
-func (b *Batch) DeleteDelivery(jobID string) {
-	b.ops = append(b.ops, op{kind: opDelete, key: []byte(prefixDelivery + jobID)})
-}
-
-// PutWorker remembers a running worker.
-func (b *Batch) PutWorker(w *WorkerRecord) error {
-	val, err := json.Marshal(w)
-	if err != nil {
-		return fmt.Errorf("encode worker %s: %w", w.ID, err)
-	}
-	b.ops = append(b.ops, op{kind: opSet, key: []byte(prefixWorker + w.ID), val: val})
-	return nil
-}
-
-// DeleteWorker forgets a worker that has stopped.
-func (b *Batch) DeleteWorker(id string) {
-	b.ops = append(b.ops, op{kind: opDelete, key: []byte(prefixWorker + id)})
-}
-
-// Workers returns the remembered workers.
-func (s *Store) Workers() ([]WorkerRecord, error) {
-	var out []WorkerRecord
-	err := s.scan(prefixWorker, func(_ []byte, v []byte) error {
-		var w WorkerRecord
-		if err := json.Unmarshal(v, &w); err != nil {
-			return fmt.Errorf("decode worker record: %w", err)
-		}
-		out = append(out, w)
-		return nil
-	})
-	return out, err
-}
-
-type commitReq struct {
-	ops  []op
-	done chan error // nil for asynchronous commits
-	// lazy requests are held until a durable request comes (or LazyDelay
-	// passes) and written in its transaction: they cost no fsync of their
-	// own.
-	lazy bool
-}
-
-// Commit writes the batch durably: when it returns nil the data has been
-// fsynced. Concurrent Commits share one transaction and one fsync.
-func (s *Store) Commit(ctx context.Context, b *Batch) error {
-	done := s.CommitLater(b)
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		// The write may still land; callers treat this like any other
-		// unacknowledged request.
-		return ctx.Err()
-	}
-}
-
-// CommitLater queues the batch behind every earlier commit and returns a
-// channel that yields its outcome once it is durable. Work that must only
-// follow the write in the store (not in time) can go ahead meanwhile: every
-// later commit lands after this one.
-func (s *Store) CommitLater(b *Batch) <-chan error {
-	req := &commitReq{ops: b.ops, done: make(chan error, 1)}
-	if b.err != nil {
-		req.done <- b.err
-		return req.done
-	}
-	if len(b.ops) == 0 {
-		req.done <- nil
-		return req.done
-	}
-	if err := s.enqueue(context.Background(), req); err != nil {
-		req.done <- err
-	}
-	return req.done
-}
-
-// CommitAsync queues the batch behind every earlier commit and returns at
-// once. The batch is written together with the next durable commit, or on
-// its own within LazyDelay, so it costs no fsync of its own; a crash may lose
-// it. Used for writes whose loss is harmless (a lease record: the job is
-// re-queued either way) or that are made durable later by Flush.
-func (s *Store) CommitAsync(b *Batch) {
-	if b.err != nil {
-		s.log.Error("asynchronous store write dropped", "err", b.err)
-		return
-	}
-	if len(b.ops) == 0 {
-		return
-	}
-	_ = s.enqueue(context.Background(), &commitReq{ops: b.ops, lazy: true})
-}
-
-// Flush makes everything queued so far durable.
-func (s *Store) Flush(ctx context.Context) error {
-	req := &commitReq{done: make(chan error, 1)}
-	if err := s.enqueue(ctx, req); err != nil {
-		return err
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (s *Store) enqueue(ctx context.Context, req *commitReq) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
-	}
-	select {
-	case s.reqs <- req:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// committer is the single writer. It drains whatever requests are waiting
-// into one transaction, so the fsync cost is shared by all of them. Lazy
-// requests wait for the next durable one (or LazyDelay) and go into its
-// transaction; order is kept, so a later write of a key always wins.
-func (s *Store) committer() {
-	defer close(s.stopped)
-	var (
-		group   []*commitReq
-		lazy    []*commitReq
-		lazyOps int
-	)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	for {
-		group = group[:0]
-		select {
-		case r := <-s.reqs:
-			if r.lazy {
-				if len(lazy) == 0 {
-					timer.Reset(s.opts.LazyDelay)
-				}
-				lazy = append(lazy, r)
-				lazyOps += len(r.ops)
-				if lazyOps < s.opts.MaxBatchOps {
-					continue
-				}
-			} else {
-				group = append(group, lazy...)
-				group = append(group, r)
-			}
-		case <-timer.C:
-			if len(lazy) == 0 {
-				continue
-			}
-		case <-s.closing:
-			// Write what is held and what is already queued, then stop.
-			for {
-				select {
-				case r := <-s.reqs:
-					lazy = append(lazy, r)
-				default:
-					s.apply(lazy)
-					return
-				}
-			}
-		}
-		if len(group) == 0 {
-			// The lazy requests alone: the delay passed or they grew large.
-			group = append(group, lazy...)
-		}
-		lazy, lazyOps = lazy[:0], 0
-		timer.Stop()
-		n := 0
-		for _, r := range group {
-			n += len(r.ops)
-		}
-	fill:
-		for n < s.opts.MaxBatchOps {
-			select {
-			case r := <-s.reqs:
-				group = append(group, r)
-				n += len(r.ops)
-			default:
-				break fill
-			}
-		}
-		s.apply(group)
-	}
-}
-
-func (s *Store) apply(group []*commitReq) {
-	err := s.writeOps(group)
-	for _, r := range group {
-		if r.done != nil {
-			r.done <- err
-		} else if err != nil {
-			s.log.Error("asynchronous store write failed", "err", err)
-		}
-	}
-}
-
-func (s *Store) writeOps(group []*commitReq) error {
-	n := 0
-	for _, r := range group {
-		n += len(r.ops)
-	}
-	if n == 0 {
-		return nil // a Flush with nothing held: everything earlier is durable
-	}
-	if err := s.checkSpace(opsBytes(group)); err != nil {
-		return err
-	}
-	defer s.afterCommit()
-	txn := s.db.NewTransaction(true)
-	defer func() { txn.Discard() }()
-	for _, r := range group {
-		for _, o := range r.ops {
-			err := s.setOp(txn, o)
-			if errors.Is(err, badger.ErrTxnTooBig) {
-				if err := txn.Commit(); err != nil {
-					return fmt.Errorf("commit: %w", err)
-				}
-				txn = s.db.NewTransaction(true)
-				err = s.setOp(txn, o)
-			}
-			if err != nil {
-				return fmt.Errorf("write %q: %w", o.key, err)
-			}
-		}
-	}
-	if err := txn.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
-}
-
-func (s *Store) setOp(txn *badger.Txn, o op) error {
-	if o.kind == opDelete {
-		return txn.Delete(o.key)
-	}
-	e := badger.NewEntry(o.key, o.val)
-	e.ExpiresAt = o.expiresAt
-	return txn.SetEntry(e)
-}
-
-// ---- spill files ----
-
-func (s *Store) writeSpill(name string, data []byte) error {
-	path := filepath.Join(s.spillDir, name)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
-	if err != nil {
-		return fmt.Errorf("spill %s: %w", name, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		if errors.Is(err, syscall.ENOSPC) {
-			free, _ := FreeBytes(s.opts.Dir)
-			return &NoSpaceError{Dir: s.opts.Dir, Free: free, Needed: uint64(len(data)), What: "write a payload file"}
-		}
-		return fmt.Errorf("spill %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("spill %s: fsync: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("spill %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("spill %s: %w", name, err)
-	}
-	return syncDir(s.spillDir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
-}
-
-func (s *Store) readSpill(name string) ([]byte, error) {
-	if strings.ContainsAny(name, "/\\") {
-		return nil, fmt.Errorf("bad spill reference %q", name)
-	}
-	b, err := os.ReadFile(filepath.Join(s.spillDir, name))
-	if err != nil {
-		return nil, fmt.Errorf("read spilled payload: %w", err)
-	}
-	return b, nil
-}
-
-// ---- reads ----
-
-// Job reads one job record. With payloads set, spilled input and output are
-// loaded back into the record.
-func (s *Store) Job(id string, payloads bool) (*Job, error) {
-	var j Job
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(prefixJob + id))
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error { return json.Unmarshal(v, &j) })
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read job %s: %w", id, err)
-	}
-	if payloads {
-		if err := s.loadPayloads(&j); err != nil {
-			return nil, err
-		}
-	}
-	return &j, nil
-}
-
-func (s *Store) loadPayloads(j *Job) error {
-	if j.InputRef != "" {
-		b, err := s.readSpill(j.InputRef)
-		if err != nil {
-			return err
-		}
-		j.Input, j.InputRef = b, ""
-	}
-	if j.OutputRef != "" {
-		b, err := s.readSpill(j.OutputRef)
-		if err != nil {
-			return err
-		}
-		j.Output, j.OutputRef = b, ""
-	}
-	return nil
-}
-
-// ScanJobs calls fn for every live job record in one pass over the job
-// prefix. Spilled payloads are not loaded. It is meant for start-up recovery:
-// the caller rebuilds its in-memory queues from this single scan.
-func (s *Store) ScanJobs(fn func(*Job) error) error {
-	return s.scan(prefixJob, func(_ []byte, v []byte) error {
-		var j Job
-		if err := json.Unmarshal(v, &j); err != nil {
-			return fmt.Errorf("decode job record: %w", err)
-		}
-		return fn(&j)
-	})
-}
-
-// Endpoints returns every endpoint definition.
-func (s *Store) Endpoints() ([]Endpoint, error) {
-	var out []Endpoint
-	err := s.scan(prefixEndpoint, func(_ []byte, v []byte) error {
-		var e Endpoint
-		if err := json.Unmarshal(v, &e); err != nil {
-			return fmt.Errorf("decode endpoint record: %w", err)
-		}
-		out = append(out, e)
-		return nil
-	})
-	return out, err
-}
-
-// Deliveries returns every pending webhook delivery.
-func (s *Store) Deliveries() ([]Delivery, error) {
-	var out []Delivery
-	err := s.scan(prefixDelivery, func(_ []byte, v []byte) error {
-		var d Delivery
-		if err := json.Unmarshal(v, &d); err != nil {
-			return fmt.Errorf("decode delivery record: %w", err)
-		}
-		out = append(out, d)
-		return nil
-	})
-	return out, err
-}
-
-func (s *Store) scan(prefix string, fn func(k, v []byte) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		o := badger.DefaultIteratorOptions
-		o.Prefix = []byte(prefix)
-		o.PrefetchSize = 256
-		it := txn.NewIterator(o)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			k := item.KeyCopy(nil)
-			if err := item.Value(func(v []byte) error { return fn(k, v) }); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// ---- maintenance ----
-
-// Maintain runs value-log GC and the spill-file sweep every interval until
-// ctx ends. The caller owns the goroutine.
-func (s *Store) Maintain(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.RunGC()
-			if n, err := s.SweepSpill(time.Minute); err != nil {
-				s.log.Warn("spill sweep failed", "err", err)
-			} else if n > 0 {
-				s.log.Debug("spill sweep", "removed", n)
-			}
-		}
-	}
-}
-
-// RunGC rewrites value-log files until Badger reports nothing left to
-// reclaim. Each call handles at most one file, hence the loop.
-func (s *Store) RunGC() int {
-	n := 0
-	for n < 100 && s.gcRoom() {
-		if err := s.db.RunValueLogGC(0.5); err != nil {
-			break
-		}
-		n++
-	}
-	return n
-}
-
-// SweepSpill removes spill files whose job record no longer exists (expired
-// or deleted) and that are older than minAge, which protects files written
-// for a record that is still being committed.
-func (s *Store) SweepSpill(minAge time.Duration) (int, error) {
-	entries, err := os.ReadDir(s.spillDir)
-	if err != nil {
-		return 0, fmt.Errorf("read spill dir: %w", err)
-	}
-	removed := 0
-	for _, e := range entries {
-		name := e.Name()
-		info, err := e.Info()
-		if err != nil || time.Since(info.ModTime()) < minAge {
-			continue
-		}
-		stream := strings.HasSuffix(name, streamSuffix)
-		id := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, ".tmp"), ".in"), ".out"), streamSuffix)
-		j, err := s.Job(id, false)
-		if err == nil && (j.InputRef == name || j.OutputRef == name || stream) {
-			continue // a stream file lives as long as its job's record
-		}
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return removed, err
-		}
-		if err := os.Remove(filepath.Join(s.spillDir, name)); err == nil {
-			removed++
-		}
-	}
-	return removed, nil
-}
-
-// badgerLogger routes Badger's printf logging into slog, demoting its chatty
-// info lines to debug.
-type badgerLogger struct{ l *slog.Logger }
-
-func (b badgerLogger) Errorf(f string, a ...any) {
-	b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
-}
-func (b badgerLogger) Warningf(f string, a ...any) {
-	b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
-}
-func (b badgerLogger) Infof(f string, a ...any) {
-	b.l.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
-}
-func (b badgerLogger) Debugf(f string, a ...any) {
-	b.l.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
+// Usage is a store's size on this machine's disk in bytes, by part; a part
+// the engine does not have is zero. For an engine that measures lazily the
+// figures may be up to a minute old (Badger's are).
+type Usage struct {
+	// Index is the engine's sorted tables (Badger: its LSM tree).
+	Index int64
+	// Log is its log of values (Badger: its value log).
+	Log int64
+	// Files is payloads and streams kept in files of their own.
+	Files int64
 }

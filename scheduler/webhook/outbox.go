@@ -26,11 +26,11 @@ import (
 )
 
 // Store is what the outbox persists through: the pending deliveries at
-// start, and one batch per attempt's outcome. *store.Store is one.
+// start, and one batch per attempt's outcome. Every store.Store is one.
 type Store interface {
-	Deliveries() ([]store.Delivery, error)
-	NewBatch() *store.Batch
-	Commit(ctx context.Context, b *store.Batch) error
+	Deliveries(ctx context.Context) ([]store.Delivery, error)
+	NewBatch() store.Batch
+	Commit(ctx context.Context, b store.Batch) error
 }
 
 // Config configures an Outbox.
@@ -85,8 +85,8 @@ func (o *Outbox) poke() {
 }
 
 // Load resumes deliveries that were pending when the daemon stopped.
-func (o *Outbox) Load() error {
-	ds, err := o.cfg.Store.Deliveries()
+func (o *Outbox) Load(ctx context.Context) error {
+	ds, err := o.cfg.Store.Deliveries(ctx)
 	if err != nil {
 		return fmt.Errorf("load webhook outbox: %w", err)
 	}

@@ -43,7 +43,7 @@ func TestOutboxRetries(t *testing.T) {
 				}
 			}))
 			defer srv.Close()
-			st, err := store.Open(store.Options{InMemory: true, Logger: slog.New(slog.DiscardHandler)})
+			st, err := store.OpenBadger(store.BadgerOptions{InMemory: true, Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +58,7 @@ func TestOutboxRetries(t *testing.T) {
 			}
 			o := NewOutbox(Config{Store: st, Client: srv.Client(), Attempts: 3,
 				RetryDelay: func() time.Duration { return 10 * time.Millisecond }, Logger: slog.New(slog.DiscardHandler)})
-			if err := o.Load(); err != nil {
+			if err := o.Load(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
@@ -66,7 +66,7 @@ func TestOutboxRetries(t *testing.T) {
 			go func() { o.Run(ctx); close(done) }()
 			deadline := time.Now().Add(5 * time.Second)
 			for {
-				ds, err := st.Deliveries()
+				ds, err := st.Deliveries(context.Background())
 				if err != nil {
 					t.Fatal(err)
 				}
