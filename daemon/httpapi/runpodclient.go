@@ -11,92 +11,91 @@ import (
 	"github.com/emberhq/ember/scheduler/limits"
 )
 
-// clientNeedsID are the client operations that take a job id.
-var clientNeedsID = map[string]bool{"status": true, "status-sync": true, "stream": true, "cancel": true, "retry": true}
+// clientOp is one of RunPod's client operations under /v2/{ep}/: the
+// methods it answers (the first is the documented one; the Allow header
+// lists them all), whether it takes a job id, and its handler.
+type clientOp struct {
+	methods []string
+	needID  bool
+	serve   func(h *Server, w http.ResponseWriter, r *http.Request, ep, id string)
+}
+
+var (
+	onlyPost    = []string{http.MethodPost}
+	getOrPost   = []string{http.MethodGet, http.MethodPost}
+	postOrGet   = []string{http.MethodPost, http.MethodGet}
+	clientOpsBy = map[string]clientOp{
+		"run":     {methods: onlyPost, serve: func(h *Server, w http.ResponseWriter, r *http.Request, ep, _ string) { h.run(w, r, ep, false) }},
+		"runsync": {methods: onlyPost, serve: func(h *Server, w http.ResponseWriter, r *http.Request, ep, _ string) { h.run(w, r, ep, true) }},
+		// GET in the docs, Python and JS; POST in the Go SDK.
+		"status": {methods: getOrPost, needID: true, serve: func(h *Server, w http.ResponseWriter, r *http.Request, ep, id string) { h.status(w, r, ep, id, 0) }},
+		"status-sync": {methods: getOrPost, needID: true, serve: func(h *Server, w http.ResponseWriter, r *http.Request, ep, id string) {
+			h.status(w, r, ep, id, waitParam(r, 90*time.Second, time.Second, 300*time.Second))
+		}},
+		"stream": {methods: getOrPost, needID: true, serve: func(h *Server, w http.ResponseWriter, r *http.Request, ep, id string) {
+			v, err := h.s.Stream(r.Context(), ep, id, waitParam(r, 0, 0, 300*time.Second))
+			writeResult(w, v, err)
+		}},
+		"cancel": {methods: postOrGet, needID: true, serve: func(h *Server, w http.ResponseWriter, r *http.Request, ep, id string) {
+			v, err := h.s.Cancel(r.Context(), ep, id)
+			writeResult(w, v, err)
+		}},
+		"retry": {methods: onlyPost, needID: true, serve: func(h *Server, w http.ResponseWriter, r *http.Request, ep, id string) {
+			v, err := h.s.Retry(r.Context(), ep, id)
+			writeResult(w, v, err)
+		}},
+		"purge-queue": {methods: onlyPost, serve: (*Server).purgeQueue},
+		"health": {methods: getOrPost, serve: func(h *Server, w http.ResponseWriter, r *http.Request, ep, _ string) {
+			v, err := h.s.Health(ep)
+			writeResult(w, v, err)
+		}},
+	}
+)
 
 // serveClient handles RunPod's client operations under /v2/{ep}/.
 func (h *Server) serveClient(w http.ResponseWriter, r *http.Request, ep string, rest []string) {
-	op := rest[0]
-	id := ""
+	op, id := rest[0], ""
 	if len(rest) == 2 {
 		id = rest[1]
 	}
-	needID := clientNeedsID
-	if needID[op] && id == "" {
+	c, known := clientOpsBy[op]
+	if c.needID && id == "" {
 		writeError(w, http.StatusNotFound, "missing job id: /v2/"+ep+"/"+op+"/{job_id}")
 		return
 	}
-	if len(rest) > 2 || (!needID[op] && len(rest) != 1) {
+	if len(rest) > 2 || (!c.needID && len(rest) != 1) {
 		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
 		return
 	}
-	switch op {
-	case "run":
-		if requireMethod(w, r, http.MethodPost) {
-			h.run(w, r, ep, false)
-		}
-	case "runsync":
-		if requireMethod(w, r, http.MethodPost) {
-			h.run(w, r, ep, true)
-		}
-	case "status":
-		// GET in the docs, Python and JS; POST in the Go SDK.
-		if requireMethod(w, r, http.MethodGet, http.MethodPost) {
-			h.status(w, r, ep, id, 0)
-		}
-	case "status-sync":
-		if requireMethod(w, r, http.MethodGet, http.MethodPost) {
-			h.status(w, r, ep, id, waitParam(r, 90*time.Second, time.Second, 300*time.Second))
-		}
-	case "stream":
-		if requireMethod(w, r, http.MethodGet, http.MethodPost) {
-			v, err := h.s.Stream(r.Context(), ep, id, waitParam(r, 0, 0, 300*time.Second))
-			if err != nil {
-				writeSchedErr(w, err)
-				return
-			}
-			writeJSON(w, v)
-		}
-	case "cancel":
-		if requireMethod(w, r, http.MethodPost, http.MethodGet) {
-			v, err := h.s.Cancel(r.Context(), ep, id)
-			if err != nil {
-				writeSchedErr(w, err)
-				return
-			}
-			writeJSON(w, v)
-		}
-	case "retry":
-		if requireMethod(w, r, http.MethodPost) {
-			v, err := h.s.Retry(r.Context(), ep, id)
-			if err != nil {
-				writeSchedErr(w, err)
-				return
-			}
-			writeJSON(w, v)
-		}
-	case "purge-queue":
-		if requireMethod(w, r, http.MethodPost) {
-			n, err := h.s.Purge(r.Context(), ep)
-			audit.Record(r.Context(), h.log, audit.QueuePurge, ep, err, slog.String("endpoint", ep), slog.Int("removed", n))
-			if err != nil {
-				writeSchedErr(w, err)
-				return
-			}
-			writeJSON(w, map[string]any{"removed": n, "status": "completed"})
-		}
-	case "health":
-		if requireMethod(w, r, http.MethodGet, http.MethodPost) {
-			hl, err := h.s.Health(ep)
-			if err != nil {
-				writeSchedErr(w, err)
-				return
-			}
-			writeJSON(w, hl)
-		}
-	default:
+	if !known {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown operation %q on endpoint %s", op, ep))
+		return
 	}
+	if requireMethod(w, r, c.methods...) {
+		c.serve(h, w, r, ep, id)
+	}
+}
+
+// writeResult writes a scheduler call's answer as JSON, or its error with
+// the status code the error maps to.
+func writeResult(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		writeSchedErr(w, err)
+		return
+	}
+	writeJSON(w, v)
+}
+
+// purgeQueue is POST /v2/{ep}/purge-queue: the queued jobs are removed,
+// and the removal is audited.
+func (h *Server) purgeQueue(w http.ResponseWriter, r *http.Request, ep, _ string) {
+	n, err := h.s.Purge(r.Context(), ep)
+	audit.Record(r.Context(), h.log, audit.QueuePurge, ep, err, slog.String("endpoint", ep), slog.Int("removed", n))
+	if err != nil {
+		writeSchedErr(w, err)
+		return
+	}
+	writeJSON(w, map[string]any{"removed": n, "status": "completed"})
 }
 
 func requireMethod(w http.ResponseWriter, r *http.Request, methods ...string) bool {

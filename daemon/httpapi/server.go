@@ -174,7 +174,7 @@ func (h *Server) noRoute(w http.ResponseWriter, r *http.Request, segs []string, 
 		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path+"; use "+strings.Join(allow, " or "))
 		return
 	}
-	if len(segs) == 3 && segs[0] == "v2" && clientNeedsID[segs[2]] {
+	if len(segs) == 3 && segs[0] == "v2" && clientOpsBy[segs[2]].needID {
 		writeError(w, http.StatusNotFound, "missing job id: /v2/"+segs[1]+"/"+segs[2]+"/{job_id}")
 		return
 	}
