@@ -7,8 +7,10 @@
 // process to locked, Checkpoint a locked one to checkpointed (its GPU
 // memory drops to 0), Restore a checkpointed one back to locked (its GPU
 // memory comes back), Unlock a locked one to running. A call in the wrong
-// state fails and changes nothing, as the driver's does; so does a call on
-// a PID the Fake was not told about (a process with no CUDA context).
+// state fails and changes nothing, with the *cudackpt.Error the real
+// driver gives (CUDA_ERROR_ILLEGAL_STATE); so does a call on a PID the
+// Fake was not told about (a process with no CUDA context:
+// CUDA_ERROR_NOT_INITIALIZED, which matches cudackpt.ErrNotCUDA).
 package ckpttest
 
 import (
@@ -31,6 +33,14 @@ const (
 	OpRestore    = "Restore"
 	OpUnlock     = "Unlock"
 )
+
+// driverCalls are the driver functions behind the operations, for errors.
+var driverCalls = map[string]string{
+	OpLock:       "cuCheckpointProcessLock",
+	OpCheckpoint: "cuCheckpointProcessCheckpoint",
+	OpRestore:    "cuCheckpointProcessRestore",
+	OpUnlock:     "cuCheckpointProcessUnlock",
+}
 
 var ops = []string{OpSupported, OpState, OpGPUMemory, OpLock, OpCheckpoint, OpRestore, OpUnlock}
 
@@ -248,10 +258,10 @@ func (f *Fake) step(ctx context.Context, c Call, from, to cudackpt.State) error 
 	}
 	p, ok := f.procs[c.PID]
 	if !ok {
-		return fmt.Errorf("ckpttest: %s: pid %d is not a CUDA process", c, c.PID)
+		return &cudackpt.Error{Call: driverCalls[c.Op], PID: c.PID, Result: cudackpt.ResultNotInitialized}
 	}
 	if p.state != from {
-		return fmt.Errorf("ckpttest: %s: pid %d is %s, want %s", c, c.PID, p.state, from)
+		return &cudackpt.Error{Call: driverCalls[c.Op], PID: c.PID, Result: cudackpt.ResultIllegalState}
 	}
 	p.state = to
 	return nil

@@ -17,8 +17,9 @@ func TestStateMachine(t *testing.T) {
 	if s, _ := f.State(ctx, 7); s != cudackpt.Running {
 		t.Fatalf("state = %s, want running", s)
 	}
-	if err := f.Checkpoint(ctx, 7); err == nil {
-		t.Fatal("checkpoint of a running process succeeded")
+	var ce *cudackpt.Error
+	if err := f.Checkpoint(ctx, 7); !errors.As(err, &ce) || ce.Result != cudackpt.ResultIllegalState || ce.PID != 7 {
+		t.Fatalf("checkpoint of a running process = %v, want CUDA_ERROR_ILLEGAL_STATE", err)
 	}
 	steps := []struct {
 		do   func() error
@@ -56,8 +57,8 @@ func TestUnknownPID(t *testing.T) {
 	if s, err := f.State(ctx, 9); s != cudackpt.NotCUDA || err != nil {
 		t.Fatalf("State = %s, %v", s, err)
 	}
-	if err := f.Lock(ctx, 9, time.Second); err == nil {
-		t.Fatal("lock of a non-CUDA pid succeeded")
+	if err := f.Lock(ctx, 9, time.Second); !errors.Is(err, cudackpt.ErrNotCUDA) {
+		t.Fatalf("lock of a non-CUDA pid = %v, want ErrNotCUDA", err)
 	}
 	f.SetProcess(9, 1)
 	f.RemoveProcess(9)
