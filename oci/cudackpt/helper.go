@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -38,7 +40,9 @@ const (
 
 // HelperConfig configures a Helper.
 type HelperConfig struct {
-	// Path is the helper binary; DefaultHelperPath when empty.
+	// Path is the helper binary. When empty: DefaultHelperPath, or where
+	// that is missing, ember-ckpt beside the running executable (a build
+	// tree's bin/, as `make build` lays it out).
 	Path string
 	// Args are passed to it (ember-ckpt takes --libcuda PATH).
 	Args []string
@@ -74,7 +78,7 @@ var _ Driver = (*Helper)(nil)
 // NewHelper returns a Helper; the helper process starts on the first call.
 func NewHelper(cfg HelperConfig) *Helper {
 	if cfg.Path == "" {
-		cfg.Path = DefaultHelperPath
+		cfg.Path = defaultPath()
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = DefaultCallTimeout
@@ -87,6 +91,21 @@ func NewHelper(cfg HelperConfig) *Helper {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Helper{cfg: cfg, log: log.With("component", "cudackpt")}
+}
+
+// defaultPath is DefaultHelperPath, or ember-ckpt beside this executable
+// when only that exists.
+func defaultPath() string {
+	if _, err := os.Stat(DefaultHelperPath); err == nil {
+		return DefaultHelperPath
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "ember-ckpt")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return DefaultHelperPath
 }
 
 // helperProc is one run of the helper process. Its reader goroutine owns
@@ -270,6 +289,10 @@ func (h *Helper) start() (*helperProc, error) {
 	}
 	cmd := exec.Command(h.cfg.Path, h.cfg.Args...)
 	cmd.Env = h.cfg.Env
+	// A process group of its own: a Ctrl-C to emberd in a terminal must
+	// not reach the helper in the middle of a checkpoint. It stops when
+	// its stdin closes, at Close or when emberd exits.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, fmt.Errorf("cudackpt: helper stdin: %w", err)
