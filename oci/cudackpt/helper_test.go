@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -245,5 +246,53 @@ func TestHelperClose(t *testing.T) {
 	}
 	if _, err := x.h.State(context.Background(), 1); err == nil {
 		t.Fatal("a call after Close succeeded")
+	}
+}
+
+// TestHelperStopDuringCheckpoint: when emberd lets go of its helper in the
+// middle of a checkpoint (Close, or emberd's exit closing the helper's
+// stdin), the checkpoint still completes; the next emberd's helper finds
+// the process checkpointed through the state query, and revives it.
+func TestHelperStopDuringCheckpoint(t *testing.T) {
+	f := fakecuda.New(t)
+	x := newHelper(t, f, cudackpt.HelperConfig{})
+	ctx := context.Background()
+	const pid = 31337
+	f.SetState(pid, fakecuda.Running)
+	if err := x.h.Lock(ctx, pid, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	f.Delay("checkpoint", pid, 300)
+	done := make(chan error, 1)
+	go func() { done <- x.h.Checkpoint(ctx, pid) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(f.Calls(), "checkpoint 31337 0") {
+		if time.Now().After(deadline) {
+			t.Fatal("the checkpoint never reached the driver")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := x.h.Close(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("checkpoint under way at Close: %v", err)
+	}
+	if s, _ := f.State(pid); s != fakecuda.Checkpointed {
+		t.Fatalf("after Close the driver has the process in state %d, want checkpointed", s)
+	}
+
+	y := newHelper(t, f, cudackpt.HelperConfig{})
+	if s, err := y.h.State(ctx, pid); s != cudackpt.Checkpointed || err != nil {
+		t.Fatalf("a new helper sees %s, %v; want checkpointed", s, err)
+	}
+	if err := y.h.Restore(ctx, pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := y.h.Unlock(ctx, pid); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := y.h.State(ctx, pid); s != cudackpt.Running {
+		t.Fatalf("revived process is %s", s)
 	}
 }

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bufio"
+	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emberhq/ember/oci/cudackpt/libcuda/fakecuda"
 )
@@ -55,5 +59,51 @@ func TestProtocol(t *testing.T) {
 func TestBadUsage(t *testing.T) {
 	if rc := run([]string{"extra"}); rc != 2 {
 		t.Errorf("run(extra) = %d, want 2", rc)
+	}
+}
+
+// TestIgnoresStopSignals: a SIGTERM (systemd stopping emberd's unit
+// signals every process in it) does not cut a checkpoint short; the
+// helper stops when its stdin ends.
+func TestIgnoresStopSignals(t *testing.T) {
+	f := fakecuda.New(t)
+	f.SetState(55, fakecuda.Locked)
+	f.Delay("checkpoint", 55, 300)
+	cmd := exec.Command(os.Args[0], "--libcuda", f.Path)
+	cmd.Env = append(os.Environ(), "EMBER_CKPT_RUN_MAIN=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(stdin, "1 checkpoint 55\n"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(f.Calls(), "checkpoint 55 0") {
+		if time.Now().After(deadline) {
+			t.Fatal("the checkpoint never reached the driver")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "1 ok\n" {
+		t.Fatalf("answer after SIGTERM: %q, %v", line, err)
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after stdin closed: %v", err)
+	}
+	if s, _ := f.State(55); s != fakecuda.Checkpointed {
+		t.Fatalf("state %d, want checkpointed", s)
 	}
 }
