@@ -63,6 +63,10 @@ type HelperConfig struct {
 // after the helper exits, so that a driver fault or a hung call costs a
 // helper, not the daemon; see the package doc. GPUMemory is answered here,
 // through NVML. It is safe for concurrent use; Close stops the helper.
+//
+// A call whose helper died or was killed fails; the driver may have left
+// its process (and any other process the helper was working on) locked or
+// checkpointed: State tells, and the next call runs in a new helper.
 type Helper struct {
 	cfg HelperConfig
 	log *slog.Logger
@@ -186,11 +190,12 @@ func (h *Helper) Close(wait time.Duration) error {
 	_ = p.stdin.Close()
 	select {
 	case <-p.done:
+		return nil
 	case <-time.After(wait):
 		_ = p.cmd.Process.Kill()
 		<-p.done
+		return fmt.Errorf("cudackpt: the helper's calls did not end within %s: killed it", wait)
 	}
-	return nil
 }
 
 // call sends one request and waits for its answer, for ctx, for the

@@ -296,7 +296,7 @@ func (l *Local) State(ctx context.Context, pid int) (cudackpt.State, error) {
 	case cuFailed:
 		return cudackpt.Failed, nil
 	case cuCheckpointing, cuRestoring:
-		return cudackpt.Locked, fmt.Errorf("%s(pid %d): a checkpoint or restore is under way (CUprocessState %d)", fnGetState, pid, int(s))
+		return cudackpt.NotCUDA, fmt.Errorf("%s(pid %d): a checkpoint or restore is under way (CUprocessState %d)", fnGetState, pid, int(s))
 	}
 	return cudackpt.NotCUDA, fmt.Errorf("%s(pid %d): unknown CUprocessState %d", fnGetState, pid, int(s))
 }
