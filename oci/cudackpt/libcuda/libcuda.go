@@ -1,5 +1,3 @@
-//go:build linux && cgo
-
 // Package libcuda makes the CUDA driver's checkpoint calls in this process,
 // through libcuda loaded at run time (dlopen, as go-nvml loads NVML): no
 // link-time dependency on the driver, so the binary runs, and says why
