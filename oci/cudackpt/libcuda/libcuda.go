@@ -46,9 +46,7 @@ import "C"
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -268,20 +266,21 @@ func (l *Local) ready(ctx context.Context) error {
 }
 
 // State reports pid's checkpoint state. The driver answers
-// CUDA_ERROR_NOT_INITIALIZED for a process without a CUDA context, which
-// is NotCUDA here, as is a PID with no process (gone).
+// CUDA_ERROR_NOT_INITIALIZED ("initialization error") for a process
+// without a CUDA context, and CUDA_ERROR_INVALID_VALUE for a PID it cannot
+// use (no such process): both are NotCUDA here, since the call's only
+// other argument is this package's own pointer.
 func (l *Local) State(ctx context.Context, pid int) (cudackpt.State, error) {
 	if err := l.ready(ctx); err != nil {
 		return cudackpt.NotCUDA, err
 	}
 	var s C.int
 	r := int(C.ember_pid_int_out(l.fns[fnGetState], C.int(pid), &s))
-	switch {
-	case r == cudackpt.ResultNotInitialized:
+	switch r {
+	case cudackpt.ResultSuccess:
+	case cudackpt.ResultNotInitialized, cudackpt.ResultInvalidValue:
 		return cudackpt.NotCUDA, nil
-	case r == cudackpt.ResultInvalidValue && !processExists(pid):
-		return cudackpt.NotCUDA, nil
-	case r != cudackpt.ResultSuccess:
+	default:
 		return cudackpt.NotCUDA, l.cudaErr(fnGetState, pid, r)
 	}
 	switch int(s) {
@@ -297,11 +296,6 @@ func (l *Local) State(ctx context.Context, pid int) (cudackpt.State, error) {
 		return cudackpt.NotCUDA, fmt.Errorf("%s(pid %d): a checkpoint or restore is under way (CUprocessState %d)", fnGetState, pid, int(s))
 	}
 	return cudackpt.NotCUDA, fmt.Errorf("%s(pid %d): unknown CUprocessState %d", fnGetState, pid, int(s))
-}
-
-func processExists(pid int) bool {
-	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
-	return !errors.Is(err, os.ErrNotExist)
 }
 
 // GPUMemory is cudackpt.GPUMemory through the NVML given to New.
