@@ -3,7 +3,9 @@ package libcuda
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -212,5 +214,30 @@ func TestRealLibrary(t *testing.T) {
 	}
 	if l.DriverVersion() < MinDriverVersion && !errors.Is(err, cudackpt.ErrUnsupported) {
 		t.Fatalf("an old driver was not refused: %v", err)
+	}
+}
+
+// TestLibDirs: without a name, libcuda.so.1 is looked up by the loader,
+// then in LibDirs (a driver the loader's path does not reach).
+func TestLibDirs(t *testing.T) {
+	if err := New("libcuda.so.1", nil).Supported(); !strings.Contains(fmt.Sprint(err), "no CUDA driver library") {
+		t.Skipf("the loader finds a libcuda.so.1 here: %v", err)
+	}
+	f := fakecuda.New(t)
+	old := LibDirs
+	t.Cleanup(func() { LibDirs = old })
+	LibDirs = []string{t.TempDir(), filepath.Dir(f.Path)}
+	l := New("", nil)
+	if err := l.Supported(); err != nil {
+		t.Fatalf("Supported: %v", err)
+	}
+	if want := filepath.Join(filepath.Dir(f.Path), "libcuda.so.570.86.15"); l.Path() != want {
+		t.Fatalf("loaded %s, want %s", l.Path(), want)
+	}
+
+	LibDirs = []string{t.TempDir()}
+	err := New("", nil).Supported()
+	if !errors.Is(err, cudackpt.ErrUnsupported) || !strings.Contains(err.Error(), LibDirs[0]) {
+		t.Fatalf("no library anywhere: %v", err)
 	}
 }
