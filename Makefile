@@ -25,6 +25,7 @@ build: build-deps
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ember ./daemon/cmd/ember
 	$(GO) build -o bin/example-worker ./examples/worker
 	CGO_ENABLED=0 $(GO) build -ldflags "-s -w" -o bin/ember-init ./daemon/cmd/ember-init
+	$(GO) build -ldflags "-s -w" -o bin/ember-ckpt ./daemon/cmd/ember-ckpt
 
 # System packages. Building emberd needs libseccomp-dev and pkg-config (the
 # container runtime's seccomp support); the tests also need Node.js + npm to
@@ -75,6 +76,7 @@ package: build-deps nfpm
 	$(GO) build -trimpath -tags $(TAGS) -ldflags "-s -w $(LDFLAGS)" -o bin/emberd ./daemon/cmd/emberd
 	$(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/ember ./daemon/cmd/ember
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/ember-init ./daemon/cmd/ember-init
+	$(GO) build -trimpath -ldflags "-s -w" -o bin/ember-ckpt ./daemon/cmd/ember-ckpt
 	bin/ember completion bash > $(PKG_STAGE)/ember.bash
 	bin/ember completion zsh > $(PKG_STAGE)/_ember
 	bin/ember completion fish > $(PKG_STAGE)/ember.fish

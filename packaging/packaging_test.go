@@ -436,6 +436,7 @@ func checkRPM(t *testing.T, rpm string) {
 		"/etc/ember/ember.toml",
 		"/usr/bin/ember",
 		"/usr/bin/emberd",
+		"/usr/lib/ember/ember-ckpt",
 		"/usr/lib/ember/ember-init",
 		"/usr/lib/systemd/system/emberd.service",
 		"/usr/lib/systemd/system/emberd.socket",
@@ -553,6 +554,7 @@ func checkDeb(t *testing.T, v1, v2 string) {
 		"/usr/bin/emberd":                                 0o755,
 		"/usr/bin/ember":                                  0o755,
 		"/usr/lib/ember/ember-init":                       0o755,
+		"/usr/lib/ember/ember-ckpt":                       0o755,
 		"/var/lib/ember":                                  fs.ModeDir | 0o750,
 		"/var/lib/ember/api.key":                          0o600,
 		"/etc/ember":                                      fs.ModeDir | 0o755,
@@ -639,7 +641,7 @@ func checkDeb(t *testing.T, v1, v2 string) {
 	if s := dpkgStatus(); s != "deinstall ok config-files" {
 		t.Errorf("status after dpkg -r: %q", s)
 	}
-	for _, p := range []string{"/usr/bin/emberd", "/usr/bin/ember", "/usr/lib/ember/ember-init", "/lib/systemd/system/emberd.service", "/lib/systemd/system/emberd.socket", "/usr/share/man/man8/emberd.8.gz"} {
+	for _, p := range []string{"/usr/bin/emberd", "/usr/bin/ember", "/usr/lib/ember/ember-init", "/usr/lib/ember/ember-ckpt", "/lib/systemd/system/emberd.service", "/lib/systemd/system/emberd.socket", "/usr/share/man/man8/emberd.8.gz"} {
 		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("after dpkg -r, %s: %v", p, err)
 		}
