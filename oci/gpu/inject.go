@@ -83,14 +83,15 @@ type Injector struct {
 	// /dev). Inside the container the nodes are always under /dev.
 	DevDir string
 	// LibDirs are searched for the driver's libraries (nil means
-	// DefaultLibDirs()). Libraries are mounted at the same path in the
-	// container.
+	// DefaultLibDirs()). Libraries are mounted into one directory of the
+	// container, on its loader's search path (see ContainerLibDir).
 	LibDirs []string
 	// LibPatterns are filepath.Match patterns of the library file names
 	// (nil means DefaultLibPatterns).
 	LibPatterns []string
 	// BinDirs are searched, in order, for Binaries (nil means
-	// DefaultBinDirs).
+	// DefaultBinDirs), after the bin directory beside the driver's
+	// libraries. Binaries are mounted into /usr/bin of the container.
 	BinDirs []string
 	// Binaries are the driver tools to mount when found (nil means
 	// DefaultBinaries).
@@ -223,9 +224,13 @@ func (in *Injector) injectHost(spec *specs.Spec, devs []Device) error {
 	if libDirs == nil {
 		libDirs = DefaultLibDirs()
 	}
+	rootfs := ""
+	if spec.Root != nil {
+		rootfs = spec.Root.Path
+	}
 	mounts, err := driverMounts(libDirs, orDefault(in.LibPatterns, DefaultLibPatterns),
 		orDefault(in.BinDirs, DefaultBinDirs), orDefault(in.Binaries, DefaultBinaries),
-		in.Inventory.DriverVersion)
+		in.Inventory.DriverVersion, ContainerLibDir(rootfs))
 	if err != nil {
 		return err
 	}
