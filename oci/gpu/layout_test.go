@@ -140,6 +140,9 @@ func TestContainerLibDir(t *testing.T) {
 	}
 	debian := mk(multiarch, "/usr/lib64")
 	rhel := mk("/usr/lib64", "/usr/lib")
+	copiedDebian := mk("/lib/"+multiarchTriplet(), "/lib64")
+	copiedRHEL := mk("/lib64")
+	alpine := mk("/lib", "/usr/lib")
 	bare := mk("/bin")
 	// /usr/lib64 a symlink out of the image: not used.
 	linked := mk("/usr")
@@ -151,6 +154,9 @@ func TestContainerLibDir(t *testing.T) {
 	}{
 		{"debian", debian, multiarch},
 		{"rhel", rhel, "/usr/lib64"},
+		{"copied Debian libraries", copiedDebian, "/lib/" + multiarchTriplet()},
+		{"copied RHEL libraries", copiedRHEL, "/lib64"},
+		{"alpine", alpine, "/usr/lib"},
 		{"bare", bare, multiarch},
 		{"symlinked", linked, multiarch},
 		{"relative", "rootfs", multiarch},

@@ -230,17 +230,22 @@ func canonicalDirs(dirs []string) ([]string, error) {
 // loader search path, so that libcuda.so.1 is found whatever the image's
 // LD_LIBRARY_PATH and /etc/ld.so.cache say. glibc's loader falls back to
 // its system directories for a library that is neither on
-// LD_LIBRARY_PATH nor in the cache; those are the multiarch directory on
-// Debian and Ubuntu and /usr/lib64 on RHEL, Fedora and SUSE. Only real
-// directories count (a symlink there could point out of the image). An
-// image with neither, or a rootfs that cannot be read, gets the multiarch
+// LD_LIBRARY_PATH nor in the cache: the multiarch directories on Debian
+// and Ubuntu, /lib64 and /usr/lib64 on RHEL, Fedora and SUSE (and /lib,
+// /usr/lib for musl). The first of those the image has as a real
+// directory is taken, in that order (a Debian image has a /usr/lib64 for
+// its loader's link, a RHEL image no multiarch directory; an image made of
+// copied host libraries may have only /lib/x86_64-linux-gnu or /lib64). A
+// symlink there does not count: it could point out of the image. An image
+// with none, or a rootfs that cannot be read, gets the multiarch
 // directory, which runc creates.
 func ContainerLibDir(rootfs string) string {
-	multiarch := "/usr/lib/" + multiarchTriplet()
+	t := multiarchTriplet()
+	multiarch := "/usr/lib/" + t
 	if !filepath.IsAbs(rootfs) {
 		return multiarch
 	}
-	for _, d := range []string{multiarch, "/usr/lib64"} {
+	for _, d := range []string{multiarch, "/lib/" + t, "/usr/lib64", "/lib64", "/usr/lib", "/lib"} {
 		if fi, err := os.Lstat(filepath.Join(rootfs, d)); err == nil && fi.IsDir() {
 			return d
 		}
