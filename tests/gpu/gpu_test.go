@@ -156,6 +156,16 @@ func TestGPU(t *testing.T) {
 		t.Errorf("CUDA in the worker sees %v devices, device 0 %v; want 1 device, %s", info["devices"], info["uuid"], w.GPUs[0])
 	}
 	t.Logf("cold start (container, CUDA init, first job): %v; device %v", cold.Round(time.Millisecond), info["name"])
+	ls, _ := job(t, d, a, map[string]any{"ls": "/dev"})
+	var gpuNodes []string
+	for _, n := range ls["names"].([]any) {
+		if s := fmt.Sprint(n); strings.HasPrefix(s, "nvidia") && strings.Trim(s[len("nvidia"):], "0123456789") == "" && s != "nvidia" {
+			gpuNodes = append(gpuNodes, s)
+		}
+	}
+	if len(gpuNodes) != 1 {
+		t.Errorf("the worker's /dev has GPU nodes %v, want exactly one", gpuNodes)
+	}
 
 	// nvidia-smi inside: the driver's, seeing the one GPU.
 	smi, _ := job(t, d, a, map[string]any{"exec": []string{"nvidia-smi", "-L"}})

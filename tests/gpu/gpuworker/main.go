@@ -8,6 +8,7 @@
 //	{"cuda": "info" | "inc" | "free"}   the probe's answer as the output
 //	{"cuda": "alloc", "mb": N}          allocate N MiB more on the GPU
 //	{"exec": ["nvidia-smi", "-L"]}      {"stdout": ..., "code": ...}
+//	{"ls": "/dev"}                      {"names": [...]} (the image has no ls)
 //
 // The probe starts with the worker, so its CUDA context (and the counter it
 // keeps on the GPU) lives as long as the worker: through freezing,
@@ -155,6 +156,17 @@ func run(log *slog.Logger) error {
 }
 
 func handle(ctx context.Context, p *probe, input map[string]any) map[string]any {
+	if dir, ok := input["ls"].(string); ok {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return map[string]any{"error": err.Error()}
+		}
+		names := []string{}
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return map[string]any{"output": map[string]any{"names": names}}
+	}
 	if args, ok := input["exec"].([]any); ok && len(args) > 0 {
 		var argv []string
 		for _, a := range args {
