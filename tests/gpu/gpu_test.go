@@ -158,7 +158,8 @@ func TestGPU(t *testing.T) {
 	t.Logf("cold start (container, CUDA init, first job): %v; device %v", cold.Round(time.Millisecond), info["name"])
 	ls, _ := job(t, d, a, map[string]any{"ls": "/dev"})
 	var gpuNodes []string
-	for _, n := range ls["names"].([]any) {
+	names, _ := ls["names"].([]any)
+	for _, n := range names {
 		if s := fmt.Sprint(n); strings.HasPrefix(s, "nvidia") && strings.Trim(s[len("nvidia"):], "0123456789") == "" && s != "nvidia" {
 			gpuNodes = append(gpuNodes, s)
 		}
