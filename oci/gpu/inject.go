@@ -114,9 +114,10 @@ var _ oci.DeviceInjector = (*Injector)(nil)
 // Inject edits spec so that the container gets the GPUs named by
 // gpuUUIDs and no others. Each UUID must be a healthy GPU of the
 // inventory not in MIG mode, or a MIG instance, named once; a MIG
-// instance must be the only one (CUDA uses one MIG instance per process). On any error spec is left as it was: a worker
-// must never start believing it has a GPU it was not given. An empty
-// gpuUUIDs leaves spec untouched.
+// instance must be the only one (CUDA uses one MIG instance per
+// process). On any error spec is left as it was: a worker must never
+// start believing it has a GPU it was not given. An empty gpuUUIDs leaves
+// spec untouched.
 func (in *Injector) Inject(spec *specs.Spec, gpuUUIDs []string) error {
 	if spec == nil {
 		return errors.New("gpu: inject: nil spec")

@@ -18,7 +18,8 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
 
-// Device is one full GPU as NVML reported it at discovery time.
+// Device is one full GPU, or one MIG instance (see MIG), as NVML reported
+// it at discovery time.
 type Device struct {
 	// Index is NVML's index on the host. It follows PCI bus order and is
 	// not stable across reboots or driver changes: use UUID to name a GPU.
