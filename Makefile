@@ -15,7 +15,7 @@ TAGS := seccomp
 # which Go reports as a failure ("context deadline exceeded").
 FUZZTIME ?= 100000x
 
-.PHONY: all build build-deps test deps proto proto-check vet fmt-check fuzz fuzz-short bench run soak clean package nfpm
+.PHONY: all build build-deps gpu-test gpu-test-build test deps proto proto-check vet fmt-check fuzz fuzz-short bench run soak clean package nfpm
 
 all: build
 
@@ -132,6 +132,17 @@ bench: build
 	$(GO) test -run '^$$' -bench StatusPath -benchtime 100000x -count 3 ./daemon/httpapi/
 	@echo "# emberd shutdown with 8 idle SDK-like workers (default --stop-hold 20s); EMBER_BASELINE_EMBERD=PATH adds a baseline build in the same run"
 	EMBER_BENCH_EMBERD=$(CURDIR)/bin/emberd $(GO) test -tags $(TAGS) -run '^$$' -bench StopShutdown -benchtime 1x ./tests/
+
+# The GPU suite (tests/gpu, see README "GPUs"): needs root, an NVIDIA GPU,
+# nvidia-smi and nvcc; it skips, saying why, without them. gpu-test-build
+# makes everything it runs into bin/, for a GPU machine without Go.
+gpu-test-build: build
+	CGO_ENABLED=0 $(GO) build -o bin/gpuworker ./tests/gpu/gpuworker
+	CGO_ENABLED=0 $(GO) build -o bin/mkimage ./examples/worker/mkimage
+	$(GO) test -c -o bin/gpu.test ./tests/gpu
+
+gpu-test: gpu-test-build
+	cd tests/gpu && EMBER_GPU_TEST=1 EMBER_GPU_BIN=$(CURDIR)/bin ../../bin/gpu.test -test.v -test.count=1 -test.timeout 30m
 
 # Long crash/soak loops are kept out of `make test`.
 soak: build

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -15,6 +16,10 @@ type GPU struct {
 	// Name is the model name as NVML reports it ("NVIDIA H100 80GB HBM3").
 	Name        string `json:"name"`
 	MemoryBytes uint64 `json:"memoryBytes"`
+	// MIG marks a MIG instance (UUID "MIG-..."): placed like a GPU, with
+	// its own memory, but only as a worker's one GPU, because CUDA uses one
+	// MIG instance per process.
+	MIG bool `json:"mig,omitempty"`
 }
 
 // gpuMatches reports whether a GPU fits an endpoint's gpuTypes entry: the
@@ -26,14 +31,19 @@ func gpuMatches(g GPU, want string) bool {
 
 // candidatesLocked lists the GPUs an endpoint may use, in its gpuTypes
 // priority order (all GPUs, in inventory order, when it names none).
+// A worker with more than one GPU gets whole GPUs only (see GPU.MIG).
 func (s *Scheduler) candidatesLocked(ep *endpointState) []GPU {
+	all := s.cfg.GPUs
+	if ep.def.GPUCount > 1 && slices.ContainsFunc(all, func(g GPU) bool { return g.MIG }) {
+		all = slices.DeleteFunc(slices.Clone(all), func(g GPU) bool { return g.MIG })
+	}
 	if len(ep.def.GPUTypes) == 0 {
-		return s.cfg.GPUs
+		return all
 	}
 	var out []GPU
 	seen := make(map[string]bool)
 	for _, t := range ep.def.GPUTypes {
-		for _, g := range s.cfg.GPUs {
+		for _, g := range all {
 			if !seen[g.UUID] && gpuMatches(g, t) {
 				seen[g.UUID] = true
 				out = append(out, g)
@@ -277,7 +287,7 @@ func (s *Scheduler) checkGPUFit(gpuCount int, types []string) error {
 		return nil
 	}
 	probe := &endpointState{}
-	probe.def.GPUTypes = types
+	probe.def.GPUTypes, probe.def.GPUCount = types, gpuCount
 	have := s.candidatesLocked(probe)
 	if len(have) >= gpuCount {
 		return nil
@@ -289,6 +299,9 @@ func (s *Scheduler) checkGPUFit(gpuCount int, types []string) error {
 	what := "GPUs"
 	if len(types) > 0 {
 		what = fmt.Sprintf("GPUs of types %q", types)
+	}
+	if gpuCount > 1 && slices.ContainsFunc(s.cfg.GPUs, func(g GPU) bool { return g.MIG }) {
+		what += " usable together (a MIG instance is only ever a worker's one GPU)"
 	}
 	if len(names) == 0 {
 		return spec.Errorf("gpuCount", "is %d, but this machine has no GPU (NVML found none); use gpuCount 0 for CPU workers", gpuCount)

@@ -26,6 +26,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -223,12 +224,7 @@ func newRuntime(ctx context.Context, o Options, log *slog.Logger) (*workerRuntim
 	for _, l := range left {
 		leftovers[l.ID] = l
 	}
-	var gpus []scheduler.GPU
-	for _, d := range inv.Devices {
-		if d.Healthy() && !d.MIGEnabled && d.UUID != "" {
-			gpus = append(gpus, scheduler.GPU{UUID: d.UUID, Name: d.Name, MemoryBytes: d.MemoryTotal})
-		}
-	}
+	gpus := schedulerGPUs(inv)
 	closeNVML := func() {}
 	wr := &workerRuntime{rt: rt, images: images, gpus: gpus}
 	if len(gpus) > 0 {
@@ -245,12 +241,19 @@ func newRuntime(ctx context.Context, o Options, log *slog.Logger) (*workerRuntim
 		} else {
 			log.Warn("NVML init for live GPU queries failed: gpuMemoryMb placement checks are off", "err", ret)
 		}
-		uuids := make([]string, len(gpus))
-		for i, g := range gpus {
-			uuids[i] = g.UUID
+		targets := healthTargets(inv, gpus)
+		uuids := make([]string, 0, len(targets))
+		for u := range targets {
+			uuids = append(uuids, u)
 		}
+		slices.Sort(uuids)
 		wr.watchGPUs = func(ctx context.Context, report func(uuid, reason string)) {
-			if err := gpu.WatchHealth(ctx, lib, uuids, report); err != nil {
+			each := func(uuid, reason string) {
+				for _, u := range targets[uuid] {
+					report(u, reason)
+				}
+			}
+			if err := gpu.WatchHealth(ctx, lib, uuids, each); err != nil {
 				log.Warn("GPU health watch stopped: XID errors will not take GPUs out of placement", "err", err)
 			}
 		}

@@ -95,6 +95,11 @@ func cdiGPUMinors(dev *cdi.Device) []int {
 // the spec is stale.
 func cdiName(cache *cdi.Cache, d Device) (string, error) {
 	candidates := []string{d.UUID, strconv.Itoa(d.Index), "gpu" + strconv.Itoa(d.Index)}
+	if d.MIG != nil {
+		// nvidia-ctk names MIG devices "GPU:MIG"; the bare index is the
+		// parent.
+		candidates = []string{d.UUID, strconv.Itoa(d.Index) + ":" + strconv.Itoa(d.MIG.Index)}
+	}
 	var mismatches []string
 	for i, c := range candidates {
 		q := CDIKind + "=" + c

@@ -3,6 +3,7 @@ package gpu
 import (
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -70,6 +71,23 @@ type hostFixture struct {
 	libs map[string]string
 }
 
+// ctrLib is the container directory the fixture's libraries go to (the
+// specs in these tests have a relative rootfs, see ContainerLibDir).
+func ctrLib(name string) string { return path.Join("/usr/lib", multiarchTriplet(), name) }
+
+// copyELF copies a small real executable of this machine to dst (fake
+// driver tools must be ELF files to be mounted).
+func copyELF(t *testing.T, dst string) {
+	t.Helper()
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Skipf("no /bin/true to copy as a fake driver tool: %v", err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func newHostFixture(t *testing.T) hostFixture {
 	t.Helper()
 	root := t.TempDir()
@@ -98,11 +116,11 @@ func newHostFixture(t *testing.T) hostFixture {
 		real := filepath.Join(f.lib, lib+"."+driverVer)
 		file(real, 0o644)
 		link(lib+"."+driverVer, filepath.Join(f.lib, lib+".1"))
-		f.libs[real] = real
-		f.libs[filepath.Join(f.lib, lib+".1")] = real
+		f.libs[ctrLib(lib+"."+driverVer)] = real
+		f.libs[ctrLib(lib+".1")] = real
 	}
 	link("libcuda.so.1", filepath.Join(f.lib, "libcuda.so"))
-	f.libs[filepath.Join(f.lib, "libcuda.so")] = filepath.Join(f.lib, "libcuda.so."+driverVer)
+	f.libs[ctrLib("libcuda.so")] = filepath.Join(f.lib, "libcuda.so."+driverVer)
 	// Left behind by the previous driver: must not be mounted.
 	file(filepath.Join(f.lib, "libcuda.so.535.104.05"), 0o644)
 	file(filepath.Join(f.lib, "libnvidia-ml.so.535.104.05"), 0o644)
@@ -111,8 +129,8 @@ func newHostFixture(t *testing.T) hostFixture {
 	file(filepath.Join(f.lib, "libfoo.so.1"), 0o644)
 
 	for _, b := range []string{"nvidia-smi", "nvidia-debugdump"} {
-		file(filepath.Join(f.bin, b), 0o755)
-		f.libs[filepath.Join(f.bin, b)] = filepath.Join(f.bin, b)
+		copyELF(t, filepath.Join(f.bin, b))
+		f.libs["/usr/bin/"+b] = filepath.Join(f.bin, b)
 	}
 	file(filepath.Join(f.bin, "unrelated-tool"), 0o755)
 	return f

@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,14 +84,15 @@ type Injector struct {
 	// /dev). Inside the container the nodes are always under /dev.
 	DevDir string
 	// LibDirs are searched for the driver's libraries (nil means
-	// DefaultLibDirs()). Libraries are mounted at the same path in the
-	// container.
+	// DefaultLibDirs()). Libraries are mounted into one directory of the
+	// container, on its loader's search path (see ContainerLibDir).
 	LibDirs []string
 	// LibPatterns are filepath.Match patterns of the library file names
 	// (nil means DefaultLibPatterns).
 	LibPatterns []string
 	// BinDirs are searched, in order, for Binaries (nil means
-	// DefaultBinDirs).
+	// DefaultBinDirs), after the bin directory beside the driver's
+	// libraries. Binaries are mounted into /usr/bin of the container.
 	BinDirs []string
 	// Binaries are the driver tools to mount when found (nil means
 	// DefaultBinaries).
@@ -98,6 +100,9 @@ type Injector struct {
 	// CDISpecDirs are searched for CDI specs (nil means
 	// DefaultCDISpecDirs; an empty, non-nil slice turns CDI off).
 	CDISpecDirs []string
+	// MIGMinors is the driver's MIG capability table ("" means
+	// DefaultMIGMinors), read when a MIG instance is injected.
+	MIGMinors string
 
 	// stat reads a host device node; nil means statNode. Tests replace it
 	// to fake nodes without root.
@@ -107,10 +112,12 @@ type Injector struct {
 var _ oci.DeviceInjector = (*Injector)(nil)
 
 // Inject edits spec so that the container gets the GPUs named by
-// gpuUUIDs and no others. Each UUID must be a healthy, non-MIG GPU of the
-// inventory, named once. On any error spec is left as it was: a worker
-// must never start believing it has a GPU it was not given. An empty
-// gpuUUIDs leaves spec untouched.
+// gpuUUIDs and no others. Each UUID must be a healthy GPU of the
+// inventory not in MIG mode, or a MIG instance, named once; a MIG
+// instance must be the only one (CUDA uses one MIG instance per
+// process). On any error spec is left as it was: a worker must never
+// start believing it has a GPU it was not given. An empty gpuUUIDs leaves
+// spec untouched.
 func (in *Injector) Inject(spec *specs.Spec, gpuUUIDs []string) error {
 	if spec == nil {
 		return errors.New("gpu: inject: nil spec")
@@ -167,7 +174,9 @@ func (in *Injector) resolve(uuids []string) ([]Device, error) {
 		case !d.Healthy():
 			return nil, fmt.Errorf("GPU %s is unhealthy: %w", u, d.Err)
 		case d.MIGEnabled:
-			return nil, fmt.Errorf("GPU %s has MIG mode enabled; MIG instances are not supported, disable MIG to use it whole", u)
+			return nil, fmt.Errorf("GPU %s has MIG mode enabled: it is used through its MIG instances (%s), or disable MIG to use it whole", u, strings.Join(in.migUUIDs(u), ", "))
+		case d.MIG != nil && len(uuids) > 1:
+			return nil, fmt.Errorf("MIG instance %s must be a worker's only GPU (CUDA uses one MIG instance per process), not one of %d", u, len(uuids))
 		case d.Minor < 0:
 			return nil, fmt.Errorf("GPU %s has no known device minor number", u)
 		}
@@ -175,6 +184,20 @@ func (in *Injector) resolve(uuids []string) ([]Device, error) {
 	}
 	slices.SortFunc(devs, func(a, b Device) int { return a.Index - b.Index })
 	return devs, nil
+}
+
+// migUUIDs lists the MIG instances of the GPU parent.
+func (in *Injector) migUUIDs(parent string) []string {
+	var out []string
+	for _, d := range in.Inventory.MIGDevices {
+		if d.MIG != nil && d.MIG.ParentUUID == parent && d.UUID != "" {
+			out = append(out, d.UUID)
+		}
+	}
+	if len(out) == 0 {
+		return []string{"none made"}
+	}
+	return out
 }
 
 // injectHost is the injection without CDI: the GPUs' and the driver's
@@ -207,6 +230,20 @@ func (in *Injector) injectHost(spec *specs.Spec, devs []Device) error {
 			return fmt.Errorf("GPU %s: %s has minor %d, NVML says %d", d.UUID, name, hn.minor, d.Minor)
 		}
 		nodes = append(nodes, node{name, hn})
+		if d.MIG == nil {
+			continue
+		}
+		caps, err := migCaps(cmp.Or(in.MIGMinors, DefaultMIGMinors), d.Minor, d.MIG)
+		if err != nil {
+			return err
+		}
+		for _, c := range caps {
+			hn, err := stat(filepath.Join(devDir, c))
+			if err != nil {
+				return fmt.Errorf("MIG instance %s: capability node (made by nvidia-modprobe -f /proc/driver/nvidia-caps/mig-minors): %w", d.UUID, err)
+			}
+			nodes = append(nodes, node{c, hn})
+		}
 	}
 	for _, c := range controlNodes {
 		hn, err := stat(filepath.Join(devDir, c.name))
@@ -223,9 +260,13 @@ func (in *Injector) injectHost(spec *specs.Spec, devs []Device) error {
 	if libDirs == nil {
 		libDirs = DefaultLibDirs()
 	}
+	rootfs := ""
+	if spec.Root != nil {
+		rootfs = spec.Root.Path
+	}
 	mounts, err := driverMounts(libDirs, orDefault(in.LibPatterns, DefaultLibPatterns),
 		orDefault(in.BinDirs, DefaultBinDirs), orDefault(in.Binaries, DefaultBinaries),
-		in.Inventory.DriverVersion)
+		in.Inventory.DriverVersion, ContainerLibDir(rootfs))
 	if err != nil {
 		return err
 	}

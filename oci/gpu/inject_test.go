@@ -436,7 +436,7 @@ func TestDriverMountsSymlinkedDir(t *testing.T) {
 	if err := os.Symlink(f.lib, alias); err != nil {
 		t.Fatal(err)
 	}
-	mounts, err := driverMounts([]string{alias, f.lib, "/nonexistent"}, DefaultLibPatterns, []string{f.bin}, DefaultBinaries, driverVer)
+	mounts, err := driverMounts([]string{alias, f.lib, "/nonexistent"}, DefaultLibPatterns, []string{f.bin}, DefaultBinaries, driverVer, ctrLib(""))
 	if err != nil {
 		t.Fatal(err)
 	}

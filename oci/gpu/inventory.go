@@ -18,7 +18,8 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
 
-// Device is one full GPU as NVML reported it at discovery time.
+// Device is one full GPU, or one MIG instance (see MIG), as NVML reported
+// it at discovery time.
 type Device struct {
 	// Index is NVML's index on the host. It follows PCI bus order and is
 	// not stable across reboots or driver changes: use UUID to name a GPU.
@@ -38,10 +39,14 @@ type Device struct {
 	MemoryTotal uint64
 	MemoryFree  uint64
 	// MIGEnabled is the current MIG mode. A GPU in MIG mode is only usable
-	// through its MIG instances, which this package does not hand out yet,
-	// so the Injector refuses it rather than give a worker a GPU that CUDA
+	// through its MIG instances (Inventory.MIGDevices), so the Injector
+	// refuses the GPU itself rather than give a worker a GPU that CUDA
 	// cannot see.
 	MIGEnabled bool
+	// MIG is set on a MIG instance (then UUID is "MIG-...", Name and the
+	// memory are the instance's, and Index, Minor and PCIBusID are its
+	// parent's); nil on a full GPU.
+	MIG *MIG
 	// Err is set when NVML failed on a query for this GPU (for example
 	// ERROR_GPU_IS_LOST): the GPU is listed so that operators see it, but it
 	// must not be given to a worker. The Injector refuses it.
@@ -62,6 +67,9 @@ type Inventory struct {
 	CUDADriverVersion int
 	// Devices are the full GPUs, in NVML index order.
 	Devices []Device
+	// MIGDevices are the MIG instances of the GPUs in MIG mode, by parent
+	// index and then MIG index.
+	MIGDevices []Device
 	// NoDriver says why Devices is empty when the driver is missing (for a
 	// startup log line); empty when the driver answered.
 	NoDriver string
@@ -76,24 +84,42 @@ func (inv Inventory) CUDAVersion() string {
 	return fmt.Sprintf("%d.%d", v/1000, (v%1000)/10)
 }
 
-// Lookup returns the device with the given UUID.
+// Lookup returns the device (a full GPU or a MIG instance) with the given
+// UUID.
 func (inv Inventory) Lookup(uuid string) (Device, bool) {
-	for _, d := range inv.Devices {
-		if d.UUID == uuid {
-			return d, true
+	for _, list := range [][]Device{inv.Devices, inv.MIGDevices} {
+		for _, d := range list {
+			if d.UUID == uuid {
+				return d, true
+			}
 		}
 	}
 	return Device{}, false
 }
 
-// UUIDs lists the UUIDs of the GPUs the Injector accepts (healthy, MIG
-// off), in index order: the set a scheduler may hand out.
-func (inv Inventory) UUIDs() []string {
-	var out []string
+// Allocatable lists the devices the Injector accepts, the set a scheduler
+// may hand out: the healthy full GPUs not in MIG mode, in index order, then
+// the healthy MIG instances.
+func (inv Inventory) Allocatable() []Device {
+	var out []Device
 	for _, d := range inv.Devices {
 		if d.Healthy() && !d.MIGEnabled && d.UUID != "" {
-			out = append(out, d.UUID)
+			out = append(out, d)
 		}
+	}
+	for _, d := range inv.MIGDevices {
+		if d.Healthy() && d.UUID != "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// UUIDs lists the UUIDs of Allocatable.
+func (inv Inventory) UUIDs() []string {
+	var out []string
+	for _, d := range inv.Allocatable() {
+		out = append(out, d.UUID)
 	}
 	return out
 }
@@ -145,7 +171,23 @@ func Discover(lib nvml.Interface) (Inventory, error) {
 		return Inventory{}, fmt.Errorf("gpu: NVML device count: %w", ret)
 	}
 	for i := range n {
-		inv.Devices = append(inv.Devices, describe(lib, i))
+		d := describe(lib, i)
+		inv.Devices = append(inv.Devices, d)
+		if !d.MIGEnabled || !d.Healthy() {
+			continue
+		}
+		h, ret := lib.DeviceGetHandleByIndex(i)
+		if ret != nvml.SUCCESS {
+			continue // describe got it a moment ago; d would have Err
+		}
+		migs, err := describeMIG(d, h)
+		if err != nil {
+			// The GPU stays listed (its MIG mode makes it unallocatable);
+			// its instances are not offered.
+			inv.Devices[len(inv.Devices)-1].Err = err
+			continue
+		}
+		inv.MIGDevices = append(inv.MIGDevices, migs...)
 	}
 	return inv, nil
 }

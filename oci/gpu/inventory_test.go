@@ -158,8 +158,14 @@ func TestDiscoverDeviceStates(t *testing.T) {
 			},
 		},
 		{
-			name:  "MIG mode",
-			setup: func(s *server.Server) { mockDevice(s, 6).MigMode = nvml.DEVICE_MIG_ENABLE },
+			name: "MIG mode",
+			setup: func(s *server.Server) {
+				// MIG on, no instances made yet.
+				d := mockDevice(s, 6)
+				d.MigMode = nvml.DEVICE_MIG_ENABLE
+				d.GetMaxMigDeviceCountFunc = func() (int, nvml.Return) { return 7, nvml.SUCCESS }
+				d.GetMigDeviceHandleByIndexFunc = func(int) (nvml.Device, nvml.Return) { return nil, nvml.ERROR_NOT_FOUND }
+			},
 			check: func(t *testing.T, inv Inventory, err error) {
 				if err != nil {
 					t.Fatal(err)

@@ -3,11 +3,14 @@ package gpu
 import (
 	"bufio"
 	"bytes"
+	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -56,8 +59,14 @@ var requiredLibs = []string{"libcuda.so.1", "libnvidia-ml.so.1"}
 // set has them.
 var DefaultBinaries = []string{"nvidia-smi", "nvidia-debugdump", "nvidia-persistenced"}
 
-// DefaultBinDirs are searched for DefaultBinaries, in order.
+// DefaultBinDirs are searched for DefaultBinaries, in order, after the
+// bin directory beside the driver's libraries (see driverMounts).
 var DefaultBinDirs = []string{"/usr/bin", "/usr/local/bin", "/bin"}
+
+// containerBinDir is where the driver's tools are mounted in every
+// container: it is on the PATH of every image (the host's bin directory,
+// /usr/local/nvidia/bin for instance, usually is not).
+const containerBinDir = "/usr/bin"
 
 // multiarchTriplet is Debian's library directory name for this
 // architecture.
@@ -93,9 +102,15 @@ func ldconfigFlag() string {
 // libraries, and the directories that hold driver libraries according to
 // the host's `ldconfig -p` (run once per process: a driver moved to a new
 // directory needs a restart of emberd, as the new driver does anyway).
+//
+// /usr/local/nvidia/lib64 is where GPU clouds (and NVIDIA's own container
+// images) keep a driver installed outside the distribution, and
+// /usr/lib64/nvidia is RHEL's packaged driver; neither is always in the
+// host's loader cache.
 func DefaultLibDirs() []string {
 	t := multiarchTriplet()
-	dirs := []string{"/usr/lib/" + t, "/lib/" + t, "/usr/lib64", "/lib64", "/usr/lib"}
+	dirs := []string{"/usr/lib/" + t, "/lib/" + t, "/usr/lib64", "/lib64",
+		"/usr/local/nvidia/lib64", "/usr/lib64/nvidia", "/usr/lib"}
 	for _, d := range ldconfigDirs() {
 		if !slices.Contains(dirs, d) {
 			dirs = append(dirs, d)
@@ -210,18 +225,60 @@ func canonicalDirs(dirs []string) ([]string, error) {
 	return out, nil
 }
 
+// ContainerLibDir is the directory of the image at rootfs (a host path)
+// that the driver's libraries are mounted into: a directory on the image's
+// loader search path, so that libcuda.so.1 is found whatever the image's
+// LD_LIBRARY_PATH and /etc/ld.so.cache say. glibc's loader falls back to
+// its system directories for a library that is neither on
+// LD_LIBRARY_PATH nor in the cache: the multiarch directories on Debian
+// and Ubuntu, /lib64 and /usr/lib64 on RHEL, Fedora and SUSE (and /lib,
+// /usr/lib for musl). The first of those the image has as a real
+// directory is taken, in that order (a Debian image has a /usr/lib64 for
+// its loader's link, a RHEL image no multiarch directory; an image made of
+// copied host libraries may have only /lib/x86_64-linux-gnu or /lib64). A
+// symlink there does not count: it could point out of the image. An image
+// with none, or a rootfs that cannot be read, gets the multiarch
+// directory, which runc creates.
+func ContainerLibDir(rootfs string) string {
+	t := multiarchTriplet()
+	multiarch := "/usr/lib/" + t
+	if !filepath.IsAbs(rootfs) {
+		return multiarch
+	}
+	for _, d := range []string{multiarch, "/lib/" + t, "/usr/lib64", "/lib64", "/usr/lib", "/lib"} {
+		if fi, err := os.Lstat(filepath.Join(rootfs, d)); err == nil && fi.IsDir() {
+			return d
+		}
+	}
+	return multiarch
+}
+
 // driverMounts finds the driver's libraries and binaries on the host and
-// returns read-only bind mounts for them at the same paths in the
-// container, sorted by destination. Symlinked files are mounted from their
-// target, so the container gets real files and does not depend on runc's
-// handling of symlinked mount sources. It fails when a library in
-// requiredLibs is not found.
-func driverMounts(libDirs, libPatterns, binDirs, binaries []string, driverVersion string) ([]specs.Mount, error) {
+// returns read-only bind mounts for them, sorted by destination.
+//
+// Libraries are mounted into ctrLibDir (see ContainerLibDir) under their
+// own names, whatever host directory holds them; when two library
+// directories hold a file of the same name, the first (in libDirs order)
+// that is not stale wins. Binaries are mounted into containerBinDir. They
+// are looked for first in the bin directory beside each library directory
+// that holds a required library (/usr/local/nvidia/bin for
+// /usr/local/nvidia/lib64: the driver's own tools), then in binDirs; only
+// ELF executables of this machine count, so that a wrapper script (whose
+// interpreter the image may lack: exec then fails with "no such file or
+// directory") is never mounted in place of the driver's binary.
+//
+// Symlinked files are mounted from their target, so the container gets
+// real files and does not depend on runc's handling of symlinked mount
+// sources. It fails when a library in requiredLibs is not found.
+func driverMounts(libDirs, libPatterns, binDirs, binaries []string, driverVersion, ctrLibDir string) ([]specs.Mount, error) {
 	dirs, err := canonicalDirs(libDirs)
 	if err != nil {
 		return nil, err
 	}
 	byDst := map[string]specs.Mount{}
+	// driverDirs are the library directories that hold a required
+	// library: where the driver is installed.
+	var driverDirs []string
 	for _, dir := range dirs {
 		for _, pat := range libPatterns {
 			matches, err := filepath.Glob(filepath.Join(dir, pat))
@@ -229,7 +286,9 @@ func driverMounts(libDirs, libPatterns, binDirs, binaries []string, driverVersio
 				return nil, fmt.Errorf("library pattern %q: %w", pat, err)
 			}
 			for _, m := range matches {
-				if _, seen := byDst[m]; seen {
+				name := filepath.Base(m)
+				dst := path.Join(ctrLibDir, name)
+				if _, seen := byDst[dst]; seen {
 					continue
 				}
 				src, ok, err := regularTarget(m)
@@ -239,20 +298,16 @@ func driverMounts(libDirs, libPatterns, binDirs, binaries []string, driverVersio
 				if !ok || staleLib(src, driverVersion) {
 					continue
 				}
-				byDst[m] = roBind(m, src)
+				byDst[dst] = roBind(dst, src)
+				if slices.Contains(requiredLibs, name) && !slices.Contains(driverDirs, dir) {
+					driverDirs = append(driverDirs, dir)
+				}
 			}
 		}
 	}
 	var missing []string
 	for _, req := range requiredLibs {
-		found := false
-		for dst := range byDst {
-			if filepath.Base(dst) == req {
-				found = true
-				break
-			}
-		}
-		if !found {
+		if _, ok := byDst[path.Join(ctrLibDir, req)]; !ok {
 			missing = append(missing, req)
 		}
 	}
@@ -261,19 +316,23 @@ func driverMounts(libDirs, libPatterns, binDirs, binaries []string, driverVersio
 			strings.Join(missing, ", "), strings.Join(libDirs, ":"), driverVersion)
 	}
 
-	bdirs, err := canonicalDirs(binDirs)
+	var search []string
+	for _, d := range driverDirs {
+		search = append(search, filepath.Join(filepath.Dir(d), "bin"))
+	}
+	bdirs, err := canonicalDirs(append(search, binDirs...))
 	if err != nil {
 		return nil, err
 	}
 	for _, name := range binaries {
 		for _, dir := range bdirs {
-			p := filepath.Join(dir, name)
-			src, ok, err := regularTarget(p)
+			src, ok, err := executableTarget(filepath.Join(dir, name))
 			if err != nil {
 				return nil, err
 			}
 			if ok {
-				byDst[p] = roBind(p, src)
+				dst := path.Join(containerBinDir, name)
+				byDst[dst] = roBind(dst, src)
 				break
 			}
 		}
@@ -303,4 +362,57 @@ func regularTarget(p string) (string, bool, error) {
 		return "", false, fmt.Errorf("driver file %s: %w", p, err)
 	}
 	return r, fi.Mode().IsRegular(), nil
+}
+
+// elfMachine is the ELF machine of this architecture's executables (0 when
+// not known here: any machine is accepted then).
+func elfMachine() elf.Machine {
+	switch runtime.GOARCH {
+	case "amd64":
+		return elf.EM_X86_64
+	case "arm64":
+		return elf.EM_AARCH64
+	case "ppc64le":
+		return elf.EM_PPC64
+	default:
+		return 0
+	}
+}
+
+// executableTarget is regularTarget for a program: ok also needs the
+// file to be executable and an ELF executable (or position-independent
+// executable) of this machine. Scripts, 32-bit builds and files of another
+// architecture are skipped, not fatal.
+func executableTarget(p string) (string, bool, error) {
+	r, ok, err := regularTarget(p)
+	if err != nil || !ok {
+		return "", false, err
+	}
+	fi, err := os.Stat(r)
+	if err != nil {
+		return "", false, fmt.Errorf("driver tool %s: %w", p, err)
+	}
+	if fi.Mode().Perm()&0o111 == 0 {
+		return "", false, nil
+	}
+	f, err := os.Open(r)
+	if err != nil {
+		return "", false, fmt.Errorf("driver tool %s: %w", p, err)
+	}
+	defer f.Close()
+	magic := make([]byte, len(elf.ELFMAG))
+	if _, err := io.ReadFull(f, magic); err != nil || string(magic) != elf.ELFMAG {
+		return "", false, nil // not ELF: a script or a wrapper
+	}
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return "", false, nil // a damaged ELF file
+	}
+	if ef.Type != elf.ET_EXEC && ef.Type != elf.ET_DYN {
+		return "", false, nil
+	}
+	if m := elfMachine(); m != 0 && ef.Machine != m {
+		return "", false, nil
+	}
+	return r, true, nil
 }
