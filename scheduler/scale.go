@@ -150,7 +150,7 @@ func (s *Scheduler) scaleLocked(ep *endpointState) {
 // or the runtime cannot freeze.
 func (s *Scheduler) freezeLocked(ep *endpointState, w *worker) bool {
 	f, ok := w.handle.(oci.Freezer)
-	if !ep.def.Flashboot || !ok || w.unhealthy {
+	if !(ep.def.Flashboot || s.parkableLocked(ep, w, true)) || !ok || w.unhealthy {
 		return false
 	}
 	w.frozen = true
@@ -188,7 +188,13 @@ func (s *Scheduler) freezeLocked(ep *endpointState, w *worker) bool {
 func (s *Scheduler) reviveLocked(ep *endpointState) bool {
 	var pick *worker
 	for _, w := range ep.workers {
-		if w.frozen && !w.draining && (pick == nil || w.frozenAt.After(pick.frozenAt)) {
+		if !w.frozen || w.draining {
+			continue
+		}
+		if p := w.park; p != nil && (p.phase != parkParked || !s.parkedGPUsFreeLocked(p)) {
+			continue // being parked, or its GPUs are held
+		}
+		if pick == nil || w.frozenAt.After(pick.frozenAt) {
 			pick = w
 		}
 	}
@@ -196,6 +202,10 @@ func (s *Scheduler) reviveLocked(ep *endpointState) bool {
 		return false
 	}
 	w := pick
+	if w.park != nil {
+		s.unparkLocked(ep, w)
+		return true
+	}
 	w.frozen = false
 	w.thawing = true
 	w.lastActive = s.now()

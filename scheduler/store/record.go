@@ -108,4 +108,10 @@ type WorkerRecord struct {
 	// Generation is the endpoint generation the worker was started with
 	// (0 in records written before it existed: read as 1).
 	Generation int64 `json:"gen,omitempty"`
+	// ParkedBytes and MemoryBase are set while the worker is parked
+	// (scheduler/park.go): the host memory its GPU state takes, and its
+	// memory limit before parking raised it (0: it had none). GPUs are
+	// then the GPUs it was parked from, which it does not hold.
+	ParkedBytes uint64 `json:"parked,omitempty"`
+	MemoryBase  int64  `json:"memBase,omitempty"`
 }
