@@ -161,7 +161,7 @@ type Scheduler struct {
 	gpuOwner     map[string]string // GPU UUID -> worker id
 	badGPUs      map[string]string // GPU UUID -> why it is out of placement
 	freeMem      map[string]freeReading
-	parkUsed     uint64 // host memory parked workers hold or reserved (park.go)
+	parkUsed     uint64        // host memory parked workers hold or reserved (park.go)
 	ttls         ttlHeap       // live jobs by TTL deadline
 	ttlWake      chan struct{} // a new earliest deadline
 

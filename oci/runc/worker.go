@@ -31,7 +31,7 @@ type Worker struct {
 	// memLimit is the memory limit now (SetMemoryLimit changes it);
 	// guarded by mu.
 	memLimit int64
-	timings     StartTimings
+	timings  StartTimings
 
 	stopOnce sync.Once
 	// mu serialises Freeze and Thaw, and orders them against Stop, Kill

@@ -25,18 +25,18 @@ type Endpoint struct {
 	Network            string            `json:"network,omitempty"`
 	// InitTimeoutSec, FlashbootWindowSec: 0 in records written before the
 	// fields existed, read as the defaults.
-	InitTimeoutSec     int   `json:"initTimeout,omitempty"`
-	Flashboot          bool  `json:"flashboot,omitempty"`
-	FlashbootWindowSec int   `json:"flashbootWindow,omitempty"`
-	MaxAttempts        int   `json:"maxAttempts,omitempty"`
-	GPUMemoryMB        int   `json:"gpuMemoryMb,omitempty"`
-	NoInit             bool  `json:"noInit,omitempty"` // init false; zero (older records too): an init
+	InitTimeoutSec     int  `json:"initTimeout,omitempty"`
+	Flashboot          bool `json:"flashboot,omitempty"`
+	FlashbootWindowSec int  `json:"flashbootWindow,omitempty"`
+	MaxAttempts        int  `json:"maxAttempts,omitempty"`
+	GPUMemoryMB        int  `json:"gpuMemoryMb,omitempty"`
+	NoInit             bool `json:"noInit,omitempty"` // init false; zero (older records too): an init
 	// GPUPark, GPUParkDelaySec: "" and 0 in records written before the
 	// fields existed, read as the defaults.
 	GPUPark         string `json:"gpuPark,omitempty"`
 	GPUParkDelaySec int    `json:"gpuParkDelay,omitempty"`
-	CreatedAt          int64 `json:"createdAt"`
-	UpdatedAt          int64 `json:"updatedAt"`
+	CreatedAt       int64  `json:"createdAt"`
+	UpdatedAt       int64  `json:"updatedAt"`
 	// Generation counts the updates that changed what a worker runs
 	// (changesWorkers in package scheduler); records written before it
 	// existed have none and read as generation 1.
