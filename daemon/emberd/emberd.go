@@ -36,6 +36,7 @@ import (
 	"github.com/emberhq/ember/daemon/httpapi"
 	apikeys "github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/oci/cudackpt"
 	"github.com/emberhq/ember/oci/gpu"
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/oci/process"
@@ -167,6 +168,11 @@ type workerRuntime struct {
 	freeMemory func(uuid string) (uint64, error)
 	watchGPUs  func(ctx context.Context, report func(uuid, reason string))
 	gpuStats   func(uuid string) (httpapi.GPUStats, error)
+	// gpuPark is the CUDA driver's checkpoint API, for parking GPU workers
+	// (scheduler/park.go). It is nil, so that parking is unsupported and
+	// endpoints asking for it are refused, until a driver constructor of
+	// package oci/cudackpt is wired here.
+	gpuPark cudackpt.Driver
 }
 
 // imageExists is the scheduler's check that an endpoint's image is
