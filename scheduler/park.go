@@ -284,7 +284,11 @@ func (s *Scheduler) park(w *worker, p *parkState) error {
 	base := in.MemoryLimit()
 	s.mu.Lock()
 	p.pids, p.bytes, p.baseLimit = pids, total, base
-	err = s.reserveParkLocked(p)
+	if w.park != p || w.draining {
+		err = errors.New("the worker is being stopped")
+	} else {
+		err = s.reserveParkLocked(p)
+	}
 	if err == nil {
 		// Remembered before anything changes, so that an emberd started
 		// after a crash mid-park knows the worker's limit before it.
@@ -469,6 +473,9 @@ func (s *Scheduler) unparkLocked(ep *endpointState, w *worker) {
 			}
 			return
 		}
+		if w.state == WorkerStopped {
+			return // exited meanwhile: its record is gone
+		}
 		s.setWorkerStateLocked(w)
 		s.rememberWorker(w)
 		took := time.Since(begin)
@@ -558,7 +565,7 @@ func parkedFor(ep *endpointState, uuid string) bool {
 func (s *Scheduler) adoptParkedLocked(w *worker, r store.WorkerRecord) (ok bool, why string) {
 	in, isInspector := w.handle.(oci.Inspector)
 	if s.cfg.GPUPark == nil || !isInspector {
-		if r.ParkedBytes > 0 {
+		if r.Park != nil {
 			return false, "it was parked, and this emberd has no CUDA checkpoint driver to revive it"
 		}
 		return true, ""
@@ -583,15 +590,15 @@ func (s *Scheduler) adoptParkedLocked(w *worker, r store.WorkerRecord) (ok bool,
 			other = append(other, pid)
 		}
 	}
-	parkedRec := r.ParkedBytes > 0 || r.MemoryBase > 0
+	pr := r.Park
 	switch {
 	case len(other) > 0 || (len(checkpointed) > 0 && len(running) > 0):
 		return false, "it was caught between running and parked (a park or revival cut short)"
-	case len(checkpointed) > 0 && !parkedRec:
+	case len(checkpointed) > 0 && pr == nil:
 		return false, "its CUDA processes are checkpointed, but its record does not say it was parked"
 	case len(checkpointed) > 0:
 		p := &parkState{phase: parkParked, gpus: append([]string(nil), r.GPUs...), pids: checkpointed,
-			bytes: r.ParkedBytes, baseLimit: r.MemoryBase, raised: r.MemoryBase > 0, at: s.now()}
+			bytes: pr.Bytes, baseLimit: pr.MemoryBase, raised: pr.MemoryBase > 0, at: s.now()}
 		// Counted even past the budget: the memory is held already.
 		s.parkUsed += p.bytes
 		p.reserved = true
@@ -600,8 +607,8 @@ func (s *Scheduler) adoptParkedLocked(w *worker, r store.WorkerRecord) (ok bool,
 		w.frozen = true
 		w.frozenAt = s.now()
 		return true, ""
-	case parkedRec && r.MemoryBase > 0 && in.MemoryLimit() != r.MemoryBase:
-		if err := in.SetMemoryLimit(r.MemoryBase); err != nil {
+	case pr != nil && pr.MemoryBase > 0 && in.MemoryLimit() != pr.MemoryBase:
+		if err := in.SetMemoryLimit(pr.MemoryBase); err != nil {
 			return false, err.Error()
 		}
 	}
@@ -615,8 +622,7 @@ func (s *Scheduler) workerBatchLocked(w *worker) store.Batch {
 		StartedAt: w.startedAt.UnixMilli(), LogPath: w.logPath, Dir: w.dir, Generation: w.generation}
 	if p := w.park; p != nil && p.phase != parkReviving {
 		rec.GPUs = p.gpus
-		rec.ParkedBytes = p.bytes
-		rec.MemoryBase = p.baseLimit
+		rec.Park = &store.ParkRecord{Bytes: p.bytes, MemoryBase: p.baseLimit}
 	}
 	b := s.store.NewBatch()
 	if err := b.PutWorker(rec); err != nil {

@@ -519,7 +519,7 @@ func TestAdoptParked(t *testing.T) {
 			}
 			rec := store.WorkerRecord{ID: "w-parked", Endpoint: e.ID, Token: "tok", GPUs: []string{"GPU-0"}, StartedAt: time.Now().UnixMilli()}
 			if tc.parked {
-				rec.ParkedBytes, rec.MemoryBase = 4<<30, memLimit
+				rec.Park = &store.ParkRecord{Bytes: 4 << 30, MemoryBase: memLimit}
 			}
 			b := st.NewBatch()
 			if err := b.PutWorker(&rec); err != nil {

@@ -580,7 +580,9 @@ func (s *Scheduler) adoptWorkers() map[string]*worker {
 			f.Thaw()
 		}
 		keep, why := s.adoptParkedLocked(w, r)
-		if w.park == nil {
+		// A parked worker's GPUs may be another's now: it claims them
+		// only when it is taken back running.
+		if w.park == nil && (r.Park == nil || keep) {
 			for _, u := range r.GPUs {
 				s.gpuOwner[u] = w.id
 			}
