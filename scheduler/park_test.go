@@ -585,3 +585,45 @@ func TestAdoptParked(t *testing.T) {
 		})
 	}
 }
+
+// TestParkedWaitsForItsGPU: a job for a parked worker whose GPU a busy
+// worker holds waits, the endpoint showing a throttled worker (no new
+// worker starts: there is no other GPU); once the holder is idle it is
+// reclaimed, and the parked worker revives on its GPU.
+func TestParkedWaitsForItsGPU(t *testing.T) {
+	r := newParkRig(t, 1, nil)
+	a := r.endpoint("a", spec.ParkOnReclaim, true, 1)
+	aw := r.cudaWorker(a, []int{101}, []uint64{4 << 30})
+	eventually(t, "frozen", func() bool { return r.workerState(aw.id) == WorkerFrozen })
+	needy := r.reclaimFrom()
+	nw := r.worker()
+	l, err := r.s.Take(r.ctx, needy, nw.id, 1, time.Second)
+	if err != nil || len(l.Jobs) != 1 {
+		t.Fatalf("needy take: %+v %v", l, err)
+	}
+	l.Delivered(true)
+
+	r.s.mustSubmit(t, a)
+	eventually(t, "a throttled", func() bool {
+		hl, _ := r.s.Health(a)
+		return hl.Workers.Throttled == 1
+	})
+	if r.workerState(aw.id) != WorkerParked || nw.wasStopped() || nw.wasKilled() {
+		t.Fatalf("the busy holder was reclaimed, or the parked worker moved: %s", r.workerState(aw.id))
+	}
+	if err := r.s.Done(r.ctx, needy, nw.id, l.Jobs[0].ID, Result{Output: []byte(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the parked worker revived on its GPU", func() bool {
+		st, _ := r.drv.Peek(101)
+		return st == cudackpt.Running && r.gpuHolder(aw.spec.GPUs[0]) == aw.id
+	})
+	if !nw.wasStopped() && !nw.wasKilled() {
+		t.Fatal("the idle holder was not reclaimed")
+	}
+	select {
+	case extra := <-r.rt.started:
+		t.Fatalf("a new worker %s started for the parked worker's job", extra.id)
+	default:
+	}
+}

@@ -182,7 +182,8 @@ func (s *Scheduler) freezeLocked(ep *endpointState, w *worker) bool {
 	return true
 }
 
-// reviveLocked thaws the endpoint's most recently frozen worker, if any.
+// reviveLocked thaws the endpoint's most recently frozen worker, if any,
+// or revives its most recently parked one whose GPUs are free (park.go).
 // Its job-take, held while it was frozen, is released at once: a job
 // written to it now is read the moment the worker runs again.
 func (s *Scheduler) reviveLocked(ep *endpointState) bool {
@@ -194,7 +195,16 @@ func (s *Scheduler) reviveLocked(ep *endpointState) bool {
 		if p := w.park; p != nil && (p.phase != parkParked || !s.parkedGPUsFreeLocked(p)) {
 			continue // being parked, or its GPUs are held
 		}
-		if pick == nil || w.frozenAt.After(pick.frozenAt) {
+		// A frozen worker thaws in milliseconds, a parked one restores
+		// its GPU state in seconds: the frozen ones go first.
+		switch {
+		case pick == nil:
+			pick = w
+		case (w.park == nil) != (pick.park == nil):
+			if w.park == nil {
+				pick = w
+			}
+		case w.frozenAt.After(pick.frozenAt):
 			pick = w
 		}
 	}
