@@ -52,7 +52,7 @@ func run(args []string) int {
 		}
 		return 2
 	}
-	if err := checkSettings(s.opts); err != nil {
+	if err := checkSettings(s.options()); err != nil {
 		fmt.Fprintf(os.Stderr, "emberd: %v\n", err)
 		return 2
 	}
@@ -162,6 +162,9 @@ func checkSettings(o emberd.Options) error {
 	if o.MaxStartFailures < 1 {
 		return fmt.Errorf("--max-start-failures %d: must be at least 1", o.MaxStartFailures)
 	}
+	if o.ParkMemory < 0 {
+		return fmt.Errorf("--park-memory-mb %d: must be 0 (the default share of the host's memory) or more", o.ParkMemory>>20)
+	}
 	if _, err := tlsconf.SelectMode(o.TLS, o.TLSCert, o.TLSKey); err != nil {
 		return err
 	}
@@ -211,7 +214,7 @@ func reloadOnHUP(ctx context.Context, args []string, hup <-chan os.Signal, level
 			}
 		}
 		if err == nil {
-			err = checkSettings(s.opts)
+			err = checkSettings(s.options())
 		}
 		if err != nil {
 			log.Error("reload refused: keeping the running settings", "config", s.configPath, "err", err)
