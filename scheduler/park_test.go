@@ -627,3 +627,26 @@ func TestParkedWaitsForItsGPU(t *testing.T) {
 	default:
 	}
 }
+
+// TestParkBudgetReload: the park budget is a tunable: a reload changes it
+// at once, and a park is measured against the new figure.
+func TestParkBudgetReload(t *testing.T) {
+	r := newParkRig(t, 1, nil)
+	if b, _ := r.s.ParkMemory(); b != 64<<30 {
+		t.Fatalf("budget %d, want the configured 64 GiB", b)
+	}
+	tun := *r.s.tun()
+	tun.ParkMemory = 2 * gib
+	r.s.SetTunables(tun)
+	if b, _ := r.s.ParkMemory(); b != 2<<30 {
+		t.Fatalf("budget %d after the reload, want 2 GiB", b)
+	}
+	a := r.endpoint("a", spec.ParkOnReclaim, true, 1)
+	aw := r.cudaWorker(a, []int{101}, []uint64{4 << 30})
+	eventually(t, "frozen", func() bool { return r.workerState(aw.id) == WorkerFrozen })
+	r.reclaimFrom()
+	r.worker()
+	if !aw.wasKilled() || slices.Contains(r.drv.CallsFor(101), ckpttest.OpLock) {
+		t.Fatal("a 4 GiB park went ahead on a 2 GiB budget set by a reload")
+	}
+}
