@@ -24,10 +24,11 @@ import (
 // revives on the GPUs it was parked from, in about a second per 4 GiB
 // instead of a cold start.
 //
-// Park (parkWorker): thaw if FlashBoot froze it (the driver needs the
-// processes running), find its CUDA processes (every pid of the worker
-// whose checkpoint state is not NotCUDA), reserve their GPU memory from the
-// park budget (--park-memory-mb, and the host's MemAvailable), raise the
+// Park (parkLocked, parkWorker, park): thaw if FlashBoot froze it (the
+// driver needs the processes running), find its CUDA processes (every pid
+// of the worker whose checkpoint state is not NotCUDA), reserve their GPU
+// memory from the park budget (--park-memory-mb, and the host's
+// MemAvailable), remember the park in the worker's record, raise the
 // worker's memory limit by as much (the copy is charged to its memory
 // cgroup: without room it would be OOM-killed), lock each process,
 // checkpoint each, then freeze the cgroup and release the GPUs. Any
@@ -35,11 +36,12 @@ import (
 // without parking: a worker reclaimed for another endpoint is killed, one
 // parked for being idle stays frozen on its GPU.
 //
-// Revive (unparkLocked, reviveParked): claim the GPUs again (only when
-// every one is free: the state goes back to the GPU it came from), thaw,
-// restore each process, unlock each, put the memory limit back, and only
-// then answer the job-take the worker has pending (Take waits while
-// w.park is set).
+// Revive (unparkLocked, unpark): claim the GPUs again (only when every one
+// is free: the state goes back to the GPU it came from), thaw, restore
+// each process, unlock each, put the memory limit back, and only then
+// answer the job-take the worker has pending (Take waits while w.park is
+// set). After a crash, adoption (adoptParkedLocked) takes a parked worker
+// back parked, or stops it.
 //
 // Policy per endpoint (gpuPark): never; onReclaim parks a worker that
 // another endpoint's reclaim would stop; idle also freezes idle workers
