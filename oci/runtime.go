@@ -137,6 +137,27 @@ type Freezer interface {
 	Thaw() error
 }
 
+// Inspector is implemented by workers whose processes can be listed and
+// whose memory limit can change while they run: what parking a GPU
+// worker needs (scheduler/park.go), to find its CUDA processes and to
+// make room in its memory cgroup for the GPU state they move to host
+// memory.
+type Inspector interface {
+	// Processes lists the host pids of every process of the worker.
+	Processes() ([]int, error)
+	// MemoryLimit is the worker's memory limit now, in bytes; 0 when it
+	// has none.
+	MemoryLimit() int64
+	// SetMemoryLimit sets the worker's memory limit to bytes (> 0). It
+	// fails with an error wrapping ErrUnsupported where the runtime cannot
+	// limit memory.
+	SetMemoryLimit(bytes int64) error
+}
+
+// ErrUnsupported is wrapped by the errors of operations a runtime does not
+// offer.
+var ErrUnsupported = errors.New("not supported by this runtime")
+
 // ErrExited is wrapped by the errors of operations that need a running
 // worker, such as Freeze and Thaw, on one that has exited.
 var ErrExited = errors.New("the worker has exited")

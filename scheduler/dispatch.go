@@ -97,8 +97,9 @@ func (s *Scheduler) Take(ctx context.Context, endpointID, workerID string, max i
 				}
 			}
 			return &Lease{s: s}, nil
-		case w.frozen:
-			// Held until the worker is revived; then it takes at once.
+		case w.frozen || w.park != nil:
+			// Held until the worker is revived (a parked one: restored);
+			// then it takes at once.
 			ch := w.thawCh
 			s.mu.Unlock()
 			if waitTake(ctx, timer, ch) {

@@ -277,5 +277,5 @@ func (s *Scheduler) checkRunnable(e *store.Endpoint, sp spec.EndpointSpec, creat
 		// a relative program is not found there, and every start fails.
 		return spec.Errorf("command", "program %q is not an absolute path: give an absolute path (e.g. /usr/bin/python3); workers run on the host from a directory of their own", e.Command[0])
 	}
-	return nil
+	return s.checkPark(e, sp, create)
 }

@@ -140,6 +140,13 @@ func (s *Scheduler) reclaimGPUsLocked(ep *endpointState) {
 			continue // an earlier victim took it down to its minimum
 		}
 		owner.stats.reclaimed++
+		if s.parkableLocked(owner, v.w, false) {
+			// Parked instead of stopped: its GPUs are free once its GPU
+			// state is in host memory (gpuSupplyLocked counts them).
+			s.parkLocked(owner, v.w, true)
+			have += v.gpus
+			continue
+		}
 		s.retireWorkerLocked(v.w, fmt.Sprintf("GPU reclaimed for endpoint %s", ep.def.ID))
 		if v.w.frozen && v.w.handle != nil {
 			// Frozen: nothing to drain; the runtime thaws and kills it.
@@ -167,8 +174,8 @@ func (s *Scheduler) gpuSupplyLocked(ep *endpointState) (wanted map[string]bool, 
 			}
 			continue
 		}
-		if w := s.workers[owner]; w != nil && w.draining {
-			have++ // on its way out
+		if w := s.workers[owner]; w != nil && (w.draining || (w.park != nil && w.park.phase == parkParking)) {
+			have++ // on its way out, or being parked
 		}
 	}
 	return wanted, have
@@ -182,8 +189,8 @@ type gpuVictim struct {
 }
 
 // gpuVictimsLocked lists the workers of endpoints other than ep that hold
-// GPUs in wanted and may give them up (reclaimable), frozen ones
-// first, then the least recently used.
+// GPUs in wanted and may give them up (reclaimable), in the order they
+// are reclaimed.
 func (s *Scheduler) gpuVictimsLocked(ep *endpointState, wanted map[string]bool) []gpuVictim {
 	var victims []gpuVictim
 	for _, w := range s.workers {
@@ -200,8 +207,27 @@ func (s *Scheduler) gpuVictimsLocked(ep *endpointState, wanted map[string]bool) 
 			victims = append(victims, gpuVictim{w, n})
 		}
 	}
+	// First the holders of GPUs a parked worker of ep waits for (it
+	// revives there, without a cold start), then those that can be parked
+	// rather than stopped, then frozen ones, then the least recently used.
+	type key struct{ blocking, parkable bool }
+	keys := make(map[*worker]key, len(victims))
+	for _, v := range victims {
+		k := key{parkable: s.parkableLocked(s.endpoints[v.w.endpoint], v.w, false)}
+		for _, u := range v.w.gpus {
+			k.blocking = k.blocking || parkedFor(ep, u)
+		}
+		keys[v.w] = k
+	}
 	sort.Slice(victims, func(i, j int) bool {
 		a, b := victims[i].w, victims[j].w
+		ka, kb := keys[a], keys[b]
+		if ka.blocking != kb.blocking {
+			return ka.blocking
+		}
+		if ka.parkable != kb.parkable {
+			return ka.parkable
+		}
 		if a.frozen != b.frozen {
 			return a.frozen
 		}
@@ -215,7 +241,7 @@ func (s *Scheduler) gpuVictimsLocked(ep *endpointState, wanted map[string]bool) 
 // not already leaving, and it is frozen, or idle (not thawing) in an
 // endpoint above its workersMin with no jobs waiting. s.mu is held.
 func reclaimable(w *worker, owner *endpointState) bool {
-	if w.draining || len(w.held) > 0 {
+	if w.draining || len(w.held) > 0 || w.park != nil {
 		return false
 	}
 	if w.frozen {

@@ -40,8 +40,9 @@ import (
 // take effect at once without replacing any: name; workersMin, workersMax,
 // idleTimeout, scalerType, scalerValue (scaling); executionTimeoutMs and
 // maxAttempts (per job, read when a job is queued or handed out);
-// initTimeout (checked against running workers as they start); flashboot
-// and flashbootWindow (what happens to a worker once idle).
+// initTimeout (checked against running workers as they start); flashboot,
+// flashbootWindow, gpuPark and gpuParkDelay (what happens to a worker once
+// idle).
 func changesWorkers(old, new *store.Endpoint) bool {
 	return old.Image != new.Image ||
 		!slices.Equal(old.Command, new.Command) ||

@@ -150,7 +150,7 @@ func (s *Scheduler) scaleLocked(ep *endpointState) {
 // or the runtime cannot freeze.
 func (s *Scheduler) freezeLocked(ep *endpointState, w *worker) bool {
 	f, ok := w.handle.(oci.Freezer)
-	if !ep.def.Flashboot || !ok || w.unhealthy {
+	if !(ep.def.Flashboot || s.parkableLocked(ep, w, true)) || !ok || w.unhealthy {
 		return false
 	}
 	w.frozen = true
@@ -182,13 +182,29 @@ func (s *Scheduler) freezeLocked(ep *endpointState, w *worker) bool {
 	return true
 }
 
-// reviveLocked thaws the endpoint's most recently frozen worker, if any.
+// reviveLocked thaws the endpoint's most recently frozen worker, if any,
+// or revives its most recently parked one whose GPUs are free (park.go).
 // Its job-take, held while it was frozen, is released at once: a job
 // written to it now is read the moment the worker runs again.
 func (s *Scheduler) reviveLocked(ep *endpointState) bool {
 	var pick *worker
 	for _, w := range ep.workers {
-		if w.frozen && !w.draining && (pick == nil || w.frozenAt.After(pick.frozenAt)) {
+		if !w.frozen || w.draining {
+			continue
+		}
+		if p := w.park; p != nil && (p.phase != parkParked || !s.parkedGPUsFreeLocked(p)) {
+			continue // being parked, or its GPUs are held
+		}
+		// A frozen worker thaws in milliseconds, a parked one restores
+		// its GPU state in seconds: the frozen ones go first.
+		switch {
+		case pick == nil:
+			pick = w
+		case (w.park == nil) != (pick.park == nil):
+			if w.park == nil {
+				pick = w
+			}
+		case w.frozenAt.After(pick.frozenAt):
 			pick = w
 		}
 	}
@@ -196,6 +212,10 @@ func (s *Scheduler) reviveLocked(ep *endpointState) bool {
 		return false
 	}
 	w := pick
+	if w.park != nil {
+		s.unparkLocked(ep, w)
+		return true
+	}
 	w.frozen = false
 	w.thawing = true
 	w.lastActive = s.now()

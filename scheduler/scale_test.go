@@ -22,6 +22,9 @@ func (w *fakeWorker) Freeze() error {
 	if w.frozen {
 		return fmt.Errorf("already frozen")
 	}
+	if w.freezeErr != nil {
+		return w.freezeErr
+	}
 	w.frozen = true
 	w.freezes++
 	return nil

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/oci/cudackpt"
 	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/spec"
@@ -71,6 +72,13 @@ type Config struct {
 	// still running (a container outlives the daemon); nil or an error
 	// means it is not adopted and its record is dropped.
 	Adopt func(rec store.WorkerRecord) (oci.Worker, error)
+	// GPUPark is the CUDA driver's checkpoint API, for parking workers
+	// (park.go); nil: parking is not supported, and endpoints asking for
+	// it are refused.
+	GPUPark cudackpt.Driver
+	// MemAvailable reads the host's available memory (MemAvailable in
+	// /proc/meminfo), which a park must fit in. Default: that file.
+	MemAvailable func() (uint64, error)
 	// RequireImage: workers run as containers, so endpoints need an image
 	// (otherwise a command).
 	RequireImage bool
@@ -125,6 +133,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.MemAvailable == nil {
+		c.MemAvailable = hostMemAvailable
+	}
 }
 
 // Scheduler owns jobs, endpoints and workers.
@@ -150,6 +161,7 @@ type Scheduler struct {
 	gpuOwner     map[string]string // GPU UUID -> worker id
 	badGPUs      map[string]string // GPU UUID -> why it is out of placement
 	freeMem      map[string]freeReading
+	parkUsed     uint64        // host memory parked workers hold or reserved (park.go)
 	ttls         ttlHeap       // live jobs by TTL deadline
 	ttlWake      chan struct{} // a new earliest deadline
 
@@ -362,6 +374,12 @@ func (s *Scheduler) loadEndpointsLocked() error {
 		if e.Generation == 0 {
 			e.Generation = 1
 		}
+		if e.GPUPark == "" {
+			e.GPUPark = spec.ParkNever
+		}
+		if e.GPUParkDelaySec == 0 {
+			e.GPUParkDelaySec = spec.DefaultGPUParkDelaySec
+		}
 		s.addEndpointLocked(e)
 	}
 	return nil
@@ -498,6 +516,7 @@ func (s *Scheduler) tickLoop() {
 				for _, ep := range s.endpoints {
 					s.checkInitLocked(ep)
 					s.expireFrozenLocked(ep)
+					s.parkIdleLocked(ep)
 					s.scaleLocked(ep)
 				}
 				s.checkLeasesLocked()

@@ -43,7 +43,7 @@ func (r *fakeRuntime) Start(ctx context.Context, spec oci.Spec) (oci.Worker, err
 	if failing {
 		return nil, errors.New("fake runtime refuses to start")
 	}
-	w := &fakeWorker{spec: spec, env: map[string]string{}, done: make(chan struct{})}
+	w := &fakeWorker{spec: spec, env: map[string]string{}, done: make(chan struct{}), memLimit: spec.Resources.MemoryBytes}
 	for _, kv := range spec.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		w.env[k] = v
@@ -69,6 +69,13 @@ type fakeWorker struct {
 	frozen  bool
 	freezes int
 	thaws   int
+	// For parking (park_test.go): its processes, its memory limit now and
+	// every limit set, and failures to inject.
+	pids      []int
+	memLimit  int64
+	limits    []int64
+	limitErr  error
+	freezeErr error
 }
 
 // finish ends the worker with st, once.

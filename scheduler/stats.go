@@ -73,6 +73,8 @@ type endpointStats struct {
 	finished                             map[store.Status]int64
 	retried                              int64
 	started, revived, frozen, reclaimed  int64
+	parked                               int64
+	park                                 distribution
 	streamRejected                       struct{ late, overLimit int64 }
 }
 
@@ -107,6 +109,13 @@ type EndpointStats struct {
 	WorkersRevived   int64 `json:"workersRevived"`
 	WorkersFrozen    int64 `json:"workersFrozen"`
 	WorkersReclaimed int64 `json:"workersReclaimed"`
+	// WorkersParked counts parks done since the daemon started; Park is
+	// the time a park took, decision to GPUs released (a revival from
+	// parked counts in Revival); ParkedBytes is the host memory the
+	// endpoint's parked workers take now.
+	WorkersParked int64     `json:"workersParked"`
+	Park          Quantiles `json:"park"`
+	ParkedBytes   uint64    `json:"parkedBytes"`
 	// StreamChunksRejected counts refused job-stream posts by reason:
 	// "late" (the job had ended) and "limit" (past the unread cap; the job
 	// failed).
@@ -151,6 +160,7 @@ func (s *Scheduler) statsLocked(ep *endpointState) EndpointStats {
 
 		WorkersStarted: st.started, WorkersRevived: st.revived,
 		WorkersFrozen: st.frozen, WorkersReclaimed: st.reclaimed,
+		WorkersParked: st.parked, Park: st.park.summary(),
 
 		StreamChunksRejected: map[string]int64{"late": st.streamRejected.late, "limit": st.streamRejected.overLimit},
 	}
@@ -163,6 +173,9 @@ func (s *Scheduler) statsLocked(ep *endpointState) EndpointStats {
 	for _, w := range ep.workers {
 		if w.state != WorkerStopped {
 			out.Workers[string(w.state)]++
+		}
+		if p := w.park; p != nil && p.phase == parkParked {
+			out.ParkedBytes += p.bytes
 		}
 	}
 	out.Workers[string(WorkerUnhealthy)] += len(ep.ghosts)

@@ -45,6 +45,10 @@ type Tunables struct {
 	// MaxUnreadStream caps a job's stream bytes posted and not yet read
 	// by /stream; past it the job fails. Default limits.MaxUnreadStream.
 	MaxUnreadStream int64
+	// ParkMemory is the host memory parked workers' GPU state may take in
+	// all, in bytes (park.go). Default limits.DefaultParkMemoryPercent of
+	// the host's memory.
+	ParkMemory int64
 }
 
 // setDefaults gives every zero or negative tunable its default.
@@ -71,6 +75,9 @@ func (t *Tunables) setDefaults() {
 	if t.MaxUnreadStream <= 0 {
 		t.MaxUnreadStream = limits.MaxUnreadStream
 	}
+	if t.ParkMemory <= 0 {
+		t.ParkMemory = defaultParkMemory()
+	}
 }
 
 // LogArgs are t as slog key and value pairs, keyed by emberd's flag names
@@ -80,7 +87,8 @@ func (t Tunables) LogArgs() []any {
 	return []any{"take_hold", t.TakeHold, "stop_hold", t.StopHold, "ping_interval", t.PingInterval,
 		"lease_grace", t.LeaseGrace, "run_retention", t.RunRetention, "sync_retention", t.SyncRetention,
 		"webhook_retry_delay", t.WebhookRetryDelay, "stop_grace", t.StopGrace, "max_attempts", t.MaxAttempts,
-		"max_start_failures", t.MaxStartFailures, "max_unread_stream_mib", int(t.MaxUnreadStream >> 20)}
+		"max_start_failures", t.MaxStartFailures, "max_unread_stream_mib", int(t.MaxUnreadStream >> 20),
+		"park_memory_mb", int(t.ParkMemory >> 20)}
 }
 
 // tun returns the current tunables.

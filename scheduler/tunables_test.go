@@ -22,8 +22,15 @@ func TestTunablesLogArgs(t *testing.T) {
 		}
 		seen[args[i]] = true
 	}
-	if args[len(args)-2] != "max_unread_stream_mib" || args[len(args)-1] != 64 {
-		t.Errorf("max_unread_stream_mib: %v = %v, want 64 (MiB)", args[len(args)-2], args[len(args)-1])
+	val := map[any]any{}
+	for i := 0; i < len(args); i += 2 {
+		val[args[i]] = args[i+1]
+	}
+	if v := val["max_unread_stream_mib"]; v != 64 {
+		t.Errorf("max_unread_stream_mib = %v, want 64 (MiB)", v)
+	}
+	if v := val["park_memory_mb"]; v != int(tun.ParkMemory>>20) || tun.ParkMemory <= 0 {
+		t.Errorf("park_memory_mb = %v for a budget of %d bytes", v, tun.ParkMemory)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/emberhq/ember/oci"
 	"github.com/emberhq/ember/runpod"
 	"github.com/emberhq/ember/scheduler/spec"
-	"github.com/emberhq/ember/scheduler/store"
 	"github.com/emberhq/ember/scheduler/workerid"
 )
 
@@ -33,11 +32,14 @@ const (
 	// WorkerFrozen: past its idle timeout on a FlashBoot endpoint, every
 	// process suspended, memory kept; a job thaws it.
 	WorkerFrozen WorkerState = "frozen"
+	// WorkerParked: frozen with its GPU state moved to host memory and its
+	// GPUs given up (park.go); a job revives it on the same GPUs.
+	WorkerParked WorkerState = "parked"
 )
 
 // liveStates are the states a listed worker can be in (all but stopped),
 // in lifecycle order.
-var liveStates = []WorkerState{WorkerInitializing, WorkerIdle, WorkerRunning, WorkerDraining, WorkerFrozen, WorkerUnhealthy}
+var liveStates = []WorkerState{WorkerInitializing, WorkerIdle, WorkerRunning, WorkerDraining, WorkerFrozen, WorkerParked, WorkerUnhealthy}
 
 type worker struct {
 	id       string
@@ -81,6 +83,11 @@ type worker struct {
 	thawCh    chan struct{}
 	freezeMu  sync.Mutex
 	suspended bool
+	// park is set from the decision to park the worker to the end of its
+	// revival (park.go); parkRefused: a park for being idle failed, and is
+	// not tried again.
+	park        *parkState
+	parkRefused bool
 
 	// stopping holds the jobs the worker was told to stop, with the time
 	// after which it is killed if it still runs them; killed says it was.
@@ -119,6 +126,10 @@ type WorkerInfo struct {
 	// Outdated: a newer generation exists; the worker finishes its jobs,
 	// takes no new one and then stops.
 	Outdated bool `json:"outdated,omitempty"`
+	// ParkedBytes is the host memory a parked worker's GPU state takes;
+	// ParkedGPUs are the GPUs it was parked from and revives on.
+	ParkedBytes uint64   `json:"parkedBytes,omitempty"`
+	ParkedGPUs  []string `json:"parkedGpus,omitempty"`
 }
 
 // Workers lists the live workers, optionally of one endpoint.
@@ -134,6 +145,9 @@ func (s *Scheduler) Workers(endpointID string) []WorkerInfo {
 			Generation: w.generation, Outdated: w.outdated}
 		if w.handle != nil {
 			info.PID = w.handle.PID()
+		}
+		if p := w.park; p != nil && p.phase == parkParked {
+			info.ParkedBytes, info.ParkedGPUs = p.bytes, append([]string(nil), p.gpus...)
 		}
 		for id := range w.held {
 			info.Jobs = append(info.Jobs, id)
@@ -217,6 +231,8 @@ func (s *Scheduler) setWorkerStateLocked(w *worker) {
 		w.state = WorkerUnhealthy
 	case w.draining:
 		w.state = WorkerDraining
+	case w.park != nil && w.park.phase == parkParked:
+		w.state = WorkerParked
 	case w.frozen:
 		w.state = WorkerFrozen
 	case !w.ready:
@@ -354,6 +370,7 @@ func (s *Scheduler) workerExited(w *worker, st oci.ExitStatus) {
 	w.state = WorkerStopped
 	hadGPUs := len(w.gpus) > 0
 	s.releaseGPUsLocked(w)
+	s.parkExitedLocked(w)
 	b := s.store.NewBatch()
 	b.DeleteWorker(w.id)
 	s.store.CommitAsync(b)
@@ -459,6 +476,11 @@ func (s *Scheduler) drainWorkerLocked(w *worker, why string) {
 	s.log.Info("stopping worker", "worker", w.id, "endpoint", w.endpoint, "reason", why)
 	if w.handle != nil {
 		w.handle.Stop(s.tun().StopGrace)
+		if w.park != nil {
+			// Parked (or parking): nothing to drain, and its CUDA calls
+			// would block on the driver's lock until the stop grace.
+			w.handle.Kill()
+		}
 	}
 }
 
@@ -520,11 +542,7 @@ func (s *Scheduler) workerEnv(ep *endpointState, w *worker) []string {
 // take its container back. The write rides along with the next durable one:
 // a worker lost with it is a container destroyed at restart, nothing worse.
 func (s *Scheduler) rememberWorker(w *worker) {
-	b := s.store.NewBatch()
-	if err := b.PutWorker(&store.WorkerRecord{ID: w.id, Endpoint: w.endpoint, Token: w.token, GPUs: w.gpus,
-		StartedAt: w.startedAt.UnixMilli(), LogPath: w.logPath, Dir: w.dir, Generation: w.generation}); err == nil {
-		s.store.CommitAsync(b)
-	}
+	s.store.CommitAsync(s.workerBatchLocked(w))
 }
 
 // adoptWorkers takes back the workers of an earlier emberd whose containers
@@ -556,15 +574,27 @@ func (s *Scheduler) adoptWorkers() map[string]*worker {
 		}
 		if f, ok := h.(oci.Freezer); ok {
 			// It may have been frozen (FlashBoot) when the earlier emberd
-			// went away; a running worker is what the queue expects.
+			// went away; a running worker is what the queue expects. A
+			// parked one is thawed too: its CUDA processes stay locked
+			// and checkpointed, and it waits for a job as parked.
 			f.Thaw()
 		}
-		for _, u := range r.GPUs {
-			s.gpuOwner[u] = w.id
+		keep, why := s.adoptParkedLocked(w, r)
+		// A parked worker's GPUs may be another's now: it claims them
+		// only when it is taken back running.
+		if w.park == nil && (r.Park == nil || keep) {
+			for _, u := range r.GPUs {
+				s.gpuOwner[u] = w.id
+			}
 		}
 		ep.workers[w.id] = w
 		s.workers[w.id] = w
 		s.setWorkerStateLocked(w)
+		if !keep {
+			s.log.Warn("worker taken back after restart is stopped", "worker", w.id, "endpoint", w.endpoint, "reason", why)
+			s.retireWorkerLocked(w, why)
+			h.Kill()
+		}
 		adopted[w.id] = w
 		s.goOwned(func() { s.watchAdopted(w, h) })
 		s.log.Info("worker taken back after restart", "worker", w.id, "endpoint", w.endpoint)

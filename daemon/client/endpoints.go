@@ -47,6 +47,8 @@ type Endpoint struct {
 	GPUMemoryMB        int               `json:"gpuMemoryMb"`         // free MiB per GPU at placement; 0: any
 	Generation         int64             `json:"generation"`          // raised by updates that replace workers; 0 from a daemon that predates it
 	Init               bool              `json:"init"`                // ember-init as PID 1 of the worker's container
+	GPUPark            string            `json:"gpuPark,omitempty"`   // never, onReclaim or idle; "" from a daemon that predates it
+	GPUParkDelay       int               `json:"gpuParkDelay"`        // seconds
 	CreatedAt          string            `json:"createdAt,omitempty"` // RFC 3339
 	UpdatedAt          string            `json:"updatedAt,omitempty"` // RFC 3339
 
@@ -94,6 +96,8 @@ type EndpointSpec struct {
 	MaxAttempts        *int              `json:"maxAttempts,omitempty"`
 	GPUMemoryMB        *int              `json:"gpuMemoryMb,omitempty"`
 	Init               *bool             `json:"init,omitempty"`
+	GPUPark            string            `json:"gpuPark,omitempty"`      // never, onReclaim or idle
+	GPUParkDelay       *int              `json:"gpuParkDelay,omitempty"` // seconds
 }
 
 // UnmarshalJSON accepts integers as strings too (see decodeLenient), so

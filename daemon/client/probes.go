@@ -22,6 +22,16 @@ type Liveness struct {
 	// InsecureListen is true when the daemon was started with
 	// --insecure-listen: it listens beyond loopback without TLS.
 	InsecureListen bool `json:"insecureListen"`
+	// ParkMemory is the host memory parked GPU workers may take and take
+	// now; nil from a daemon that does not say.
+	ParkMemory *ParkMemory `json:"parkMemory,omitempty"`
+}
+
+// ParkMemory is the daemon's budget for parked workers (emberd
+// --park-memory-mb) and what they use of it.
+type ParkMemory struct {
+	BudgetBytes int64 `json:"budgetBytes"`
+	UsedBytes   int64 `json:"usedBytes"`
 }
 
 // ServerTLS is the daemon's TLS setup as /healthz reports it.

@@ -14,7 +14,7 @@ import (
 // WorkerStates are the keys of EndpointStats.Workers, in lifecycle order.
 // "throttled" counts workers the endpoint wants but cannot place (no free
 // GPU); the others count live workers.
-var WorkerStates = []string{"initializing", "idle", "running", "draining", "frozen", "unhealthy", "throttled"}
+var WorkerStates = []string{"initializing", "idle", "running", "draining", "frozen", "parked", "unhealthy", "throttled"}
 
 // DurationSummary summarises durations: the quantiles are over the most
 // recent samples (1024), Count and SumSeconds are since the daemon started.
@@ -80,6 +80,11 @@ type EndpointStats struct {
 	WorkersRevived   int64 `json:"workersRevived"`
 	WorkersFrozen    int64 `json:"workersFrozen"`
 	WorkersReclaimed int64 `json:"workersReclaimed"`
+	// GPU parking: parks done, the time each took, and the host memory
+	// the endpoint's parked workers hold now.
+	WorkersParked int64           `json:"workersParked"`
+	Park          DurationSummary `json:"park"`
+	ParkedBytes   int64           `json:"parkedBytes"`
 
 	// Raw is the object exactly as the daemon sent it.
 	Raw json.RawMessage `json:"-"`
@@ -104,6 +109,9 @@ func (s *EndpointStats) UnmarshalJSON(b []byte) error {
 		WorkersRevived   flexInt            `json:"workersRevived"`
 		WorkersFrozen    flexInt            `json:"workersFrozen"`
 		WorkersReclaimed flexInt            `json:"workersReclaimed"`
+		WorkersParked    flexInt            `json:"workersParked"`
+		Park             DurationSummary    `json:"park"`
+		ParkedBytes      flexInt            `json:"parkedBytes"`
 	}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
@@ -124,6 +132,9 @@ func (s *EndpointStats) UnmarshalJSON(b []byte) error {
 		WorkersRevived:   int64(aux.WorkersRevived),
 		WorkersFrozen:    int64(aux.WorkersFrozen),
 		WorkersReclaimed: int64(aux.WorkersReclaimed),
+		WorkersParked:    int64(aux.WorkersParked),
+		Park:             aux.Park,
+		ParkedBytes:      int64(aux.ParkedBytes),
 		Raw:              bytes.Clone(b),
 	}
 	for k, v := range aux.Finished {

@@ -15,8 +15,8 @@ import (
 type Worker struct {
 	ID         string `json:"id"`
 	EndpointID string `json:"endpointId"`
-	// State is initializing, idle, running, draining, stopped or
-	// unhealthy.
+	// State is initializing, idle, running, draining, frozen, parked,
+	// stopped or unhealthy.
 	State string `json:"state"`
 	// PID is the worker's main process on the daemon's host; 0 if unknown.
 	PID int `json:"pid,omitempty"`
@@ -36,6 +36,10 @@ type Worker struct {
 	// Outdated: its endpoint has a newer generation; it finishes its jobs
 	// and then stops.
 	Outdated bool `json:"outdated,omitempty"`
+	// ParkedBytes is the host memory a parked worker's GPU state takes;
+	// ParkedGPUs are the GPUs it revives on.
+	ParkedBytes int64    `json:"parkedBytes,omitempty"`
+	ParkedGPUs  []string `json:"parkedGpus,omitempty"`
 
 	// Raw is the object exactly as the daemon sent it.
 	Raw json.RawMessage `json:"-"`

@@ -37,6 +37,7 @@ import (
 	"github.com/emberhq/ember/daemon/httpapi"
 	apikeys "github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/oci"
+	"github.com/emberhq/ember/oci/cudackpt"
 	"github.com/emberhq/ember/oci/gpu"
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/oci/process"
@@ -156,6 +157,10 @@ func LoadOrCreateKey(path string) (string, error) {
 }
 
 // workerRuntime is what the daemon needs of the chosen runtime.
+// parkHelperCloseWait bounds how long emberd's shutdown waits for the
+// CUDA checkpoint helper's calls under way.
+const parkHelperCloseWait = 30 * time.Second
+
 type workerRuntime struct {
 	rt     oci.Runtime
 	images *image.Store // nil for the process runtime
@@ -168,6 +173,11 @@ type workerRuntime struct {
 	freeMemory func(uuid string) (uint64, error)
 	watchGPUs  func(ctx context.Context, report func(uuid, reason string))
 	gpuStats   func(uuid string) (httpapi.GPUStats, error)
+	// gpuPark is the CUDA driver's checkpoint API, for parking GPU workers
+	// (scheduler/park.go): the ember-ckpt helper process (oci/cudackpt's
+	// Helper, started on first use). Nil without GPUs or NVML, so that
+	// parking is unsupported and endpoints asking for it are refused.
+	gpuPark cudackpt.Driver
 }
 
 // imageExists is the scheduler's check that an endpoint's image is
@@ -232,7 +242,15 @@ func newRuntime(ctx context.Context, o Options, log *slog.Logger) (*workerRuntim
 		// memory, and initialising NVML per query would be slow.
 		lib := nvml.New()
 		if ret := lib.Init(); ret == nvml.SUCCESS {
-			closeNVML = func() { lib.Shutdown() }
+			park := cudackpt.NewHelper(cudackpt.HelperConfig{NVML: lib, Logger: log})
+			wr.gpuPark = park
+			closeNVML = func() {
+				// Calls under way (a checkpoint of many GiB) may finish.
+				if err := park.Close(parkHelperCloseWait); err != nil {
+					log.Warn("stop the CUDA checkpoint helper", "err", err)
+				}
+				lib.Shutdown()
+			}
 			wr.freeMemory = func(uuid string) (uint64, error) { return gpu.FreeMemory(lib, uuid) }
 			wr.gpuStats = func(uuid string) (httpapi.GPUStats, error) {
 				st, err := gpu.Stats(lib, uuid)

@@ -344,6 +344,7 @@ func (d *run) openSched(ctx context.Context) error {
 		AbsoluteCommand:  wr.images == nil,
 		GPUs:             wr.gpus,
 		GPUFreeMemory:    wr.freeMemory,
+		GPUPark:          wr.gpuPark,
 		WorkerAPIBase:    d.base,
 		Tunables:         o.Tunables,
 		MinFreeBytes:     uint64(o.MinFreeDiskMB) << 20,

@@ -47,7 +47,7 @@ func TestEndpointRoundTrip(t *testing.T) {
 		WorkersMin: 1, WorkersMax: 2, IdleTimeoutSec: 3, ExecutionTimeoutMs: 6000, ScalerType: spec.ScalerRequestCount,
 		ScalerValue: 4, GPUCount: 5, GPUTypes: []string{"H100"}, MemoryMB: 64, CPUs: 1.5, PidsLimit: 7,
 		Network: spec.NetworkNone, InitTimeoutSec: 60, Flashboot: true, FlashbootWindowSec: 8, MaxAttempts: 9,
-		GPUMemoryMB: 1024, NoInit: true, CreatedAt: 1000, UpdatedAt: 2000, Generation: 3,
+		GPUMemoryMB: 1024, NoInit: true, CreatedAt: 1000, UpdatedAt: 2000, Generation: 3, GPUPark: spec.ParkIdle, GPUParkDelaySec: 30,
 	}
 	v := reflect.ValueOf(want)
 	for i := range v.NumField() {

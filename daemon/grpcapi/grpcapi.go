@@ -143,6 +143,8 @@ var endpointFields = []struct {
 	{"max_attempts", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.MaxAttempts = i32(e.MaxAttempts) }},
 	{"gpu_memory_mb", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.GPUMemoryMB = i32(e.GpuMemoryMb) }},
 	{"init", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.Init = e.Init }},
+	{"gpu_park", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.GPUPark = e.GpuPark }},
+	{"gpu_park_delay", func(e *emberv1.Endpoint, sp *spec.EndpointSpec, _ bool) { sp.GPUParkDelay = i32(e.GpuParkDelay) }},
 }
 
 // nonEmpty points at v, a proto3 field without presence whose length is n,
@@ -180,7 +182,7 @@ func p32(v int) *int32 {
 // EndpointProto converts an endpoint definition to its API form, the
 // inverse of specFrom.
 func EndpointProto(e spec.Endpoint) *emberv1.Endpoint {
-	st, cpus, network, flashboot, init := e.ScalerType, e.CPUs, e.Network, e.Flashboot, !e.NoInit
+	st, cpus, network, flashboot, init, park := e.ScalerType, e.CPUs, e.Network, e.Flashboot, !e.NoInit, e.GPUPark
 	return &emberv1.Endpoint{
 		Id:                 e.ID,
 		Name:               e.Name,
@@ -206,6 +208,8 @@ func EndpointProto(e spec.Endpoint) *emberv1.Endpoint {
 		GpuMemoryMb:        p32(e.GPUMemoryMB),
 		Generation:         e.Generation,
 		Init:               &init,
+		GpuPark:            &park,
+		GpuParkDelay:       p32(e.GPUParkDelaySec),
 		CreatedAt:          timestamppb.New(time.UnixMilli(e.CreatedAt)),
 		UpdatedAt:          timestamppb.New(time.UnixMilli(e.UpdatedAt)),
 	}
@@ -295,6 +299,7 @@ func StatsProto(st scheduler.EndpointStats) *emberv1.EndpointStats {
 		Delay:   sum(st.Delay), Execution: sum(st.Execution), ColdStart: sum(st.ColdStart), Revival: sum(st.Revival),
 		WorkersStarted: st.WorkersStarted, WorkersRevived: st.WorkersRevived,
 		WorkersFrozen: st.WorkersFrozen, WorkersReclaimed: st.WorkersReclaimed,
+		WorkersParked: st.WorkersParked, Park: sum(st.Park), ParkedBytes: int64(st.ParkedBytes),
 	}
 	for k, v := range st.Workers {
 		out.Workers[k] = int32(v)

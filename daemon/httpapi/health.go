@@ -18,7 +18,7 @@ import (
 //	GET /healthz  liveness: 200 {"status":"ok","uptimeSeconds":N,"openFiles":{"soft":S,"hard":H},
 //	              "connections":{"open":N,"max":M,"reserve":R,...},
 //	              "tls":{"enabled":B,"mode":"off|auto|files","caFingerprint":HEX,"certNotAfter":RFC3339},
-//	              "insecureListen":B} while the process serves HTTP
+//	              "insecureListen":B,"parkMemory":{"budgetBytes":N,"usedBytes":N}} while the process serves HTTP
 //	GET /readyz   readiness: 200 {"status":"ready"} once the scheduler is open and has
 //	              recovered, 503 {"status":"unavailable","error":REASON} otherwise
 //	              (with "freeBytes" and "neededBytes" when the data disk is too full)
@@ -40,6 +40,7 @@ func (h *Server) serveHealth(w http.ResponseWriter, r *http.Request, probe strin
 			Connections   any        `json:"connections,omitempty"`
 			TLS           TLSStatus  `json:"tls"`
 			Insecure      bool       `json:"insecureListen"`
+			ParkMemory    *parkMem   `json:"parkMemory,omitempty"`
 		}{Status: "ok", UptimeSeconds: int64(max(up, 0)), TLS: TLSStatus{Mode: "off"}, Insecure: h.cfg.InsecureListen}
 		if h.cfg.TLS != nil {
 			live.TLS = h.cfg.TLS()
@@ -50,6 +51,10 @@ func (h *Server) serveHealth(w http.ResponseWriter, r *http.Request, probe strin
 		}
 		if h.cfg.Connections != nil {
 			live.Connections = h.cfg.Connections()
+		}
+		if h.s != nil {
+			b, u := h.s.ParkMemory()
+			live.ParkMemory = &parkMem{Budget: b, Used: u}
 		}
 		writeJSON(w, live)
 		return
@@ -88,6 +93,13 @@ type TLSStatus struct {
 type openFiles struct {
 	Soft uint64 `json:"soft"`
 	Hard uint64 `json:"hard"`
+}
+
+// parkMem is the host memory parked GPU workers may take (--park-memory-mb)
+// and take now.
+type parkMem struct {
+	Budget uint64 `json:"budgetBytes"`
+	Used   uint64 `json:"usedBytes"`
 }
 
 // writeJSONStatus is writeJSON with another status code.

@@ -51,6 +51,16 @@ var (
 		"Idle workers frozen (FlashBoot) since emberd started.")
 	descWorkersReclaimed = endpointDesc("ember_workers_reclaimed_total",
 		"Frozen or idle workers stopped to give their GPUs to another endpoint, since emberd started.")
+	descWorkersParked = endpointDesc("ember_workers_parked_total",
+		"Workers parked (GPU state moved to host memory, GPU given up; endpoint gpuPark) since emberd started.")
+	descPark = endpointDesc("ember_worker_park_seconds",
+		"Time from the decision to park a worker to its GPUs released. Quantiles over the last 1024 parks.")
+	descParkedBytes = endpointDesc("ember_workers_parked_bytes",
+		"Host memory the endpoint's parked workers' GPU state takes now.")
+	descParkBudget = prometheus.NewDesc("ember_park_memory_budget_bytes",
+		"Host memory parked workers may take in all (emberd --park-memory-mb).", nil, nil)
+	descParkUsed = prometheus.NewDesc("ember_park_memory_used_bytes",
+		"Host memory parked workers take now, or have reserved for a park under way.", nil, nil)
 	descStreamRejected = endpointDesc("ember_stream_chunks_rejected_total",
 		"Job-stream posts refused since emberd started, by reason: late (the job had ended) or limit (the job's unread stream was full; the job failed).", "reason")
 )
@@ -64,7 +74,8 @@ var streamRejectReasons = []string{"late", "limit"}
 // tell "none" from "absent".
 var workerStates = []string{
 	string(scheduler.WorkerInitializing), string(scheduler.WorkerIdle), string(scheduler.WorkerRunning),
-	string(scheduler.WorkerDraining), string(scheduler.WorkerFrozen), string(scheduler.WorkerUnhealthy),
+	string(scheduler.WorkerDraining), string(scheduler.WorkerFrozen), string(scheduler.WorkerParked),
+	string(scheduler.WorkerUnhealthy),
 	"throttled",
 }
 
@@ -90,6 +101,7 @@ func (c schedulerCollector) Describe(ch chan<- *prometheus.Desc) {
 		descJobsQueued, descJobsInProgress, descJobsFinished, descJobsRetried, descWorkers,
 		descDelay, descExecution, descColdStart, descRevival,
 		descWorkersStarted, descWorkersRevived, descWorkersFrozen, descWorkersReclaimed,
+		descWorkersParked, descPark, descParkedBytes, descParkBudget, descParkUsed,
 		descStreamRejected,
 	} {
 		ch <- d
@@ -102,6 +114,9 @@ func (c schedulerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(descJobsQueued, fmt.Errorf("reading scheduler stats: %w", err))
 		return
 	}
+	budget, used := c.s.ParkMemory()
+	ch <- prometheus.MustNewConstMetric(descParkBudget, prometheus.GaugeValue, float64(budget))
+	ch <- prometheus.MustNewConstMetric(descParkUsed, prometheus.GaugeValue, float64(used))
 	for _, st := range all {
 		id, name := st.EndpointID, st.Name
 		gauge := func(d *prometheus.Desc, v float64, extra ...string) {
@@ -136,6 +151,9 @@ func (c schedulerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descWorkersRevived, st.WorkersRevived)
 		counter(descWorkersFrozen, st.WorkersFrozen)
 		counter(descWorkersReclaimed, st.WorkersReclaimed)
+		counter(descWorkersParked, st.WorkersParked)
+		summary(descPark, st.Park)
+		gauge(descParkedBytes, float64(st.ParkedBytes))
 		for _, reason := range withExtraKeys(streamRejectReasons, st.StreamChunksRejected) {
 			counter(descStreamRejected, st.StreamChunksRejected[reason], reason)
 		}

@@ -124,10 +124,11 @@ func TestMetrics(t *testing.T) {
 		return m
 	}
 
-	gauges := []string{"ember_jobs_queued", "ember_jobs_in_progress", "ember_workers"}
+	gauges := []string{"ember_jobs_queued", "ember_jobs_in_progress", "ember_workers", "ember_workers_parked_bytes"}
 	counters := []string{"ember_jobs_finished_total", "ember_jobs_retried_total", "ember_workers_started_total",
-		"ember_workers_revived_total", "ember_workers_frozen_total", "ember_workers_reclaimed_total"}
-	summaries := []string{"ember_job_delay_seconds", "ember_job_execution_seconds", "ember_worker_cold_start_seconds", "ember_worker_revival_seconds"}
+		"ember_workers_revived_total", "ember_workers_frozen_total", "ember_workers_reclaimed_total", "ember_workers_parked_total"}
+	summaries := []string{"ember_job_delay_seconds", "ember_job_execution_seconds", "ember_worker_cold_start_seconds", "ember_worker_revival_seconds",
+		"ember_worker_park_seconds"}
 	for _, name := range slices.Concat(gauges, counters, summaries) {
 		fam, ok := fams[name]
 		if !ok {
@@ -172,11 +173,18 @@ func TestMetrics(t *testing.T) {
 		states = append(states, labelValue(m, "state"))
 	}
 	slices.Sort(states)
-	if want := []string{"draining", "frozen", "idle", "initializing", "running", "throttled", "unhealthy"}; !slices.Equal(states, want) {
+	if want := []string{"draining", "frozen", "idle", "initializing", "parked", "running", "throttled", "unhealthy"}; !slices.Equal(states, want) {
 		t.Errorf("ember_workers states %v, want %v", states, want)
 	}
 	if got := series(t, fams, "ember_workers", with("state", "idle")).GetGauge().GetValue(); got != 1 {
 		t.Errorf(`ember_workers{state="idle"} = %v, want 1`, got)
+	}
+	budget, _ := e.s.ParkMemory()
+	if fam := fams["ember_park_memory_budget_bytes"]; fam == nil || len(fam.GetMetric()) != 1 || fam.GetMetric()[0].GetGauge().GetValue() != float64(budget) || budget == 0 {
+		t.Errorf("ember_park_memory_budget_bytes: %v, want the scheduler's budget %d", fam, budget)
+	}
+	if fam := fams["ember_park_memory_used_bytes"]; fam == nil || len(fam.GetMetric()) != 1 || fam.GetMetric()[0].GetGauge().GetValue() != 0 {
+		t.Errorf("ember_park_memory_used_bytes: %v, want 0", fam)
 	}
 
 	for _, name := range []string{"ember_job_delay_seconds", "ember_job_execution_seconds"} {
@@ -252,8 +260,10 @@ func TestMetricsRoute(t *testing.T) {
 	}
 	fams = scrape(t, srv.URL)
 	for name, fam := range fams {
-		// ember_requests_refused_total is the daemon's, not an endpoint's.
-		if strings.HasPrefix(name, "ember_") && name != "ember_test_extra" && name != "ember_requests_refused_total" && len(fam.GetMetric()) > 0 {
+		// ember_requests_refused_total and ember_park_memory_* are the
+		// daemon's, not an endpoint's.
+		daemonWide := name == "ember_requests_refused_total" || strings.HasPrefix(name, "ember_park_memory_")
+		if strings.HasPrefix(name, "ember_") && name != "ember_test_extra" && !daemonWide && len(fam.GetMetric()) > 0 {
 			t.Errorf("%s still exported after the endpoint was deleted", name)
 		}
 	}

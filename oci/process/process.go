@@ -126,9 +126,28 @@ type worker struct {
 }
 
 var (
-	_ oci.Worker  = (*worker)(nil)
-	_ oci.Freezer = (*worker)(nil)
+	_ oci.Worker    = (*worker)(nil)
+	_ oci.Freezer   = (*worker)(nil)
+	_ oci.Inspector = (*worker)(nil)
 )
+
+// Processes implements oci.Inspector: the worker's own process (the
+// children it starts are not tracked).
+func (w *worker) Processes() ([]int, error) {
+	if w.isDone() {
+		return nil, fmt.Errorf("list the processes of worker %d: %w", w.PID(), oci.ErrExited)
+	}
+	return []int{w.PID()}, nil
+}
+
+// MemoryLimit implements oci.Inspector: a host process has no limit.
+func (w *worker) MemoryLimit() int64 { return 0 }
+
+// SetMemoryLimit implements oci.Inspector: the process runtime cannot
+// limit memory.
+func (w *worker) SetMemoryLimit(int64) error {
+	return fmt.Errorf("set the memory limit of worker %d: %w", w.PID(), oci.ErrUnsupported)
+}
 
 func (w *worker) PID() int { return w.cmd.Process.Pid }
 

@@ -232,3 +232,19 @@ func readLog(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestInspector: a host process lists its own pid, has no memory limit,
+// and cannot be given one.
+func TestInspector(t *testing.T) {
+	w, _ := start(t, tick)
+	in := w.(oci.Inspector)
+	if pids, err := in.Processes(); err != nil || len(pids) != 1 || pids[0] != w.PID() {
+		t.Fatalf("Processes = %v, %v; want [%d]", pids, err, w.PID())
+	}
+	if n := in.MemoryLimit(); n != 0 {
+		t.Fatalf("MemoryLimit = %d, want 0 (none)", n)
+	}
+	if err := in.SetMemoryLimit(1 << 30); !errors.Is(err, oci.ErrUnsupported) {
+		t.Fatalf("SetMemoryLimit: %v, want oci.ErrUnsupported", err)
+	}
+}

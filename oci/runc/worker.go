@@ -28,8 +28,10 @@ type Worker struct {
 	paths       paths
 	logPath     string
 	cgroupPaths map[string]string
-	memLimit    int64
-	timings     StartTimings
+	// memLimit is the memory limit now (SetMemoryLimit changes it);
+	// guarded by mu.
+	memLimit int64
+	timings  StartTimings
 
 	stopOnce sync.Once
 	// mu serialises Freeze and Thaw, and orders them against Stop, Kill
@@ -49,8 +51,9 @@ type Worker struct {
 }
 
 var (
-	_ oci.Worker  = (*Worker)(nil)
-	_ oci.Freezer = (*Worker)(nil)
+	_ oci.Worker    = (*Worker)(nil)
+	_ oci.Freezer   = (*Worker)(nil)
+	_ oci.Inspector = (*Worker)(nil)
 )
 
 func newWorker(r *Runtime, c *libcontainer.Container, pid int, p paths, logPath string, cgroupPaths map[string]string, memLimit int64) *Worker {
@@ -93,7 +96,7 @@ func (w *Worker) run(wait func() oci.ExitStatus) {
 		w.r.log.Debug("read the OOM kill count", "worker", w.id, "err", err)
 	} else if n > 0 {
 		st.OOMKilled = true
-		st.MemoryLimit = w.memLimit
+		st.MemoryLimit = w.MemoryLimit()
 	}
 	close(stopLogs)
 	<-logsDone
@@ -354,4 +357,58 @@ func readKey(path, key string) (uint64, error) {
 		return 0, fmt.Errorf("read %s: %w", path, err)
 	}
 	return 0, fmt.Errorf("%s has no %s", path, key)
+}
+
+// Processes implements oci.Inspector: the host pids of every process in
+// the container's cgroup. While the container runs, a pid listed may
+// have exited since.
+func (w *Worker) Processes() ([]int, error) {
+	if w.isDone() {
+		return nil, fmt.Errorf("list the processes of worker %s: %w", w.id, oci.ErrExited)
+	}
+	pids, err := w.c.Processes()
+	if err != nil {
+		return nil, fmt.Errorf("list the processes of worker %s: %w", w.id, err)
+	}
+	return pids, nil
+}
+
+// MemoryLimit implements oci.Inspector.
+func (w *Worker) MemoryLimit() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.memLimit
+}
+
+// SetMemoryLimit implements oci.Inspector through libcontainer's Set: the
+// container's resources with the memory limit changed, and the swap limit
+// moved by as much where one is set (cgroup v1 refuses a memory limit
+// above memory+swap). The change is saved in the container's state, so
+// an emberd that adopts the container later reads it.
+func (w *Worker) SetMemoryLimit(bytes int64) error {
+	if bytes <= 0 {
+		return fmt.Errorf("set the memory limit of worker %s: %d bytes is not a limit", w.id, bytes)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.exited {
+		return fmt.Errorf("set the memory limit of worker %s: %w", w.id, oci.ErrExited)
+	}
+	cfg := w.c.Config()
+	cg := *cfg.Cgroups
+	res := *cg.Resources
+	if res.MemorySwap > 0 && res.Memory > 0 {
+		res.MemorySwap += bytes - res.Memory
+	}
+	res.Memory = bytes
+	cg.Resources = &res
+	cfg.Cgroups = &cg
+	if err := w.c.Set(cfg); err != nil {
+		if errors.Is(err, libcontainer.ErrNotRunning) {
+			return fmt.Errorf("set the memory limit of worker %s: %w", w.id, oci.ErrExited)
+		}
+		return fmt.Errorf("set the memory limit of worker %s to %s: %w", w.id, oci.FormatBytes(bytes), err)
+	}
+	w.memLimit = bytes
+	return nil
 }

@@ -162,3 +162,13 @@ const (
 	// for its logs (their files are swept after --worker-log-retention).
 	LogStoppedWorkers = 64
 )
+
+// GPU parking (scheduler/park.go).
+const (
+	// DefaultParkMemoryPercent is the share of the host's memory (MemTotal)
+	// that parked workers' GPU state may take when --park-memory-mb is not
+	// given: 25%, so that parking a handful of models never crowds out the
+	// running workers, the page cache and emberd. A park that would go past
+	// it is refused and the worker is stopped instead.
+	DefaultParkMemoryPercent = 25
+)

@@ -25,14 +25,18 @@ type Endpoint struct {
 	Network            string            `json:"network,omitempty"`
 	// InitTimeoutSec, FlashbootWindowSec: 0 in records written before the
 	// fields existed, read as the defaults.
-	InitTimeoutSec     int   `json:"initTimeout,omitempty"`
-	Flashboot          bool  `json:"flashboot,omitempty"`
-	FlashbootWindowSec int   `json:"flashbootWindow,omitempty"`
-	MaxAttempts        int   `json:"maxAttempts,omitempty"`
-	GPUMemoryMB        int   `json:"gpuMemoryMb,omitempty"`
-	NoInit             bool  `json:"noInit,omitempty"` // init false; zero (older records too): an init
-	CreatedAt          int64 `json:"createdAt"`
-	UpdatedAt          int64 `json:"updatedAt"`
+	InitTimeoutSec     int  `json:"initTimeout,omitempty"`
+	Flashboot          bool `json:"flashboot,omitempty"`
+	FlashbootWindowSec int  `json:"flashbootWindow,omitempty"`
+	MaxAttempts        int  `json:"maxAttempts,omitempty"`
+	GPUMemoryMB        int  `json:"gpuMemoryMb,omitempty"`
+	NoInit             bool `json:"noInit,omitempty"` // init false; zero (older records too): an init
+	// GPUPark, GPUParkDelaySec: "" and 0 in records written before the
+	// fields existed, read as the defaults.
+	GPUPark         string `json:"gpuPark,omitempty"`
+	GPUParkDelaySec int    `json:"gpuParkDelay,omitempty"`
+	CreatedAt       int64  `json:"createdAt"`
+	UpdatedAt       int64  `json:"updatedAt"`
 	// Generation counts the updates that changed what a worker runs
 	// (changesWorkers in package scheduler); records written before it
 	// existed have none and read as generation 1.
@@ -66,6 +70,11 @@ type EndpointSpec struct {
 	// Init: false runs the worker's entrypoint as its container's PID 1,
 	// without the runtime's init.
 	Init *bool
+	// GPUPark is when an idle worker's GPU state is moved to host memory
+	// and its GPU given up (ParkNever, ParkOnReclaim, ParkIdle).
+	GPUPark *string
+	// GPUParkDelay is how long a worker is idle before ParkIdle parks it.
+	GPUParkDelay *int // seconds
 }
 
 // RunPod's endpoint defaults (docs/compat.md).
@@ -88,6 +97,22 @@ const (
 	NetworkNone               = "none"
 )
 
+// gpuPark values: when a GPU worker's GPU state is moved to host memory
+// (parked) and its GPU given up, instead of keeping the GPU or being killed.
+const (
+	// ParkNever: never parked (the default); a worker that must give up
+	// its GPU is killed.
+	ParkNever = "never"
+	// ParkOnReclaim: parked instead of killed when another endpoint needs
+	// its GPU.
+	ParkOnReclaim = "onReclaim"
+	// ParkIdle: also parked once it has been frozen or idle past its idle
+	// timeout for gpuParkDelay seconds, whether or not the GPU is wanted.
+	ParkIdle = "idle"
+	// DefaultGPUParkDelaySec is gpuParkDelay's default.
+	DefaultGPUParkDelaySec = 60
+)
+
 // Default is the endpoint a create starts from: RunPod's defaults, before
 // the request's fields are applied.
 func Default() Endpoint {
@@ -102,6 +127,8 @@ func Default() Endpoint {
 		Network:            NetworkHost,
 		InitTimeoutSec:     DefaultInitTimeoutSec,
 		FlashbootWindowSec: DefaultFlashbootWindowSec,
+		GPUPark:            ParkNever,
+		GPUParkDelaySec:    DefaultGPUParkDelaySec,
 	}
 }
 
@@ -139,6 +166,8 @@ func (sp EndpointSpec) Apply(e *Endpoint) {
 	if sp.Init != nil {
 		e.NoInit = !*sp.Init
 	}
+	set(&e.GPUPark, sp.GPUPark)
+	set(&e.GPUParkDelaySec, sp.GPUParkDelay)
 }
 
 // set copies *v into *dst when v is given.

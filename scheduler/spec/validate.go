@@ -138,6 +138,15 @@ var rules = []rule{
 		says("must be between 0 (any) and %d MiB", maxMemoryMB)},
 	{"gpuMemoryMb", func(e *Endpoint) bool { return !(e.GPUMemoryMB > 0 && e.GPUCount == 0) },
 		says("is set but gpuCount is 0 (a CPU endpoint uses no GPU)")},
+	{"gpuPark", func(e *Endpoint) bool {
+		return e.GPUPark == ParkNever || e.GPUPark == ParkOnReclaim || e.GPUPark == ParkIdle
+	}, says("must be %q, %q or %q", ParkNever, ParkOnReclaim, ParkIdle)},
+	{"gpuPark", func(e *Endpoint) bool { return e.GPUPark == ParkNever || e.GPUCount > 0 },
+		func(e *Endpoint) string {
+			return fmt.Sprintf("is %q but gpuCount is 0 (a CPU endpoint has no GPU to give up)", e.GPUPark)
+		}},
+	{"gpuParkDelay", func(e *Endpoint) bool { return between(e.GPUParkDelaySec, 1, maxDaySec) },
+		says("must be between 1 and %d seconds (1 day)", maxDaySec)},
 }
 
 // checkCommand checks each argument of the command and their total, sized

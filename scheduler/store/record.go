@@ -108,4 +108,17 @@ type WorkerRecord struct {
 	// Generation is the endpoint generation the worker was started with
 	// (0 in records written before it existed: read as 1).
 	Generation int64 `json:"gen,omitempty"`
+	// Park is set from the decision to park the worker to its revival
+	// (scheduler/park.go); GPUs are then the GPUs it was parked from,
+	// which it may not hold.
+	Park *ParkRecord `json:"park,omitempty"`
+}
+
+// ParkRecord is what a restarted emberd needs of a parked worker.
+type ParkRecord struct {
+	// Bytes is the host memory its GPU state takes.
+	Bytes uint64 `json:"bytes"`
+	// MemoryBase is its memory limit before parking raised it (0: it had
+	// none, and it was not raised).
+	MemoryBase int64 `json:"memBase,omitempty"`
 }

@@ -56,6 +56,8 @@ type createFlags struct {
 	flashbootWindow    secondsValue
 	maxAttempts        int
 	gpuMemoryMB        int
+	gpuPark            string
+	gpuParkDelay       secondsValue
 }
 
 func (a *app) endpointCreateCmd() *cobra.Command {
@@ -123,6 +125,8 @@ func addSpecFlags(cmd *cobra.Command, f *createFlags) {
 	fl.Var(&f.flashbootWindow, "flashboot-window", "stop a frozen worker after this long: seconds or a duration such as 10m (default 5m)")
 	fl.IntVar(&f.maxAttempts, "max-attempts", 0, "times a job is handed to a worker before it fails when its workers keep dying (0: the daemon's --max-attempts)")
 	fl.IntVar(&f.gpuMemoryMB, "gpu-memory-mb", 0, "place workers only on GPUs with at least this many MiB free (0: any)")
+	fl.StringVar(&f.gpuPark, "gpu-park", "", "move an idle worker's GPU state to host memory and give its GPU away, to revive in seconds: never (default), onReclaim (when another endpoint needs the GPU) or idle (also after --gpu-park-delay)")
+	fl.Var(&f.gpuParkDelay, "gpu-park-delay", "with --gpu-park idle, park a worker frozen this long: seconds or a duration such as 2m (default 1m)")
 }
 
 // splitDash separates NAME from the worker command given after "--".
@@ -250,6 +254,13 @@ func applySpecFlags(cmd *cobra.Command, f *createFlags, spec *client.EndpointSpe
 	}
 	if set("gpu-memory-mb") {
 		spec.GPUMemoryMB = &f.gpuMemoryMB
+	}
+	if set("gpu-park") {
+		spec.GPUPark = f.gpuPark
+	}
+	if set("gpu-park-delay") {
+		n := int(f.gpuParkDelay)
+		spec.GPUParkDelay = &n
 	}
 	return nil
 }

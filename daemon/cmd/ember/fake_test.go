@@ -56,7 +56,7 @@ type fakeRequest struct {
 // a string, as protojson would write it if the field became int64. Only
 // sdxl has the fields added later (initTimeout...), as from a newer daemon.
 var seedEndpoints = []string{
-	`{"id":"ep-b2","name":"sdxl","command":["python","-u","handler.py","--model","sd xl"],"workersMin":1,"workersMax":2,"idleTimeout":300,"executionTimeoutMs":600000,"scalerType":"REQUEST_COUNT","scalerValue":2,"gpuCount":1,"gpuTypes":["NVIDIA H100 80GB HBM3","NVIDIA A100-SXM4-80GB"],"memoryMb":32768,"cpus":4,"pidsLimit":4096,"network":"host","initTimeout":900,"flashboot":true,"flashbootWindow":600,"maxAttempts":5,"gpuMemoryMb":40000,"generation":"3","init":true,"createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-01T12:00:00Z"}`,
+	`{"id":"ep-b2","name":"sdxl","command":["python","-u","handler.py","--model","sd xl"],"workersMin":1,"workersMax":2,"idleTimeout":300,"executionTimeoutMs":600000,"scalerType":"REQUEST_COUNT","scalerValue":2,"gpuCount":1,"gpuTypes":["NVIDIA H100 80GB HBM3","NVIDIA A100-SXM4-80GB"],"memoryMb":32768,"cpus":4,"pidsLimit":4096,"network":"host","initTimeout":900,"flashboot":true,"flashbootWindow":600,"maxAttempts":5,"gpuMemoryMb":40000,"generation":"3","init":true,"gpuPark":"idle","gpuParkDelay":120,"createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-01T12:00:00Z"}`,
 	`{"id":"ep-a1","name":"echo","image":"ghcr.io/acme/echo:1","env":{"LOG_LEVEL":"debug"},"workersMax":3,"idleTimeout":5,"executionTimeoutMs":600000,"scalerType":"QUEUE_DELAY","scalerValue":4,"gpuCount":0,"createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-01T12:00:00Z"}`,
 	`{"id":"ep-c3","name":"llm","image":"vllm/vllm-openai:v0.6","command":["python","-m","worker"],"workersMin":0,"workersMax":8,"idleTimeout":3600,"executionTimeoutMs":"1800000","scalerType":"QUEUE_DELAY","scalerValue":4,"gpuCount":2,"createdAt":"2025-06-01T12:00:00Z","updatedAt":"2025-06-02T08:30:00Z"}`,
 }
@@ -287,12 +287,13 @@ func (fd *fakeDaemon) patch(w http.ResponseWriter, r *http.Request) {
 var seedStats = map[string]string{
 	"ep-b2": `{"endpointId":"ep-b2","name":"sdxl","inQueue":3,"inProgress":2,` +
 		`"finished":{"CANCELLED":"2","COMPLETED":"1520","FAILED":"4","TIMED_OUT":"1"},"retried":"3",` +
-		`"workers":{"draining":0,"frozen":0,"idle":0,"initializing":0,"running":2,"throttled":1,"unhealthy":0},` +
+		`"workers":{"draining":0,"frozen":0,"idle":0,"initializing":0,"parked":1,"running":2,"throttled":1,"unhealthy":0},` +
 		`"delay":{"count":"1527","sumSeconds":412.5,"p50Seconds":0.0124,"p90Seconds":0.0481,"p99Seconds":2.3105},` +
 		`"execution":{"count":"1524","sumSeconds":6120.2,"p50Seconds":3.402,"p90Seconds":6.8,"p99Seconds":14.25},` +
 		`"coldStart":{"count":"4","sumSeconds":182.4,"p50Seconds":41.2,"p90Seconds":52.7,"p99Seconds":52.7},` +
 		`"revival":{"count":"9","sumSeconds":0.81,"p50Seconds":0.0853,"p90Seconds":0.1204,"p99Seconds":0.1204},` +
-		`"workersStarted":"4","workersRevived":"9","workersFrozen":"11","workersReclaimed":"1"}`,
+		`"workersStarted":"4","workersRevived":"9","workersFrozen":"11","workersReclaimed":"1",` +
+		`"workersParked":"2","park":{"count":"2","sumSeconds":6.6,"p50Seconds":3.26,"p90Seconds":3.34,"p99Seconds":3.34},"parkedBytes":"4294967296"}`,
 	"ep-a1": `{"endpointId":"ep-a1","name":"echo","inQueue":0,"inProgress":0,` +
 		`"finished":{"CANCELLED":"0","COMPLETED":"37","FAILED":"0","TIMED_OUT":"0"},"retried":"0",` +
 		`"workers":{"draining":0,"frozen":0,"idle":1,"initializing":0,"running":0,"throttled":0,"unhealthy":0},` +

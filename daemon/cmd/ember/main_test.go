@@ -277,6 +277,7 @@ func TestCreateSendsOnlySetFlags(t *testing.T) {
 			args: []string{"x", "--init-timeout", "15m", "--flashboot", "--flashboot-window", "90", "--max-attempts", "5", "--gpu-memory-mb", "40000"},
 			want: `{"name":"x","initTimeout":900,"flashboot":true,"flashbootWindow":90,"maxAttempts":5,"gpuMemoryMb":40000}`,
 		},
+		{name: "gpu park", args: []string{"x", "--gpu-park", "idle", "--gpu-park-delay", "2m"}, want: `{"name":"x","gpuPark":"idle","gpuParkDelay":120}`},
 		{name: "explicit flashboot off", args: []string{"x", "--flashboot=false", "--max-attempts", "0"}, want: `{"name":"x","flashboot":false,"maxAttempts":0}`},
 		{name: "flashboot from file", args: []string{"--file", "-"}, stdin: `{"name":"f","flashboot":true,"initTimeout":"600"}`, want: `{"name":"f","flashboot":true,"initTimeout":600}`},
 		{name: "fractional init timeout", args: []string{"x", "--init-timeout", "2.5s"}, err: "must be whole seconds"},

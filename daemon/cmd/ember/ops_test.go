@@ -114,7 +114,7 @@ const plainHealthzTLS = `"tls":{"enabled":false,"mode":"off"},"insecureListen":f
 func (fd *fakeDaemon) healthz(w http.ResponseWriter, _ *http.Request) {
 	fd.mu.Lock()
 	defer fd.mu.Unlock()
-	send(w, 200, `{"status":"ok","uptimeSeconds":273784,"openFiles":{"soft":1048576,"hard":1048576},"connections":{"open":12,"max":16384,"reserve":1024,"evicted":0,"refused":0,"rejected":0},`+fd.healthzTLS+`}`)
+	send(w, 200, `{"status":"ok","uptimeSeconds":273784,"openFiles":{"soft":1048576,"hard":1048576},"connections":{"open":12,"max":16384,"reserve":1024,"evicted":0,"refused":0,"rejected":0},"parkMemory":{"budgetBytes":68719476736,"usedBytes":4294967296},`+fd.healthzTLS+`}`)
 }
 
 func (fd *fakeDaemon) readyz(w http.ResponseWriter, _ *http.Request) {

@@ -273,6 +273,13 @@ func writeEndpointDetail(w io.Writer, e *client.Endpoint) error {
 	row("Init:", initCell)
 	row("FlashBoot:", flashboot)
 	row("FlashBoot window:", seconds(e.FlashbootWindow))
+	if e.GPUPark != "" {
+		park := cell(e.GPUPark)
+		if e.GPUPark == "idle" {
+			park += " (after " + formatDuration(time.Duration(e.GPUParkDelay)*time.Second) + " frozen)"
+		}
+		row("GPU park:", park)
+	}
 	row("Max attempts:", orNone(e.MaxAttempts, "daemon default (--max-attempts)", ""))
 	if e.Generation > 0 {
 		row("Generation:", strconv.FormatInt(e.Generation, 10))
@@ -292,7 +299,7 @@ func writeStats(w io.Writer, sts []client.EndpointStats) error {
 			cell(st.EndpointID), cell(st.Name), st.InQueue, st.InProgress,
 			st.Finished[client.StatusCompleted], st.Finished[client.StatusFailed],
 			st.Finished[client.StatusTimedOut], st.Finished[client.StatusCancelled],
-			workersCell(st.Workers), quantilesCell(st.Delay), quantilesCell(st.Execution),
+			workersCell(st.Workers)+parkedCell(st.ParkedBytes), quantilesCell(st.Delay), quantilesCell(st.Execution),
 			quantilesCell(st.ColdStart), quantilesCell(st.Revival))
 	}
 	if err := tw.Flush(); err != nil {
@@ -320,6 +327,15 @@ func workersCell(ws map[string]int) string {
 		return "-"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// parkedCell follows the workers cell with the host memory parked
+// workers hold, if any.
+func parkedCell(n int64) string {
+	if n <= 0 {
+		return ""
+	}
+	return " (" + formatBytes(n) + " parked)"
 }
 
 // quantilesCell shows p50/p90/p99 in milliseconds, "-" without samples.

@@ -42,6 +42,9 @@ type daemonStatus struct {
 	// that does not report them.
 	OpenFiles   *client.FileLimits `json:"openFiles,omitempty"`
 	Connections *client.ConnStats  `json:"connections,omitempty"`
+	// ParkMemory is the host memory parked GPU workers may take and take
+	// now (/healthz); absent from a daemon that does not report it.
+	ParkMemory *client.ParkMemory `json:"parkMemory,omitempty"`
 }
 
 type statusJobs struct {
@@ -114,6 +117,7 @@ For a job's status use "ember job status ENDPOINT JOB".`,
 					st.UptimeSeconds = &l.UptimeSeconds
 					st.OpenFiles, st.Connections = l.OpenFiles, l.Connections
 					st.TLS, st.InsecureListen = l.TLS, l.InsecureListen
+					st.ParkMemory = l.ParkMemory
 				} else if !client.IsNotFound(err) {
 					return err
 				}
@@ -213,6 +217,9 @@ func writeDaemonStatus(w io.Writer, st *daemonStatus) error {
 		}
 	}
 	fmt.Fprintf(tw, "GPUs:\t%s\n", gpus)
+	if p := st.ParkMemory; p != nil {
+		fmt.Fprintf(tw, "Park memory:\t%s used of %s (--park-memory-mb)\n", formatBytes(p.UsedBytes), formatBytes(p.BudgetBytes))
+	}
 	files := "-"
 	if f := st.OpenFiles; f != nil {
 		files = fmt.Sprintf("limit %d (hard limit %d)", f.Soft, f.Hard)

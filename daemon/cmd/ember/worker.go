@@ -63,6 +63,9 @@ func writeWorkers(w io.Writer, ws []client.Worker) error {
 	fmt.Fprintln(tw, "ID\tENDPOINT\tGEN\tSTATE\tPID\tSTARTED\tJOBS\tSDK")
 	for _, wk := range ws {
 		state := cell(wk.State)
+		if wk.ParkedBytes > 0 {
+			state += " (" + formatBytes(wk.ParkedBytes) + " in host memory)"
+		}
 		if wk.Reason != "" {
 			state += " (" + cell(wk.Reason) + ")"
 		}

@@ -21,6 +21,7 @@ var seedWorkers = []string{
 	`{"id":"w-3f2a9c1b7e04","endpointId":"ep-a1","state":"running","pid":41235,"startedAt":"2025-06-03T08:58:12.52311Z","jobs":["job-7","job-9"],"sdkVersion":"1.7.9","logPath":"/var/lib/ember/workers/w-3f2a9c1b7e04.log","generation":2,"outdated":true}`,
 	`{"id":"w-b81d04e6a2c7","endpointId":"ep-b2","state":"initializing","pid":41301,"startedAt":"2025-06-03T08:59:40Z","jobs":[],"logPath":"/var/lib/ember/workers/w-b81d04e6a2c7.log","generation":1}`,
 	`{"id":"w-0c9e5d3a1f66","endpointId":"ep-a1","state":"unhealthy","startedAt":"2025-06-03T08:30:00Z","jobs":[],"sdkVersion":"1.7.9","reason":"no ping for 30s","logPath":"/var/lib/ember/workers/w-0c9e5d3a1f66.log"}`,
+	`{"id":"w-7e21c0b9d455","endpointId":"ep-b2","state":"parked","pid":40988,"startedAt":"2025-06-03T07:12:05Z","jobs":[],"sdkVersion":"1.7.9","logPath":"/var/lib/ember/workers/w-7e21c0b9d455.log","generation":3,"parkedBytes":4294967296,"parkedGpus":["GPU-1"]}`,
 }
 
 // seedLogs are the fake's worker logs; following one sends followLines

@@ -52,7 +52,7 @@ func run(args []string) int {
 		}
 		return 2
 	}
-	if err := checkSettings(s.opts); err != nil {
+	if err := checkSettings(s.options()); err != nil {
 		fmt.Fprintf(os.Stderr, "emberd: %v\n", err)
 		return 2
 	}
@@ -102,12 +102,16 @@ type settings struct {
 	// maxUnreadStreamMiB is --max-unread-stream-mib; options gives it to
 	// the scheduler in bytes.
 	maxUnreadStreamMiB int
+	// parkMemoryMB is --park-memory-mb; options gives it to the scheduler
+	// in bytes (0: its default share of the host's memory).
+	parkMemoryMB int
 }
 
 // options are the daemon's settings as the flags set them.
 func (s *settings) options() emberd.Options {
 	o := s.opts
 	o.MaxUnreadStream = int64(s.maxUnreadStreamMiB) << 20
+	o.ParkMemory = int64(s.parkMemoryMB) << 20
 	return o
 }
 
@@ -140,6 +144,7 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.IntVar(&o.MinFreeDiskMB, "min-free-disk-mb", limits.DefaultMinFreeDisk>>20, "free space (MiB) on the data disk below which new work (jobs, endpoints, keys, images) is refused with 507")
 	fs.IntVar(&o.DiskReserveMB, "disk-reserve-mb", limits.DefaultDiskReserve>>20, "free space (MiB) on the data disk below which every write is refused, so the store never faults on a full disk; at most --min-free-disk-mb")
 	fs.IntVar(&s.maxUnreadStreamMiB, "max-unread-stream-mib", limits.MaxUnreadStream>>20, "MiB of a job's stream output that may wait unread by /stream; a chunk past it is refused and the job fails")
+	fs.IntVar(&s.parkMemoryMB, "park-memory-mb", 0, fmt.Sprintf("host memory (MiB) that parked GPU workers' GPU state may take in all (endpoint gpuPark); a park past it, or past the host's MemAvailable, is not done and the worker is stopped instead (default 0: %d%% of the host's memory)", limits.DefaultParkMemoryPercent))
 	fs.IntVar(&o.MaxConnections, "max-connections", 0, "cap on concurrent client connections, REST and gRPC together; idle ones are closed first past it, and an eighth more (16 to 1024) are held for the worker API and /healthz, /readyz (default half the open-files limit, at most 8192)")
 	fs.StringVar(&o.RateLimits, "rate-limits", "", "rate limits per key, endpoint and operation (runsync, run, status, stream, cancel, purge-queue, openai): off, or comma-separated OP=N/DURATION[:CONCURRENT] or OP=off overriding RunPod's defaults, e.g. run=500/10s:100 (default RunPod's: run=1000/10s:200, runsync, status, stream and openai 2000/10s:400, cancel=100/10s:20, purge-queue=2/10s); reloaded on SIGHUP")
 	fs.StringVar(&o.PreloadDir, "preload-dir", "", "folder of image archives and endpoint definitions (*.json) imported and created at start, once each (default DATA-DIR/preload)")
@@ -156,6 +161,9 @@ func newFlagSet(s *settings) *flag.FlagSet {
 func checkSettings(o emberd.Options) error {
 	if o.MaxStartFailures < 1 {
 		return fmt.Errorf("--max-start-failures %d: must be at least 1", o.MaxStartFailures)
+	}
+	if o.ParkMemory < 0 {
+		return fmt.Errorf("--park-memory-mb %d: must be 0 (the default share of the host's memory) or more", o.ParkMemory>>20)
 	}
 	if _, err := tlsconf.SelectMode(o.TLS, o.TLSCert, o.TLSKey); err != nil {
 		return err
@@ -206,7 +214,7 @@ func reloadOnHUP(ctx context.Context, args []string, hup <-chan os.Signal, level
 			}
 		}
 		if err == nil {
-			err = checkSettings(s.opts)
+			err = checkSettings(s.options())
 		}
 		if err != nil {
 			log.Error("reload refused: keeping the running settings", "config", s.configPath, "err", err)

@@ -374,3 +374,19 @@ func TestCheckRateLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckParkMemory: a negative --park-memory-mb is refused; 0 takes the
+// default share of the host's memory.
+func TestCheckParkMemory(t *testing.T) {
+	for value, ok := range map[string]bool{"0": true, "4096": true, "-1": false} {
+		var s settings
+		fs := newFlagSet(&s)
+		if err := fs.Parse([]string{"--park-memory-mb", value}); err != nil {
+			t.Fatal(err)
+		}
+		err := checkSettings(s.options())
+		if ok != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), "--park-memory-mb")) {
+			t.Errorf("--park-memory-mb %s: %v", value, err)
+		}
+	}
+}

@@ -113,7 +113,17 @@ type Endpoint struct {
 	// signals on to the entrypoint's process group and reaps zombies. false:
 	// the entrypoint is PID 1 itself. Default true. Ignored by the process
 	// runtime.
-	Init          *bool `protobuf:"varint,26,opt,name=init,proto3,oneof" json:"init,omitempty"`
+	Init *bool `protobuf:"varint,26,opt,name=init,proto3,oneof" json:"init,omitempty"`
+	// GPU parking: when a worker's GPU state is moved to host memory and its
+	// GPU given to other endpoints' workers, to revive in seconds on the
+	// same GPU instead of a cold start. "never" (default), "onReclaim" (parked
+	// instead of stopped when another endpoint needs the GPU), "idle" (also
+	// frozen past idle_timeout and parked after gpu_park_delay). Refused
+	// where the CUDA driver has no checkpoint API (drivers 570+).
+	GpuPark *string `protobuf:"bytes,27,opt,name=gpu_park,json=gpuPark,proto3,oneof" json:"gpu_park,omitempty"`
+	// Seconds a worker stays frozen before gpu_park "idle" parks it.
+	// Default 60.
+	GpuParkDelay  *int32 `protobuf:"varint,28,opt,name=gpu_park_delay,json=gpuParkDelay,proto3,oneof" json:"gpu_park_delay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -328,6 +338,20 @@ func (x *Endpoint) GetInit() bool {
 		return *x.Init
 	}
 	return false
+}
+
+func (x *Endpoint) GetGpuPark() string {
+	if x != nil && x.GpuPark != nil {
+		return *x.GpuPark
+	}
+	return ""
+}
+
+func (x *Endpoint) GetGpuParkDelay() int32 {
+	if x != nil && x.GpuParkDelay != nil {
+		return *x.GpuParkDelay
+	}
+	return 0
 }
 
 // CreateEndpointRequest is the input of EndpointService.CreateEndpoint.
@@ -791,7 +815,7 @@ type EndpointStats struct {
 	// Jobs put back in the queue after their worker was lost.
 	Retried int64 `protobuf:"varint,6,opt,name=retried,proto3" json:"retried,omitempty"`
 	// Workers now by state (initializing, idle, running, draining, frozen,
-	// unhealthy, throttled).
+	// parked, unhealthy, throttled).
 	Workers map[string]int32 `protobuf:"bytes,7,rep,name=workers,proto3" json:"workers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Submission to take.
 	Delay *DurationSummary `protobuf:"bytes,8,opt,name=delay,proto3" json:"delay,omitempty"`
@@ -805,8 +829,14 @@ type EndpointStats struct {
 	WorkersRevived   int64            `protobuf:"varint,13,opt,name=workers_revived,json=workersRevived,proto3" json:"workers_revived,omitempty"`
 	WorkersFrozen    int64            `protobuf:"varint,14,opt,name=workers_frozen,json=workersFrozen,proto3" json:"workers_frozen,omitempty"`
 	WorkersReclaimed int64            `protobuf:"varint,15,opt,name=workers_reclaimed,json=workersReclaimed,proto3" json:"workers_reclaimed,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Parks done, the time each took (decision to GPU released; a revival
+	// from parked counts in revival), and the host memory the endpoint's
+	// parked workers hold now.
+	WorkersParked int64            `protobuf:"varint,16,opt,name=workers_parked,json=workersParked,proto3" json:"workers_parked,omitempty"`
+	Park          *DurationSummary `protobuf:"bytes,17,opt,name=park,proto3" json:"park,omitempty"`
+	ParkedBytes   int64            `protobuf:"varint,18,opt,name=parked_bytes,json=parkedBytes,proto3" json:"parked_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EndpointStats) Reset() {
@@ -944,11 +974,32 @@ func (x *EndpointStats) GetWorkersReclaimed() int64 {
 	return 0
 }
 
+func (x *EndpointStats) GetWorkersParked() int64 {
+	if x != nil {
+		return x.WorkersParked
+	}
+	return 0
+}
+
+func (x *EndpointStats) GetPark() *DurationSummary {
+	if x != nil {
+		return x.Park
+	}
+	return nil
+}
+
+func (x *EndpointStats) GetParkedBytes() int64 {
+	if x != nil {
+		return x.ParkedBytes
+	}
+	return 0
+}
+
 var File_ember_v1_endpoint_proto protoreflect.FileDescriptor
 
 const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\n" +
-	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\n" +
+	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\n" +
 	"\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -986,7 +1037,9 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x19 \x01(\x03R\n" +
 	"generation\x12\x17\n" +
-	"\x04init\x18\x1a \x01(\bH\x10R\x04init\x88\x01\x01\x1a6\n" +
+	"\x04init\x18\x1a \x01(\bH\x10R\x04init\x88\x01\x01\x12\x1e\n" +
+	"\bgpu_park\x18\x1b \x01(\tH\x11R\agpuPark\x88\x01\x01\x12)\n" +
+	"\x0egpu_park_delay\x18\x1c \x01(\x05H\x12R\fgpuParkDelay\x88\x01\x01\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
@@ -1010,7 +1063,9 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\x11_flashboot_windowB\x0f\n" +
 	"\r_max_attemptsB\x10\n" +
 	"\x0e_gpu_memory_mbB\a\n" +
-	"\x05_init\"G\n" +
+	"\x05_initB\v\n" +
+	"\t_gpu_parkB\x11\n" +
+	"\x0f_gpu_park_delay\"G\n" +
 	"\x15CreateEndpointRequest\x12.\n" +
 	"\bendpoint\x18\x01 \x01(\v2\x12.ember.v1.EndpointR\bendpoint\"\x16\n" +
 	"\x14ListEndpointsRequest\"I\n" +
@@ -1037,7 +1092,7 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\vp90_seconds\x18\x04 \x01(\x01R\n" +
 	"p90Seconds\x12\x1f\n" +
 	"\vp99_seconds\x18\x05 \x01(\x01R\n" +
-	"p99Seconds\"\x95\x06\n" +
+	"p99Seconds\"\x8e\a\n" +
 	"\rEndpointStats\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x12\n" +
@@ -1057,7 +1112,10 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\x0fworkers_started\x18\f \x01(\x03R\x0eworkersStarted\x12'\n" +
 	"\x0fworkers_revived\x18\r \x01(\x03R\x0eworkersRevived\x12%\n" +
 	"\x0eworkers_frozen\x18\x0e \x01(\x03R\rworkersFrozen\x12+\n" +
-	"\x11workers_reclaimed\x18\x0f \x01(\x03R\x10workersReclaimed\x1a;\n" +
+	"\x11workers_reclaimed\x18\x0f \x01(\x03R\x10workersReclaimed\x12%\n" +
+	"\x0eworkers_parked\x18\x10 \x01(\x03R\rworkersParked\x12-\n" +
+	"\x04park\x18\x11 \x01(\v2\x19.ember.v1.DurationSummaryR\x04park\x12!\n" +
+	"\fparked_bytes\x18\x12 \x01(\x03R\vparkedBytes\x1a;\n" +
 	"\rFinishedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a:\n" +
@@ -1117,23 +1175,24 @@ var file_ember_v1_endpoint_proto_depIdxs = []int32{
 	9,  // 10: ember.v1.EndpointStats.execution:type_name -> ember.v1.DurationSummary
 	9,  // 11: ember.v1.EndpointStats.cold_start:type_name -> ember.v1.DurationSummary
 	9,  // 12: ember.v1.EndpointStats.revival:type_name -> ember.v1.DurationSummary
-	1,  // 13: ember.v1.EndpointService.CreateEndpoint:input_type -> ember.v1.CreateEndpointRequest
-	2,  // 14: ember.v1.EndpointService.ListEndpoints:input_type -> ember.v1.ListEndpointsRequest
-	4,  // 15: ember.v1.EndpointService.GetEndpoint:input_type -> ember.v1.GetEndpointRequest
-	5,  // 16: ember.v1.EndpointService.UpdateEndpoint:input_type -> ember.v1.UpdateEndpointRequest
-	8,  // 17: ember.v1.EndpointService.GetEndpointStats:input_type -> ember.v1.GetEndpointStatsRequest
-	6,  // 18: ember.v1.EndpointService.DeleteEndpoint:input_type -> ember.v1.DeleteEndpointRequest
-	0,  // 19: ember.v1.EndpointService.CreateEndpoint:output_type -> ember.v1.Endpoint
-	3,  // 20: ember.v1.EndpointService.ListEndpoints:output_type -> ember.v1.ListEndpointsResponse
-	0,  // 21: ember.v1.EndpointService.GetEndpoint:output_type -> ember.v1.Endpoint
-	0,  // 22: ember.v1.EndpointService.UpdateEndpoint:output_type -> ember.v1.Endpoint
-	10, // 23: ember.v1.EndpointService.GetEndpointStats:output_type -> ember.v1.EndpointStats
-	7,  // 24: ember.v1.EndpointService.DeleteEndpoint:output_type -> ember.v1.DeleteEndpointResponse
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	9,  // 13: ember.v1.EndpointStats.park:type_name -> ember.v1.DurationSummary
+	1,  // 14: ember.v1.EndpointService.CreateEndpoint:input_type -> ember.v1.CreateEndpointRequest
+	2,  // 15: ember.v1.EndpointService.ListEndpoints:input_type -> ember.v1.ListEndpointsRequest
+	4,  // 16: ember.v1.EndpointService.GetEndpoint:input_type -> ember.v1.GetEndpointRequest
+	5,  // 17: ember.v1.EndpointService.UpdateEndpoint:input_type -> ember.v1.UpdateEndpointRequest
+	8,  // 18: ember.v1.EndpointService.GetEndpointStats:input_type -> ember.v1.GetEndpointStatsRequest
+	6,  // 19: ember.v1.EndpointService.DeleteEndpoint:input_type -> ember.v1.DeleteEndpointRequest
+	0,  // 20: ember.v1.EndpointService.CreateEndpoint:output_type -> ember.v1.Endpoint
+	3,  // 21: ember.v1.EndpointService.ListEndpoints:output_type -> ember.v1.ListEndpointsResponse
+	0,  // 22: ember.v1.EndpointService.GetEndpoint:output_type -> ember.v1.Endpoint
+	0,  // 23: ember.v1.EndpointService.UpdateEndpoint:output_type -> ember.v1.Endpoint
+	10, // 24: ember.v1.EndpointService.GetEndpointStats:output_type -> ember.v1.EndpointStats
+	7,  // 25: ember.v1.EndpointService.DeleteEndpoint:output_type -> ember.v1.DeleteEndpointResponse
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_ember_v1_endpoint_proto_init() }
