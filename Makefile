@@ -130,6 +130,11 @@ bench: build
 	@echo "# rate limiter per request: Allow+release against no limits, and GET /v2/{ep}/status/{id} through the handler without and with the limiter (same run)"
 	$(GO) test -run '^$$' -bench Allow -benchtime 1000000x ./daemon/ratelimit/
 	$(GO) test -run '^$$' -bench StatusPath -benchtime 100000x -count 3 ./daemon/httpapi/
+	@echo "# GPU parking, Ember's own overhead (fake CUDA driver, fake runtime): park and revival of an idle GPU worker against FlashBoot freeze and thaw and a cold start (same run, medians)"
+	$(GO) test -run '^$$' -bench ParkRevive -benchtime 200x ./scheduler/
+	@echo "# a CUDA checkpoint call through the ember-ckpt helper process against the same call in emberd's process, on a fake libcuda (same run, medians); and the helper's first call (its start) against an in-process first call"
+	EMBER_BENCH_CKPT=$(CURDIR)/bin/ember-ckpt $(GO) test -run '^$$' -bench HelperCall -benchtime 2000x ./oci/cudackpt/
+	EMBER_BENCH_CKPT=$(CURDIR)/bin/ember-ckpt $(GO) test -run '^$$' -bench HelperStart -benchtime 100x ./oci/cudackpt/
 	@echo "# emberd shutdown with 8 idle SDK-like workers (default --stop-hold 20s); EMBER_BASELINE_EMBERD=PATH adds a baseline build in the same run"
 	EMBER_BENCH_EMBERD=$(CURDIR)/bin/emberd $(GO) test -tags $(TAGS) -run '^$$' -bench StopShutdown -benchtime 1x ./tests/
 
