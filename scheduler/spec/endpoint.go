@@ -41,6 +41,10 @@ type Endpoint struct {
 	// (changesWorkers in package scheduler); records written before it
 	// existed have none and read as generation 1.
 	Generation int64 `json:"generation,omitempty"`
+	// Template and TemplateVersion name the template the endpoint was
+	// deployed from (daemon/templates); empty for one created directly.
+	Template        string `json:"template,omitempty"`
+	TemplateVersion int    `json:"templateVersion,omitempty"`
 }
 
 // EndpointSpec is a create or update request. Nil pointers mean "not given":
