@@ -42,15 +42,17 @@ type Endpoint struct {
 	Network            string            `json:"network,omitempty"`
 	InitTimeout        int               `json:"initTimeout"` // seconds; 0 from a daemon that predates it
 	Flashboot          bool              `json:"flashboot"`
-	FlashbootWindow    int               `json:"flashbootWindow"`     // seconds
-	MaxAttempts        int               `json:"maxAttempts"`         // 0: the daemon's --max-attempts
-	GPUMemoryMB        int               `json:"gpuMemoryMb"`         // free MiB per GPU at placement; 0: any
-	Generation         int64             `json:"generation"`          // raised by updates that replace workers; 0 from a daemon that predates it
-	Init               bool              `json:"init"`                // ember-init as PID 1 of the worker's container
-	GPUPark            string            `json:"gpuPark,omitempty"`   // never, onReclaim or idle; "" from a daemon that predates it
-	GPUParkDelay       int               `json:"gpuParkDelay"`        // seconds
-	CreatedAt          string            `json:"createdAt,omitempty"` // RFC 3339
-	UpdatedAt          string            `json:"updatedAt,omitempty"` // RFC 3339
+	FlashbootWindow    int               `json:"flashbootWindow"`           // seconds
+	MaxAttempts        int               `json:"maxAttempts"`               // 0: the daemon's --max-attempts
+	GPUMemoryMB        int               `json:"gpuMemoryMb"`               // free MiB per GPU at placement; 0: any
+	Generation         int64             `json:"generation"`                // raised by updates that replace workers; 0 from a daemon that predates it
+	Template           string            `json:"template,omitempty"`        // the template it was deployed from (ember template deploy)
+	TemplateVersion    int               `json:"templateVersion,omitempty"` // that template's version then
+	Init               bool              `json:"init"`                      // ember-init as PID 1 of the worker's container
+	GPUPark            string            `json:"gpuPark,omitempty"`         // never, onReclaim or idle; "" from a daemon that predates it
+	GPUParkDelay       int               `json:"gpuParkDelay"`              // seconds
+	CreatedAt          string            `json:"createdAt,omitempty"`       // RFC 3339
+	UpdatedAt          string            `json:"updatedAt,omitempty"`       // RFC 3339
 
 	// Raw is the object exactly as the daemon sent it, so that callers can
 	// pass on fields this client does not know yet.
@@ -108,7 +110,7 @@ func (s *EndpointSpec) UnmarshalJSON(b []byte) error {
 
 // readOnlyEndpointFields are set by the daemon. ParseEndpointSpec drops them
 // so that an exported endpoint can be used as a definition as it is.
-var readOnlyEndpointFields = []string{"id", "generation", "createdAt", "updatedAt"}
+var readOnlyEndpointFields = []string{"id", "generation", "template", "templateVersion", "createdAt", "updatedAt"}
 
 // specFields lists the JSON names of EndpointSpec, derived from its tags so
 // that the list cannot drift from the struct.

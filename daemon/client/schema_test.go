@@ -19,7 +19,7 @@ import (
 // given another name or kind here) fails.
 
 // daemonSetFields are the message's fields a definition does not set.
-var daemonSetFields = []string{"id", "generation", "createdAt", "updatedAt"}
+var daemonSetFields = []string{"id", "generation", "template", "templateVersion", "createdAt", "updatedAt"}
 
 // TestEndpointSchema: every JSON field of Endpoint and EndpointSpec is a
 // field of the message, of the same JSON kind; Endpoint has every field of

@@ -12,7 +12,7 @@ import (
 )
 
 // readOnlyFields are the fields of emberv1.Endpoint that emberd sets.
-var readOnlyFields = []string{"id", "generation", "created_at", "updated_at"}
+var readOnlyFields = []string{"id", "generation", "template", "template_version", "created_at", "updated_at"}
 
 // TestEndpointFieldsCoverProto: every field of the Endpoint message is
 // either settable through endpointFields or read-only, and endpointFields
@@ -48,6 +48,7 @@ func TestEndpointRoundTrip(t *testing.T) {
 		ScalerValue: 4, GPUCount: 5, GPUTypes: []string{"H100"}, MemoryMB: 64, CPUs: 1.5, PidsLimit: 7,
 		Network: spec.NetworkNone, InitTimeoutSec: 60, Flashboot: true, FlashbootWindowSec: 8, MaxAttempts: 9,
 		GPUMemoryMB: 1024, NoInit: true, CreatedAt: 1000, UpdatedAt: 2000, Generation: 3, GPUPark: spec.ParkIdle, GPUParkDelaySec: 30,
+		Template: "basic", TemplateVersion: 2,
 	}
 	v := reflect.ValueOf(want)
 	for i := range v.NumField() {
@@ -58,6 +59,7 @@ func TestEndpointRoundTrip(t *testing.T) {
 	var got spec.Endpoint
 	specFrom(EndpointProto(want), nil).Apply(&got)
 	got.ID, got.CreatedAt, got.UpdatedAt, got.Generation = want.ID, want.CreatedAt, want.UpdatedAt, want.Generation
+	got.Template, got.TemplateVersion = want.Template, want.TemplateVersion
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
 	}

@@ -101,7 +101,8 @@ func specFrom(e *emberv1.Endpoint, mask []string) spec.EndpointSpec {
 // endpointFields are the settable fields of emberv1.Endpoint, by the
 // proto names an update mask uses, with what sets each in a spec. named
 // says the update mask names the field, which then applies even empty.
-// The read-only fields (id, generation, created_at, updated_at) are not
+// The read-only fields (id, generation, template, template_version,
+// created_at, updated_at) are not
 // here; a test checks that every other field of the message is.
 var endpointFields = []struct {
 	path string
@@ -210,6 +211,8 @@ func EndpointProto(e spec.Endpoint) *emberv1.Endpoint {
 		Init:               &init,
 		GpuPark:            &park,
 		GpuParkDelay:       p32(e.GPUParkDelaySec),
+		Template:           e.Template,
+		TemplateVersion:    int32(e.TemplateVersion),
 		CreatedAt:          timestamppb.New(time.UnixMilli(e.CreatedAt)),
 		UpdatedAt:          timestamppb.New(time.UnixMilli(e.UpdatedAt)),
 	}

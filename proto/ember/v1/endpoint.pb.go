@@ -123,9 +123,14 @@ type Endpoint struct {
 	GpuPark *string `protobuf:"bytes,27,opt,name=gpu_park,json=gpuPark,proto3,oneof" json:"gpu_park,omitempty"`
 	// Seconds a worker stays frozen before gpu_park "idle" parks it.
 	// Default 60.
-	GpuParkDelay  *int32 `protobuf:"varint,28,opt,name=gpu_park_delay,json=gpuParkDelay,proto3,oneof" json:"gpu_park_delay,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	GpuParkDelay *int32 `protobuf:"varint,28,opt,name=gpu_park_delay,json=gpuParkDelay,proto3,oneof" json:"gpu_park_delay,omitempty"`
+	// Output only. The template the endpoint was deployed from (POST
+	// /v1/templates/{name}:deploy), and its version then; empty and 0 for an
+	// endpoint created directly.
+	Template        string `protobuf:"bytes,29,opt,name=template,proto3" json:"template,omitempty"`
+	TemplateVersion int32  `protobuf:"varint,30,opt,name=template_version,json=templateVersion,proto3" json:"template_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
@@ -350,6 +355,20 @@ func (x *Endpoint) GetGpuPark() string {
 func (x *Endpoint) GetGpuParkDelay() int32 {
 	if x != nil && x.GpuParkDelay != nil {
 		return *x.GpuParkDelay
+	}
+	return 0
+}
+
+func (x *Endpoint) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *Endpoint) GetTemplateVersion() int32 {
+	if x != nil {
+		return x.TemplateVersion
 	}
 	return 0
 }
@@ -999,8 +1018,7 @@ var File_ember_v1_endpoint_proto protoreflect.FileDescriptor
 
 const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"\n" +
-	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\n" +
-	"\n" +
+	"\x17ember/v1/endpoint.proto\x12\bember.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\v\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1039,7 +1057,9 @@ const file_ember_v1_endpoint_proto_rawDesc = "" +
 	"generation\x12\x17\n" +
 	"\x04init\x18\x1a \x01(\bH\x10R\x04init\x88\x01\x01\x12\x1e\n" +
 	"\bgpu_park\x18\x1b \x01(\tH\x11R\agpuPark\x88\x01\x01\x12)\n" +
-	"\x0egpu_park_delay\x18\x1c \x01(\x05H\x12R\fgpuParkDelay\x88\x01\x01\x1a6\n" +
+	"\x0egpu_park_delay\x18\x1c \x01(\x05H\x12R\fgpuParkDelay\x88\x01\x01\x12\x1a\n" +
+	"\btemplate\x18\x1d \x01(\tR\btemplate\x12)\n" +
+	"\x10template_version\x18\x1e \x01(\x05R\x0ftemplateVersion\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
