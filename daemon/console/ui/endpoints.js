@@ -1,0 +1,92 @@
+// The first screen: every endpoint with its state, workers by state (with
+// reasons), queue, and p50/p90 delay and execution; live.
+
+import { get, canChange, whyNot } from './api.js';
+import { h, fill, num, secs, badge, msg, ago } from './dom.js';
+import { endpointState, workerStates, stateHelp } from './model.js';
+
+export function render(root, ctx) {
+  const status = h('div');
+  const body = h('div', { class: 'panel' }, h('p', { class: 'empty' }, 'Loading endpoints…'));
+  const cards = h('div', { class: 'cards' });
+  root.append(
+    h('div', { class: 'pagehead' }, h('h1', null, 'Endpoints'),
+      h('span', { class: 'sub' }, 'state, workers, queue and latency of every endpoint; live'),
+      h('div', { class: 'actions' },
+        canChange() ? h('a', { href: '#/templates' }, h('button', { class: 'primary', type: 'button' }, '+ Deploy from a template'))
+          : h('span', { class: 'muted small', title: whyNot('deploying') }, 'Deploying needs an admin key'))),
+    cards, status, body);
+
+  ctx.poll(async () => {
+    const [{ endpoints = [] }, { workers = [] }] = await Promise.all([
+      get('/v1/endpoints', { signal: ctx.signal }), get('/v1/workers', { signal: ctx.signal })]);
+    const stats = await Promise.all(endpoints.map((e) =>
+      get(`/v1/endpoints/${encodeURIComponent(e.id)}/stats`, { signal: ctx.signal }).catch(() => null)));
+    drawCards(cards, endpoints, workers, stats);
+    drawTable(body, endpoints, workers, stats);
+  }, 2000, (e) => fill(status, e ? msg('error', `Live update failed (retrying with backoff): ${e.message}`) : null));
+}
+
+function drawCards(el, endpoints, workers, stats) {
+  let queued = 0, inProgress = 0, done = 0, failed = 0;
+  for (const st of stats) {
+    if (!st) continue;
+    queued += num(st.inQueue); inProgress += num(st.inProgress);
+    done += num(st.finished && st.finished.COMPLETED);
+    failed += num(st.finished && st.finished.FAILED) + num(st.finished && st.finished.TIMED_OUT);
+  }
+  const by = (s) => workers.filter((w) => w.state === s).length;
+  const card = (k, v, sub) => h('div', { class: 'card' }, h('div', { class: 'k' }, k), h('div', { class: 'v' }, v, sub ? h('small', null, ` ${sub}`) : null));
+  fill(el,
+    card('Endpoints', endpoints.length),
+    card('Workers', workers.length, `${by('running')} running · ${by('idle')} idle`),
+    card('Unhealthy workers', by('unhealthy')),
+    card('Jobs queued', queued),
+    card('Jobs in progress', inProgress),
+    card('Completed / failed', done, `/ ${failed} failed`));
+}
+
+function workerCell(ep, st, workers) {
+  const counts = (st && st.workers) || {};
+  const chips = workerStates.filter((s) => num(counts[s]) > 0)
+    .map((s) => h('span', { class: `badge ${s}`, title: stateHelp[s] }, `${num(counts[s])} ${s}`));
+  const mine = workers.filter((w) => w.endpointId === ep.id && w.reason);
+  const reasons = mine.slice(0, 3).map((w) => h('div', { class: `reason ${w.state === 'unhealthy' ? '' : 'info'}` }, `${w.id}: ${w.reason}`));
+  return [chips.length ? h('div', { class: 'chips' }, chips) : h('span', { class: 'muted' }, 'none'), reasons];
+}
+
+function drawTable(el, endpoints, workers, stats) {
+  if (!endpoints.length) {
+    fill(el, h('p', { class: 'empty' }, 'No endpoints yet. ',
+      canChange() ? h('a', { href: '#/templates' }, 'Deploy one from a template') : 'An admin can deploy one from a template',
+      ', or create one with ', h('code', null, 'ember endpoint create'), '.'));
+    return;
+  }
+  const rows = endpoints.map((ep, i) => {
+    const st = stats[i];
+    const s = endpointState(st);
+    return h('tr', { dataset: { endpoint: ep.id, name: ep.name } },
+      h('td', null, h('a', { href: `#/endpoints/${encodeURIComponent(ep.id)}`, class: 'epname' }, h('b', null, ep.name)),
+        h('div', { class: 'idcell' }, ep.id)),
+      h('td', null, h('span', { class: `badge ${s.cls || s.state}`, title: s.why }, s.state)),
+      h('td', null, workerCell(ep, st, workers)),
+      h('td', { class: 'num' }, st ? num(st.inQueue) : '–', h('div', { class: 'muted small' }, st ? `${num(st.inProgress)} running` : '')),
+      h('td', { class: 'num' }, st ? secs(st.delay.p50Seconds, st.delay.count) : '–', h('div', { class: 'muted small' }, st ? `p90 ${secs(st.delay.p90Seconds, st.delay.count)}` : '')),
+      h('td', { class: 'num' }, st ? secs(st.execution.p50Seconds, st.execution.count) : '–', h('div', { class: 'muted small' }, st ? `p90 ${secs(st.execution.p90Seconds, st.execution.count)}` : '')),
+      h('td', { class: 'num' }, st ? num(st.finished && st.finished.COMPLETED) : '–',
+        h('div', { class: 'muted small' }, st ? `${num(st.finished && st.finished.FAILED) + num(st.finished && st.finished.TIMED_OUT)} failed` : '')),
+      h('td', null, h('div', { class: 'small' }, ep.template ? `${ep.template} v${ep.templateVersion}` : h('span', { class: 'muted' }, '—')),
+        h('div', { class: 'idcell', title: ep.image }, ep.image || (ep.command || []).join(' '))),
+      h('td', { class: 'small' }, `${num(ep.workersMin)}–${num(ep.workersMax)} workers`,
+        h('div', { class: 'muted' }, `${num(ep.gpuCount) ? `${num(ep.gpuCount)} GPU` : 'CPU'} · idle ${num(ep.idleTimeout)}s`)),
+      h('td', { class: 'small muted' }, ago(ep.updatedAt)));
+  });
+  fill(el, h('div', { class: 'tablewrap' }, h('table', { id: 'endpoints-table' },
+    h('thead', null, h('tr', null, h('th', null, 'Endpoint'), h('th', null, 'State'), h('th', null, 'Workers'),
+      h('th', { class: 'num', title: 'jobs waiting in the queue' }, 'Queue'),
+      h('th', { class: 'num', title: 'time in queue before a worker took the job (last 1024 jobs)' }, 'Delay p50'),
+      h('th', { class: 'num', title: 'time a worker ran the job (last 1024 jobs)' }, 'Exec p50'),
+      h('th', { class: 'num' }, 'Completed'), h('th', null, 'Template / image'), h('th', null, 'Scaling'), h('th', null, 'Changed'))),
+    h('tbody', null, rows))),
+  h('p', { class: 'muted small', style: 'margin:6px 0 0' }, 'Delay and execution are p50 (p90 below) over each endpoint\'s last 1024 jobs. Hover a state for what it means.'));
+}
