@@ -63,13 +63,13 @@ export function render(root, ctx, id) {
     const hist = await get(`/v1/endpoints/${enc}/history`, { signal: ctx.signal });
     drawCharts(charts, hist);
   }, 10000, (err) => {
-    if (err) fill(charts, h('p', { class: 'empty' }, err.status === 404 && !/endpoint/i.test(err.message) ? 'This emberd keeps no history (GET /v1/endpoints/{id}/history is not served).' : `History: ${err.message}`));
+    if (err) fill(charts, h('p', { class: 'empty' }, /^no such route|not allowed/.test(err.message) ? 'This emberd keeps no history (GET /v1/endpoints/{id}/history is not served).' : `History: ${err.message}`));
   });
 
   ctx.poll(async () => {
     const r = await get(`/v1/endpoints/${enc}/jobs?limit=50`, { signal: ctx.signal });
     drawJobs(jobsBox, r, open);
-  }, 3000, (err) => { if (err) fill(jobsBox, h('p', { class: 'empty' }, `Recent jobs: ${err.message}`)); });
+  }, 3000, (err) => { if (err) fill(jobsBox, h('p', { class: 'empty' }, /^no such route|not allowed/.test(err.message) ? 'This emberd keeps no recent jobs (GET /v1/endpoints/{id}/jobs is not served).' : `Recent jobs: ${err.message}`)); });
 }
 
 function drawHead(head, e, st, ctx) {
