@@ -305,3 +305,43 @@ func TestConsoleFiles(t *testing.T) {
 		t.Errorf("GET / without a console: %d, want 404", code)
 	}
 }
+
+// BenchmarkSessionAuth: the cost of a console session on a request, GET
+// /v1/keys with the key in Authorization against the same request with
+// the session cookie and CSRF token (a hash, a map lookup, the token
+// compared, and the key looked up again), same run.
+func BenchmarkSessionAuth(b *testing.B) {
+	ks, err := keys.Open(filepath.Join(b.TempDir(), keys.FileName))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ks.SetAdmin(bootstrapKey, "/nonexistent/api.key")
+	h := New(Config{KeyStore: ks, Logger: slog.New(slog.DiscardHandler)})
+	id, s, err := h.sessions.open(bootstrapKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name string
+		set  func(r *http.Request)
+	}{
+		{"auth=key", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+bootstrapKey) }},
+		{"auth=session", func(r *http.Request) {
+			r.AddCookie(&http.Cookie{Name: SessionCookie, Value: id})
+			r.Header.Set(CSRFHeader, s.csrf)
+		}},
+	} {
+		req := httptest.NewRequest("GET", "/v1/keys", nil)
+		bc.set(req)
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatalf("%d %s", w.Code, w.Body)
+				}
+			}
+		})
+	}
+}
