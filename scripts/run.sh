@@ -58,6 +58,8 @@ or with the CLI:
 
   bin/ember --api-key-file $KEY_FILE run demo '{"prompt":"hello"}'
 
+or in the web console: open http://$LISTEN/ and log in with the key in $KEY_FILE.
+
 Ctrl-C stops emberd (queued jobs stay on disk).
 MSG
 wait $EMBERD

@@ -172,6 +172,11 @@ func TestKeyScopes(t *testing.T) {
 	}
 	client := &http.Client{Timeout: 20 * time.Second}
 	for _, rt := range routes {
+		if rt.Pattern == "/console/session" {
+			// The console's login checks the key in its body and the
+			// session its cookie (daemon/httpapi's TestConsoleLogin).
+			continue
+		}
 		method := http.MethodPost
 		if len(rt.Methods) > 0 {
 			method = rt.Methods[0]

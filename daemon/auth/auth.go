@@ -106,6 +106,8 @@ const (
 	ReasonEndpoint    = "endpoint"     // 403: the key does not list the endpoint
 	ReasonRate        = "rate"         // 429: over the request rate
 	ReasonConcurrency = "concurrency"  // 429: over the concurrent requests
+	ReasonSession     = "session"      // 401: a console session cookie that is unknown or expired
+	ReasonCSRF        = "csrf"         // 403: a console change without the session's CSRF token
 )
 
 // Refused counts requests refused with 401, 403 or 429, by status code and

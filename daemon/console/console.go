@@ -6,6 +6,10 @@
 // The HTTP surface serves them (daemon/httpapi/console.go); the console
 // talks to emberd through the same /v1 and /v2 API as the CLI, with a
 // session cookie in place of the key (daemon/httpapi/session.go).
+//
+// The pages carry no inline script and no on* attributes: the Content
+// Security Policy they are served with (daemon/httpapi/console.go) runs
+// scripts only from emberd's own files.
 package console
 
 import (

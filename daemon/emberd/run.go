@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/emberhq/ember/daemon/connlimit"
+	"github.com/emberhq/ember/daemon/console"
 	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/httpapi"
 	"github.com/emberhq/ember/daemon/imagesvc"
@@ -392,6 +393,7 @@ func (d *run) serveAPI(ctx context.Context) error {
 		Logger: d.log, Images: wr.images, GPUStats: wr.gpuStats, Started: d.started, Ready: d.lazy.readiness,
 		Connections:    func() any { return d.conns.Stats() },
 		RateLimiter:    d.limiter,
+		Console:        console.Assets,
 		TLS:            tlsStatus(d.certs),
 		InsecureListen: d.o.InsecureListen && d.certs == nil,
 		Metrics:        []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats), handshakeErrors}})

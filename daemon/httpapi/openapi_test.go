@@ -35,6 +35,12 @@ var handServedRoutes = []struct {
 	{docRoute: docRoute{"get", "/openapi.json"}, public: true},
 	{docRoute: docRoute{"get", "/metrics"}},
 
+	{docRoute: docRoute{"get", "/"}, public: true},
+	{docRoute: docRoute{"get", "/console/session"}, public: true},
+	{docRoute: docRoute{"post", "/console/session"}, public: true},
+	{docRoute: docRoute{"delete", "/console/session"}, public: true},
+	{docRoute: docRoute{"get", "/console/{file}"}, public: true},
+
 	{docRoute: docRoute{"post", "/v2/{endpoint}/run"}},
 	{docRoute: docRoute{"post", "/v2/{endpoint}/runsync"}},
 	{docRoute: docRoute{"get", "/v2/{endpoint}/status/{id}"}},

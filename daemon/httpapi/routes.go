@@ -91,7 +91,8 @@ var (
 // says who may call each. Scopes:
 //   - public: /healthz, /readyz (probes are set up without keys),
 //     /openapi.json (the API's shape is no secret), /v1/health (the
-//     gateway twin of the public gRPC health check);
+//     gateway twin of the public gRPC health check), the web console's
+//     files and its login (/console/session), which checks the key itself;
 //   - worker: the worker API, with the worker's own token;
 //   - invoke: RunPod's client routes of an endpoint (run, runsync, status,
 //     status-sync, stream, cancel, retry, health), the OpenAI routes, and
@@ -107,6 +108,13 @@ var routeTable = []route{
 	{methods: get, pattern: "/readyz", access: accessPublic, serve: serveProbe},
 	{methods: get, pattern: "/openapi.json", access: accessPublic, serve: (*Server).serveOpenAPI},
 	{methods: get, pattern: "/metrics", access: accessKey, need: needRead, serve: (*Server).serveMetrics},
+
+	// The web console (console.go): its files are public, its data comes
+	// from the routes below behind a session (session.go), which the
+	// login exchanges for a key.
+	{methods: get, pattern: "/", access: accessPublic, serve: (*Server).serveConsole},
+	{methods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodDelete}, pattern: "/console/session", limit: limits.KeyBody, access: accessPublic, serve: (*Server).serveSession},
+	{methods: get, pattern: "/console/{file...}", access: accessPublic, serve: (*Server).serveConsole},
 
 	// RunPod's worker API (runpodworker.go): the handler checks the token.
 	{pattern: "/v2/{endpoint}/" + runpod.RouteJobTake + "/{worker}", hold: holdWorkerPoll, access: accessWorker, serve: (*Server).serveV2},

@@ -252,6 +252,11 @@ func TestRouteScopesPerKey(t *testing.T) {
 		}},
 	}
 	for _, rt := range routes {
+		if rt.pattern == "/console/session" {
+			// The login checks the key in its body and the session its
+			// cookie, not a key in the header: TestConsoleLogin.
+			continue
+		}
 		method := http.MethodPost
 		if len(rt.methods) > 0 {
 			method = rt.methods[0]

@@ -23,6 +23,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -90,6 +91,12 @@ type Config struct {
 	// RateLimiter limits RunPod's client operations, their /v1 twins and
 	// the OpenAI route per key and endpoint (ratelimit.go); nil: no limits.
 	RateLimiter *ratelimit.Limiter
+	// Console is the web console's files (package daemon/console), served
+	// at "/" and "/console/" (console.go); nil serves no console.
+	Console fs.FS
+	// Now is the clock of the console sessions (session.go); nil is
+	// time.Now.
+	Now func() time.Time
 }
 
 // Server routes requests.
@@ -99,6 +106,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics http.Handler
 	started time.Time
+	// sessions are the console's logins (session.go).
+	sessions *sessions
 }
 
 // New builds the handler.
@@ -111,8 +120,9 @@ func New(cfg Config) *Server {
 	}
 	return &Server{
 		cfg: cfg, s: cfg.Scheduler, log: cfg.Logger,
-		metrics: metricsHandler(cfg.Scheduler, cfg.Metrics, cfg.Logger),
-		started: cfg.Started,
+		metrics:  metricsHandler(cfg.Scheduler, cfg.Metrics, cfg.Logger),
+		started:  cfg.Started,
+		sessions: newSessions(cfg.Now),
 	}
 }
 
@@ -138,7 +148,17 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.access == accessKey {
-		c, ref := authz.Authenticate(h.lookup, presentedKey(r))
+		// A key in the request wins; without one, the console's session
+		// cookie stands for the key it was opened with (session.go).
+		secret := presentedKey(r)
+		var ref *authz.Refusal
+		if secret == "" {
+			secret, ref = h.sessionKey(r)
+		}
+		var c auth.Caller
+		if ref == nil {
+			c, ref = authz.Authenticate(h.lookup, secret)
+		}
 		if ref == nil {
 			ref = authz.Authorize(c, rt.need, rt.name, rt.endpointOf(segs))
 		}

@@ -98,13 +98,27 @@ const (
 
 // Small request bodies: the routes that take a few fields or none.
 const (
-	// KeyBody caps POST /v1/keys: {"name"} and nothing more.
+	// KeyBody caps POST /v1/keys: {"name"} and nothing more, and the
+	// console's login, POST /console/session: {"key"}.
 	KeyBody = 4 << 10
 	// SmallBody caps the body of every other request: the RunPod status,
 	// cancel, retry and purge routes (some SDKs POST them with a small
 	// body), the worker job-take, job-stop and ping, the /v1 routes that
 	// are not endpoint or job submissions, the probes and /metrics.
 	SmallBody = 64 << 10
+)
+
+// Console sessions (daemon/httpapi/session.go): a login exchanges an API
+// key for a session cookie. Sessions live in emberd's memory only, so a
+// restart logs every console out.
+const (
+	// ConsoleSessions caps the live sessions; a login past it ends the
+	// session that was used least recently.
+	ConsoleSessions = 1024
+	// ConsoleSessionTTL is a session's longest life, however busy.
+	ConsoleSessionTTL = 12 * 3600
+	// ConsoleSessionIdle ends a session unused for this many seconds.
+	ConsoleSessionIdle = 3600
 )
 
 // DrainSlack is how far past its limit an oversized body is still read,
