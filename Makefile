@@ -40,6 +40,8 @@ build-deps:
 # systemd-analyze (package systemd); they build the packages with nfpm, and
 # boot a Debian rootfs (debootstrap) under systemd-nspawn (systemd-container)
 # to run the .deb under a real systemd.
+# The web console test (tests/console_test.go) drives Debian's chromium with
+# playwright-core from tests/console (no browser download).
 TEST_APT_PKGS := rpm debootstrap systemd-container
 deps: build-deps nfpm
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
@@ -50,6 +52,10 @@ deps: build-deps nfpm
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
 	@if [ ! -d tests/compat/node_modules/runpod-sdk ]; then \
 		cd tests/compat && npm ci --no-audit --no-fund; fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; fi
+	@if [ ! -d tests/console/node_modules/playwright-core ]; then \
+		cd tests/console && npm ci --no-audit --no-fund; fi
 
 # nfpm, pinned, into .tools/bin (like the protobuf tools in scripts/proto.sh):
 # installed when missing or built from another version.
@@ -103,9 +109,11 @@ vet:
 	$(GO) vet ./...
 
 # The whole suite: unit, end-to-end (real emberd, real workers, real
-# runpod-sdk), crash safety, then a short run of every fuzz target.
+# runpod-sdk, the web console in headless Chromium), crash safety, then a
+# short run of every fuzz target. EMBER_REQUIRE_BROWSER=1: the console test
+# fails, instead of skipping, without the browser that deps installs.
 test: deps proto-check fmt-check vet build
-	$(GO) test -race -count=1 -timeout 15m -tags $(TAGS) ./...
+	EMBER_REQUIRE_BROWSER=1 $(GO) test -race -count=1 -timeout 15m -tags $(TAGS) ./...
 	$(MAKE) fuzz-short
 
 fuzz-short:
