@@ -5,6 +5,11 @@ import { h, svg } from './dom.js';
 
 const W = 300, H = 110, L = 36, R = 6, T = 8, B = 16;
 
+/** ago labels a point of the time axis, s seconds before now. */
+function ago(s) {
+  return s >= 120 ? `−${Math.round(s / 60)} min` : `−${Math.round(s)} s`;
+}
+
 /** niceMax rounds a chart's top up to 1, 2 or 5 times a power of ten. */
 function niceMax(v) {
   if (!(v > 0)) return 1;
@@ -31,8 +36,8 @@ export function lineChart({ title, series, from, to, fmt = String, note }) {
     svg('text', { x: L - 4, y: y(top) + 3, 'text-anchor': 'end' }, fmt(top)),
     svg('text', { x: L - 4, y: y(top / 2) + 3, 'text-anchor': 'end' }, fmt(top / 2)),
     svg('text', { x: L - 4, y: y(0) + 3, 'text-anchor': 'end' }, '0'),
-    svg('text', { x: L, y: H - 3 }, '−60 min'),
-    svg('text', { x: (L + W - R) / 2, y: H - 3, 'text-anchor': 'middle' }, '−30 min'),
+    svg('text', { x: L, y: H - 3 }, ago(to - from)),
+    svg('text', { x: (L + W - R) / 2, y: H - 3, 'text-anchor': 'middle' }, ago((to - from) / 2)),
     svg('text', { x: W - R, y: H - 3, 'text-anchor': 'end' }, 'now'),
   ];
   for (const s of series) {

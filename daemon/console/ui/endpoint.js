@@ -20,7 +20,7 @@ export function render(root, ctx, id) {
   const sendBox = h('div', { id: 'send' });
 
   root.append(head, status, cards,
-    h('section', { class: 'panel' }, h('h2', null, 'Last hour', h('span', { class: 'muted' }, '10 s buckets, live')), charts),
+    h('section', { class: 'panel' }, h('h2', null, 'Last hour', h('span', { class: 'muted' }, '10 s buckets, live; a younger endpoint\'s charts start when it was first seen')), charts),
     h('div', { class: 'grid2' },
       h('section', { class: 'panel' }, h('h2', null, 'Send a request', h('span', { class: 'muted' }, 'POST /v2/' + id + '/run or /runsync')), sendBox),
       h('section', { class: 'panel' }, h('h2', null, 'Workers', h('span', { class: 'muted' }, 'live; click Logs to follow one')), workersBox, gone, logBox)),
@@ -101,7 +101,11 @@ function drawCards(el, st) {
 
 function drawCharts(el, hist) {
   const pts = (hist && hist.points) || [];
-  const to = Math.floor(Date.now() / 1000), from = to - num(hist && hist.windowSeconds || 3600);
+  // The last hour, or less for an endpoint seen for less than that (the
+  // history starts when it was first seen): its data would be a sliver.
+  const to = Math.floor(Date.now() / 1000);
+  const first = pts.length ? num(pts[0].t) : to;
+  const from = Math.max(to - num(hist && hist.windowSeconds || 3600), Math.min(first, to - 300));
   const s = (name, color, key) => ({ name, color, points: pts.map((p) => [num(p.t), p[key] == null ? undefined : num(p[key])]) });
   const msf = (v) => ms(v);
   const cnt = (v) => (v >= 10 ? String(Math.round(v)) : String(Math.round(v * 10) / 10));
@@ -131,7 +135,7 @@ function drawWorkers(el, workers, e, logs, logBox, ctx) {
       const logBtn = h('button', { class: 'small', type: 'button' }, logs.id === w.id ? 'Logs ●' : 'Logs');
       logBtn.addEventListener('click', () => followLog(w.id, logs, logBox, ctx));
       return h('tr', { dataset: { worker: w.id, state: w.state }, class: logs.id === w.id ? 'sel' : '' },
-        h('td', null, h('span', { class: 'mono' }, w.id), w.outdated ? h('div', { class: 'reason info' }, 'outdated generation: finishes its jobs, then stops') : null),
+        h('td', null, h('span', { class: 'mono nowrap' }, w.id), w.outdated ? h('div', { class: 'reason info' }, 'outdated generation: finishes its jobs, then stops') : null),
         h('td', null, h('span', { class: `badge ${w.state}`, title: stateHelp[w.state] || '' }, w.state),
           w.reason ? h('div', { class: `reason ${w.state === 'unhealthy' ? '' : 'info'}` }, w.reason) : null),
         h('td', { class: 'small' }, ago(w.startedAt)),

@@ -9,8 +9,9 @@ export function render(root, ctx) {
   const status = h('div');
   const list = h('div', { class: 'tcards', id: 'templates' }, h('p', { class: 'empty' }, 'Loading templates…'));
   root.append(h('div', { class: 'pagehead' }, h('h1', null, 'Templates'),
-    h('span', { class: 'sub' }, 'presets to deploy an endpoint from; add your own with ember template create or the preload folder')),
-  canChange() ? null : readonlyNote(whyNot('deploying a template')), status, list);
+    h('span', { class: 'sub' }, 'presets to deploy an endpoint from; add your own with ember template create or the preload folder')));
+  if (!canChange()) root.append(readonlyNote(whyNot('deploying a template')));
+  root.append(status, list);
   (async () => {
     try {
       const [{ templates = [] }, imgs] = await Promise.all([get('/v1/templates', { signal: ctx.signal }),
