@@ -118,9 +118,10 @@ function showLogin(message) {
 
 setSessionLost((err) => {
   if ($('login').hidden === false) return;
-  const why = err.reason === 'session' || !err.reason
-    ? 'Your session has ended (it expired, was signed out elsewhere, or its key was revoked). Sign in again.'
-    : `Signed out: ${err.message}`;
+  // The console never sends a key: any 401 means the session is gone.
+  const why = err.reason === 'missing_key'
+    ? 'No session: its cookie is gone (cleared, or never set). Sign in again.'
+    : `Your session has ended (it expired, was signed out elsewhere, its key was revoked, or emberd restarted). Sign in again.${err.reason && err.reason !== 'session' ? ` (${err.message})` : ''}`;
   showLogin(why);
 });
 

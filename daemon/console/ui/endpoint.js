@@ -199,7 +199,7 @@ function drawJobs(el, r, open) {
       h('td', { class: 'small', title: when(num(j.createdAt)) }, ago(num(j.createdAt))),
       h('td', { class: 'num' }, j.delayTime != null ? ms(j.delayTime) : '–'),
       h('td', { class: 'num' }, j.executionTime != null ? ms(j.executionTime) : '–'),
-      h('td', { class: 'mono small' }, j.workerId || '—'),
+      h('td', { class: 'mono small nowrap' }, j.workerId || '—'),
       h('td', null, h('div', { class: 'preview' }, r.redacted ? '(hidden)' : oneLine(j.input))),
       h('td', null, h('div', { class: 'preview', style: j.error ? 'color:var(--bad)' : '' }, r.redacted ? '(hidden)' : j.error ? oneLine(j.error) : oneLine(j.output))));
     tr.addEventListener('click', () => { if (open.has(j.id)) open.delete(j.id); else open.add(j.id); drawJobs(el, r, open); });
