@@ -64,9 +64,9 @@ page.on('dialog', (d) => d.accept());
 page.on('request', (r) => { if (!r.url().startsWith(URL) && !r.url().startsWith('data:')) errors.push(`request outside emberd: ${r.url()}`); });
 
 let shotN = 0;
-async function shot(name) {
+async function shot(name, mask = []) {
   const file = path.join(SHOTS, `${String(++shotN).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
+  await page.screenshot({ path: file, fullPage: true, mask: mask.map((m) => page.locator(m)) });
   console.log(`screenshot ${file}`);
 }
 
@@ -109,6 +109,14 @@ try {
   await page.waitForSelector('#main[data-page=endpoints] .panel');
   await shot('endpoints-empty');
   ok('logged in with an admin key (HttpOnly SameSite=Strict cookie, nothing in web storage or the URL)');
+
+  step = 'a reload keeps the session';
+  // The CSRF token is in the page's memory only: a reload gets it back
+  // from GET /console/session (the settings saved below prove it works).
+  await page.reload();
+  await page.waitForSelector('#shell:not([hidden])');
+  check(await page.isHidden('#login'), 'a reload went back to the login page');
+  ok('a reload keeps the session');
 
   step = 'templates: a deploy refused shows the daemon\'s message';
   await page.click('#nav a[data-page=templates]');
@@ -219,7 +227,7 @@ try {
 
   step = 'overview lists the endpoint';
   await page.click('#nav a[data-page=endpoints]');
-  await page.waitForSelector(`#endpoints-table tr[data-endpoint="${epId}"]`);
+  await page.waitForSelector(`#endpoints-table tr[data-endpoint="${epId}"] svg.spark path`);
   await shot('endpoints');
   ok('the overview lists the endpoint with its state');
 
@@ -269,7 +277,7 @@ try {
   check(secret.length > 16, 'no secret shown');
   const kid = (await api('GET', '/v1/keys', { key: ADMIN_KEY })).json.keys.find((k) => k.name === 'e2e-ui-key').id;
   await page.waitForSelector(`#keys-table tr[data-key="${kid}"]`);
-  await shot('keys');
+  await shot('keys', ['#key-secret']); // a secret has no place in an artifact
   check((await api('GET', '/v1/endpoints', { key: secret })).status === 200, 'the created key does not work');
   await page.click(`#keys-table tr[data-key="${kid}"] button:has-text("Revoke")`);
   await page.waitForSelector(`#keys-table tr[data-key="${kid}"]`, { state: 'detached' });

@@ -64,3 +64,25 @@ export function lineChart({ title, series, from, to, fmt = String, note }) {
     svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': title }, parts),
     h('div', { class: 'legend' }, series.map((s) => h('span', null, h('i', { style: `background:${s.color}` }), s.name)), note ? h('span', null, note) : null));
 }
+
+/**
+ * sparkline is a small line of one history field (an endpoint's requests
+ * per 10 s) for the overview's table; missing values count as 0.
+ */
+export function sparkline(points, key, from, to, title) {
+  const w = 120, ht = 22;
+  let max = 0;
+  for (const p of points) max = Math.max(max, Number(p[key] || 0));
+  const top = max || 1;
+  let d = '';
+  for (const p of points) {
+    const t = Number(p.t);
+    if (t < from || t > to) continue;
+    const x = ((t - from) / (to - from)) * w, y = ht - 2 - (Number(p[key] || 0) / top) * (ht - 4);
+    d += `${d ? 'L' : 'M'}${x.toFixed(1)} ${y.toFixed(1)} `;
+  }
+  return svg('svg', { class: 'spark', viewBox: `0 0 ${w} ${ht}`, width: w, height: ht, role: 'img', 'aria-label': title },
+    svg('title', null, title),
+    svg('line', { x1: 0, x2: w, y1: ht - 2, y2: ht - 2, stroke: '#dee2e6' }),
+    d ? svg('path', { d: d.trim(), fill: 'none', stroke: '#1c7ed6', 'stroke-width': 1.3 }) : null);
+}

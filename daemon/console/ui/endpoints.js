@@ -4,6 +4,7 @@
 import { get, canChange, whyNot } from './api.js';
 import { h, fill, num, secs, badge, msg, ago } from './dom.js';
 import { endpointState, workerStates, stateHelp } from './model.js';
+import { sparkline } from './chart.js';
 
 export function render(root, ctx) {
   const status = h('div');
@@ -17,13 +18,26 @@ export function render(root, ctx) {
           : h('span', { class: 'muted small', title: whyNot('deploying') }, 'Deploying needs an admin key'))),
     cards, status, body);
 
+  // Each endpoint's requests over the last hour, refreshed every 10 s (the
+  // history's resolution) and drawn with the 2 s figures.
+  const hist = new Map();
+  let last = null;
+  ctx.poll(async () => {
+    const { endpoints = [] } = await get('/v1/endpoints', { signal: ctx.signal });
+    await Promise.all(endpoints.map(async (e) => {
+      try { hist.set(e.id, (await get(`/v1/endpoints/${encodeURIComponent(e.id)}/history`, { signal: ctx.signal })).points || []); } catch { hist.delete(e.id); }
+    }));
+    if (last) drawTable(body, ...last, hist);
+  }, 10000);
+
   ctx.poll(async () => {
     const [{ endpoints = [] }, { workers = [] }] = await Promise.all([
       get('/v1/endpoints', { signal: ctx.signal }), get('/v1/workers', { signal: ctx.signal })]);
     const stats = await Promise.all(endpoints.map((e) =>
       get(`/v1/endpoints/${encodeURIComponent(e.id)}/stats`, { signal: ctx.signal }).catch(() => null)));
     drawCards(cards, endpoints, workers, stats);
-    drawTable(body, endpoints, workers, stats);
+    last = [endpoints, workers, stats];
+    drawTable(body, endpoints, workers, stats, hist);
   }, 2000, (e) => fill(status, e ? msg('error', `Live update failed (retrying with backoff): ${e.message}`) : null));
 }
 
@@ -55,7 +69,14 @@ function workerCell(ep, st, workers) {
   return [chips.length ? h('div', { class: 'chips' }, chips) : h('span', { class: 'muted' }, 'none'), reasons];
 }
 
-function drawTable(el, endpoints, workers, stats) {
+function requests(points, from, to) {
+  const total = points.reduce((a, p) => a + num(p.submitted), 0);
+  return h('div', { class: 'sparkcell' }, sparkline(points, 'submitted', from, to, `${total} requests in the last hour`),
+    h('span', { class: 'small muted' }, `${total}`));
+}
+
+function drawTable(el, endpoints, workers, stats, hist) {
+  const to = Math.floor(Date.now() / 1000), from = to - 3600;
   if (!endpoints.length) {
     fill(el, h('p', { class: 'empty' }, 'No endpoints yet. ',
       canChange() ? h('a', { href: '#/templates' }, 'Deploy one from a template') : 'An admin can deploy one from a template',
@@ -70,6 +91,7 @@ function drawTable(el, endpoints, workers, stats) {
         h('div', { class: 'idcell' }, ep.id)),
       h('td', null, h('span', { class: `badge ${s.cls || s.state}`, title: s.why }, s.state)),
       h('td', null, workerCell(ep, st, workers)),
+      h('td', null, hist.has(ep.id) ? requests(hist.get(ep.id), from, to) : h('span', { class: 'muted small' }, '–')),
       h('td', { class: 'num' }, st ? num(st.inQueue) : '–', h('div', { class: 'muted small' }, st ? `${num(st.inProgress)} running` : '')),
       h('td', { class: 'num' }, st ? secs(st.delay.p50Seconds, st.delay.count) : '–', h('div', { class: 'muted small' }, st ? `p90 ${secs(st.delay.p90Seconds, st.delay.count)}` : '')),
       h('td', { class: 'num' }, st ? secs(st.execution.p50Seconds, st.execution.count) : '–', h('div', { class: 'muted small' }, st ? `p90 ${secs(st.execution.p90Seconds, st.execution.count)}` : '')),
@@ -83,6 +105,7 @@ function drawTable(el, endpoints, workers, stats) {
   });
   fill(el, h('div', { class: 'tablewrap' }, h('table', { id: 'endpoints-table' },
     h('thead', null, h('tr', null, h('th', null, 'Endpoint'), h('th', null, 'State'), h('th', null, 'Workers'),
+      h('th', { title: 'jobs submitted per 10 s over the last hour' }, 'Requests, 1 h'),
       h('th', { class: 'num', title: 'jobs waiting in the queue' }, 'Queue'),
       h('th', { class: 'num', title: 'time in queue before a worker took the job (last 1024 jobs)' }, 'Delay p50'),
       h('th', { class: 'num', title: 'time a worker ran the job (last 1024 jobs)' }, 'Exec p50'),
