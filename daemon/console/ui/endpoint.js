@@ -374,6 +374,7 @@ function drawSettings(el, e) {
     h('div', { class: 'formrow' }, save, h('span', { class: 'muted small' }, 'Only changed fields are sent. A change of what workers run (image, command, env, GPUs, limits) starts a new generation: old workers finish their jobs, then stop.')), out);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
+    fill(out);
     for (const d of grid.querySelectorAll('.field-error')) d.textContent = '';
     for (const { inp } of Object.values(inputs)) inp.classList.remove('invalid');
     const patch = {};
