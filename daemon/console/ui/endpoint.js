@@ -292,6 +292,8 @@ function drawSend(el, id, ctx) {
           while (!done && !ctx.signal.aborted) {
             const s = await get(`/v2/${enc}/stream/${encodeURIComponent(job)}`, { signal: ctx.signal });
             const got = (s && s.stream) || [];
+            // The stream's answer carries the status too: fresher than the last poll.
+            if (s && s.status && !terminal.has(s.status) && !done) { fill(statusEl, badge(s.status)); statusEl.dataset.status = s.status; }
             if (got.length) {
               chunks.hidden = false; chunks.previousSibling.hidden = false;
               chunks.textContent += got.map((c) => oneLine(c.output)).join('\n') + '\n';
