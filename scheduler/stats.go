@@ -61,7 +61,11 @@ func (d *distribution) add(v time.Duration) {
 		if d.buckets == nil {
 			d.buckets = make([]uint64, len(d.bounds)+1)
 		}
-		d.buckets[sort.SearchFloat64s(d.bounds, s)]++
+		i := 0
+		for i < len(d.bounds) && d.bounds[i] < s {
+			i++
+		}
+		d.buckets[i]++
 	}
 	if len(d.ring) < sampleWindowSize {
 		d.ring = append(d.ring, s)
