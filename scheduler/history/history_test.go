@@ -1,9 +1,12 @@
 package history
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -173,8 +176,22 @@ func TestBoundedMemory(t *testing.T) {
 	if SeriesBytes > Buckets*BucketBytes+64 {
 		t.Errorf("SeriesBytes %d: more than the buckets (%d x %d) and a few words", SeriesBytes, Buckets, BucketBytes)
 	}
-	if SeriesBytes > 200_000 {
-		t.Errorf("SeriesBytes %d: docs/limits.md says about 193 KB per endpoint", SeriesBytes)
+	pkgDoc, err := os.ReadFile("history.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("360 x %d bytes, %d bytes\n// (%d KiB) per endpoint", BucketBytes, SeriesBytes, SeriesBytes>>10); !strings.Contains(string(pkgDoc), want) {
+		t.Errorf("the package doc does not say %q", want)
+	}
+	doc, err := os.ReadFile("../../docs/limits.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("buckets of %d bytes", BucketBytes); !strings.Contains(string(doc), want) {
+		t.Errorf("docs/limits.md does not say %q", want)
+	}
+	if want := fmt.Sprintf("%d bytes (%d KiB) per endpoint", SeriesBytes, SeriesBytes>>10); !strings.Contains(string(doc), want) {
+		t.Errorf("docs/limits.md does not say %q", want)
 	}
 	s := New(t0)
 	allocs := testing.AllocsPerRun(3, func() {
