@@ -262,9 +262,7 @@ func (ep *endpointState) recordFinishedLocked(now time.Time, r *store.Job) {
 	if ran {
 		ep.stats.execution.add(exec)
 	}
-	if ep.history != nil {
-		ep.history.Finished(now, r.Status == store.Completed, r.Status == store.Failed || r.Status == store.TimedOut, exec, ran)
-	}
+	ep.history.Finished(now, r.Status == store.Completed, r.Status == store.Failed || r.Status == store.TimedOut, exec, ran)
 }
 
 // StoreSize is the job store's size on disk in bytes, by part (see
