@@ -396,7 +396,7 @@ func (d *run) serveAPI(ctx context.Context) error {
 		Console:        console.Assets,
 		TLS:            tlsStatus(d.certs),
 		InsecureListen: d.o.InsecureListen && d.certs == nil,
-		Metrics:        []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats), handshakeErrors}})
+		Metrics:        []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats), handshakeErrors, newBuildInfo(d.o.Version)}})
 	d.lazy.disk = sched.DiskGuard().Ready
 	d.lazy.set(handler)
 	d.gh.update()

@@ -75,6 +75,8 @@ var handServedRoutes = []struct {
 	{docRoute: docRoute{"get", "/v1/workers/{id}/logs"}},
 	{docRoute: docRoute{"get", "/v1/endpoints/{id}/logs"}},
 	{docRoute: docRoute{"post", "/v1/workers/{id}:stop"}},
+	{docRoute: docRoute{"get", "/v1/endpoints/{id}/history"}},
+	{docRoute: docRoute{"get", "/v1/endpoints/{endpointId}/jobs"}},
 	{docRoute: docRoute{"post", "/v1/images:upload"}},
 }
 

@@ -85,6 +85,9 @@ var (
 	// needHealth: an endpoint's health is for monitoring (read) and for
 	// the SDKs' clients (invoke).
 	needHealth = authz.Need{Scopes: []auth.Scope{auth.Read, auth.Invoke}, EndpointField: "endpoint"}
+	// needRecentJobs: a read key sees an endpoint's recent jobs redacted,
+	// an invoke key in full for the endpoints it lists.
+	needRecentJobs = authz.Need{Scopes: []auth.Scope{auth.Read, auth.Invoke}, EndpointField: "endpoint_id"}
 )
 
 // routeTable is every route of the HTTP surface, and the one place that
@@ -153,6 +156,13 @@ var routeTable = []route{
 	{methods: get, pattern: "/v1/endpoints/{id}/logs", hold: holdForever, access: accessKey, need: needRead, serve: (*Server).serveEndpointLogs},
 	// :stop waits for the worker to drain.
 	{methods: post, pattern: "/v1/workers/{id}:stop", hold: holdWait, access: accessKey, need: needAdmin, serve: (*Server).serveWorkerRoutes},
+	// The console's history and recent jobs (history.go), kept together.
+	// The recent jobs answer GET on the path where the gateway's POST
+	// submits a job (findRoute picks the row by method); read keys get
+	// them without input, output and error, invoke keys only for their
+	// endpoints.
+	{methods: get, pattern: "/v1/endpoints/{id}/history", access: accessKey, need: needRead, serve: (*Server).serveHistory},
+	{methods: get, pattern: "/v1/endpoints/{endpoint_id}/jobs", access: accessKey, need: needRecentJobs, serve: (*Server).serveRecentJobs},
 
 	// The gateway (proto/ember/v1's google.api.http rules): each route's
 	// need is its gRPC method's.

@@ -186,3 +186,16 @@ const (
 	// it is refused and the worker is stopped instead.
 	DefaultParkMemoryPercent = 25
 )
+
+// Console reads: an endpoint's recent jobs (GET /v1/endpoints/{id}/jobs,
+// scheduler/recent.go). The chart history's size is fixed by its own
+// package (scheduler/history: 360 buckets of 10 s per endpoint).
+const (
+	// RecentJobs is how many of its newest job ids an endpoint remembers
+	// for its recent-jobs list, and the largest ?limit= that list takes.
+	RecentJobs = 200
+	// RecentJobPreview caps the input and the output a recent-jobs entry
+	// shows, in bytes; a longer one is cut and shown as a JSON string of
+	// its first bytes, flagged inputTruncated or outputTruncated.
+	RecentJobPreview = 4096
+)

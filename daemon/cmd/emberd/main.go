@@ -69,6 +69,7 @@ func run(args []string) int {
 	var level slog.LevelVar // SIGHUP may change it
 	level.Set(lvl)
 	o.Logger = emberd.NewLogger(&level)
+	o.Version = version
 	grpcapi.Version = version
 	if os.Getenv("GOGC") == "" {
 		// A long queue is many small live objects and a burst of /run
