@@ -131,3 +131,35 @@ func TestTemplatesQuickDeploy(t *testing.T) {
 		t.Errorf("templates.json: %v %v", fi, err)
 	}
 }
+
+// TestTemplateDeployBasicImage: with the runc runtime, deploying the
+// built-in basic template before its image is imported is refused with
+// the way to import it; done as the message says (ember image load -i
+// FILE), the deploy creates an endpoint whose container worker runs a job.
+func TestTemplateDeployBasicImage(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("container workers need root (CI runs as root)")
+	}
+	dockerTar, _ := workerImages(t)
+	d := StartDaemon(t, "--runtime", "runc")
+
+	code, out := d.Do("POST", "/v1/templates/basic:deploy", map[string]any{"name": "hello"})
+	want := `{"error":"image ember/example-worker:latest is not in this machine's image store; load it with: ember image load -i FILE (or ember image pull ember/example-worker:latest)","field":"image"}`
+	if code != 409 || string(out) != want {
+		t.Fatalf("deploy before the image is loaded: %d %s\nwant 409 %s", code, out, want)
+	}
+	load := exec.Command(emberBin, "image", "load", "-i", dockerTar)
+	load.Env = append(os.Environ(), "EMBER_ADDR="+d.URL, "EMBER_API_KEY="+d.Key)
+	if b, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("ember image load -i: %v\n%s", err, b)
+	}
+	ep := d.JSON("POST", "/v1/templates/basic:deploy", map[string]any{"name": "hello"}, 200)
+	id, _ := ep["id"].(string)
+	if ep["image"] != "ember/example-worker:latest" || ep["gpuCount"] != 0.0 || ep["workersMax"] != 2.0 || ep["idleTimeout"] != 30.0 || ep["template"] != "basic" {
+		t.Errorf("endpoint deployed from basic: %v", ep)
+	}
+	res := d.JSON("POST", "/v2/"+id+"/runsync?wait=60000", map[string]any{"input": map[string]any{"output": "quick"}}, 200)
+	if res["status"] != "COMPLETED" || res["output"] != "quick" {
+		t.Fatalf("job on the basic endpoint: %v\n%s", res, d.Log())
+	}
+}
