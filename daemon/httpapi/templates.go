@@ -170,6 +170,10 @@ const deployUsage = `want {"name":"ENDPOINT-NAME","env":{"VAR":"value"},"gpuCoun
 // appliance cannot pull it on the first job, so the operator is told how
 // to import it now.
 func (h *Server) deployTemplate(w http.ResponseWriter, r *http.Request, name string) {
+	if h.s == nil {
+		writeError(w, http.StatusServiceUnavailable, "this daemon has no scheduler to create endpoints with")
+		return
+	}
 	t, err := h.cfg.Templates.Get(name)
 	if err != nil {
 		writeTemplateErr(w, err)
