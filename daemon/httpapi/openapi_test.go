@@ -78,6 +78,13 @@ var handServedRoutes = []struct {
 	{docRoute: docRoute{"get", "/v1/endpoints/{id}/history"}},
 	{docRoute: docRoute{"get", "/v1/endpoints/{endpointId}/jobs"}},
 	{docRoute: docRoute{"post", "/v1/images:upload"}},
+	// Templates and Quick Deploy (templates.go).
+	{docRoute: docRoute{"get", "/v1/templates"}},
+	{docRoute: docRoute{"post", "/v1/templates"}},
+	{docRoute: docRoute{"get", "/v1/templates/{name}"}},
+	{docRoute: docRoute{"patch", "/v1/templates/{name}"}},
+	{docRoute: docRoute{"delete", "/v1/templates/{name}"}},
+	{docRoute: docRoute{"post", "/v1/templates/{name}:deploy"}},
 }
 
 // anyVar matches a path variable, for comparing templates whose variables

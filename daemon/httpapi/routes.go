@@ -102,10 +102,11 @@ var (
 //     the /v1 job routes; the job reads are invoke, not read, since they
 //     carry the job's input and output;
 //   - read: /metrics, GPUs, workers and their logs, endpoint and image
-//     metadata and stats, an endpoint's health;
-//   - admin: the rest: endpoints and images changed, keys, a worker
-//     stopped, and purge-queue (it throws away every client's queued
-//     work, so it is not an invoke key's to do).
+//     metadata and stats, an endpoint's health, templates;
+//   - admin: the rest: endpoints, images and templates changed (and a
+//     template deployed), keys, a worker stopped, and purge-queue (it
+//     throws away every client's queued work, so it is not an invoke
+//     key's to do).
 var routeTable = []route{
 	{methods: get, pattern: "/healthz", access: accessPublic, serve: serveProbe},
 	{methods: get, pattern: "/readyz", access: accessPublic, serve: serveProbe},
@@ -163,6 +164,16 @@ var routeTable = []route{
 	// endpoints.
 	{methods: get, pattern: "/v1/endpoints/{id}/history", access: accessKey, need: needRead, serve: (*Server).serveHistory},
 	{methods: get, pattern: "/v1/endpoints/{endpoint_id}/jobs", access: accessKey, need: needRecentJobs, serve: (*Server).serveRecentJobs},
+
+	// Templates and Quick Deploy (templates.go); these rows stay together.
+	// Reads are read's; changes and deploys (which create an endpoint)
+	// admin's, as endpoint changes are.
+	{methods: get, pattern: "/v1/templates", access: accessKey, need: needRead, serve: (*Server).serveTemplates},
+	{methods: post, pattern: "/v1/templates", limit: limits.TemplateBody, access: accessKey, need: needAdmin, serve: (*Server).serveTemplates},
+	{methods: post, pattern: "/v1/templates/{name}:deploy", limit: limits.TemplateDeployBody, access: accessKey, need: needAdmin, serve: (*Server).serveTemplates},
+	{methods: get, pattern: "/v1/templates/{name}", access: accessKey, need: needRead, serve: (*Server).serveTemplates},
+	{methods: []string{http.MethodPatch}, pattern: "/v1/templates/{name}", limit: limits.TemplateBody, access: accessKey, need: needAdmin, serve: (*Server).serveTemplates},
+	{methods: []string{http.MethodDelete}, pattern: "/v1/templates/{name}", access: accessKey, need: needAdmin, serve: (*Server).serveTemplates},
 
 	// The gateway (proto/ember/v1's google.api.http rules): each route's
 	// need is its gRPC method's.

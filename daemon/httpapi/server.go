@@ -36,6 +36,7 @@ import (
 	"github.com/emberhq/ember/daemon/authz"
 	"github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/daemon/ratelimit"
+	"github.com/emberhq/ember/daemon/templates"
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
@@ -88,6 +89,10 @@ type Config struct {
 	// runtime, the process). They share one registry, so two collectors
 	// exporting the same metric make New panic.
 	Metrics []prometheus.Collector
+	// Templates holds the endpoint templates served at /v1/templates and
+	// deployed by POST /v1/templates/{name}:deploy (templates.go); nil
+	// answers those routes 404.
+	Templates *templates.Store
 	// RateLimiter limits RunPod's client operations, their /v1 twins and
 	// the OpenAI route per key and endpoint (ratelimit.go); nil: no limits.
 	RateLimiter *ratelimit.Limiter
