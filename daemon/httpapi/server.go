@@ -173,6 +173,10 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // take (405, with Allow). Neither needs a key: the routes are public in
 // /openapi.json.
 func (h *Server) noRoute(w http.ResponseWriter, r *http.Request, segs []string, allow []string) {
+	if len(segs) > 0 && segs[0] == "runpod" {
+		h.noRunPodRESTRoute(w, r, allow)
+		return
+	}
 	if len(allow) > 0 {
 		allow = slices.Compact(slices.Sorted(slices.Values(allow)))
 		w.Header().Set("Allow", strings.Join(allow, ", "))
@@ -201,6 +205,11 @@ func writeRefusal(w http.ResponseWriter, rt *route, ref *authz.Refusal) {
 			typ = "permission_error"
 		}
 		body["error"] = map[string]any{"message": ref.Message, "type": typ, "code": ref.Code}
+	}
+	if rt.runpodREST {
+		// RunPod's REST clients read {"message"}; "error" and "reason"
+		// stay for Ember's own.
+		body["message"] = ref.Message
 	}
 	if ref.KeyID != "" {
 		body["keyId"] = ref.KeyID
