@@ -178,6 +178,11 @@ func rpFieldError(fe *spec.FieldError) *rpError {
 	if n, ok := rpFieldNames[field]; ok {
 		field = n
 	}
+	if strings.HasPrefix(field, "env[") {
+		// A template's variables are a list in Ember ("env[2].name"),
+		// an object in RunPod's model: the message names the variable.
+		field = "env"
+	}
 	return rpBad(field, "%s", fe.Msg)
 }
 

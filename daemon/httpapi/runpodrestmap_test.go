@@ -282,7 +282,7 @@ func TestRPEndpointOf(t *testing.T) {
 // TestRPFieldError: Ember's field names in RunPod's words.
 func TestRPFieldError(t *testing.T) {
 	for ember, rp := range map[string]string{"image": "imageName", "command": "dockerStartCmd", "gpuTypes": "gpuTypeIds", "cpus": "vcpuCount",
-		"description": "readme", "workersMax": "workersMax", "env.MODEL": "env.MODEL"} {
+		"description": "readme", "workersMax": "workersMax", "env.MODEL": "env.MODEL", "env[3].name": "env"} {
 		re := rpFieldError(&spec.FieldError{Field: ember, Msg: "bad"})
 		if re.Code != 400 || re.Field != rp || re.Message != rp+": bad" {
 			t.Errorf("%s: got %+v, want field %s", ember, re, rp)
