@@ -327,10 +327,11 @@ func (h *Server) rpEndpointView(r *http.Request, e spec.Endpoint) (rpEndpoint, e
 		}
 	}
 	if withWorkers {
-		out.Workers = []rpWorker{}
+		ws := []rpWorker{}
 		for _, wk := range h.s.Workers(e.ID) {
-			out.Workers = append(out.Workers, rpWorkerOf(wk, e))
+			ws = append(ws, rpWorkerOf(wk, e))
 		}
+		out.Workers = &ws
 	}
 	return out, nil
 }

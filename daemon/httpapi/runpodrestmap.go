@@ -97,7 +97,7 @@ type rpEndpoint struct {
 	NetworkVolumeIDs    []string          `json:"networkVolumeIds"`
 	AllowedCudaVersions []string          `json:"allowedCudaVersions"`
 	InstanceIDs         []string          `json:"instanceIds"`
-	Workers             []rpWorker        `json:"workers,omitempty"`
+	Workers             *[]rpWorker       `json:"workers,omitempty"`
 }
 
 // rpWorker is a worker as RunPod's Endpoint.workers lists it (its Pod
