@@ -391,6 +391,11 @@ func (h *Server) rpTemplateOfInput(in rpEndpointInput) (*templates.Template, err
 func rpEndpointName(tmpl string) string {
 	var b [3]byte
 	rand.Read(b[:])
+	// The suffix is 7 bytes; the name must stay within an endpoint
+	// name's limit.
+	if n := limits.EndpointName - 7; len(tmpl) > n {
+		tmpl = tmpl[:n]
+	}
 	return tmpl + "-" + hex.EncodeToString(b[:])
 }
 

@@ -317,3 +317,19 @@ func TestRunPodRESTScopes(t *testing.T) {
 		}
 	}
 }
+
+// TestRPEndpointName: a name made for an endpoint created without one is
+// a valid endpoint name, its template's longest name included.
+func TestRPEndpointName(t *testing.T) {
+	for _, tmpl := range []string{"basic", strings.Repeat("a", limits.EndpointName)} {
+		n := rpEndpointName(tmpl)
+		e := spec.Default()
+		e.Name, e.Command = n, []string{"/bin/true"}
+		if err := spec.Validate(&e); err != nil || !strings.HasPrefix(n, tmpl[:min(len(tmpl), limits.EndpointName-7)]+"-") {
+			t.Errorf("%s: %q: %v", tmpl, n, err)
+		}
+	}
+	if rpEndpointName("basic") == rpEndpointName("basic") {
+		t.Error("two names alike")
+	}
+}

@@ -4,7 +4,8 @@
 // generated from proto/), the image upload (POST /v1/images:upload:
 // images.go), the worker list and logs (GET /v1/workers,
 // /v1/workers/{id}/logs) and POST /v1/workers/{id}:stop (workers.go), an
-// endpoint's logs (endpointlogs.go), the named API keys (/v1/keys), the
+// endpoint's logs (endpointlogs.go), RunPod's REST model of templates and
+// endpoints under /runpod/v1 (runpodrest.go), the named API keys (/v1/keys), the
 // GPUs (GET /v1/gpus), the probes (GET /healthz, /readyz), the OpenAPI
 // document, and the Prometheus metrics (GET /metrics).
 //
