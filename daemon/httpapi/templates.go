@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/emberhq/ember/daemon/audit"
-	"github.com/emberhq/ember/daemon/grpcapi"
 	"github.com/emberhq/ember/daemon/templates"
 	"github.com/emberhq/ember/scheduler/diskguard"
 	"github.com/emberhq/ember/scheduler/limits"
@@ -27,7 +25,7 @@ import (
 //	GET    /v1/templates/{name}         -> T (read)
 //	PATCH  /v1/templates/{name}  T      -> T replaced as a whole, version+1 (admin)
 //	DELETE /v1/templates/{name}         -> T as it was (admin; a built-in: 409)
-//	POST   /v1/templates/{name}:deploy {"name","env",...} -> the endpoint, as GET /v1/endpoints/{id} (admin)
+//	POST   /v1/templates/{name}:deploy {"name","env",...} -> the endpoint, as GET /v1/endpoints/{id} answers (admin)
 //
 // T is templates.Template's JSON. Errors are {"error"} with "field" when a
 // field is at fault: 400 for bad input, 404, 409 (a name taken, a
@@ -172,6 +170,10 @@ const deployUsage = `want {"name":"ENDPOINT-NAME","env":{"VAR":"value"},"gpuCoun
 // appliance cannot pull it on the first job, so the operator is told how
 // to import it now.
 func (h *Server) deployTemplate(w http.ResponseWriter, r *http.Request, name string) {
+	if h.s == nil {
+		writeError(w, http.StatusServiceUnavailable, "this daemon has no scheduler to create endpoints with")
+		return
+	}
 	t, err := h.cfg.Templates.Get(name)
 	if err != nil {
 		writeTemplateErr(w, err)
@@ -205,15 +207,17 @@ func (h *Server) deployTemplate(w http.ResponseWriter, r *http.Request, name str
 		return
 	}
 	audit.Record(r.Context(), h.log, audit.EndpointCreate, e.ID, nil, append(attrs, slog.String("endpoint", e.ID))...)
-	// The endpoint's JSON exactly as the gateway writes GET
-	// /v1/endpoints/{id} (daemon/emberd's marshaler options).
-	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(grpcapi.EndpointProto(e))
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "encode endpoint: "+err.Error())
+	// The answer is GET /v1/endpoints/{id}'s, served by the gateway in
+	// this request's context: the same JSON by construction, without
+	// this package knowing the protobuf form (docs/architecture.md).
+	if h.cfg.Gateway == nil {
+		writeJSON(w, e) // no /v1 gateway (tests): the stored record
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(b)
+	get := r.Clone(r.Context())
+	get.Method, get.Body, get.ContentLength = http.MethodGet, http.NoBody, 0
+	get.URL = &url.URL{Path: "/v1/endpoints/" + e.ID}
+	h.cfg.Gateway.ServeHTTP(w, get)
 }
 
 // writeTemplateErr answers a template store or deploy error: a field error

@@ -57,8 +57,20 @@ func templatesEnv(t *testing.T, withImages bool) (*httptest.Server, *bytes.Buffe
 			t.Fatal(err)
 		}
 	}
+	// A stand-in for the /v1 gateway's GET /v1/endpoints/{id}, which a
+	// deploy's answer is: the stored endpoint, marked as served by it.
+	gateway := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := strings.CutPrefix(r.URL.Path, "/v1/endpoints/")
+		e, err := s.Endpoint(id)
+		if r.Method != http.MethodGet || !ok || err != nil {
+			http.Error(w, "unexpected gateway request "+r.Method+" "+r.URL.Path, 500)
+			return
+		}
+		b, _ := json.Marshal(e)
+		w.Write(bytes.Replace(b, []byte("{"), []byte(`{"servedBy":"gateway",`), 1))
+	})
 	var logs bytes.Buffer
-	srv := httptest.NewServer(New(Config{Scheduler: s, KeyStore: ks, Templates: ts, Images: imgs,
+	srv := httptest.NewServer(New(Config{Scheduler: s, KeyStore: ks, Templates: ts, Images: imgs, Gateway: gateway,
 		Logger: slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))}))
 	t.Cleanup(srv.Close)
 	return srv, &logs
@@ -195,8 +207,11 @@ func TestTemplateRoutes(t *testing.T) {
 		t.Fatalf("deploy: %d %v", code, body)
 	}
 	env, _ := body["env"].(map[string]any)
+	if body["servedBy"] != "gateway" {
+		t.Errorf("the deploy's answer is not GET /v1/endpoints/{id}'s: %v", body)
+	}
 	if body["name"] != "ep1" || body["template"] != "echo" || body["templateVersion"] != 2.0 || body["workersMax"] != 2.0 ||
-		body["idleTimeout"] != 9.0 || env["GREETING"] != "hi" || env["TOKEN"] != "t" || env["EXTRA"] != "1" || !strings.HasPrefix(body["id"].(string), "") {
+		body["idleTimeout"] != 9.0 || env["GREETING"] != "hi" || env["TOKEN"] != "t" || env["EXTRA"] != "1" {
 		t.Errorf("deployed endpoint: %v", body)
 	}
 	if !strings.Contains(logs.String(), "action=endpoint.create object="+body["id"].(string)) || !strings.Contains(logs.String(), "template=echo template_version=2") {

@@ -335,3 +335,21 @@ func TestOpenRefusesBadFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreWriteFailureChangesNothing: a change whose file cannot be
+// written is refused and leaves the store as it was.
+func TestStoreWriteFailureChangesNothing(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "missing-dir", FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(echoTemplate("echo")); err == nil {
+		t.Fatal("Create succeeded without a writable file")
+	}
+	if _, err := s.Get("echo"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after a failed create: %v, want ErrNotFound", err)
+	}
+	if n := len(s.List()); n != 3 {
+		t.Fatalf("%d templates listed, want the 3 built-ins", n)
+	}
+}

@@ -225,7 +225,7 @@ func (a *app) templateCreateCmd() *cobra.Command {
 "gpuTypes", "memoryMb", "cpus", "workersMin", "workersMax", "idleTimeout",
 "executionTimeoutMs", "scalerType", "scalerValue" and "flashboot". The daemon
 checks it as it checks an endpoint, and refuses unknown fields.`,
-		Example: `  ember template show basic --json | sed 's/"basic"/"my-worker"/' > my.template.json
+		Example: `  ember template show basic --json | grep -v '"builtin"' | sed 's/"basic"/"my-worker"/' > my.template.json
   ember template create -f my.template.json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
