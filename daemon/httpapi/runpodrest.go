@@ -45,6 +45,8 @@ func (h *Server) serveRunPodREST(w http.ResponseWriter, r *http.Request, segs []
 	update := len(rest) == 3 && rest[2] == "update"
 	var err error
 	switch {
+	case rest[0] == "endpoints" && h.s == nil:
+		err = &rpError{Code: http.StatusServiceUnavailable, Message: "this daemon has no scheduler to keep endpoints"}
 	case rest[0] == "templates" && len(rest) == 1 && r.Method == http.MethodPost:
 		err = h.rpCreateTemplate(w, r)
 	case rest[0] == "templates" && len(rest) == 1:

@@ -333,3 +333,16 @@ func TestRPEndpointName(t *testing.T) {
 		t.Error("two names alike")
 	}
 }
+
+// TestRunPodRESTNoScheduler: without a scheduler or a template store the
+// routes answer in RunPod's shape instead of failing.
+func TestRunPodRESTNoScheduler(t *testing.T) {
+	srv := httptest.NewServer(New(Config{Keys: func() []string { return []string{bootstrapKey} }, Logger: slog.New(slog.DiscardHandler)}))
+	defer srv.Close()
+	for path, want := range map[string]int{"/runpod/v1/endpoints": 503, "/runpod/v1/templates": 404} {
+		code, b := call(t, srv, "GET", path, "Bearer "+bootstrapKey, "")
+		if code != want || !strings.Contains(b, `"message":`) {
+			t.Errorf("%s: %d %s, want %d with a message", path, code, b, want)
+		}
+	}
+}
