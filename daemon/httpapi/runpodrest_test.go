@@ -267,6 +267,14 @@ func TestRunPodRESTEndpoints(t *testing.T) {
 		}
 	}
 
+	// A body over limits.SmallBody, refused before the key is checked.
+	code, b = e.do(t, "POST", "/runpod/v1/endpoints", e.admin, `{"templateId":"w","name":"`+strings.Repeat("n", limits.SmallBody)+`"}`, nil)
+	var big map[string]any
+	json.Unmarshal([]byte(b), &big)
+	if msg, _ := big["message"].(string); code != 413 || big["limitBytes"] != float64(limits.SmallBody) || !strings.Contains(msg, "limit of POST /runpod/v1/endpoints") {
+		t.Errorf("big body: %d %.300s", code, b)
+	}
+
 	if code, b := e.do(t, "DELETE", "/runpod/v1/endpoints/"+id, e.admin, "", nil); code != 204 || b != "" {
 		t.Fatalf("delete: %d %q", code, b)
 	}
