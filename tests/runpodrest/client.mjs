@@ -15,6 +15,8 @@
 //             (https://api.runpod.ai/v2 on RunPod); unset: no job is run
 //   IMAGE     the worker image (default ember/example-worker:latest)
 //   START_CMD the start command as a JSON array (default: the image's)
+//   COMPUTE   GPU (default) or CPU: the endpoint's computeType. With CPU the
+//             GPU fields are still sent and, as RunPod documents, ignored
 //   NAME      a suffix for the template's and endpoint's names (default: the pid)
 //   TIMEOUT_S the whole script's limit in seconds (default 120)
 //
@@ -28,6 +30,7 @@ const KEY = process.env.KEY ?? "";
 const V2BASE = process.env.V2BASE ?? "";
 const IMAGE = process.env.IMAGE || "ember/example-worker:latest";
 const START_CMD = process.env.START_CMD ? JSON.parse(process.env.START_CMD) : [];
+const COMPUTE = process.env.COMPUTE || "GPU";
 const SUFFIX = process.env.NAME || String(process.pid);
 const TIMEOUT_MS = Number(process.env.TIMEOUT_S || 120) * 1000;
 
@@ -147,7 +150,7 @@ await step("POST /endpoints creates an endpoint from the template", async () => 
   const r = await call("POST", `${BASE}/endpoints`, {
     templateId,
     name: endpointName,
-    computeType: "GPU",
+    computeType: COMPUTE,
     gpuTypeIds: ["NVIDIA H100 80GB HBM3", "NVIDIA A100 80GB PCIe"],
     gpuCount: 1,
     workersMin: 0,
@@ -163,8 +166,12 @@ await step("POST /endpoints creates an endpoint from the template", async () => 
   checkEndpoint(r.body);
   const e = r.body;
   expect(e.templateId === templateId && e.name === endpointName, `templateId/name ${e.templateId}/${e.name}`);
-  expect(e.computeType === "GPU" && e.gpuCount === 1, `computeType/gpuCount ${e.computeType}/${e.gpuCount}`);
-  expect(JSON.stringify(e.gpuTypeIds) === JSON.stringify(["NVIDIA H100 80GB HBM3", "NVIDIA A100 80GB PCIe"]), `gpuTypeIds ${JSON.stringify(e.gpuTypeIds)}`);
+  if (COMPUTE === "GPU") {
+    expect(e.computeType === "GPU" && e.gpuCount === 1, `computeType/gpuCount ${e.computeType}/${e.gpuCount}`);
+    expect(JSON.stringify(e.gpuTypeIds) === JSON.stringify(["NVIDIA H100 80GB HBM3", "NVIDIA A100 80GB PCIe"]), `gpuTypeIds ${JSON.stringify(e.gpuTypeIds)}`);
+  } else {
+    expect(e.computeType === "CPU" && e.gpuCount === 0 && e.gpuTypeIds.length === 0, `CPU endpoint: ${e.computeType}/${e.gpuCount}/${JSON.stringify(e.gpuTypeIds)}`);
+  }
   expect(e.workersMin === 0 && e.workersMax === 2 && e.idleTimeout === 5, `workers/idle ${e.workersMin}/${e.workersMax}/${e.idleTimeout}`);
   expect(e.scalerType === "QUEUE_DELAY" && e.scalerValue === 4 && e.executionTimeoutMs === 60000, `scaler/timeout ${r.text}`);
   expect(e.env.GREETING === "hello", `env from the template: ${JSON.stringify(e.env)}`);
