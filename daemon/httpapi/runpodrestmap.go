@@ -302,6 +302,14 @@ func templateFromRP(in rpTemplateInput, base templates.Template, create bool) (t
 		t.Command = cmd
 	}
 	if in.Env != nil {
+		for _, k := range slices.Sorted(maps.Keys(*in.Env)) {
+			if strings.Contains((*in.Env)[k], "RUNPOD_SECRET_") && strings.Contains((*in.Env)[k], "{{") {
+				// RunPod replaces {{ RUNPOD_SECRET_name }} with a secret of
+				// the account's; passed as written, a worker would get the
+				// placeholder instead of the value.
+				return t, rpBad("env."+k, "is a RunPod secret reference; Ember has no secret store: give the value itself (a template variable can be marked secret through /v1/templates)")
+			}
+		}
 		t.Env = envFromRP(*in.Env, base.Env)
 	}
 	if in.Readme != nil {

@@ -69,6 +69,8 @@ func TestTemplateFromRP(t *testing.T) {
 		{name: "create: no image", create: true, body: `{"name":"w"}`, wantErr: "imageName: is required"},
 		{name: "create: AMD", create: true, body: `{"name":"w","imageName":"i","category":"AMD"}`, wantErr: "category: AMD"},
 		{name: "create: unknown category", create: true, body: `{"name":"w","imageName":"i","category":"TPU"}`, wantErr: "category: must be NVIDIA, AMD or CPU"},
+		{name: "create: a RunPod secret reference", create: true, body: `{"name":"w","imageName":"i","env":{"A":"1","HF_TOKEN":"{{ RUNPOD_SECRET_hf }}"}}`,
+			wantErr: "env.HF_TOKEN: is a RunPod secret reference"},
 		{name: "create: a Pod template", create: true, body: `{"name":"w","imageName":"i","isServerless":false}`, wantErr: "isServerless: false makes a Pod template"},
 		{name: "update: the image alone", base: stored, body: `{"imageName":"vllm:2"}`,
 			want: func() templates.Template { s := stored; s.Image = "vllm:2"; return s }()},
