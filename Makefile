@@ -112,6 +112,7 @@ fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmission$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzParseResult$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzParseChunk$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzRunPodRESTInput$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./daemon/config
 
 fuzz:

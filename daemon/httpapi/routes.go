@@ -58,6 +58,9 @@ type route struct {
 	rpc string
 	// openAI routes answer errors in OpenAI's shape.
 	openAI bool
+	// runpodREST routes (RunPod's REST model, runpodrest.go) answer
+	// errors in RunPod's v1 shape, {"message"}.
+	runpodREST bool
 	// rate is the rate-limited operation the route counts as (RunPod's
 	// table, docs/limits.md; ratelimit.go), nil for a route with no budget. A
 	// gateway route takes its method's (authz.MethodRateOp).
@@ -174,6 +177,22 @@ var routeTable = []route{
 	{methods: get, pattern: "/v1/templates/{name}", access: accessKey, need: needRead, serve: (*Server).serveTemplates},
 	{methods: []string{http.MethodPatch}, pattern: "/v1/templates/{name}", limit: limits.TemplateBody, access: accessKey, need: needAdmin, serve: (*Server).serveTemplates},
 	{methods: []string{http.MethodDelete}, pattern: "/v1/templates/{name}", access: accessKey, need: needAdmin, serve: (*Server).serveTemplates},
+
+	// RunPod's REST model (runpodrest.go): templates and endpoints as
+	// rest.runpod.io/v1 has them, under /runpod/v1. Reads need read,
+	// changes admin. These rows stay together.
+	{methods: get, pattern: "/runpod/v1/templates", access: accessKey, need: needRead, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: post, pattern: "/runpod/v1/templates", limit: limits.TemplateBody, access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: get, pattern: "/runpod/v1/templates/{templateId}", access: accessKey, need: needRead, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: []string{http.MethodPatch}, pattern: "/runpod/v1/templates/{templateId}", limit: limits.TemplateBody, access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: post, pattern: "/runpod/v1/templates/{templateId}/update", limit: limits.TemplateBody, access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: []string{http.MethodDelete}, pattern: "/runpod/v1/templates/{templateId}", access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: get, pattern: "/runpod/v1/endpoints", access: accessKey, need: needRead, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: post, pattern: "/runpod/v1/endpoints", access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: get, pattern: "/runpod/v1/endpoints/{endpointId}", access: accessKey, need: needRead, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: []string{http.MethodPatch}, pattern: "/runpod/v1/endpoints/{endpointId}", access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: post, pattern: "/runpod/v1/endpoints/{endpointId}/update", access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: []string{http.MethodDelete}, pattern: "/runpod/v1/endpoints/{endpointId}", access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
 
 	// The gateway (proto/ember/v1's google.api.http rules): each route's
 	// need is its gRPC method's.

@@ -4,7 +4,8 @@
 // generated from proto/), the image upload (POST /v1/images:upload:
 // images.go), the worker list and logs (GET /v1/workers,
 // /v1/workers/{id}/logs) and POST /v1/workers/{id}:stop (workers.go), an
-// endpoint's logs (endpointlogs.go), the named API keys (/v1/keys), the
+// endpoint's logs (endpointlogs.go), RunPod's REST model of templates and
+// endpoints under /runpod/v1 (runpodrest.go), the named API keys (/v1/keys), the
 // GPUs (GET /v1/gpus), the probes (GET /healthz, /readyz), the OpenAPI
 // document, and the Prometheus metrics (GET /metrics).
 //
@@ -193,6 +194,10 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // take (405, with Allow). Neither needs a key: the routes are public in
 // /openapi.json.
 func (h *Server) noRoute(w http.ResponseWriter, r *http.Request, segs []string, allow []string) {
+	if len(segs) > 0 && segs[0] == "runpod" {
+		h.noRunPodRESTRoute(w, r, allow)
+		return
+	}
 	if len(allow) > 0 {
 		allow = slices.Compact(slices.Sorted(slices.Values(allow)))
 		w.Header().Set("Allow", strings.Join(allow, ", "))
@@ -221,6 +226,11 @@ func writeRefusal(w http.ResponseWriter, rt *route, ref *authz.Refusal) {
 			typ = "permission_error"
 		}
 		body["error"] = map[string]any{"message": ref.Message, "type": typ, "code": ref.Code}
+	}
+	if rt.runpodREST {
+		// RunPod's REST clients read {"message"}; "error" and "reason"
+		// stay for Ember's own.
+		body["message"] = ref.Message
 	}
 	if ref.KeyID != "" {
 		body["keyId"] = ref.KeyID
