@@ -120,6 +120,7 @@ fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmission$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzParseResult$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzParseChunk$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzRunPodRESTInput$$' -fuzztime $(FUZZTIME) ./daemon/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./daemon/config
 
 fuzz:
@@ -140,6 +141,8 @@ bench: build
 	$(GO) test -run '^$$' -bench StatusPath -benchtime 100000x -count 3 ./daemon/httpapi/
 	@echo "# a console session on a request: GET /v1/keys with the key in Authorization against the session cookie and CSRF token (same run)"
 	$(GO) test -run '^$$' -bench SessionAuth -benchtime 100000x -count 3 ./daemon/httpapi/
+	@echo "# what the scheduler records per job: the stats as they were (same-run baseline) against them plus the /metrics histograms, the console's chart history and the recent-jobs ring"
+	$(GO) test -run '^$$' -bench JobRecording -benchtime 1000000x -count 3 ./scheduler/
 	@echo "# GPU parking, Ember's own overhead (fake CUDA driver, fake runtime): park and revival of an idle GPU worker against FlashBoot freeze and thaw and a cold start (same run, medians)"
 	$(GO) test -run '^$$' -bench ParkRevive -benchtime 200x ./scheduler/
 	@echo "# a CUDA checkpoint call through the ember-ckpt helper process against the same call in emberd's process, on a fake libcuda (same run, medians); and the helper's first call (its start) against an in-process first call"

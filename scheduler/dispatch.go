@@ -198,6 +198,7 @@ func (s *Scheduler) leaseLocked(j *job, w *worker, ep *endpointState) {
 	j.rec.DelayMs = msSince(j.rec.SubmittedAt, now)
 	if j.rec.Attempts == 0 && j.runState == nil { // its first take (an attempt given back leaves 0)
 		ep.stats.delay.add(time.Duration(j.rec.DelayMs) * time.Millisecond)
+		ep.history.Delay(now, time.Duration(j.rec.DelayMs)*time.Millisecond)
 	}
 	j.rec.Attempts++
 	j.worker = w

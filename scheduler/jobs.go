@@ -74,6 +74,8 @@ func (s *Scheduler) Submit(ctx context.Context, endpointID string, sub spec.Subm
 	j.unsaved = &rec
 	s.mu.Lock()
 	s.admitLocked(ep, j)
+	ep.history.Submitted(now)
+	ep.recent.add(rec.ID)
 	s.jobArrivedLocked(ep)
 	s.scaleLocked(ep)
 	s.mu.Unlock()
@@ -454,7 +456,7 @@ func (s *Scheduler) publishLocked(j *job, r *store.Job, final *JobView) {
 	j.wakeStream()
 	if ep := s.endpoints[j.rec.EndpointID]; ep != nil && r != nil {
 		ep.counters.add(now, r.Status, false)
-		ep.recordFinishedLocked(r)
+		ep.recordFinishedLocked(now, r)
 		s.scaleLocked(ep)
 	}
 }

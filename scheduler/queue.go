@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/emberhq/ember/scheduler/history"
 	"github.com/emberhq/ember/scheduler/store"
 )
 
@@ -207,6 +208,10 @@ type endpointState struct {
 
 	counters rollingCounters
 	stats    endpointStats
+	// history is the last hour in 10 s buckets, for the console's charts
+	// (history.go); recent are the ids of the newest jobs (recent.go).
+	history *history.Series
+	recent  recentJobs
 	// ghosts are workers that ended unhealthy (crashed before becoming
 	// ready, missed the init timeout, reported themselves unhealthy),
 	// newest last. They stay visible, in /health and `ember worker list`,
@@ -227,6 +232,8 @@ func (s *Scheduler) addEndpointLocked(e store.Endpoint) {
 		def:      e,
 		workers:  make(map[string]*worker),
 		counters: newRollingCounters(s.tun().RunRetention),
+		stats:    newEndpointStats(),
+		history:  history.New(s.now()),
 	}
 }
 

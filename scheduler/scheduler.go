@@ -338,6 +338,7 @@ func (s *Scheduler) recover() error {
 	for _, ep := range s.endpoints {
 		ep.sortQueues()
 	}
+	s.fillRecentLocked(rc)
 	if err := s.persistRecovery(rc); err != nil {
 		return err
 	}
@@ -395,6 +396,9 @@ type recovery struct {
 	queued, requeued, failed, resumed int
 	fixes                             []*store.Job // records to rewrite
 	orphans                           []string     // jobs of endpoints that no longer exist
+	// recent are the newest jobs seen of each endpoint, by endpoint id
+	// (recent.go).
+	recent map[string][]recentCandidate
 }
 
 // recoverJobLocked puts back one stored job, unless it is terminal: on
@@ -403,6 +407,9 @@ type recovery struct {
 func (s *Scheduler) recoverJobLocked(rc *recovery, r *store.Job) {
 	if r.Seq > s.seq {
 		s.seq = r.Seq
+	}
+	if _, ok := s.endpoints[r.EndpointID]; ok {
+		rc.noteRecent(r)
 	}
 	if r.Status.Terminal() {
 		return
@@ -518,6 +525,7 @@ func (s *Scheduler) tickLoop() {
 					s.expireFrozenLocked(ep)
 					s.parkIdleLocked(ep)
 					s.scaleLocked(ep)
+					s.sampleHistoryLocked(ep)
 				}
 				s.checkLeasesLocked()
 				for _, w := range s.workers {

@@ -15,19 +15,57 @@ import (
 const sampleWindowSize = 1024
 
 // distribution keeps the most recent durations of one kind, for quantiles,
-// and the running count and sum since the daemon started (Prometheus
-// summaries need both).
+// the running count and sum since the daemon started, and, when it has
+// bounds, how many fell in each bucket since then (the /metrics
+// histograms).
 type distribution struct {
 	ring  []float64 // seconds
 	next  int
 	count int64
 	sum   float64
+	// bounds are the histogram's bucket upper bounds, in seconds, sorted;
+	// nil: no histogram. buckets[i] counts the samples in (bounds[i-1],
+	// bounds[i]], the last one those above every bound.
+	bounds  []float64
+	buckets []uint64
+}
+
+// Histogram bucket bounds, in seconds, for each kind of duration: from a
+// few milliseconds to past the longest each can take (a job may run for
+// a day; a cold start includes an image's first start and a model load).
+var (
+	delayBounds     = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
+	executionBounds = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400}
+	coldStartBounds = []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200}
+	revivalBounds   = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120}
+)
+
+// newEndpointStats returns empty stats whose distributions keep
+// histograms.
+func newEndpointStats() endpointStats {
+	var st endpointStats
+	st.delay.bounds = delayBounds
+	st.execution.bounds = executionBounds
+	st.coldStart.bounds = coldStartBounds
+	st.revival.bounds = revivalBounds
+	st.park.bounds = revivalBounds
+	return st
 }
 
 func (d *distribution) add(v time.Duration) {
 	s := v.Seconds()
 	if s < 0 {
 		s = 0
+	}
+	if d.bounds != nil {
+		if d.buckets == nil {
+			d.buckets = make([]uint64, len(d.bounds)+1)
+		}
+		i := 0
+		for i < len(d.bounds) && d.bounds[i] < s {
+			i++
+		}
+		d.buckets[i]++
 	}
 	if len(d.ring) < sampleWindowSize {
 		d.ring = append(d.ring, s)
@@ -48,6 +86,27 @@ type Quantiles struct {
 	P50   float64 `json:"p50"`
 	P90   float64 `json:"p90"`
 	P99   float64 `json:"p99"`
+}
+
+// Histogram is a distribution's cumulative histogram since the daemon
+// started, as Prometheus exports one: for each upper bound (seconds), how
+// many samples were at or below it.
+type Histogram struct {
+	Count   uint64
+	Sum     float64
+	Buckets map[float64]uint64
+}
+
+func (d *distribution) histogram() Histogram {
+	h := Histogram{Count: uint64(d.count), Sum: d.sum, Buckets: make(map[float64]uint64, len(d.bounds))}
+	var c uint64
+	for i, b := range d.bounds {
+		if d.buckets != nil {
+			c += d.buckets[i]
+		}
+		h.Buckets[b] = c
+	}
+	return h
 }
 
 func (d *distribution) summary() Quantiles {
@@ -120,6 +179,10 @@ type EndpointStats struct {
 	// "late" (the job had ended) and "limit" (past the unread cap; the job
 	// failed).
 	StreamChunksRejected map[string]int64 `json:"streamChunksRejected"`
+	// Histograms of Delay, Execution, ColdStart, Revival and Park since
+	// the daemon started, keyed by those names (the /metrics
+	// histograms).
+	Histograms map[string]Histogram `json:"-"`
 }
 
 // Stats returns the metrics of one endpoint, or of all (endpointID ""),
@@ -163,6 +226,10 @@ func (s *Scheduler) statsLocked(ep *endpointState) EndpointStats {
 		WorkersParked: st.parked, Park: st.park.summary(),
 
 		StreamChunksRejected: map[string]int64{"late": st.streamRejected.late, "limit": st.streamRejected.overLimit},
+		Histograms: map[string]Histogram{
+			"delay": st.delay.histogram(), "execution": st.execution.histogram(),
+			"coldStart": st.coldStart.histogram(), "revival": st.revival.histogram(), "park": st.park.histogram(),
+		},
 	}
 	for _, status := range []store.Status{store.Completed, store.Failed, store.TimedOut, store.Cancelled} {
 		out.Finished[string(status)] = st.finished[status]
@@ -183,15 +250,19 @@ func (s *Scheduler) statsLocked(ep *endpointState) EndpointStats {
 	return out
 }
 
-// recordFinishedLocked counts a terminal job and its execution time.
-func (ep *endpointState) recordFinishedLocked(r *store.Job) {
+// recordFinishedLocked counts a terminal job and its execution time, in
+// the stats and in the history.
+func (ep *endpointState) recordFinishedLocked(now time.Time, r *store.Job) {
 	if ep.stats.finished == nil {
 		ep.stats.finished = make(map[store.Status]int64)
 	}
 	ep.stats.finished[r.Status]++
-	if r.StartedAt > 0 && r.Status != store.Cancelled {
-		ep.stats.execution.add(time.Duration(r.ExecutionMs) * time.Millisecond)
+	ran := r.StartedAt > 0 && r.Status != store.Cancelled
+	exec := time.Duration(r.ExecutionMs) * time.Millisecond
+	if ran {
+		ep.stats.execution.add(exec)
 	}
+	ep.history.Finished(now, r.Status == store.Completed, r.Status == store.Failed || r.Status == store.TimedOut, exec, ran)
 }
 
 // StoreSize is the job store's size on disk in bytes, by part (see

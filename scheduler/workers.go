@@ -218,6 +218,7 @@ func (s *Scheduler) markSeenLocked(w *worker) {
 			ep.startFails = 0
 			ep.ghosts = nil
 			ep.stats.coldStart.add(startup)
+			ep.history.ColdStart(s.now(), startup)
 		}
 		s.log.Info("worker ready", "worker", w.id, "endpoint", w.endpoint, "startup", startup.Round(time.Millisecond))
 	}

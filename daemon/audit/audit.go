@@ -32,6 +32,9 @@ const (
 	ImageRemove    = "image.remove"
 	QueuePurge     = "queue.purge"
 	WorkerStop     = "worker.stop"
+	TemplateCreate = "template.create"
+	TemplateUpdate = "template.update"
+	TemplateDelete = "template.delete"
 )
 
 // Record writes one audit line for action on object, by the caller in ctx

@@ -94,6 +94,10 @@ type Options struct {
 	// overrides such as "run=5/10s:2". Reloadable.
 	RateLimits string
 
+	// Version is emberd's version (main.version, set at build time), for
+	// ember_build_info; not a flag.
+	Version string
+
 	Logger *slog.Logger
 	// Reloads delivers new settings (SIGHUP): the scheduler's tunables are
 	// applied at once; the rest is reported as needing a restart.

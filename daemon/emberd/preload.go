@@ -1,10 +1,12 @@
 package emberd
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,9 +20,11 @@ import (
 	"github.com/emberhq/ember/daemon/audit"
 	"github.com/emberhq/ember/daemon/auth"
 	"github.com/emberhq/ember/daemon/grpcapi"
+	"github.com/emberhq/ember/daemon/templates"
 	"github.com/emberhq/ember/oci/image"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
@@ -29,12 +33,14 @@ import (
 // carrying image archives and endpoint definitions in the preload folder
 // (DATA-DIR/preload by default). At start emberd imports every image there
 // (docker-save or OCI archives, *.tar, *.tar.gz, *.tgz, or OCI layout
-// folders), then creates every endpoint (*.json, the body of POST
-// /v1/endpoints). What it has done is recorded in a marker file
+// folders), then creates every template (*.template.json, the body of POST
+// /v1/templates), then every endpoint (other *.json, the body of POST
+// /v1/endpoints; an endpoint file cannot name a template). What it has done is recorded in a marker file
 // (preload.done in the data folder), by entry name, size and modification
 // time, so a later start does nothing again; an entry that failed is tried
 // again at the next start, and one added later is picked up then.
-// An endpoint whose name exists already counts as done.
+// An endpoint or template whose name exists already counts as done (a
+// changed template file does not update it: ember template update does).
 
 // preloadMarker is the file name of the record of done entries.
 const preloadMarker = "preload.done"
@@ -47,14 +53,14 @@ type preloadRecord struct {
 
 // preloadResult counts what one preload pass did.
 type preloadResult struct {
-	Images, Endpoints, Skipped, Failed int
+	Images, Templates, Endpoints, Skipped, Failed int
 }
 
-// preload runs one pass over dir, creating endpoints through sched (the
-// scheduler). images is nil for the process runtime, whose endpoints need
+// preload runs one pass over dir, creating templates in tmpl and endpoints
+// through sched (the scheduler). images is nil for the process runtime, whose endpoints need
 // no image: archives are then left for a later start with the runc
 // runtime.
-func preload(ctx context.Context, dir, dataDir string, images *image.Store, sched endpointCreator, log *slog.Logger) (preloadResult, error) {
+func preload(ctx context.Context, dir, dataDir string, images *image.Store, sched endpointCreator, tmpl *templates.Store, log *slog.Logger) (preloadResult, error) {
 	var res preloadResult
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -73,7 +79,7 @@ func preload(ctx context.Context, dir, dataDir string, images *image.Store, sche
 			rec.Done = map[string]string{}
 		}
 	}
-	var imgs, eps []os.DirEntry
+	var imgs, tmpls, eps []os.DirEntry
 	for _, e := range entries {
 		name := e.Name()
 		switch {
@@ -82,6 +88,8 @@ func preload(ctx context.Context, dir, dataDir string, images *image.Store, sche
 			imgs = append(imgs, e)
 		case !e.IsDir() && (strings.HasSuffix(name, ".tar") || strings.HasSuffix(name, ".tar.gz") || strings.HasSuffix(name, ".tgz")):
 			imgs = append(imgs, e)
+		case !e.IsDir() && strings.HasSuffix(name, ".template.json"):
+			tmpls = append(tmpls, e)
 		case !e.IsDir() && strings.HasSuffix(name, ".json"):
 			eps = append(eps, e)
 		default:
@@ -89,6 +97,7 @@ func preload(ctx context.Context, dir, dataDir string, images *image.Store, sche
 		}
 	}
 	sort.Slice(imgs, func(i, j int) bool { return imgs[i].Name() < imgs[j].Name() })
+	sort.Slice(tmpls, func(i, j int) bool { return tmpls[i].Name() < tmpls[j].Name() })
 	sort.Slice(eps, func(i, j int) bool { return eps[i].Name() < eps[j].Name() })
 	save := func() error {
 		b, _ := json.MarshalIndent(rec, "", "  ")
@@ -123,6 +132,33 @@ func preload(ctx context.Context, dir, dataDir string, images *image.Store, sche
 		}
 		log.Info("preload: image imported", "entry", path, "names", img.Names, "took", time.Since(start).Round(time.Millisecond))
 		res.Images++
+		rec.Done[e.Name()] = fp
+		if err := save(); err != nil {
+			return res, fmt.Errorf("preload: write marker: %w", err)
+		}
+	}
+	// Templates before endpoints, so that a later version of the
+	// endpoint files could name them.
+	for _, e := range tmpls {
+		path := filepath.Join(dir, e.Name())
+		fp := fingerprint(e)
+		if rec.Done[e.Name()] == fp {
+			res.Skipped++
+			continue
+		}
+		created, err := preloadTemplate(ctx, path, tmpl, log)
+		switch {
+		case err != nil:
+			log.Error("preload: create template", "entry", path, "err", err)
+			res.Failed++
+			continue
+		case created:
+			log.Info("preload: template created", "entry", path)
+			res.Templates++
+		default:
+			log.Info("preload: template exists already", "entry", path)
+			res.Skipped++
+		}
 		rec.Done[e.Name()] = fp
 		if err := save(); err != nil {
 			return res, fmt.Errorf("preload: write marker: %w", err)
@@ -191,6 +227,44 @@ func preloadEndpoint(ctx context.Context, path string, sched endpointCreator, lo
 	}
 	audit.Record(ctx, log, audit.EndpointCreate, e.ID, nil, slog.String("endpoint", e.ID), slog.String("name", e.Name))
 	return e.ID, nil
+}
+
+// preloadTemplate creates the template defined in path (the body of POST
+// /v1/templates, at most limits.TemplateBody bytes) with the audit record
+// the API leaves; it reports false when a template of that name exists
+// already (a built-in's name included).
+func preloadTemplate(ctx context.Context, path string, tmpl *templates.Store, log *slog.Logger) (bool, error) {
+	if tmpl == nil {
+		return false, fmt.Errorf("%s: this daemon has no template store", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limits.TemplateBody+1))
+	if err != nil {
+		return false, err
+	}
+	if len(b) > limits.TemplateBody {
+		return false, fmt.Errorf("%s is over the template size limit of %d bytes (limits.TemplateBody)", path, limits.TemplateBody)
+	}
+	var t templates.Template
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&t); err != nil {
+		return false, fmt.Errorf("%s is not a template (the body of POST /v1/templates): %v", path, err)
+	}
+	ctx = auth.WithCaller(ctx, auth.Caller{KeyID: "preload", Name: "preload", Scope: auth.Admin})
+	_, err = tmpl.Create(t)
+	if errors.Is(err, templates.ErrExists) {
+		return false, nil
+	}
+	audit.Record(ctx, log, audit.TemplateCreate, t.Name, err, slog.String("image", t.Image))
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	return true, nil
 }
 
 // fingerprint identifies an entry's content cheaply: its size and

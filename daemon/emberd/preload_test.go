@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/emberhq/ember/daemon/templates"
 	"github.com/emberhq/ember/scheduler"
+	"github.com/emberhq/ember/scheduler/limits"
 	"github.com/emberhq/ember/scheduler/spec"
 	"github.com/emberhq/ember/scheduler/store"
 )
@@ -74,5 +76,71 @@ func TestPreloadEndpoint(t *testing.T) {
 				t.Errorf("log %q lacks %q", logs.String(), tt.wantLog)
 			}
 		})
+	}
+}
+
+// TestPreloadTemplates: *.template.json files become templates before the
+// endpoint files are read (the endpoint file here is not taken for a
+// template, nor the template for an endpoint), with an audit record; a
+// second pass does nothing; a template whose name exists counts as done;
+// a bad one fails and is tried again at the next pass.
+func TestPreloadTemplates(t *testing.T) {
+	dir, data := t.TempDir(), t.TempDir()
+	write := func(name, body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.template.json", `{"name":"echo","image":"ghcr.io/acme/echo:1","env":[{"name":"TOKEN","required":true,"description":"the token"}],"workersMax":1}`)
+	write("b.template.json", `{"name":"basic","image":"other:1"}`)
+	write("c.template.json", `{"name":"bad","image":"x:1","unknownField":1}`)
+	write("d.template.json", `{"name":"big","image":"x:1","description":"`+strings.Repeat("d", limits.TemplateBody)+`"}`)
+	write("echo.json", `{"name":"echo-ep","command":["/bin/echo"]}`)
+	tmpl, err := templates.Open(filepath.Join(data, templates.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	fc := &fakeCreator{}
+	res, err := preload(context.Background(), dir, data, nil, fc, tmpl, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (preloadResult{Templates: 1, Endpoints: 1, Skipped: 1, Failed: 2}); res != want {
+		t.Errorf("first pass %+v; want %+v", res, want)
+	}
+	if fc.calls != 1 {
+		t.Errorf("%d endpoint creations; want 1", fc.calls)
+	}
+	got, err := tmpl.Get("echo")
+	if err != nil || got.Version != 1 || !got.Env[0].Required {
+		t.Fatalf("template echo: %+v, %v", got, err)
+	}
+	if b, _ := tmpl.Get("basic"); !b.Builtin || b.Image == "other:1" {
+		t.Errorf("a preload file replaced the built-in basic: %+v", b)
+	}
+	for _, want := range []string{
+		"action=template.create object=echo key_id=preload key_name=preload key_scope=admin outcome=ok",
+		"c.template.json is not a template",
+		"over the template size limit of 262144 bytes",
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+	// Reopened, the store has it (it was written, not only held).
+	if re, err := templates.Open(filepath.Join(data, templates.FileName)); err != nil {
+		t.Fatal(err)
+	} else if _, err := re.Get("echo"); err != nil {
+		t.Fatalf("after reopening: %v", err)
+	}
+	res, err = preload(context.Background(), dir, data, nil, fc, tmpl, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (preloadResult{Skipped: 3, Failed: 2}); res != want {
+		t.Errorf("second pass %+v; want %+v", res, want)
 	}
 }

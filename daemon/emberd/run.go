@@ -28,6 +28,7 @@ import (
 	"github.com/emberhq/ember/daemon/imagesvc"
 	apikeys "github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/daemon/ratelimit"
+	"github.com/emberhq/ember/daemon/templates"
 	"github.com/emberhq/ember/daemon/tlsconf"
 	emberv1 "github.com/emberhq/ember/proto/ember/v1"
 	"github.com/emberhq/ember/proto/openapi"
@@ -49,7 +50,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer d.undo()
 	for _, phase := range []func(context.Context) error{
-		d.prepare,    // data dir, descriptors, limits, keys, TLS
+		d.prepare,    // data dir, descriptors, limits, keys, templates, TLS
 		d.listen,     // runtime, listeners, HTTP and gRPC served behind the gate
 		d.openSched,  // the store and the scheduler (waits for disk space)
 		d.serveAPI,   // the gateway and the handler; the gate opens
@@ -76,6 +77,7 @@ type run struct {
 	conns    *connlimit.Limiter
 	keyFile  string
 	keyStore *apikeys.Store
+	tmpl     *templates.Store
 	tlsMode  string
 	certs    *tlsconf.Manager // nil: TLS off
 
@@ -126,8 +128,8 @@ func (d *run) goUntil(ctx context.Context, f func(context.Context)) (stop func()
 }
 
 // prepare checks the options and sets up what every listener needs: the
-// data dir, the descriptor limit, rate and connection limits, API keys and
-// TLS.
+// data dir, the descriptor limit, rate and connection limits, API keys,
+// templates and TLS.
 func (d *run) prepare(ctx context.Context) error {
 	o, log := d.o, d.log
 	if o.MinFreeDiskMB < 0 || o.DiskReserveMB < 0 {
@@ -165,6 +167,11 @@ func (d *run) prepare(ctx context.Context) error {
 		return err
 	}
 	d.keyStore, err = apikeys.Open(filepath.Join(o.DataDir, apikeys.FileName))
+	if err != nil {
+		return err
+	}
+	// Operator templates (the built-in ones are compiled in).
+	d.tmpl, err = templates.Open(filepath.Join(o.DataDir, templates.FileName))
 	if err != nil {
 		return err
 	}
@@ -394,9 +401,10 @@ func (d *run) serveAPI(ctx context.Context) error {
 		Connections:    func() any { return d.conns.Stats() },
 		RateLimiter:    d.limiter,
 		Console:        console.Assets,
+		Templates:      d.tmpl,
 		TLS:            tlsStatus(d.certs),
 		InsecureListen: d.o.InsecureListen && d.certs == nil,
-		Metrics:        []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats), handshakeErrors}})
+		Metrics:        []prometheus.Collector{newDaemonCollector(sched, wr.gpuStats), handshakeErrors, newBuildInfo(d.o.Version)}})
 	d.lazy.disk = sched.DiskGuard().Ready
 	d.lazy.set(handler)
 	d.gh.update()
@@ -436,13 +444,13 @@ func (d *run) background(ctx context.Context) error {
 		preloadDir = filepath.Join(o.DataDir, "preload")
 	}
 	d.stopPreload = d.goUntil(ctx, func(ctx context.Context) {
-		res, err := preload(ctx, preloadDir, o.DataDir, d.wr.images, d.sched, log)
+		res, err := preload(ctx, preloadDir, o.DataDir, d.wr.images, d.sched, d.tmpl, log)
 		if err != nil && ctx.Err() == nil {
 			log.Error("preload failed", "dir", preloadDir, "err", err)
 			return
 		}
 		if res != (preloadResult{}) {
-			log.Info("preload done", "dir", preloadDir, "images", res.Images, "endpoints", res.Endpoints, "already_done", res.Skipped, "failed", res.Failed)
+			log.Info("preload done", "dir", preloadDir, "images", res.Images, "templates", res.Templates, "endpoints", res.Endpoints, "already_done", res.Skipped, "failed", res.Failed)
 		}
 	})
 	return nil

@@ -88,6 +88,9 @@ func limitBody(w http.ResponseWriter, r *http.Request, rt route) bool {
 	}
 	b, n, err := readLimited(w, r, rt.limit)
 	switch {
+	case errors.Is(err, errBodyTooLarge) && rt.runpodREST:
+		writeRPError(w, &rpTooLarge{rpError: rpError{Code: http.StatusRequestEntityTooLarge, Message: tooLargeMessage(rt.name, rt.limit, n)}, limit: rt.limit})
+		return false
 	case errors.Is(err, errBodyTooLarge):
 		writeTooLarge(w, rt.name, rt.limit, n)
 		return false

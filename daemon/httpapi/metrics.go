@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -36,13 +35,13 @@ var (
 	descWorkers = endpointDesc("ember_workers",
 		"The endpoint's workers now, by state; throttled counts workers wanted but not placeable (no free GPU).", "state")
 	descDelay = endpointDesc("ember_job_delay_seconds",
-		"Time from a job's submission to its take by a worker. Quantiles over the last 1024 jobs.")
+		"Time from a job's submission to its first take by a worker, since emberd started.")
 	descExecution = endpointDesc("ember_job_execution_seconds",
-		"Time from a job's take to its terminal status. Quantiles over the last 1024 jobs.")
+		"Time from a job's take to its terminal status (cancelled jobs left out), since emberd started.")
 	descColdStart = endpointDesc("ember_worker_cold_start_seconds",
-		"Time from a new worker's start to its first job-take or ping. Quantiles over the last 1024 starts.")
+		"Time from a new worker's start to its first job-take or ping, since emberd started.")
 	descRevival = endpointDesc("ember_worker_revival_seconds",
-		"Time from the decision to revive a frozen (FlashBoot) worker to its processes running again. Quantiles over the last 1024 revivals.")
+		"Time from the decision to revive a frozen (FlashBoot) or parked worker to its processes running again, since emberd started.")
 	descWorkersStarted = endpointDesc("ember_workers_started_total",
 		"Workers started since emberd started.")
 	descWorkersRevived = endpointDesc("ember_workers_revived_total",
@@ -54,7 +53,7 @@ var (
 	descWorkersParked = endpointDesc("ember_workers_parked_total",
 		"Workers parked (GPU state moved to host memory, GPU given up; endpoint gpuPark) since emberd started.")
 	descPark = endpointDesc("ember_worker_park_seconds",
-		"Time from the decision to park a worker to its GPUs released. Quantiles over the last 1024 parks.")
+		"Time from the decision to park a worker to its GPUs released, since emberd started.")
 	descParkedBytes = endpointDesc("ember_workers_parked_bytes",
 		"Host memory the endpoint's parked workers' GPU state takes now.")
 	descParkBudget = prometheus.NewDesc("ember_park_memory_budget_bytes",
@@ -125,13 +124,12 @@ func (c schedulerCollector) Collect(ch chan<- prometheus.Metric) {
 		counter := func(d *prometheus.Desc, v int64, extra ...string) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{id, name}, extra...)...)
 		}
-		summary := func(d *prometheus.Desc, q scheduler.Quantiles) {
-			quantiles := map[float64]float64{0.5: q.P50, 0.9: q.P90, 0.99: q.P99}
-			if q.Count == 0 {
-				// Prometheus' convention for a quantile of no observations.
-				quantiles = map[float64]float64{0.5: math.NaN(), 0.9: math.NaN(), 0.99: math.NaN()}
-			}
-			ch <- prometheus.MustNewConstSummary(d, uint64(q.Count), q.Sum, quantiles, id, name)
+		// Histograms (cumulative since emberd started) rather than
+		// summaries: their buckets add up across endpoints and daemons,
+		// and rate() over them charts a quantile over any window.
+		histogram := func(d *prometheus.Desc, kind string) {
+			h := st.Histograms[kind]
+			ch <- prometheus.MustNewConstHistogram(d, h.Count, h.Sum, h.Buckets, id, name)
 		}
 
 		gauge(descJobsQueued, float64(st.InQueue))
@@ -143,16 +141,16 @@ func (c schedulerCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, state := range withExtraKeys(workerStates, st.Workers) {
 			gauge(descWorkers, float64(st.Workers[state]), state)
 		}
-		summary(descDelay, st.Delay)
-		summary(descExecution, st.Execution)
-		summary(descColdStart, st.ColdStart)
-		summary(descRevival, st.Revival)
+		histogram(descDelay, "delay")
+		histogram(descExecution, "execution")
+		histogram(descColdStart, "coldStart")
+		histogram(descRevival, "revival")
 		counter(descWorkersStarted, st.WorkersStarted)
 		counter(descWorkersRevived, st.WorkersRevived)
 		counter(descWorkersFrozen, st.WorkersFrozen)
 		counter(descWorkersReclaimed, st.WorkersReclaimed)
 		counter(descWorkersParked, st.WorkersParked)
-		summary(descPark, st.Park)
+		histogram(descPark, "park")
 		gauge(descParkedBytes, float64(st.ParkedBytes))
 		for _, reason := range withExtraKeys(streamRejectReasons, st.StreamChunksRejected) {
 			counter(descStreamRejected, st.StreamChunksRejected[reason], reason)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -127,9 +126,9 @@ func TestMetrics(t *testing.T) {
 	gauges := []string{"ember_jobs_queued", "ember_jobs_in_progress", "ember_workers", "ember_workers_parked_bytes"}
 	counters := []string{"ember_jobs_finished_total", "ember_jobs_retried_total", "ember_workers_started_total",
 		"ember_workers_revived_total", "ember_workers_frozen_total", "ember_workers_reclaimed_total", "ember_workers_parked_total"}
-	summaries := []string{"ember_job_delay_seconds", "ember_job_execution_seconds", "ember_worker_cold_start_seconds", "ember_worker_revival_seconds",
+	histograms := []string{"ember_job_delay_seconds", "ember_job_execution_seconds", "ember_worker_cold_start_seconds", "ember_worker_revival_seconds",
 		"ember_worker_park_seconds"}
-	for _, name := range slices.Concat(gauges, counters, summaries) {
+	for _, name := range slices.Concat(gauges, counters, histograms) {
 		fam, ok := fams[name]
 		if !ok {
 			t.Errorf("no %s", name)
@@ -139,8 +138,8 @@ func TestMetrics(t *testing.T) {
 		switch {
 		case slices.Contains(counters, name):
 			want = dto.MetricType_COUNTER
-		case slices.Contains(summaries, name):
-			want = dto.MetricType_SUMMARY
+		case slices.Contains(histograms, name):
+			want = dto.MetricType_HISTOGRAM
 		}
 		if fam.GetType() != want {
 			t.Errorf("%s is a %s, want a %s", name, fam.GetType(), want)
@@ -187,26 +186,41 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("ember_park_memory_used_bytes: %v, want 0", fam)
 	}
 
+	// Histograms since the start: one job, so every bucket from the one
+	// holding its time up counts 1 and those below 0; the buckets run
+	// from milliseconds to an hour or more.
 	for _, name := range []string{"ember_job_delay_seconds", "ember_job_execution_seconds"} {
-		s := series(t, fams, name, ep).GetSummary()
-		if s.GetSampleCount() != 1 {
-			t.Errorf("%s_count = %d, want 1", name, s.GetSampleCount())
+		h := series(t, fams, name, ep).GetHistogram()
+		if h.GetSampleCount() != 1 {
+			t.Errorf("%s_count = %d, want 1", name, h.GetSampleCount())
 		}
-		var qs []float64
-		for _, q := range s.GetQuantile() {
-			qs = append(qs, q.GetQuantile())
-			if v := q.GetValue(); math.IsNaN(v) || v < 0 || v > s.GetSampleSum()+1e-9 {
-				t.Errorf("%s{quantile=%v} = %v with sum %v", name, q.GetQuantile(), v, s.GetSampleSum())
+		b := h.GetBucket()
+		if len(b) < 10 || b[0].GetUpperBound() > 0.01 || b[len(b)-1].GetUpperBound() < 3600 {
+			t.Errorf("%s buckets %v: want ms to an hour", name, b)
+			continue
+		}
+		prev := uint64(0)
+		for _, x := range b {
+			c := x.GetCumulativeCount()
+			want := uint64(0)
+			if h.GetSampleSum() <= x.GetUpperBound() {
+				want = 1
 			}
-		}
-		if !slices.Equal(qs, []float64{0.5, 0.9, 0.99}) {
-			t.Errorf("%s quantiles %v, want 0.5, 0.9, 0.99", name, qs)
+			if c != want || c < prev {
+				t.Errorf("%s_bucket{le=%v} = %d, want %d (sum %v)", name, x.GetUpperBound(), c, want, h.GetSampleSum())
+			}
+			prev = c
 		}
 	}
-	// No FlashBoot: no revival, and a quantile of nothing is NaN.
-	rev := series(t, fams, "ember_worker_revival_seconds", ep).GetSummary()
-	if rev.GetSampleCount() != 0 || len(rev.GetQuantile()) != 3 || !math.IsNaN(rev.GetQuantile()[0].GetValue()) {
-		t.Errorf("ember_worker_revival_seconds = %v, want count 0 and NaN quantiles", rev)
+	// No FlashBoot: no revival, every bucket zero.
+	rev := series(t, fams, "ember_worker_revival_seconds", ep).GetHistogram()
+	if rev.GetSampleCount() != 0 || len(rev.GetBucket()) == 0 {
+		t.Errorf("ember_worker_revival_seconds = %v, want count 0 with buckets", rev)
+	}
+	for _, x := range rev.GetBucket() {
+		if x.GetCumulativeCount() != 0 {
+			t.Errorf("ember_worker_revival_seconds_bucket{le=%v} = %d, want 0", x.GetUpperBound(), x.GetCumulativeCount())
+		}
 	}
 
 	// The Go runtime and process collectors.

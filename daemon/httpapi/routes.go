@@ -58,6 +58,9 @@ type route struct {
 	rpc string
 	// openAI routes answer errors in OpenAI's shape.
 	openAI bool
+	// runpodREST routes (RunPod's REST model, runpodrest.go) answer
+	// errors in RunPod's v1 shape, {"message"}.
+	runpodREST bool
 	// rate is the rate-limited operation the route counts as (RunPod's
 	// table, docs/limits.md; ratelimit.go), nil for a route with no budget. A
 	// gateway route takes its method's (authz.MethodRateOp).
@@ -85,6 +88,9 @@ var (
 	// needHealth: an endpoint's health is for monitoring (read) and for
 	// the SDKs' clients (invoke).
 	needHealth = authz.Need{Scopes: []auth.Scope{auth.Read, auth.Invoke}, EndpointField: "endpoint"}
+	// needRecentJobs: a read key sees an endpoint's recent jobs redacted,
+	// an invoke key in full for the endpoints it lists.
+	needRecentJobs = authz.Need{Scopes: []auth.Scope{auth.Read, auth.Invoke}, EndpointField: "endpoint_id"}
 )
 
 // routeTable is every route of the HTTP surface, and the one place that
@@ -99,10 +105,11 @@ var (
 //     the /v1 job routes; the job reads are invoke, not read, since they
 //     carry the job's input and output;
 //   - read: /metrics, GPUs, workers and their logs, endpoint and image
-//     metadata and stats, an endpoint's health;
-//   - admin: the rest: endpoints and images changed, keys, a worker
-//     stopped, and purge-queue (it throws away every client's queued
-//     work, so it is not an invoke key's to do).
+//     metadata and stats, an endpoint's health, templates;
+//   - admin: the rest: endpoints, images and templates changed (and a
+//     template deployed), keys, a worker stopped, and purge-queue (it
+//     throws away every client's queued work, so it is not an invoke
+//     key's to do).
 var routeTable = []route{
 	{methods: get, pattern: "/healthz", access: accessPublic, serve: serveProbe},
 	{methods: get, pattern: "/readyz", access: accessPublic, serve: serveProbe},
@@ -153,6 +160,39 @@ var routeTable = []route{
 	{methods: get, pattern: "/v1/endpoints/{id}/logs", hold: holdForever, access: accessKey, need: needRead, serve: (*Server).serveEndpointLogs},
 	// :stop waits for the worker to drain.
 	{methods: post, pattern: "/v1/workers/{id}:stop", hold: holdWait, access: accessKey, need: needAdmin, serve: (*Server).serveWorkerRoutes},
+	// The console's history and recent jobs (history.go), kept together.
+	// The recent jobs answer GET on the path where the gateway's POST
+	// submits a job (findRoute picks the row by method); read keys get
+	// them without input, output and error, invoke keys only for their
+	// endpoints.
+	{methods: get, pattern: "/v1/endpoints/{id}/history", access: accessKey, need: needRead, serve: (*Server).serveHistory},
+	{methods: get, pattern: "/v1/endpoints/{endpoint_id}/jobs", access: accessKey, need: needRecentJobs, serve: (*Server).serveRecentJobs},
+
+	// Templates and Quick Deploy (templates.go); these rows stay together.
+	// Reads are read's; changes and deploys (which create an endpoint)
+	// admin's, as endpoint changes are.
+	{methods: get, pattern: "/v1/templates", access: accessKey, need: needRead, serve: (*Server).serveTemplates},
+	{methods: post, pattern: "/v1/templates", limit: limits.TemplateBody, access: accessKey, need: needAdmin, serve: (*Server).serveTemplates},
+	{methods: post, pattern: "/v1/templates/{name}:deploy", limit: limits.TemplateDeployBody, access: accessKey, need: needAdmin, serve: (*Server).serveTemplates},
+	{methods: get, pattern: "/v1/templates/{name}", access: accessKey, need: needRead, serve: (*Server).serveTemplates},
+	{methods: []string{http.MethodPatch}, pattern: "/v1/templates/{name}", limit: limits.TemplateBody, access: accessKey, need: needAdmin, serve: (*Server).serveTemplates},
+	{methods: []string{http.MethodDelete}, pattern: "/v1/templates/{name}", access: accessKey, need: needAdmin, serve: (*Server).serveTemplates},
+
+	// RunPod's REST model (runpodrest.go): templates and endpoints as
+	// rest.runpod.io/v1 has them, under /runpod/v1. Reads need read,
+	// changes admin. These rows stay together.
+	{methods: get, pattern: "/runpod/v1/templates", access: accessKey, need: needRead, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: post, pattern: "/runpod/v1/templates", limit: limits.TemplateBody, access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: get, pattern: "/runpod/v1/templates/{templateId}", access: accessKey, need: needRead, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: []string{http.MethodPatch}, pattern: "/runpod/v1/templates/{templateId}", limit: limits.TemplateBody, access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: post, pattern: "/runpod/v1/templates/{templateId}/update", limit: limits.TemplateBody, access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: []string{http.MethodDelete}, pattern: "/runpod/v1/templates/{templateId}", access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: get, pattern: "/runpod/v1/endpoints", access: accessKey, need: needRead, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: post, pattern: "/runpod/v1/endpoints", access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: get, pattern: "/runpod/v1/endpoints/{endpointId}", access: accessKey, need: needRead, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: []string{http.MethodPatch}, pattern: "/runpod/v1/endpoints/{endpointId}", access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: post, pattern: "/runpod/v1/endpoints/{endpointId}/update", access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
+	{methods: []string{http.MethodDelete}, pattern: "/runpod/v1/endpoints/{endpointId}", access: accessKey, need: needAdmin, runpodREST: true, serve: (*Server).serveRunPodREST},
 
 	// The gateway (proto/ember/v1's google.api.http rules): each route's
 	// need is its gRPC method's.

@@ -4,7 +4,8 @@
 // generated from proto/), the image upload (POST /v1/images:upload:
 // images.go), the worker list and logs (GET /v1/workers,
 // /v1/workers/{id}/logs) and POST /v1/workers/{id}:stop (workers.go), an
-// endpoint's logs (endpointlogs.go), the named API keys (/v1/keys), the
+// endpoint's logs (endpointlogs.go), RunPod's REST model of templates and
+// endpoints under /runpod/v1 (runpodrest.go), the named API keys (/v1/keys), the
 // GPUs (GET /v1/gpus), the probes (GET /healthz, /readyz), the OpenAPI
 // document, and the Prometheus metrics (GET /metrics).
 //
@@ -36,6 +37,7 @@ import (
 	"github.com/emberhq/ember/daemon/authz"
 	"github.com/emberhq/ember/daemon/keys"
 	"github.com/emberhq/ember/daemon/ratelimit"
+	"github.com/emberhq/ember/daemon/templates"
 	"github.com/emberhq/ember/oci/image"
 	"github.com/emberhq/ember/scheduler"
 	"github.com/emberhq/ember/scheduler/limits"
@@ -88,6 +90,10 @@ type Config struct {
 	// runtime, the process). They share one registry, so two collectors
 	// exporting the same metric make New panic.
 	Metrics []prometheus.Collector
+	// Templates holds the endpoint templates served at /v1/templates and
+	// deployed by POST /v1/templates/{name}:deploy (templates.go); nil
+	// answers those routes 404.
+	Templates *templates.Store
 	// RateLimiter limits RunPod's client operations, their /v1 twins and
 	// the OpenAI route per key and endpoint (ratelimit.go); nil: no limits.
 	RateLimiter *ratelimit.Limiter
@@ -188,6 +194,10 @@ func (h *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // take (405, with Allow). Neither needs a key: the routes are public in
 // /openapi.json.
 func (h *Server) noRoute(w http.ResponseWriter, r *http.Request, segs []string, allow []string) {
+	if len(segs) > 0 && segs[0] == "runpod" {
+		h.noRunPodRESTRoute(w, r, allow)
+		return
+	}
 	if len(allow) > 0 {
 		allow = slices.Compact(slices.Sorted(slices.Values(allow)))
 		w.Header().Set("Allow", strings.Join(allow, ", "))
@@ -216,6 +226,11 @@ func writeRefusal(w http.ResponseWriter, rt *route, ref *authz.Refusal) {
 			typ = "permission_error"
 		}
 		body["error"] = map[string]any{"message": ref.Message, "type": typ, "code": ref.Code}
+	}
+	if rt.runpodREST {
+		// RunPod's REST clients read {"message"}; "error" and "reason"
+		// stay for Ember's own.
+		body["message"] = ref.Message
 	}
 	if ref.KeyID != "" {
 		body["keyId"] = ref.KeyID

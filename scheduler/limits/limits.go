@@ -96,11 +96,25 @@ const (
 	StreamPage = 1 << 20
 )
 
+// MaxTemplates caps the operator's templates (daemon/templates; the
+// built-in ones are not counted): with TemplateBody it bounds the store's
+// file and memory to 64 MiB.
+const MaxTemplates = 256
+
 // Small request bodies: the routes that take a few fields or none.
 const (
 	// KeyBody caps POST /v1/keys: {"name"} and nothing more, and the
 	// console's login, POST /console/session: {"key"}.
 	KeyBody = 4 << 10
+	// TemplateBody caps a template as JSON (daemon/templates): POST and
+	// PATCH /v1/templates, a preload *.template.json file, and each
+	// template in the store's file. Its variables' descriptions and
+	// defaults are short; an endpoint's full environment is not a preset.
+	TemplateBody = 256 << 10
+	// TemplateDeployBody caps POST /v1/templates/{name}:deploy: the
+	// endpoint's name, its variables' values (an environment at its
+	// limit, as an endpoint's) and a few numbers.
+	TemplateDeployBody = EndpointBody
 	// SmallBody caps the body of every other request: the RunPod status,
 	// cancel, retry and purge routes (some SDKs POST them with a small
 	// body), the worker job-take, job-stop and ping, the /v1 routes that
@@ -185,4 +199,17 @@ const (
 	// running workers, the page cache and emberd. A park that would go past
 	// it is refused and the worker is stopped instead.
 	DefaultParkMemoryPercent = 25
+)
+
+// Console reads: an endpoint's recent jobs (GET /v1/endpoints/{id}/jobs,
+// scheduler/recent.go). The chart history's size is fixed by its own
+// package (scheduler/history: 360 buckets of 10 s per endpoint).
+const (
+	// RecentJobs is how many of its newest job ids an endpoint remembers
+	// for its recent-jobs list, and the largest ?limit= that list takes.
+	RecentJobs = 200
+	// RecentJobPreview caps the input and the output a recent-jobs entry
+	// shows, in bytes; a longer one is cut and shown as a JSON string of
+	// its first bytes, flagged inputTruncated or outputTruncated.
+	RecentJobPreview = 4096
 )

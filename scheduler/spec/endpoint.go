@@ -79,6 +79,12 @@ type EndpointSpec struct {
 	GPUPark *string
 	// GPUParkDelay is how long a worker is idle before ParkIdle parks it.
 	GPUParkDelay *int // seconds
+	// Template and TemplateVersion record the template an endpoint is
+	// deployed from (daemon/templates' Resolve sets them). The public
+	// create and update requests never set them: they describe where the
+	// endpoint came from, not what it runs.
+	Template        *string
+	TemplateVersion *int
 }
 
 // RunPod's endpoint defaults (docs/compat.md).
@@ -172,6 +178,8 @@ func (sp EndpointSpec) Apply(e *Endpoint) {
 	}
 	set(&e.GPUPark, sp.GPUPark)
 	set(&e.GPUParkDelaySec, sp.GPUParkDelay)
+	set(&e.Template, sp.Template)
+	set(&e.TemplateVersion, sp.TemplateVersion)
 }
 
 // set copies *v into *dst when v is given.

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/emberhq/ember/daemon/client"
+	"github.com/emberhq/ember/daemon/templates"
 )
 
 const testKey = "test-key"
@@ -43,6 +44,9 @@ type fakeDaemon struct {
 	// fields /healthz reports.
 	adminKey   string
 	healthzTLS string
+
+	// template_test.go: a real template store.
+	templates *templates.Store
 }
 
 type fakeRequest struct {
@@ -105,6 +109,7 @@ func startFakeDaemon(t *testing.T, cert *tls.Certificate, endpoints ...string) *
 	mux.HandleFunc("POST /v1/keys", fd.createKey)
 	mux.HandleFunc("DELETE /v1/keys/{id}", fd.revokeKey)
 	mux.HandleFunc("POST /v1/keys:rotate-admin", fd.rotateAdmin)
+	fd.templateRoutes(t, mux) // template_test.go
 	mux.HandleFunc("GET /healthz", fd.healthz)
 	mux.HandleFunc("GET /readyz", fd.readyz)
 	mux.HandleFunc("POST /v2/{ep}/runsync", fd.runsync)

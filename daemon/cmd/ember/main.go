@@ -175,7 +175,7 @@ Every command prints tables for people, or the daemon's JSON with --json.`,
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print no progress (upload bar, job states) on stderr")
 	pf.DurationVar(&a.timeout, "timeout", 0, "give up after this long, e.g. 30s or 5m (0: no limit)")
 
-	root.AddCommand(a.statusCmd(), a.endpointCmd(), a.jobCmd(), a.imageCmd(), a.workerCmd(), a.gpuCmd(), a.keyCmd(), a.versionCmd())
+	root.AddCommand(a.statusCmd(), a.endpointCmd(), a.jobCmd(), a.imageCmd(), a.workerCmd(), a.gpuCmd(), a.keyCmd(), a.templateCmd(), a.versionCmd())
 	// Kept from before "job" and "worker" gathered them. (No cobra command
 	// groups: packaging's man page test reads "Available Commands:".)
 	run, logs := a.jobRunCmd(), a.workerLogsCmd()

@@ -284,6 +284,9 @@ func writeEndpointDetail(w io.Writer, e *client.Endpoint) error {
 	if e.Generation > 0 {
 		row("Generation:", strconv.FormatInt(e.Generation, 10))
 	}
+	if e.Template != "" {
+		row("Template:", fmt.Sprintf("%s (version %d)", cell(e.Template), e.TemplateVersion))
+	}
 	row("Created:", formatTime(e.CreatedAt))
 	row("Updated:", formatTime(e.UpdatedAt))
 	return fw.Flush()

@@ -69,6 +69,7 @@ func run(args []string) int {
 	var level slog.LevelVar // SIGHUP may change it
 	level.Set(lvl)
 	o.Logger = emberd.NewLogger(&level)
+	o.Version = version
 	grpcapi.Version = version
 	if os.Getenv("GOGC") == "" {
 		// A long queue is many small live objects and a burst of /run
@@ -147,7 +148,7 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.IntVar(&s.parkMemoryMB, "park-memory-mb", 0, fmt.Sprintf("host memory (MiB) that parked GPU workers' GPU state may take in all (endpoint gpuPark); a park past it, or past the host's MemAvailable, is not done and the worker is stopped instead (default 0: %d%% of the host's memory)", limits.DefaultParkMemoryPercent))
 	fs.IntVar(&o.MaxConnections, "max-connections", 0, "cap on concurrent client connections, REST and gRPC together; idle ones are closed first past it, and an eighth more (16 to 1024) are held for the worker API and /healthz, /readyz (default half the open-files limit, at most 8192)")
 	fs.StringVar(&o.RateLimits, "rate-limits", "", "rate limits per key, endpoint and operation (runsync, run, status, stream, cancel, purge-queue, openai): off, or comma-separated OP=N/DURATION[:CONCURRENT] or OP=off overriding RunPod's defaults, e.g. run=500/10s:100 (default RunPod's: run=1000/10s:200, runsync, status, stream and openai 2000/10s:400, cancel=100/10s:20, purge-queue=2/10s); reloaded on SIGHUP")
-	fs.StringVar(&o.PreloadDir, "preload-dir", "", "folder of image archives and endpoint definitions (*.json) imported and created at start, once each (default DATA-DIR/preload)")
+	fs.StringVar(&o.PreloadDir, "preload-dir", "", "folder of image archives, templates (*.template.json) and endpoint definitions (*.json) imported and created at start, once each (default DATA-DIR/preload)")
 	fs.StringVar(&o.RegistryCertsDir, "registry-certs-dir", "/etc/ember/certs.d", "folder of per-registry TLS files for image pulls, as docker and containerd lay it out: HOST[:PORT]/*.crt are CAs trusted besides the system's, HOST[:PORT]/client.cert and client.key a client certificate (a missing folder is none)")
 	fs.StringVar(&o.RegistryAuthFile, "registry-auth-file", "", "docker config.json whose \"auths\" give registry credentials for image pulls that carry none (default: none)")
 	fs.StringVar(&o.DebugListen, "debug-listen", "", "HOST:PORT to serve Go's pprof profiles on (off when empty; keep it on loopback)")
