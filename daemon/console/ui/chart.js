@@ -21,9 +21,10 @@ function niceMax(v) {
 /**
  * lineChart draws series ([{name, color, points: [[unixSeconds, value|undefined]]}])
  * over [from, to] (unix seconds). A missing value breaks the line; a lone
- * point is drawn as a dot. fmt formats the y axis and the latest value.
+ * point is drawn as a dot. fmt formats the y axis and the latest value;
+ * summary, when given, replaces the latest value in the title line.
  */
-export function lineChart({ title, series, from, to, fmt = String, note }) {
+export function lineChart({ title, series, from, to, fmt = String, note, summary }) {
   let max = 0, count = 0;
   for (const s of series) for (const [, v] of s.points) if (v != null) { max = Math.max(max, v); count++; }
   const top = niceMax(max);
@@ -61,7 +62,7 @@ export function lineChart({ title, series, from, to, fmt = String, note }) {
     return last ? `${s.name} ${fmt(last[1])}` : null;
   }).filter(Boolean)[0];
   return h('div', { class: 'chart', dataset: { points: String(count) } },
-    h('h3', null, title, h('span', { class: 'last' }, latest ? `last: ${latest}` : 'no data yet')),
+    h('h3', null, title, h('span', { class: 'last' }, summary || (latest ? `last: ${latest}` : 'no data yet'))),
     svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': title }, parts),
     h('div', { class: 'legend' }, series.map((s) => h('span', null, h('i', { style: `background:${s.color}` }), s.name)), note ? h('span', null, note) : null));
 }

@@ -109,9 +109,10 @@ function drawCharts(el, hist) {
   const s = (name, color, key) => ({ name, color, points: pts.map((p) => [num(p.t), p[key] == null ? undefined : num(p[key])]) });
   const msf = (v) => ms(v);
   const cnt = (v) => (v >= 10 ? String(Math.round(v)) : String(Math.round(v * 10) / 10));
-  const colds = pts.reduce((a, p) => a + num(p.coldStarts), 0);
+  const sum = (key) => pts.filter((p) => num(p.t) >= from).reduce((a, p) => a + num(p[key]), 0);
+  const colds = sum('coldStarts');
   fill(el,
-    lineChart({ title: 'Requests per 10 s', from, to, fmt: cnt, series: [s('submitted', '#1c7ed6', 'submitted'), s('completed', '#2f9e44', 'completed'), s('failed', '#e03131', 'failed')] }),
+    lineChart({ title: 'Requests per 10 s', from, to, fmt: cnt, summary: `${sum('submitted')} in · ${sum('completed')} done · ${sum('failed')} failed`, series: [s('submitted', '#1c7ed6', 'submitted'), s('completed', '#2f9e44', 'completed'), s('failed', '#e03131', 'failed')] }),
     lineChart({ title: 'Delay (queue wait)', from, to, fmt: msf, series: [s('p50', '#f08c00', 'delayP50Ms'), s('p90', '#c2255c', 'delayP90Ms')] }),
     lineChart({ title: 'Execution', from, to, fmt: msf, series: [s('p50', '#1c7ed6', 'executionP50Ms'), s('p90', '#5f3dc4', 'executionP90Ms')] }),
     lineChart({ title: 'Cold start', from, to, fmt: msf, series: [s('p50', '#0c8599', 'coldStartP50Ms')], note: `${colds} cold starts this hour` }),
