@@ -267,6 +267,15 @@ try {
   await shot('images');
   ok(`uploaded an image: progress ${[...new Set(seen)].join('→')}%, then listed`);
 
+  step = 'images: in use, remove';
+  const used = await page.textContent('#images-table tr[data-image="ember/example-worker:latest"]');
+  check(used.includes('in use') && used.includes(epName), `the deployed image is not marked in use: ${used}`);
+  check(await page.isDisabled('#images-table tr[data-image="ember/example-worker:latest"] button:has-text("Remove")'), 'an image in use can be removed');
+  await page.click('#images-table tr[data-image="e2e/uploaded:1"] button:has-text("Remove")');
+  await page.waitForSelector('#images-table tr[data-image="e2e/uploaded:1"]', { state: 'detached' });
+  check((await api('GET', '/v1/images', { key: ADMIN_KEY })).json.images.every((i) => !(i.names || []).includes('e2e/uploaded:1')), 'the removed image is still in the store');
+  ok('the image in use is marked (its remove disabled); the uploaded one removed');
+
   step = 'GPUs page';
   await page.click('#nav a[data-page=gpus]');
   await page.waitForSelector('#gpus-table, #gpus .empty:not(:has-text("Loading"))');
