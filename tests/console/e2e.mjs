@@ -227,8 +227,11 @@ try {
   await page.waitForSelector(`[data-gone-worker="${workerId}"]`, { timeout: T });
   check(!(await page.$(`#workers tr[data-worker="${workerId}"]`)), 'the worker is still listed');
   await page.waitForSelector('#no-workers');
+  // The endpoint's merged log still has what the gone worker wrote.
+  await page.click('#all-logs');
+  await page.waitForFunction((w) => (document.querySelector('#log')?.textContent || '').includes(w), workerId);
   await shot('endpoint-worker-left');
-  ok(`worker ${workerId} left after its idle timeout`);
+  ok(`worker ${workerId} left after its idle timeout; the endpoint's merged log still shows it`);
 
   step = 'overview lists the endpoint';
   await page.click('#nav a[data-page=endpoints]');

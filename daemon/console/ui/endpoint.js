@@ -18,12 +18,15 @@ export function render(root, ctx, id) {
   const jobsBox = h('div', { id: 'jobs' }, h('p', { class: 'empty' }, 'Loading recent jobs…'));
   const settingsBox = h('div', { id: 'settings' });
   const sendBox = h('div', { id: 'send' });
+  // Every worker's log, merged: what a worker that already left wrote too.
+  const allLogs = h('button', { class: 'small', type: 'button', id: 'all-logs', title: 'GET /v1/endpoints/' + id + '/logs?follow=1' }, 'All workers\' logs');
 
   root.append(head, status, cards,
     h('section', { class: 'panel' }, h('h2', null, 'Last hour', h('span', { class: 'muted' }, '10 s buckets, live; a younger endpoint\'s charts start when it was first seen')), charts),
     h('div', { class: 'grid2' },
       h('section', { class: 'panel' }, h('h2', null, 'Send a request', h('span', { class: 'muted' }, 'POST /v2/' + id + '/run or /runsync')), sendBox),
-      h('section', { class: 'panel' }, h('h2', null, 'Workers', h('span', { class: 'muted' }, 'live; click Logs to follow one')), workersBox, gone, logBox)),
+      h('section', { class: 'panel' }, h('h2', null, 'Workers', h('span', { class: 'muted' }, 'live; click Logs to follow one'),
+        h('span', { style: 'margin-left:auto' }, allLogs)), workersBox, gone, logBox)),
     h('div', { style: 'height:12px' }),
     h('section', { class: 'panel' }, h('h2', null, 'Recent jobs', h('span', { class: 'muted' }, 'newest first; click a row for its input and output')), jobsBox),
     h('section', { class: 'panel' }, h('h2', null, 'Settings', h('span', { class: 'muted' }, 'PATCH /v1/endpoints/' + id + '; emberd checks every value')), settingsBox));
@@ -36,6 +39,7 @@ export function render(root, ctx, id) {
   ctx.signal.addEventListener('abort', () => logs.abort && logs.abort.abort());
 
   drawSend(sendBox, id, ctx);
+  allLogs.addEventListener('click', () => followLog('*', `/v1/endpoints/${enc}/logs?follow=1&since=1h`, 'all workers (last hour)', logs, logBox, ctx));
 
   ctx.poll(async () => {
     const [e, st, { workers = [] }] = await Promise.all([
@@ -134,7 +138,7 @@ function drawWorkers(el, workers, e, logs, logBox, ctx) {
         try { await api('POST', `/v1/workers/${encodeURIComponent(w.id)}:stop`); } catch (err) { alert(err.message); }
       });
       const logBtn = h('button', { class: 'small', type: 'button' }, logs.id === w.id ? 'Logs ●' : 'Logs');
-      logBtn.addEventListener('click', () => followLog(w.id, logs, logBox, ctx));
+      logBtn.addEventListener('click', () => followLog(w.id, `/v1/workers/${encodeURIComponent(w.id)}/logs?follow=1&tail=300`, w.id, logs, logBox, ctx));
       return h('tr', { dataset: { worker: w.id, state: w.state }, class: logs.id === w.id ? 'sel' : '' },
         h('td', null, h('span', { class: 'mono nowrap' }, w.id), w.outdated ? h('div', { class: 'reason info' }, 'outdated generation: finishes its jobs, then stops') : null),
         h('td', null, h('span', { class: `badge ${w.state}`, title: stateHelp[w.state] || '' }, w.state),
@@ -146,8 +150,8 @@ function drawWorkers(el, workers, e, logs, logBox, ctx) {
     }))));
 }
 
-/** followLog streams GET /v1/workers/{id}/logs?follow=1 into the log box. */
-async function followLog(id, logs, box, ctx) {
+/** followLog streams a followed log (a worker's, or the endpoint's merged) into the log box. */
+async function followLog(id, url, title, logs, box, ctx) {
   if (logs.abort) logs.abort.abort();
   if (logs.id === id) { logs.id = ''; box.hidden = true; return; }
   logs.id = id;
@@ -158,10 +162,10 @@ async function followLog(id, logs, box, ctx) {
   const close = h('button', { class: 'small', type: 'button' }, 'Close');
   close.addEventListener('click', () => { abort.abort(); logs.id = ''; box.hidden = true; });
   box.hidden = false;
-  fill(box, h('div', { class: 'formrow', style: 'margin:10px 0 4px' }, h('b', null, 'Log of ', h('span', { class: 'mono' }, id)), state, h('span', { style: 'margin-left:auto' }, close)), pre);
+  fill(box, h('div', { class: 'formrow', style: 'margin:10px 0 4px' }, h('b', null, 'Log of ', h('span', { class: 'mono' }, title)), state, h('span', { style: 'margin-left:auto' }, close)), pre);
   const MAX = 256 * 1024;
   try {
-    const res = await fetch(`/v1/workers/${encodeURIComponent(id)}/logs?follow=1&tail=300`, { signal: abort.signal, credentials: 'same-origin' });
+    const res = await fetch(url, { signal: abort.signal, credentials: 'same-origin' });
     if (!res.ok) {
       const text = await res.text();
       let body = null; try { body = JSON.parse(text); } catch { /* plain text */ }
@@ -181,7 +185,7 @@ async function followLog(id, logs, box, ctx) {
       pre.textContent = t;
       if (atEnd) pre.scrollTop = pre.scrollHeight;
     }
-    state.textContent = 'ended: the worker exited';
+    state.textContent = id === '*' ? 'ended' : 'ended: the worker exited';
   } catch (err) {
     if (err.name === 'AbortError' || ctx.signal.aborted) return;
     state.textContent = `log: ${err.message}`;

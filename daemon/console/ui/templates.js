@@ -14,8 +14,13 @@ export function render(root, ctx) {
   root.append(status, list);
   (async () => {
     try {
-      const [{ templates = [] }, imgs] = await Promise.all([get('/v1/templates', { signal: ctx.signal }),
-        get('/v1/images', { signal: ctx.signal }).catch(() => ({ images: [] }))]);
+      const [{ templates = [] }, imgs, gpus] = await Promise.all([get('/v1/templates', { signal: ctx.signal }),
+        get('/v1/images', { signal: ctx.signal }).catch(() => ({ images: [] })),
+        get('/v1/gpus', { signal: ctx.signal }).catch(() => ({ gpus: [] }))]);
+      // The GPU models this machine has, for Quick Deploy's GPU choice.
+      const models = [...new Set((gpus.gpus || []).filter((g) => !g.unhealthy).map((g) => g.name))];
+      ctx.gpuModels = models;
+      ctx.gpuTotal = (gpus.gpus || []).filter((g) => !g.unhealthy).length;
       const have = new Set();
       for (const i of imgs.images || []) for (const n of i.names || []) have.add(n);
       fill(list, templates.length ? templates.map((t) => card(t, have, ctx)) : h('p', { class: 'empty' }, 'No templates.'));
@@ -57,6 +62,16 @@ function deployForm(t, ctx, close) {
   // Only what has no default is asked for: required variables.
   const asks = (t.env || []).filter((e) => e.required && !e.default);
   const envInputs = asks.map((e) => ({ e, inp: h('input', { type: e.secret ? 'password' : 'text', name: `env.${e.name}`, id: `deploy-env-${t.name}-${e.name}`, autocomplete: 'off', spellcheck: 'false' }) }));
+  // A GPU template: which of this machine's GPU models, and how many.
+  const gpuCount = h('input', { type: 'number', min: 0, step: 1, value: String(num(t.gpuCount)), name: 'gpuCount', id: `deploy-gpucount-${t.name}` });
+  const models = ctx.gpuModels || [];
+  const gpuType = h('select', { name: 'gpuTypes', id: `deploy-gputype-${t.name}` },
+    h('option', { value: '' }, (t.gpuTypes || []).length ? `as the template says (${t.gpuTypes.join(' | ')})` : 'any model'),
+    models.map((m) => h('option', { value: m }, m)));
+  const gpuRow = num(t.gpuCount) > 0 ? h('div', { class: 'form-grid' },
+    h('div', { dataset: { field: 'gpuTypes' } }, h('label', { for: gpuType.id }, 'GPU model'), gpuType,
+      h('div', { class: 'field-help' }, models.length ? `this machine has ${ctx.gpuTotal} healthy GPU(s): ${models.join(', ')}` : 'this machine reports no GPUs: the endpoint will wait for one')),
+    h('div', { dataset: { field: 'gpuCount' } }, h('label', { for: gpuCount.id }, 'GPUs per worker'), gpuCount)) : null;
   const out = h('div', { class: 'deploy-msg' });
   const go = h('button', { class: 'primary', type: 'submit' }, 'Deploy');
   const cancel = h('button', { type: 'button' }, 'Cancel');
@@ -67,6 +82,7 @@ function deployForm(t, ctx, close) {
       h('div', { class: 'wide', dataset: { field: 'name' } }, h('label', { for: name.id }, 'Endpoint name'), name),
       envInputs.map(({ e, inp }) => h('div', { class: 'wide', dataset: { field: `env.${e.name}` } },
         h('label', { for: inp.id }, e.name, ' (required)'), inp, h('div', { class: 'field-help' }, e.description || '')))),
+    gpuRow,
     asks.length ? null : h('p', { class: 'muted small' }, 'Every variable has a default: only a name is needed.'),
     h('div', { class: 'formrow' }, go, cancel), out);
   form.addEventListener('submit', async (ev) => {
@@ -77,12 +93,17 @@ function deployForm(t, ctx, close) {
     go.disabled = true;
     fill(out, msg('info', 'Deploying…'));
     try {
-      const ep = await api('POST', `/v1/templates/${encodeURIComponent(t.name)}:deploy`, { name: name.value.trim(), env }, { signal: ctx.signal });
+      const body = { name: name.value.trim(), env };
+      if (gpuRow) {
+        if (gpuType.value) body.gpuTypes = [gpuType.value];
+        if (gpuCount.value !== String(num(t.gpuCount))) body.gpuCount = Number(gpuCount.value);
+      }
+      const ep = await api('POST', `/v1/templates/${encodeURIComponent(t.name)}:deploy`, body, { signal: ctx.signal });
       fill(out, msg('ok', `Deployed endpoint ${ep.name} (${ep.id}).`));
       ctx.go(`#/endpoints/${encodeURIComponent(ep.id)}`);
     } catch (err) {
       if (err.name === 'AbortError') return;
-      const bad = err.field && form.querySelector(`[data-field="${CSS.escape(err.field)}"] input`);
+      const bad = err.field && form.querySelector(`[data-field="${CSS.escape(err.field)}"] :is(input, select)`);
       if (bad) bad.classList.add('invalid');
       fill(out, msg('error', err.message),
         err.field === 'image' ? h('p', { class: 'small' }, 'Or upload the archive on the ', h('a', { href: '#/images' }, 'Images'), ' page.') : null);
