@@ -64,8 +64,17 @@ function workerCell(ep, st, workers) {
   const counts = (st && st.workers) || {};
   const chips = workerStates.filter((s) => num(counts[s]) > 0)
     .map((s) => h('span', { class: `badge ${s}`, title: stateHelp[s] }, `${num(counts[s])} ${s}`));
-  const mine = workers.filter((w) => w.endpointId === ep.id && w.reason);
-  const reasons = mine.slice(0, 3).map((w) => h('div', { class: `reason ${w.state === 'unhealthy' ? '' : 'info'}` }, `${w.id}: ${w.reason}`));
+  // Workers that fail the same way say so once: "3 workers: exited with code 127 ...".
+  const byReason = new Map();
+  for (const w of workers) {
+    if (w.endpointId !== ep.id || !w.reason) continue;
+    const g = byReason.get(w.reason) || { ids: [], bad: false };
+    g.ids.push(w.id);
+    g.bad = g.bad || w.state === 'unhealthy';
+    byReason.set(w.reason, g);
+  }
+  const reasons = [...byReason].slice(0, 3).map(([reason, g]) => h('div', { class: `reason ${g.bad ? '' : 'info'}`, title: g.ids.join(', ') },
+    g.ids.length > 1 ? `${g.ids.length} workers: ${reason}` : `${g.ids[0]}: ${reason}`));
   return [chips.length ? h('div', { class: 'chips' }, chips) : h('span', { class: 'muted' }, 'none'), reasons];
 }
 
@@ -87,7 +96,7 @@ function drawTable(el, endpoints, workers, stats, hist) {
     const st = stats[i];
     const s = endpointState(st);
     return h('tr', { dataset: { endpoint: ep.id, name: ep.name } },
-      h('td', null, h('a', { href: `#/endpoints/${encodeURIComponent(ep.id)}`, class: 'epname' }, h('b', null, ep.name)),
+      h('td', null, h('a', { href: `#/endpoints/${encodeURIComponent(ep.id)}`, class: 'epname nowrap' }, h('b', null, ep.name)),
         h('div', { class: 'idcell' }, ep.id)),
       h('td', null, h('span', { class: `badge ${s.cls || s.state}`, title: s.why }, s.state)),
       h('td', null, workerCell(ep, st, workers)),
@@ -97,11 +106,10 @@ function drawTable(el, endpoints, workers, stats, hist) {
       h('td', { class: 'num' }, st ? secs(st.execution.p50Seconds, st.execution.count) : '–', h('div', { class: 'muted small' }, st ? `p90 ${secs(st.execution.p90Seconds, st.execution.count)}` : '')),
       h('td', { class: 'num' }, st ? num(st.finished && st.finished.COMPLETED) : '–',
         h('div', { class: 'muted small' }, st ? `${num(st.finished && st.finished.FAILED) + num(st.finished && st.finished.TIMED_OUT)} failed` : '')),
-      h('td', null, h('div', { class: 'small' }, ep.template ? `${ep.template} v${ep.templateVersion}` : h('span', { class: 'muted' }, '—')),
-        h('div', { class: 'idcell', title: ep.image }, ep.image || (ep.command || []).join(' '))),
-      h('td', { class: 'small' }, `${num(ep.workersMin)}–${num(ep.workersMax)} workers`,
-        h('div', { class: 'muted' }, `${num(ep.gpuCount) ? `${num(ep.gpuCount)} GPU` : 'CPU'} · idle ${num(ep.idleTimeout)}s`)),
-      h('td', { class: 'small muted' }, ago(ep.updatedAt)));
+      h('td', null, h('div', { class: 'small' }, ep.template ? `${ep.template} v${ep.templateVersion}` : h('span', { class: 'muted' }, 'no template')),
+        h('div', { class: 'idcell clip', title: ep.image || (ep.command || []).join(' ') }, ep.image || (ep.command || []).join(' '))),
+      h('td', { class: 'small nowrap', title: `changed ${ago(ep.updatedAt)}` }, `${num(ep.workersMin)}–${num(ep.workersMax)} workers`,
+        h('div', { class: 'muted' }, `${num(ep.gpuCount) ? `${num(ep.gpuCount)} GPU` : 'CPU'} · idle ${num(ep.idleTimeout)} s`)));
   });
   fill(el, h('div', { class: 'tablewrap' }, h('table', { id: 'endpoints-table' },
     h('thead', null, h('tr', null, h('th', null, 'Endpoint'), h('th', null, 'State'), h('th', null, 'Workers'),
@@ -109,7 +117,7 @@ function drawTable(el, endpoints, workers, stats, hist) {
       h('th', { class: 'num', title: 'jobs waiting in the queue' }, 'Queue'),
       h('th', { class: 'num', title: 'time in queue before a worker took the job (last 1024 jobs)' }, 'Delay p50'),
       h('th', { class: 'num', title: 'time a worker ran the job (last 1024 jobs)' }, 'Exec p50'),
-      h('th', { class: 'num' }, 'Completed'), h('th', null, 'Template / image'), h('th', null, 'Scaling'), h('th', null, 'Changed'))),
+      h('th', { class: 'num' }, 'Completed'), h('th', null, 'Template / image'), h('th', null, 'Scaling'))),
     h('tbody', null, rows))),
   h('p', { class: 'muted small', style: 'margin:6px 0 0' }, 'Delay and execution are p50 (p90 below) over each endpoint\'s last 1024 jobs. Hover a state for what it means.'));
 }

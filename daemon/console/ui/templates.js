@@ -70,7 +70,7 @@ function deployForm(t, ctx, close) {
     models.map((m) => h('option', { value: m }, m)));
   const gpuRow = num(t.gpuCount) > 0 ? h('div', { class: 'form-grid' },
     h('div', { dataset: { field: 'gpuTypes' } }, h('label', { for: gpuType.id }, 'GPU model'), gpuType,
-      h('div', { class: 'field-help' }, models.length ? `this machine has ${ctx.gpuTotal} healthy GPU(s): ${models.join(', ')}` : 'this machine reports no GPUs: the endpoint will wait for one')),
+      h('div', { class: 'field-help' }, models.length ? `this machine has ${ctx.gpuTotal} healthy GPU(s): ${models.join(', ')}` : 'this machine reports no GPUs: a GPU worker cannot start here')),
     h('div', { dataset: { field: 'gpuCount' } }, h('label', { for: gpuCount.id }, 'GPUs per worker'), gpuCount)) : null;
   const out = h('div', { class: 'deploy-msg' });
   const go = h('button', { class: 'primary', type: 'submit' }, 'Deploy');
