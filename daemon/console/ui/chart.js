@@ -7,7 +7,7 @@ const W = 300, H = 110, L = 36, R = 6, T = 8, B = 16;
 
 /** ago labels a point of the time axis, s seconds before now. */
 function ago(s) {
-  return s >= 120 ? `−${+(s / 60).toFixed(s >= 1200 ? 0 : 1)} min` : `−${Math.round(s)} s`;
+  return s >= 120 ? `−${+(s / 60).toFixed(s >= 300 ? 0 : 1)} min` : `−${Math.round(s)} s`;
 }
 
 /** niceMax rounds a chart's top up to 1, 2 or 5 times a power of ten. */

@@ -146,7 +146,7 @@ function drawWorkers(el, workers, e, logs, logBox, ctx) {
         h('td', { class: 'small' }, ago(w.startedAt)),
         h('td', { class: 'small mono' }, (w.jobs || []).length ? w.jobs.join(', ') : h('span', { class: 'muted' }, '—')),
         h('td', { class: 'small' }, (w.gpus || []).length ? w.gpus.map((g) => g.slice(0, 12)).join(', ') : h('span', { class: 'muted' }, w.parkedBytes ? `parked ${bytes(w.parkedBytes)}` : '—')),
-        h('td', { class: 'num' }, logBtn, ' ', stop));
+        h('td', { class: 'num' }, logBtn, ' ', ['unhealthy', 'draining', 'stopped'].includes(w.state) ? null : stop));
     }))));
 }
 
