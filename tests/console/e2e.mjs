@@ -118,6 +118,48 @@ try {
   check(await page.isHidden('#login'), 'a reload went back to the login page');
   ok('a reload keeps the session');
 
+  step = 'polling: backoff on errors, paused while the tab is hidden';
+  // poll.js run in a page of its own under a recording setTimeout: the
+  // delays it asks for are checked, not how long anything took.
+  const side = await context.newPage();
+  await side.goto(URL + '/console/style.css');
+  const polling = await side.evaluate(async () => {
+    const timers = [];
+    const realSetTimeout = window.setTimeout;
+    window.setTimeout = (fn, ms) => { timers.push({ fn, ms }); return timers.length; };
+    let hidden = false;
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+    const { poll } = await import('/console/poll.js');
+    let calls = 0, fail = true;
+    const settle = () => new Promise((r) => realSetTimeout(r, 0));
+    const p = poll(async () => { calls++; if (fail) throw new Error('down'); }, 2000);
+    const delays = [];
+    for (let i = 0; i < 5; i++) { await settle(); const t = timers.shift(); delays.push(t.ms); t.fn(); }
+    await settle();
+    fail = false;
+    const last = timers.shift(); delays.push(last.ms); last.fn();
+    await settle();
+    const t = timers.shift(); delays.push(t.ms);
+    hidden = true;
+    const before = calls;
+    t.fn(); // due while hidden: no call
+    await settle();
+    const whileHidden = calls - before;
+    hidden = false;
+    document.dispatchEvent(new Event('visibilitychange'));
+    await settle();
+    const afterShown = calls - before;
+    p.stop();
+    window.setTimeout = realSetTimeout;
+    delete document.hidden;
+    return { delays, whileHidden, afterShown };
+  });
+  await side.close();
+  check(JSON.stringify(polling.delays) === JSON.stringify([4000, 8000, 16000, 30000, 30000, 30000, 2000]),
+    `poll delays ${JSON.stringify(polling.delays)}, want 4 s doubling to 30 s while failing, 2 s once it answers`);
+  check(polling.whileHidden === 0 && polling.afterShown === 1, `hidden tab: ${JSON.stringify(polling)}`);
+  ok('polling backs off 4→8→16→30 s on errors, returns to 2 s, and waits while the tab is hidden');
+
   step = 'templates: a deploy refused shows the daemon\'s message';
   await page.click('#nav a[data-page=templates]');
   await page.waitForSelector('[data-template=basic]');
