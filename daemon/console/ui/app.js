@@ -95,7 +95,8 @@ function showApp(s) {
   for (const a of document.querySelectorAll('#nav a[data-page=keys]')) a.hidden = !canChange();
   stopHeader();
   startHeader();
-  if (!location.hash) location.hash = '#/endpoints';
+  // replaceState fires no hashchange: the page is drawn once, below.
+  if (!location.hash) history.replaceState(null, '', '#/endpoints');
   route();
 }
 
