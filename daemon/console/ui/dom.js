@@ -99,3 +99,12 @@ export function oneLine(v) {
 
 /** readonlyNote is the visible reason a control is disabled. */
 export function readonlyNote(text) { return h('p', { class: 'readonly-note' }, text); }
+
+/**
+ * liveError is a failed live update's message (null once it works again):
+ * a refusal (403) as emberd words it, anything else as retried.
+ */
+export function liveError(e) {
+  if (!e) return null;
+  return msg('error', e.status === 403 ? e.message : `Live update failed (retrying with backoff): ${e.message}`);
+}

@@ -2,7 +2,7 @@
 // workers with live logs, recent jobs, and its settings.
 
 import { api, get, canChange, canInvoke, whyNot, ApiError, lost } from './api.js';
-import { h, fill, num, secs, ms, badge, msg, ago, when, pretty, oneLine, bytes, readonlyNote } from './dom.js';
+import { h, fill, num, secs, ms, badge, msg, ago, when, pretty, oneLine, bytes, readonlyNote, liveError } from './dom.js';
 import { endpointState, workerStates, stateHelp, terminal } from './model.js';
 import { lineChart } from './chart.js';
 
@@ -60,7 +60,7 @@ export function render(root, ctx, id) {
     if (first) drawSettings(settingsBox, e); // drawn once: a poll must not wipe edits
   }, 2000, (err) => {
     if (err && err.status === 404) { fill(status, msg('error', err.message)); return; }
-    fill(status, err ? msg('error', `Live update failed (retrying with backoff): ${err.message}`) : null);
+    fill(status, liveError(err));
   });
 
   ctx.poll(async () => {

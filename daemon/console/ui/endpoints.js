@@ -2,7 +2,7 @@
 // reasons), queue, and p50/p90 delay and execution; live.
 
 import { get, canChange, whyNot } from './api.js';
-import { h, fill, num, secs, badge, msg, ago } from './dom.js';
+import { h, fill, num, secs, badge, msg, ago, liveError } from './dom.js';
 import { endpointState, workerStates, stateHelp } from './model.js';
 import { sparkline } from './chart.js';
 
@@ -38,7 +38,7 @@ export function render(root, ctx) {
     drawCards(cards, endpoints, workers, stats);
     last = [endpoints, workers, stats];
     drawTable(body, endpoints, workers, stats, hist);
-  }, 2000, (e) => fill(status, e ? msg('error', `Live update failed (retrying with backoff): ${e.message}`) : null));
+  }, 2000, (e) => fill(status, liveError(e)));
 }
 
 function drawCards(el, endpoints, workers, stats) {

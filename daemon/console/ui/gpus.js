@@ -2,7 +2,7 @@
 // worker and endpoint holding each one, and health.
 
 import { get } from './api.js';
-import { h, fill, bytes, num, msg } from './dom.js';
+import { h, fill, bytes, num, msg, liveError } from './dom.js';
 
 export function render(root, ctx) {
   const status = h('div');
@@ -11,7 +11,7 @@ export function render(root, ctx) {
   ctx.poll(async () => {
     const [{ gpus = [] }, { endpoints = [] }] = await Promise.all([get('/v1/gpus', { signal: ctx.signal }), get('/v1/endpoints', { signal: ctx.signal })]);
     draw(list, gpus, endpoints);
-  }, 2000, (e) => fill(status, e ? msg('error', `Live update failed (retrying with backoff): ${e.message}`) : null));
+  }, 2000, (e) => fill(status, liveError(e)));
 }
 
 function meter(pct, text) {

@@ -2,7 +2,7 @@
 // a progress bar, sizes, which endpoints use each image, remove.
 
 import { api, get, canChange, whyNot, csrfHeaders, ApiError, lost } from './api.js';
-import { h, fill, bytes, msg, when, readonlyNote } from './dom.js';
+import { h, fill, bytes, msg, when, readonlyNote, liveError } from './dom.js';
 
 export function render(root, ctx) {
   const status = h('div');
@@ -65,7 +65,7 @@ export function render(root, ctx) {
   const p = ctx.poll(async () => {
     const [{ images = [] }, { endpoints = [] }] = await Promise.all([get('/v1/images', { signal: ctx.signal }), get('/v1/endpoints', { signal: ctx.signal })]);
     draw(list, images, endpoints, ctx, () => p.now());
-  }, 5000, (e) => fill(status, e ? msg('error', `Live update failed (retrying with backoff): ${e.message}`) : null));
+  }, 5000, (e) => fill(status, liveError(e)));
   refresh = () => p.now();
 }
 
