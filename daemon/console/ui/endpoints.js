@@ -50,14 +50,16 @@ function drawCards(el, endpoints, workers, stats) {
     failed += num(st.finished && st.finished.FAILED) + num(st.finished && st.finished.TIMED_OUT);
   }
   const by = (s) => workers.filter((w) => w.state === s).length;
-  const card = (k, v, sub) => h('div', { class: 'card' }, h('div', { class: 'k' }, k), h('div', { class: 'v' }, v, sub ? h('small', null, ` ${sub}`) : null));
+  // A figure that needs attention is drawn in red.
+  const card = (k, v, sub, bad) => h('div', { class: `card${bad ? ' alert' : ''}` }, h('div', { class: 'k' }, k), h('div', { class: 'v' }, v, sub ? h('small', null, ` ${sub}`) : null));
   fill(el,
     card('Endpoints', endpoints.length),
     card('Workers', workers.length, `${by('running')} running · ${by('idle')} idle`),
-    card('Unhealthy workers', by('unhealthy')),
+    card('Unhealthy workers', by('unhealthy'), by('unhealthy') ? 'see their reasons below' : '', by('unhealthy') > 0),
     card('Jobs queued', queued),
     card('Jobs in progress', inProgress),
-    card('Completed / failed', done, `/ ${failed} failed`));
+    card('Jobs completed', done),
+    card('Jobs failed', failed, 'timed out included', failed > 0));
 }
 
 function workerCell(ep, st, workers) {
