@@ -43,6 +43,10 @@ build-deps:
 # The web console test (tests/console_test.go) drives Debian's chromium with
 # playwright-core from tests/console (no browser download).
 TEST_APT_PKGS := rpm debootstrap systemd-container
+# The web console's browser test drives Debian's Chromium (tests/console);
+# fonts-liberation, only recommended by chromium, gives its pages and
+# screenshots readable text.
+BROWSER_APT_PKGS := chromium fonts-liberation
 deps: build-deps nfpm
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; fi
@@ -52,8 +56,9 @@ deps: build-deps nfpm
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
 	@if [ ! -d tests/compat/node_modules/runpod-sdk ]; then \
 		cd tests/compat && npm ci --no-audit --no-fund; fi
-	@if [ ! -x /usr/bin/chromium ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; fi
+	@missing=$$(for p in $(BROWSER_APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
 	@if [ ! -d tests/console/node_modules/playwright-core ]; then \
 		cd tests/console && npm ci --no-audit --no-fund; fi
 
