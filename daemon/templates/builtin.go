@@ -13,7 +13,7 @@ var builtinTemplates = []Template{
 		Name:     "basic",
 		Category: "handler",
 		Description: "A queue-based handler worker, RunPod's basic worker kind: the example worker that " +
-			"`make run` imports (it echoes its input, streams, and fails on request). " +
+			"make run imports (it echoes its input, streams, and fails on request). " +
 			"Replace the image with your own handler's for a worker of your own.",
 		Image:          "ember/example-worker:latest",
 		GPUCount:       0,
