@@ -40,6 +40,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/cgroups"
@@ -298,6 +299,32 @@ func (r *Runtime) Start(ctx context.Context, spec oci.Spec) (oci.Worker, error) 
 
 var validID = regexp.MustCompile(`^[\w+.-]+$`)
 
+// Until one container has started, starts take turns. On cgroup v1,
+// libcontainer's blkio controller is a process-wide value that finds out
+// its file names on the first Set and caches them in plain fields (the
+// cgroups module's fs/blkio.go, detectWeightFilenames): two first starts
+// at once write them together, a data race. Once a start has succeeded
+// the names are known and only read, so later starts run side by side.
+var (
+	firstStartMu   sync.Mutex
+	firstStartDone atomic.Bool
+)
+
+// runContainer runs c's init process, one at a time until a start has
+// succeeded (firstStartMu).
+func runContainer(c *libcontainer.Container, proc *libcontainer.Process) error {
+	if firstStartDone.Load() {
+		return c.Run(proc)
+	}
+	firstStartMu.Lock()
+	defer firstStartMu.Unlock()
+	if err := c.Run(proc); err != nil {
+		return err
+	}
+	firstStartDone.Store(true)
+	return nil
+}
+
 // paths are the files of a worker under its Dir.
 type paths struct {
 	dir, rootfs, upper, work, links, etc, config string
@@ -412,7 +439,7 @@ func (r *Runtime) start(ctx context.Context, spec oci.Spec) (w *Worker, retErr e
 	}
 	proc.Stdout, proc.Stderr = logf, logf
 	proc.Init = true
-	if err := c.Run(proc); err != nil {
+	if err := runContainer(c, proc); err != nil {
 		return nil, fmt.Errorf("start worker %s: run container: %w", spec.ID, err)
 	}
 	tm.Start = time.Since(t)

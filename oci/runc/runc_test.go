@@ -537,7 +537,23 @@ func TestHelperCrashAfterStart(t *testing.T) {
 	os.Exit(0)
 }
 
+// firstStartsEnv marks the child process of TestConcurrentStarts, in
+// which its starts are the first of the process.
+const firstStartsEnv = "EMBER_TEST_FIRST_STARTS"
+
+// TestConcurrentStarts starts 8 containers at once. It runs twice: in a
+// child test process of its own, where these are the process's first
+// starts (libcontainer's cgroup v1 controllers find out their file names
+// on the first one: runContainer), and here, after the other tests'.
+// Under -race a race in either fails it.
 func TestConcurrentStarts(t *testing.T) {
+	if os.Getenv(firstStartsEnv) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestConcurrentStarts$", "-test.count=1")
+		cmd.Env = append(os.Environ(), firstStartsEnv+"=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("concurrent first starts in a fresh process: %v\n%s", err, tail(string(out)))
+		}
+	}
 	e := newTestRuntime(t, nil)
 	const n = 8
 	errs := make(chan error, n)
