@@ -327,6 +327,31 @@ try {
   await shot('gpus');
   ok('GPU page drawn');
 
+  // This machine has no GPU, so NVML, the hardware boundary, answers
+  // nothing. The page's drawing of GPUs is checked with /v1/gpus answered
+  // in the browser as emberd answers it with two GPUs (daemon/httpapi/
+  // gpus.go's fields): one held by the deployed endpoint's worker with
+  // live readings, one left out as unhealthy without them.
+  step = 'GPUs page with NVML readings';
+  const fakeGPUs = { gpus: [
+    { index: 0, uuid: 'GPU-e2e-0', name: 'NVIDIA H200', memoryTotalBytes: 150_754_820_096, worker: 'w-e2efakegpu0', endpointId: epId,
+      utilizationPercent: 87, memoryUsedBytes: 75_377_410_048, temperatureC: 64 },
+    { index: 1, uuid: 'GPU-e2e-1', name: 'NVIDIA H200', memoryTotalBytes: 150_754_820_096, unhealthy: 'Xid 79: GPU has fallen off the bus',
+      statsError: 'NVML: GPU is lost' },
+  ] };
+  await page.route(`${URL}/v1/gpus`, (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(fakeGPUs) }));
+  const held = await page.waitForSelector('#gpus-table tr[data-gpu="GPU-e2e-0"]');
+  const heldText = await held.textContent();
+  check(heldText.includes('NVIDIA H200') && heldText.includes('87%') && heldText.includes('64 °C') && heldText.includes('w-e2efakegpu0') && heldText.includes(epName),
+    `the held GPU's row lacks its readings or holder: ${heldText}`);
+  const lost = await (await page.waitForSelector('#gpus-table tr[data-gpu="GPU-e2e-1"]')).textContent();
+  check(lost.includes('unhealthy') && lost.includes('Xid 79') && lost.includes('NVML: GPU is lost'), `the unhealthy GPU's row: ${lost}`);
+  // The header's summary (polled every 5 s) counts them too.
+  await page.waitForFunction(() => document.getElementById('gpusum').textContent.includes('GPUs 1/2 in use · 1 unhealthy'));
+  await shot('gpus-readings');
+  await page.unroute(`${URL}/v1/gpus`);
+  ok('GPUs drawn with utilisation, memory, temperature, holder and health, and counted in the header');
+
   step = 'keys: create (shown once) and revoke';
   await page.click('#nav a[data-page=keys]');
   await page.fill('#key-name', 'e2e-ui-key');
